@@ -1,0 +1,52 @@
+use std::path::{Path, PathBuf};
+
+use crate::Digest;
+
+/// Everything that can go wrong in the cache. A missing or damaged entry in
+/// the action cache is not an error (it reads as a miss); these are.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot access {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cache index: {0}")]
+    Index(String),
+    #[error("blob {0} is not in the cache")]
+    BlobMissing(Digest),
+    #[error("blob {0} in the cache is damaged (its content does not match its digest); it was removed")]
+    BlobCorrupt(Digest),
+    #[error("cannot record an action result: blob {digest} is not in the cache store")]
+    MissingBlob { digest: Digest },
+    #[error("{} is not a regular file", .0.display())]
+    NotAFile(PathBuf),
+}
+
+impl CacheError {
+    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> CacheError {
+        CacheError::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// `.map_err(io_at(path))`, so every I/O error names the file it concerns.
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError::io(path, source)
+}
+
+pub(crate) fn index_err(e: sled::Error) -> CacheError {
+    CacheError::Index(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_error_message_names_the_path() {
+        let e = CacheError::io("/x/y", std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        let msg = e.to_string();
+        assert!(msg.starts_with("cannot access /x/y: "), "{msg}");
+        assert!(msg.to_lowercase().contains("permission denied"), "{msg}");
+    }
+}

@@ -1,0 +1,44 @@
+//! kflow's cache: a content-addressed store of blobs named by their blake3
+//! digest, an action cache mapping action keys to the blobs an action
+//! produced, a stat cache of file digests, and the maintenance commands
+//! (stats, garbage collection, verification).
+//!
+//! The cache knows only bytes and digests: what an action is, or what its
+//! outputs mean, is the engine's business. Everything here is safe against
+//! `kill -9` at any moment: blobs are written to a temporary file, synced and
+//! renamed; an action entry is written only after all of its blobs are in the
+//! store; an entry whose blobs are missing or damaged reads as a miss.
+
+mod action_index;
+mod digest;
+mod error;
+mod file_digests;
+mod lock;
+mod maintenance;
+mod store;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use action_index::{ActionIndex, SledIndex};
+pub use digest::{Digest, DigestParseError};
+pub use error::CacheError;
+pub use maintenance::{GcReport, Stats, VerifyReport};
+pub use store::{Cache, ScratchDir};
+
+/// A blob in the content-addressed store: its digest and length in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// What the action cache stores for one action key: the blobs the action
+/// produced, by name, and opaque metadata owned by the engine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionEntry {
+    pub blobs: BTreeMap<String, BlobRef>,
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+}

@@ -1,0 +1,34 @@
+//! kflow's build engine. It knows labels, graph files, actions, keys, the
+//! scheduler and build records, and nothing about machine learning: rules
+//! plug in through [`Rule`], and the cache is reached only through
+//! `kflow-cache`.
+
+pub mod action_graph;
+pub mod attrs;
+pub mod build;
+pub mod db;
+pub mod diagnostic;
+pub mod events;
+pub mod explain;
+pub mod graph_file;
+pub mod keys;
+pub mod label;
+pub mod materialize;
+pub mod query;
+pub mod registry;
+pub mod rule;
+mod scheduler;
+pub mod target_graph;
+pub mod watch;
+pub mod workspace;
+
+pub use attrs::{AttrSpec, AttrType, AttrValue, Attrs, Source};
+pub use diagnostic::Diagnostic;
+pub use kflow_cache::{BlobRef, Digest};
+pub use label::{Label, Pattern};
+pub use registry::RuleRegistry;
+pub use rule::{
+    ActionContext, ActionDecl, ActionError, ArtifactRef, ChildInput, ChildResult, ChildSpec, InputFile, Outcome,
+    Planner, Rule, Status, Target, TargetPlan,
+};
+pub use workspace::Workspace;

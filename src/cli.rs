@@ -1,0 +1,156 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "kflow",
+    version,
+    about = "Incremental, content-hashed dataflow builds for hardware-aware AutoML on microcontrollers",
+    after_help = "Exit codes: 0 success, 1 build failure, 2 usage or graph error.\n\
+                  Examples:\n  kflow build target//max78002:anomaly\n  kflow explain target//max78002:anomaly\n  \
+                  kflow query 'deps(target//max78002:anomaly)'"
+)]
+pub struct Cli {
+    /// When to use colors in messages.
+    #[arg(long, global = true, value_enum, default_value_t = ColorMode::Auto)]
+    pub color: ColorMode,
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorMode {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Build targets: plan, run what changed, materialize outputs.
+    Build(BuildArgs),
+    /// Why each action of the last build of a target ran or came from cache.
+    Explain(ExplainArgs),
+    /// Query the target graph: deps(), rdeps(), kind(), and set operators.
+    Query(QueryArgs),
+    /// Print the action graph of targets.
+    Graph(GraphArgs),
+    /// List targets matching patterns (default: every target of every cell).
+    Targets(TargetsArgs),
+    /// Inspect and maintain the cache.
+    Cache(CacheArgs),
+    /// Remove `kflow-out/` (and with --cache, the cache too).
+    Clean(CleanArgs),
+}
+
+#[derive(Args)]
+pub struct CacheDirArg {
+    /// The cache directory [default: from kflow.toml, else ~/.cache/kflow].
+    #[arg(long, env = "KFLOW_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Targets or patterns: `cell//pkg:name`, `//pkg:name`, `:name`, `cell//pkg:`, `cell//pkg/...`, `cell//...`.
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Actions to run in parallel [default: kflow.toml's build.jobs, else the number of cores].
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Build everything that does not depend on a failure.
+    #[arg(long, short)]
+    pub keep_going: bool,
+    /// Write a JSON summary of the build (counts and one row per action).
+    #[arg(long, value_name = "FILE")]
+    pub build_report: Option<PathBuf>,
+    /// Keep running, and rebuild when a graph or source file changes.
+    #[arg(long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub cache: CacheDirArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+pub struct ExplainArgs {
+    /// The target whose last build to explain.
+    pub target: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args)]
+pub struct QueryArgs {
+    /// e.g. 'deps(target//max78002:anomaly)', 'rdeps(target//..., //datasets:cats)', 'kind(cmd, target//...)'.
+    pub expr: String,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    Dot,
+    Json,
+}
+
+#[derive(Args)]
+pub struct GraphArgs {
+    #[arg(required = true, value_name = "TARGET")]
+    pub targets: Vec<String>,
+    #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+    pub format: GraphFormat,
+}
+
+#[derive(Args)]
+pub struct TargetsArgs {
+    /// Patterns [default: `cell//...` for every cell].
+    pub patterns: Vec<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+    #[command(flatten)]
+    pub cache: CacheDirArg,
+}
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// Location, number of blobs and actions, and size.
+    Stats {
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Delete least recently used blobs until the cache fits in SIZE.
+    Gc {
+        /// e.g. 5G, 500MiB, 1.5GB.
+        #[arg(long, value_name = "SIZE")]
+        max_size: bytesize::ByteSize,
+    },
+    /// Rehash every blob; drop damaged blobs and the entries that use them (exit 1 if any).
+    Verify,
+}
+
+#[derive(Args)]
+pub struct CleanArgs {
+    /// Also delete the cache.
+    #[arg(long)]
+    pub cache: bool,
+    #[command(flatten)]
+    pub cache_dir: CacheDirArg,
+}

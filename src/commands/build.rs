@@ -1,0 +1,102 @@
+//! `kflow build`, once or in `--watch` mode.
+
+use std::path::Path;
+
+use kflow_engine::build::{BuildOptions, BuildResult, build};
+use kflow_engine::events::BuildReport;
+use kflow_engine::watch::Watcher;
+use kflow_engine::{Status, Workspace};
+
+use super::{announce_wait, cache_dir, open_workspace};
+use crate::Failure;
+use crate::cli::{BuildArgs, ColorMode};
+use crate::{progress, render};
+
+pub fn run(cwd: &Path, args: BuildArgs, quiet: bool, color: ColorMode) -> Result<(), Failure> {
+    let mut ws = open_workspace(cwd)?;
+    let opts = BuildOptions {
+        jobs: args
+            .jobs
+            .or(ws.config()?.jobs)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1),
+        keep_going: args.keep_going,
+        cache_dir: cache_dir(&args.cache, Some(&ws))?,
+    };
+    if !args.watch {
+        let result = build_once(cwd, &ws, &args, &opts, quiet);
+        // Freeing the configuration database walks every memoized value
+        // (milliseconds for large graphs); the process is about to exit.
+        std::mem::forget(ws);
+        return result;
+    }
+    let watcher = Watcher::new(ws.root(), vec![ws.out_dir(), opts.cache_dir.clone()])
+        .map_err(|e| Failure::Build(Some(e.to_string())))?;
+    loop {
+        // In watch mode a failed build, or a graph error, is reported and
+        // the next edit tries again.
+        match build_once(cwd, &ws, &args, &opts, quiet) {
+            Ok(()) | Err(Failure::Build(None)) => {}
+            Err(Failure::Build(Some(m))) => render::error(&m, color),
+            Err(Failure::Graph(d)) => render::diagnostic(&d, color),
+        }
+        if !quiet {
+            eprintln!("watching {} for changes (Ctrl-C to stop)", ws.root().display());
+        }
+        let Some(changed) = watcher.wait() else {
+            return Ok(());
+        };
+        for path in &changed {
+            ws.db_mut().refresh(path);
+        }
+    }
+}
+
+fn build_once(
+    cwd: &Path,
+    ws: &Workspace,
+    args: &BuildArgs,
+    opts: &BuildOptions,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let patterns = ws.parse_patterns(cwd, &args.targets)?;
+    let roots = ws.resolve(&patterns)?;
+    let observer = progress::observer(quiet);
+    let result = build(ws, &roots, opts, observer.as_ref(), &mut announce_wait(quiet));
+    drop(observer);
+    let result = result?;
+    if let Some(path) = &args.build_report {
+        write_report(path, &result)?;
+    }
+    for record in result.records.iter().filter(|r| r.status == Status::Failed) {
+        eprintln!(
+            "\nFAILED {} ({}):\n{}",
+            record.id,
+            record.rule,
+            record.reason.as_deref().unwrap_or("(no message)")
+        );
+    }
+    if !quiet {
+        eprintln!("{}", progress::summary(result.success, &result.counts, result.duration));
+        for (label, dir) in &result.outputs {
+            let shown = dir.strip_prefix(cwd).unwrap_or(dir);
+            eprintln!("  {label} -> {}", shown.display());
+        }
+    }
+    if result.success {
+        Ok(())
+    } else {
+        Err(Failure::Build(None))
+    }
+}
+
+fn write_report(path: &Path, result: &BuildResult) -> Result<(), Failure> {
+    let report = BuildReport {
+        success: result.success,
+        counts: result.counts,
+        actions: result.records.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| Failure::Build(Some(e.to_string())))?;
+    std::fs::write(path, json)
+        .map_err(|e| Failure::Build(Some(format!("cannot write the build report {}: {e}", path.display()))))
+}

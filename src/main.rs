@@ -1,0 +1,66 @@
+//! The `kflow` command: parses arguments, calls the engine, renders results.
+
+mod cli;
+mod commands;
+mod output;
+mod progress;
+mod render;
+
+use std::process::ExitCode;
+
+/// kflow allocates many small values while planning large graphs; mimalloc
+/// is markedly faster than glibc's allocator at that (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use clap::Parser;
+use kflow_engine::Diagnostic;
+
+use crate::cli::Cli;
+
+/// Why a command did not succeed, mapped to the exit codes of SPEC.md §1.
+pub enum Failure {
+    /// 1: a target failed, or the cache or the disk failed us.
+    Build(Option<String>),
+    /// 2: the graph or the command line is wrong.
+    Graph(Diagnostic),
+}
+
+impl From<Diagnostic> for Failure {
+    fn from(d: Diagnostic) -> Failure {
+        Failure::Graph(d)
+    }
+}
+
+impl From<kflow_engine::build::BuildError> for Failure {
+    fn from(e: kflow_engine::build::BuildError) -> Failure {
+        match e {
+            kflow_engine::build::BuildError::Graph(d) => Failure::Graph(d),
+            other => Failure::Build(Some(other.to_string())),
+        }
+    }
+}
+
+impl From<kflow_cache::CacheError> for Failure {
+    fn from(e: kflow_cache::CacheError) -> Failure {
+        Failure::Build(Some(format!("cache: {e}")))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let color = cli.color;
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Build(message)) => {
+            if let Some(m) = message {
+                render::error(&m, color);
+            }
+            ExitCode::from(1)
+        }
+        Err(Failure::Graph(d)) => {
+            render::diagnostic(&d, color);
+            ExitCode::from(2)
+        }
+    }
+}
