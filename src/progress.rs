@@ -76,8 +76,10 @@ impl Live {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let bar = multi.add(ProgressBar::new(0));
         bar.set_style(
-            ProgressStyle::with_template("{spinner:.green} [{elapsed_precise}] {wide_bar:.cyan/blue} {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner:.green} [{elapsed_precise}] {wide_bar:.cyan/blue} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.enable_steady_tick(Duration::from_millis(120));
         Live {
@@ -126,7 +128,7 @@ impl Observer for Live {
             BuildEvent::Finished { record } => {
                 self.tally.add(record.status);
                 let mut running = self.running();
-                if let Some(line) = running.remove(&record.id) {
+                if let Some(line) = running.remove(&*record.id) {
                     line.finish_and_clear();
                     self.multi.remove(&line);
                 }

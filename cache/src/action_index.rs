@@ -17,6 +17,60 @@ pub trait ActionIndex: Send + Sync {
     fn flush(&self) -> Result<(), CacheError>;
 }
 
+/// An index held in memory, for callers that persist it themselves (the
+/// engine keeps its stat cache of source files this way, beside the
+/// workspace's other build state).
+#[derive(Default)]
+pub struct MemoryIndex {
+    map: std::sync::Mutex<std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl MemoryIndex {
+    pub fn from_entries(entries: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> MemoryIndex {
+        MemoryIndex {
+            map: std::sync::Mutex::new(entries.into_iter().collect()),
+        }
+    }
+
+    pub fn entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+        // The map holds plain bytes: a panic elsewhere cannot leave it
+        // half-updated.
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ActionIndex for MemoryIndex {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, CacheError> {
+        Ok(self.lock().get(key).cloned())
+    }
+
+    fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), CacheError> {
+        self.lock().insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    fn remove(&self, key: &[u8]) -> Result<(), CacheError> {
+        self.lock().remove(key);
+        Ok(())
+    }
+
+    fn keys(&self) -> Result<Vec<Vec<u8>>, CacheError> {
+        Ok(self.lock().keys().cloned().collect())
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn flush(&self) -> Result<(), CacheError> {
+        Ok(())
+    }
+}
+
 /// One named tree of a sled database.
 #[derive(Clone)]
 pub struct SledIndex {

@@ -115,9 +115,14 @@ impl FromStr for Digest {
     }
 }
 
+/// Hex in human-readable formats (JSON), 32 raw bytes in binary ones.
 impl Serialize for Digest {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(s)
+        }
     }
 }
 
@@ -133,7 +138,11 @@ impl<'de> Deserialize<'de> for Digest {
                 Digest::from_hex(v).map_err(E::custom)
             }
         }
-        d.deserialize_str(HexVisitor)
+        if d.is_human_readable() {
+            d.deserialize_str(HexVisitor)
+        } else {
+            <[u8; 32]>::deserialize(d).map(Digest)
+        }
     }
 }
 
@@ -152,6 +161,14 @@ mod tests {
         assert_eq!(Digest::from_hex(&hex.to_uppercase()).unwrap(), d);
         assert_eq!(format!("{d}"), hex);
         assert_eq!(format!("{d:?}"), hex);
+    }
+
+    #[test]
+    fn binary_formats_store_raw_bytes() {
+        let d = Digest::of_bytes(b"hello");
+        let bytes = postcard::to_stdvec(&d).unwrap();
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(postcard::from_bytes::<Digest>(&bytes).unwrap(), d);
     }
 
     #[test]

@@ -18,6 +18,10 @@ pub enum CacheError {
     MissingBlob { digest: Digest },
     #[error("{} is not a regular file", .0.display())]
     NotAFile(PathBuf),
+    /// An earlier attempt to open the cache failed (for callers that open it
+    /// lazily and report the failure more than once).
+    #[error("the cache is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl CacheError {

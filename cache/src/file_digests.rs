@@ -80,7 +80,9 @@ fn is_racy(stamp: &Stamp) -> bool {
     now_ns - stamp.mtime_ns < RACY_WINDOW_NS
 }
 
-pub(crate) fn file_digest(index: &dyn ActionIndex, path: &Path) -> Result<BlobRef, CacheError> {
+/// The digest of a file, served from `index` while the file's size, mtime,
+/// inode and device are those recorded, else computed and recorded.
+pub fn file_digest(index: &dyn ActionIndex, path: &Path) -> Result<BlobRef, CacheError> {
     let abs = std::path::absolute(path).map_err(io_at(path))?;
     let meta = fs::metadata(&abs).map_err(io_at(path))?;
     if !meta.is_file() {
@@ -117,7 +119,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::store::tests::new_cache;
+    use crate::MemoryIndex;
 
     fn set_mtime(path: &Path, t: SystemTime) {
         File::options()
@@ -157,11 +159,12 @@ mod tests {
 
     #[test]
     fn file_digest_is_served_from_stat_cache() {
-        let (d, cache) = new_cache();
+        let d = tempfile::tempdir().unwrap();
+        let index = MemoryIndex::default();
         let path = d.path().join("src.txt");
         fs::write(&path, b"version one").unwrap();
         set_mtime(&path, SystemTime::now() - Duration::from_secs(86400));
-        let first = cache.file_digest(&path).unwrap();
+        let first = file_digest(&index, &path).unwrap();
         assert_eq!(
             first,
             BlobRef {
@@ -172,7 +175,7 @@ mod tests {
 
         rewrite_keeping_stamp(&path, b"version two");
         assert_eq!(
-            cache.file_digest(&path).unwrap(),
+            file_digest(&index, &path).unwrap(),
             first,
             "unchanged stamp: the recorded digest is trusted"
         );
@@ -180,33 +183,35 @@ mod tests {
 
     #[test]
     fn file_digest_notices_a_new_mtime() {
-        let (d, cache) = new_cache();
+        let d = tempfile::tempdir().unwrap();
+        let index = MemoryIndex::default();
         let path = d.path().join("src.txt");
         fs::write(&path, b"version one").unwrap();
         set_mtime(&path, SystemTime::now() - Duration::from_secs(86400));
-        cache.file_digest(&path).unwrap();
+        file_digest(&index, &path).unwrap();
 
         rewrite_keeping_stamp(&path, b"version two");
         set_mtime(&path, SystemTime::now() - Duration::from_secs(3600));
         assert_eq!(
-            cache.file_digest(&path).unwrap().digest,
+            file_digest(&index, &path).unwrap().digest,
             Digest::of_bytes(b"version two")
         );
     }
 
     #[test]
     fn file_digest_notices_a_new_size() {
-        let (d, cache) = new_cache();
+        let d = tempfile::tempdir().unwrap();
+        let index = MemoryIndex::default();
         let path = d.path().join("src.txt");
         fs::write(&path, b"short").unwrap();
         let old = SystemTime::now() - Duration::from_secs(86400);
         set_mtime(&path, old);
-        cache.file_digest(&path).unwrap();
+        file_digest(&index, &path).unwrap();
 
         fs::write(&path, b"much longer").unwrap();
         set_mtime(&path, old);
         assert_eq!(
-            cache.file_digest(&path).unwrap(),
+            file_digest(&index, &path).unwrap(),
             BlobRef {
                 digest: Digest::of_bytes(b"much longer"),
                 size: 11
@@ -216,28 +221,30 @@ mod tests {
 
     #[test]
     fn file_digest_does_not_record_a_fresh_mtime() {
-        let (d, cache) = new_cache();
+        let d = tempfile::tempdir().unwrap();
+        let index = MemoryIndex::default();
         let path = d.path().join("src.txt");
         fs::write(&path, b"just written").unwrap();
         assert_eq!(
-            cache.file_digest(&path).unwrap().digest,
+            file_digest(&index, &path).unwrap().digest,
             Digest::of_bytes(b"just written")
         );
-        assert!(cache.files.is_empty());
+        assert!(index.is_empty());
 
         rewrite_keeping_stamp(&path, b"JUST WRITTEN");
         assert_eq!(
-            cache.file_digest(&path).unwrap().digest,
+            file_digest(&index, &path).unwrap().digest,
             Digest::of_bytes(b"JUST WRITTEN")
         );
     }
 
     #[test]
     fn file_digest_errors_name_the_path() {
-        let (d, cache) = new_cache();
+        let d = tempfile::tempdir().unwrap();
+        let index = MemoryIndex::default();
         let missing = d.path().join("missing.txt");
-        let err = cache.file_digest(&missing).unwrap_err();
+        let err = file_digest(&index, &missing).unwrap_err();
         assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
-        assert!(matches!(cache.file_digest(d.path()), Err(CacheError::NotAFile(_))));
+        assert!(matches!(file_digest(&index, d.path()), Err(CacheError::NotAFile(_))));
     }
 }

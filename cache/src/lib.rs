@@ -1,7 +1,7 @@
 //! kflow's cache: a content-addressed store of blobs named by their blake3
 //! digest, an action cache mapping action keys to the blobs an action
-//! produced, a stat cache of file digests, and the maintenance commands
-//! (stats, garbage collection, verification).
+//! produced, a stat cache of file digests (over any index), and the
+//! maintenance commands (stats, garbage collection, verification).
 //!
 //! The cache knows only bytes and digests: what an action is, or what its
 //! outputs mean, is the engine's business. Everything here is safe against
@@ -11,6 +11,7 @@
 
 mod action_index;
 mod digest;
+mod epoch;
 mod error;
 mod file_digests;
 mod lock;
@@ -21,9 +22,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use action_index::{ActionIndex, SledIndex};
+pub use action_index::{ActionIndex, MemoryIndex, SledIndex};
 pub use digest::{Digest, DigestParseError};
+pub use epoch::{Epoch, read_epoch};
 pub use error::CacheError;
+pub use file_digests::file_digest;
 pub use maintenance::{GcReport, Stats, VerifyReport};
 pub use store::{Cache, ScratchDir};
 

@@ -5,7 +5,8 @@
 //! <dir>/lock          process lock, holds the owner's pid
 //! <dir>/cas/ab/ab…    blobs, named by the hex digest of their content, mode 0o444
 //! <dir>/tmp/          half-written blobs and scratch directories
-//! <dir>/index/        sled: trees "actions" and "files"
+//! <dir>/epoch         identity and deletion count (see epoch.rs)
+//! <dir>/index/        sled: tree "actions"
 //! ```
 
 use std::fmt;
@@ -19,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::action_index::{ActionIndex, SledIndex};
+use crate::epoch::{Epoch, EpochFile};
 use crate::error::{index_err, io_at};
 use crate::lock::DirLock;
 use crate::{ActionEntry, BlobRef, CacheError, Digest};
@@ -51,8 +53,8 @@ pub struct Cache {
     // lock is released, or a process waiting for the lock would find sled's
     // own lock still held.
     pub(crate) actions: Box<dyn ActionIndex>,
-    pub(crate) files: Box<dyn ActionIndex>,
     db: sled::Db,
+    pub(crate) epoch: EpochFile,
     dir: PathBuf,
     pub(crate) cas: PathBuf,
     tmp: PathBuf,
@@ -96,11 +98,11 @@ impl Cache {
             .open()
             .map_err(|e| CacheError::Index(format!("cannot open the cache index {}: {e}", index_dir.display())))?;
         let actions = SledIndex::open(&db, "actions")?;
-        let files = SledIndex::open(&db, "files")?;
+        let epoch = EpochFile::open(&dir, &tmp)?;
         Ok(Cache {
             actions: Box::new(actions),
-            files: Box::new(files),
             db,
+            epoch,
             dir,
             cas,
             tmp,
@@ -199,7 +201,7 @@ impl Cache {
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
         file.read_to_end(&mut bytes).map_err(io_at(&path))?;
         if bytes.len() as u64 != blob.size || Digest::of_bytes(&bytes) != blob.digest {
-            discard(&path);
+            self.discard(&path)?;
             return Err(CacheError::BlobCorrupt(blob.digest));
         }
         touch_if_stale(&path, &meta);
@@ -223,7 +225,7 @@ impl Cache {
 
         let (digest, _) = Digest::of_reader(open_blob(&src, &blob.digest)?).map_err(io_at(&src))?;
         if digest != blob.digest {
-            discard(&src);
+            self.discard(&src)?;
             return Err(CacheError::BlobCorrupt(blob.digest));
         }
         touch_if_stale(&src, &meta);
@@ -258,7 +260,7 @@ impl Cache {
         let mut reader = HashingReader::new(input);
         io::copy(&mut reader, &mut out).map_err(io_at(temp.path()))?;
         if reader.finish() != blob.digest {
-            discard(&src);
+            self.discard(&src)?;
             return Err(CacheError::BlobCorrupt(blob.digest));
         }
         // The umask may have narrowed the mode given at creation.
@@ -296,8 +298,18 @@ impl Cache {
         self.actions.remove(key.as_bytes())
     }
 
-    pub fn file_digest(&self, path: &Path) -> Result<BlobRef, CacheError> {
-        crate::file_digests::file_digest(self.files.as_ref(), path)
+    /// The current epoch; see [`crate::read_epoch`].
+    pub fn epoch(&self) -> Epoch {
+        self.epoch.current()
+    }
+
+    /// Deletes a damaged blob and records the deletion in the epoch.
+    fn discard(&self, path: &Path) -> Result<(), CacheError> {
+        match fs::remove_file(path) {
+            Ok(()) => self.epoch.bump(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CacheError::io(path, e)),
+        }
     }
 
     pub fn scratch_dir(&self, prefix: &str) -> Result<ScratchDir, CacheError> {
@@ -477,10 +489,6 @@ fn open_blob(path: &Path, digest: &Digest) -> Result<File, CacheError> {
 
 /// Removes a damaged blob. Failing to remove it is not worth an error of its
 /// own: the caller already reports the damage, and verify will retry.
-fn discard(path: &Path) {
-    let _ = fs::remove_file(path);
-}
-
 fn create_parent(path: &Path) -> Result<(), CacheError> {
     match path.parent() {
         Some(parent) => fs::create_dir_all(parent).map_err(io_at(parent)),

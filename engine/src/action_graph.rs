@@ -1,53 +1,56 @@
 //! The action graph: every action the requested targets need, with edges
 //! from the producer of an artifact to its consumers.
+//!
+//! Invariant: nodes are added dependencies first, so node index order is an
+//! execution order. The graph is plain data (rules are named, params are
+//! canonical JSON) so that it can be saved and reloaded (`graph_cache.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
 
+use crate::BlobRef;
 use crate::attrs::{AttrValue, Source};
 use crate::db::{self, Db, Planned, TargetId};
 use crate::diagnostic::Diagnostic;
-use crate::keys::canonical_json;
+use crate::keys::Params;
 use crate::label::Label;
-use crate::rule::{ArtifactRef, Rule};
+use crate::rule::ArtifactRef;
 use crate::target_graph::TargetGraph;
 
-/// Where an action input comes from once the graph is built.
+/// Where an action input comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InputSource {
     /// A source file, absolute.
     File(PathBuf),
-    /// An output of another action.
-    Output { node: NodeIndex, output: String },
+    /// An output of another action of the same graph (or child batch).
+    Output { node: NodeIndex, output: Arc<str> },
+    /// An artifact handed over by a parent action to its children.
+    Blob(BlobRef),
 }
 
+#[derive(Clone, Debug)]
 pub struct ActionNode {
     /// `label` for a target's main action, `label/name` for the others.
-    pub id: String,
+    pub id: Arc<str>,
     pub target: Label,
-    pub rule: Arc<dyn Rule>,
-    pub params: serde_json::Value,
-    pub canonical_params: String,
-    pub inputs: Vec<(String, InputSource)>,
-    pub outputs: Vec<String>,
-}
-
-impl std::fmt::Debug for ActionNode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.id, self.rule.name())
-    }
+    pub rule: Arc<str>,
+    pub rule_version: u32,
+    pub params: Params,
+    pub inputs: Vec<(Arc<str>, InputSource)>,
+    pub outputs: Vec<Arc<str>>,
 }
 
 pub struct ActionGraph {
     /// Edges go from producer to consumer, weighted by the consumer's input
     /// name.
-    pub graph: DiGraph<ActionNode, String>,
+    pub graph: DiGraph<Arc<ActionNode>, Arc<str>>,
     /// For every target, its exposed outputs.
-    pub exposes: BTreeMap<Label, Vec<(String, InputSource)>>,
+    pub exposes: FxHashMap<Label, Vec<(Arc<str>, InputSource)>>,
 }
 
 impl ActionGraph {
@@ -57,52 +60,50 @@ impl ActionGraph {
         // node that already exists.
         let order = petgraph::algo::toposort(&targets.graph, None)
             .map_err(|_| Diagnostic::new("internal error: the target graph has a cycle"))?;
-        let mut graph: DiGraph<ActionNode, String> = DiGraph::new();
-        let mut exposes: BTreeMap<Label, Vec<(String, InputSource)>> = BTreeMap::new();
+        let mut graph: DiGraph<Arc<ActionNode>, Arc<str>> = DiGraph::new();
+        let mut exposes: FxHashMap<Label, Vec<(Arc<str>, InputSource)>> = FxHashMap::default();
         for tnode in order.into_iter().rev() {
             let label = &targets.graph[tnode];
             let planned = db::planned(db, TargetId::new(db, label.clone())).clone()?;
             let mut nodes: Vec<NodeIndex> = Vec::with_capacity(planned.plan.actions.len());
             let mut links: HashMap<&ArtifactRef, InputSource> = HashMap::new();
             for decl in &planned.plan.actions {
-                let rule = db
-                    .rules()
-                    .get(&decl.rule)
-                    .ok_or_else(|| Diagnostic::new(format!("`{label}` plans an action of unknown rule `{}`", decl.rule)))?
-                    .clone();
+                let rule = db.rules().get(&decl.rule).ok_or_else(|| {
+                    Diagnostic::new(format!("`{label}` plans an action of unknown rule `{}`", decl.rule))
+                })?;
                 let mut inputs = Vec::with_capacity(decl.inputs.len());
                 for (name, artifact) in &decl.inputs {
                     let source = match links.get(artifact) {
                         Some(s) => s.clone(),
                         None => {
-                            let s = resolve(&planned, artifact, &nodes, &exposes)?;
+                            let s = resolve(&planned, artifact, &nodes, &graph, &exposes)?;
                             links.insert(artifact, s.clone());
                             s
                         }
                     };
-                    inputs.push((name.clone(), source));
+                    inputs.push((Arc::from(name.as_str()), source));
                 }
                 let id = if decl.name.is_empty() {
-                    label.to_string()
+                    Arc::from(label.as_str())
                 } else {
-                    format!("{label}/{}", decl.name)
+                    Arc::from(format!("{label}/{}", decl.name))
                 };
-                let edges: Vec<(NodeIndex, String)> = inputs
+                let edges: Vec<(NodeIndex, Arc<str>)> = inputs
                     .iter()
-                    .filter_map(|(name, input)| match input {
+                    .filter_map(|(name, input): &(Arc<str>, InputSource)| match input {
                         InputSource::Output { node, .. } => Some((*node, name.clone())),
-                        InputSource::File(_) => None,
+                        InputSource::File(_) | InputSource::Blob(_) => None,
                     })
                     .collect();
-                let node = graph.add_node(ActionNode {
+                let node = graph.add_node(Arc::new(ActionNode {
                     id,
                     target: label.clone(),
-                    rule,
-                    canonical_params: canonical_json(&decl.params),
-                    params: decl.params.clone(),
+                    rule: Arc::from(rule.name()),
+                    rule_version: rule.version(),
+                    params: Params::new(&decl.params),
                     inputs,
-                    outputs: decl.outputs.clone(),
-                });
+                    outputs: decl.outputs.iter().map(|o| Arc::from(o.as_str())).collect(),
+                }));
                 for (from, name) in edges {
                     graph.add_edge(from, node, name);
                 }
@@ -112,16 +113,26 @@ impl ActionGraph {
                 .plan
                 .exposes
                 .iter()
-                .map(|(name, artifact)| Ok((name.clone(), resolve(&planned, artifact, &nodes, &exposes)?)))
+                .map(|(name, artifact)| {
+                    Ok((
+                        Arc::from(name.as_str()),
+                        resolve(&planned, artifact, &nodes, &graph, &exposes)?,
+                    ))
+                })
                 .collect::<Result<Vec<_>, Diagnostic>>()?;
             exposes.insert(label.clone(), exposed);
         }
         Ok(ActionGraph { graph, exposes })
     }
 
-    /// The actions whose outputs `node` consumes.
-    pub fn producers(&self, node: NodeIndex) -> impl Iterator<Item = NodeIndex> + '_ {
-        self.graph.neighbors_directed(node, Direction::Incoming)
+    /// Every source file an action reads.
+    pub fn source_files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.graph.node_weights().flat_map(|n| {
+            n.inputs.iter().filter_map(|(_, input)| match input {
+                InputSource::File(path) => Some(path),
+                InputSource::Output { .. } | InputSource::Blob(_) => None,
+            })
+        })
     }
 }
 
@@ -129,27 +140,32 @@ fn resolve(
     planned: &Planned,
     artifact: &ArtifactRef,
     nodes: &[NodeIndex],
-    exposes: &BTreeMap<Label, Vec<(String, InputSource)>>,
+    graph: &DiGraph<Arc<ActionNode>, Arc<str>>,
+    exposes: &FxHashMap<Label, Vec<(Arc<str>, InputSource)>>,
 ) -> Result<InputSource, Diagnostic> {
     let label = &planned.target.label;
     match artifact {
         ArtifactRef::Source(rel) => {
             let path = planned.target.package_dir.join(rel);
             if !path.is_file() {
-                let span = planned.target.attrs.iter().find_map(|(_, attr)| {
-                    mentions_source(&attr.value, rel).then(|| attr.span.clone())
-                });
-                return Err(Diagnostic::new(format!("source file `{rel}` of `{label}` does not exist"))
-                    .at(Some(planned.package.location(span.unwrap_or(0..0))))
-                    .with_label("no such file")
-                    .with_note(format!("looked for {}", path.display())));
+                let span = planned
+                    .target
+                    .attrs
+                    .iter()
+                    .find_map(|(_, attr)| mentions_source(&attr.value, rel).then(|| attr.span.clone()));
+                return Err(
+                    Diagnostic::new(format!("source file `{rel}` of `{label}` does not exist"))
+                        .at(Some(planned.package.location(span.unwrap_or(0..0))))
+                        .with_label("no such file")
+                        .with_note(format!("looked for {}", path.display())),
+                );
             }
             Ok(InputSource::File(path))
         }
         ArtifactRef::Local { action, output } => {
             let node = nodes
                 .get(*action)
-                .filter(|_| planned.plan.actions[*action].outputs.contains(output))
+                .filter(|n| graph[**n].outputs.iter().any(|o| **o == **output))
                 .ok_or_else(|| {
                     Diagnostic::new(format!(
                         "`{label}`: an action uses output `{output}` of action #{action}, which is not declared before it"
@@ -157,14 +173,18 @@ fn resolve(
                 })?;
             Ok(InputSource::Output {
                 node: *node,
-                output: output.clone(),
+                output: Arc::from(output.as_str()),
             })
         }
         ArtifactRef::Dep { label: dep, output } => exposes
             .get(dep)
-            .and_then(|outs| outs.iter().find(|(n, _)| n == output))
+            .and_then(|outs| outs.iter().find(|(n, _)| **n == **output))
             .map(|(_, s)| s.clone())
-            .ok_or_else(|| Diagnostic::new(format!("`{label}` uses output `{output}` of `{dep}`, which has no such output"))),
+            .ok_or_else(|| {
+                Diagnostic::new(format!(
+                    "`{label}` uses output `{output}` of `{dep}`, which has no such output"
+                ))
+            }),
     }
 }
 
@@ -177,16 +197,16 @@ fn mentions_source(value: &AttrValue, rel: &str) -> bool {
 }
 
 /// A node of `kflow graph --format json`.
-#[derive(serde::Serialize)]
+#[derive(Serialize)]
 struct JsonNode<'a> {
     id: &'a str,
     rule: &'a str,
-    target: String,
+    target: &'a str,
     inputs: BTreeMap<&'a str, String>,
-    outputs: &'a [String],
+    outputs: &'a [Arc<str>],
 }
 
-#[derive(serde::Serialize)]
+#[derive(Serialize)]
 struct JsonEdge<'a> {
     from: &'a str,
     to: &'a str,
@@ -199,11 +219,10 @@ impl ActionGraph {
     pub fn to_dot(&self) -> String {
         use petgraph::dot::{Config, Dot};
         let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        let edge_attrs = |_, edge: petgraph::graph::EdgeReference<'_, String>| {
-            format!("label = \"{}\"", quote(edge.weight()))
-        };
-        let node_attrs = |_, (_, node): (NodeIndex, &ActionNode)| {
-            format!("label = \"{}\\n({})\"", quote(&node.id), quote(node.rule.name()))
+        let edge_attrs =
+            |_, edge: petgraph::graph::EdgeReference<'_, Arc<str>>| format!("label = \"{}\"", quote(edge.weight()));
+        let node_attrs = |_, (_, node): (NodeIndex, &Arc<ActionNode>)| {
+            format!("label = \"{}\\n({})\"", quote(&node.id), quote(&node.rule))
         };
         let dot = Dot::with_attr_getters(
             &self.graph,
@@ -222,8 +241,8 @@ impl ActionGraph {
             .node_weights()
             .map(|n| JsonNode {
                 id: &n.id,
-                rule: n.rule.name(),
-                target: n.target.to_string(),
+                rule: &n.rule,
+                target: n.target.as_str(),
                 inputs: n
                     .inputs
                     .iter()
@@ -231,8 +250,9 @@ impl ActionGraph {
                         let from = match src {
                             InputSource::File(path) => path.display().to_string(),
                             InputSource::Output { node, output } => format!("{}:{output}", self.graph[*node].id),
+                            InputSource::Blob(blob) => blob.digest.to_hex(),
                         };
-                        (name.as_str(), from)
+                        (&**name, from)
                     })
                     .collect(),
                 outputs: &n.outputs,

@@ -330,7 +330,12 @@ pub(crate) fn check_value(
         AttrType::Bool => AttrValue::Bool(value.get_ref().as_bool().ok_or_else(mismatch)?),
         AttrType::StringList => AttrValue::List(
             list()?
-                .map(|v| v.get_ref().as_str().map(|s| AttrValue::String(s.to_owned())).ok_or_else(mismatch))
+                .map(|v| {
+                    v.get_ref()
+                        .as_str()
+                        .map(|s| AttrValue::String(s.to_owned()))
+                        .ok_or_else(mismatch)
+                })
                 .collect::<Result<_, _>>()?,
         ),
         AttrType::StringMap => match value.get_ref() {

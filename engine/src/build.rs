@@ -1,24 +1,29 @@
-//! One build: plan the requested targets, run their actions through the
-//! cache, materialize their outputs and record what happened.
+//! One build: plan the requested targets (or reload their saved plan), run
+//! their actions through the build state and the cache, materialize their
+//! outputs and record what happened.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kflow_cache::{BlobRef, Cache, CacheError};
-use petgraph::graph::NodeIndex;
-use rayon::prelude::*;
+use rustc_hash::FxHashMap;
 
 use crate::action_graph::{ActionGraph, InputSource};
 use crate::db::Db;
 use crate::diagnostic::Diagnostic;
 use crate::events::{ActionRecord, BuildEnd, BuildEvent, BuildHeader, BuildLog, Counts, Observer};
-use crate::label::Label;
-use crate::materialize::{OutputState, Placement, materialize, target_out_dir};
+use crate::graph_cache::{self, Provenance};
+use crate::label::{Label, Pattern};
+use crate::materialize::{OutDir, Placement, materialize, target_rel_dir};
 use crate::rule::Status;
-use crate::scheduler::{Job, JobInput, JobResult, Scheduler};
+use crate::scheduler::{Job, JobResult, LazyCache, Scheduler};
+use crate::state::BuildState;
+use crate::timings::Phases;
 use crate::workspace::Workspace;
 
 pub struct BuildOptions {
@@ -33,11 +38,12 @@ pub struct BuildResult {
     /// is a result).
     pub success: bool,
     pub counts: Counts,
-    /// Every action record, sorted by identity.
+    /// Every action record, in the order the actions finished.
     pub records: Vec<ActionRecord>,
     pub log_path: PathBuf,
-    /// Requested targets whose outputs were materialized, with the directory.
-    pub outputs: Vec<(Label, PathBuf)>,
+    /// Requested targets whose outputs were materialized (see
+    /// [`crate::materialize::target_out_dir`]).
+    pub outputs: Vec<Label>,
     pub duration: Duration,
 }
 
@@ -52,24 +58,37 @@ pub enum BuildError {
     Io(String),
 }
 
-/// Builds `roots`. `on_wait` is told when another kflow process holds the
-/// workspace or the cache and this one waits for it.
+/// Builds what `patterns` name. `on_wait` is told when another kflow process
+/// holds the workspace or the cache and this one waits for it.
 pub fn build(
     ws: &Workspace,
-    roots: &[Label],
+    patterns: &[Pattern],
     opts: &BuildOptions,
     observer: &dyn Observer,
-    on_wait: &mut dyn FnMut(&str),
+    on_wait: &(dyn Fn(&str) + Sync),
 ) -> Result<BuildResult, BuildError> {
     let started = Instant::now();
-    let targets = ws.load(roots)?;
-    let actions = ActionGraph::build(ws.db(), &targets)?;
-    let parsed_packages = ws.db().take_parse_log();
-
+    let mut phases = Phases::start();
     let out_dir = ws.out_dir();
     std::fs::create_dir_all(&out_dir).map_err(|e| io_err(&out_dir, e))?;
     let _workspace_lock = lock_workspace(&out_dir, on_wait)?;
-    let cache = Cache::open(&opts.cache_dir, on_wait)?;
+    // Independent, and each a few milliseconds on large graphs.
+    let (planned, state) = std::thread::scope(|s| {
+        let state = s.spawn(|| BuildState::load(&out_dir));
+        (plan(ws, patterns), state.join())
+    });
+    let (roots, actions) = planned?;
+    let mut state = state.unwrap_or_else(|_| BuildState::load(&out_dir));
+    let parsed_packages = ws.db().take_parse_log();
+    phases.mark("plan");
+
+    let cache_dir = std::path::absolute(&opts.cache_dir).map_err(|e| io_err(&opts.cache_dir, e))?;
+    let epoch = kflow_cache::read_epoch(&cache_dir);
+    let trusted = state.trusted_with(&cache_dir, epoch);
+    if !trusted {
+        // Blobs may have been deleted since: nothing remembered holds.
+        state.forget_actions();
+    }
     let header = BuildHeader {
         build: String::new(),
         started_unix_ms: SystemTime::now()
@@ -81,27 +100,41 @@ pub fn build(
         parsed_packages,
     };
     let log = BuildLog::create(&out_dir, header).map_err(|e| io_err(&out_dir, e))?;
+    phases.mark("state");
 
-    let jobs = jobs_of(&actions);
+    let jobs = jobs_of(ws, &actions)?;
     observer.event(BuildEvent::Planned { total: jobs.len() });
+    let cache = LazyCache::new(&cache_dir, on_wait);
+    let open = || cache.get();
+    let out = OutDir::open(&out_dir)?;
+    let materializer = Materializer::new(&roots, &actions, &state, &out, &open);
+    let on_done = |node: usize, results: &[OnceLock<JobResult>]| {
+        materializer.node_done(node, |i| results.get(i).and_then(OnceLock::get));
+    };
     let sched = Scheduler {
         cache: &cache,
+        state: trusted.then_some(&state),
+        sources: state.sources(),
         rules: ws.db().rules(),
         log: &log,
         observer,
         jobs: opts.jobs,
         keep_going: opts.keep_going,
         stop: AtomicBool::new(false),
-        records: Mutex::new(Vec::new()),
+        records: Mutex::new(Vec::with_capacity(jobs.len())),
+        fresh: Mutex::new(Vec::new()),
+        on_done: Some(&on_done),
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
         .thread_name(|i| format!("kflow-worker-{i}"))
         .build()
         .map_err(|e| BuildError::Io(format!("cannot start worker threads: {e}")))?;
+    phases.mark("jobs");
     let results = pool.install(|| sched.run_dag(&jobs, true));
-    let mut records = sched.records.into_inner().unwrap_or_else(|e| e.into_inner());
-    records.sort_by(|a, b| a.id.cmp(&b.id));
+    phases.mark("run");
+    let records = sched.records.into_inner().unwrap_or_else(|e| e.into_inner());
+    let fresh = sched.fresh.into_inner().unwrap_or_else(|e| e.into_inner());
 
     let mut counts = Counts::default();
     records.iter().for_each(|r| counts.add(r.status));
@@ -109,31 +142,34 @@ pub fn build(
         .iter()
         .all(|r| r.status.succeeded() || r.status == Status::Rejected);
 
-    let mut state = OutputState::load(&out_dir);
-    let placed: Vec<Result<Option<(PathBuf, Placement)>, BuildError>> = pool.install(|| {
-        roots
-            .par_iter()
-            .map(|label| {
-                let previous = state.targets.get(&label.to_string());
-                materialize_target(&cache, &out_dir, &actions, &results, label, previous)
-            })
-            .collect()
-    });
+    let placed = materializer.finish(|i| results.get(i));
     let mut outputs = Vec::new();
-    let mut changed = false;
     for (label, placed) in roots.iter().zip(placed) {
-        if let Some((dir, placement)) = placed? {
-            let key = label.to_string();
-            if state.targets.get(&key) != Some(&placement) {
-                state.targets.insert(key, placement);
-                changed = true;
+        match placed? {
+            Materialized::No => {}
+            Materialized::Unchanged => outputs.push(label.clone()),
+            Materialized::Placed(placement) => {
+                state.set_placed(label.shared(), placement);
+                outputs.push(label.clone());
             }
-            outputs.push((label.clone(), dir));
         }
     }
-    if changed {
-        state.save(&out_dir).map_err(|e| io_err(&out_dir, e))?;
+    phases.mark("materialize");
+    // The epoch the results are valid for: the opened cache's (it may have
+    // moved during the build), else the one the trusted state was read at.
+    let epoch = cache.opened().map(|c| c.epoch()).or(epoch.filter(|_| trusted));
+    if let Some(epoch) = epoch {
+        state.remember((cache_dir.clone(), epoch), fresh);
     }
+    // Losing the state only costs the next build time.
+    let _ = state.save();
+    if let Some(c) = cache.opened() {
+        c.flush()?;
+    }
+    phases.mark("save");
+    // The graph, the state and the results of a large build take a while to
+    // free; nobody needs to wait for that.
+    std::thread::spawn(move || drop((actions, jobs, results, state)));
     let duration = started.elapsed();
     log.finish(BuildEnd {
         success,
@@ -141,7 +177,6 @@ pub fn build(
         duration_ms: duration.as_millis() as u64,
     })
     .map_err(|e| io_err(log.path(), e))?;
-    cache.flush()?;
     Ok(BuildResult {
         success,
         counts,
@@ -152,79 +187,177 @@ pub fn build(
     })
 }
 
-fn jobs_of(actions: &ActionGraph) -> Vec<Job> {
+/// The roots and action graph of `patterns`: reloaded when every graph file
+/// it came from is unchanged, else planned by the configuration database
+/// and saved.
+fn plan(ws: &Workspace, patterns: &[Pattern]) -> Result<(Vec<Label>, ActionGraph), BuildError> {
+    let config = ws.config()?;
+    let dir = ws.out_dir().join(".state").join("graphs");
+    let stamp = graph_cache::stamp(ws.db().rules());
+    if let Some((roots, graph)) = graph_cache::load(&dir, &stamp, config, patterns)
+        // A missing source is a graph error; planning reports it properly.
+        && graph.source_files().all(|p| p.is_file())
+    {
+        return Ok((roots, graph));
+    }
+    let roots = ws.resolve(patterns)?;
+    let targets = ws.load(&roots)?;
+    let graph = ActionGraph::build(ws.db(), &targets)?;
+    let provenance = Provenance {
+        stamp,
+        patterns: patterns.iter().map(Pattern::to_string).collect(),
+        files: ws.db().file_digests(),
+        walks: graph_cache::walks(config, patterns),
+    };
+    // A graph that cannot be saved is planned again next time.
+    let _ = graph_cache::save(&dir, &provenance, &roots, &graph);
+    Ok((roots, graph))
+}
+
+fn jobs_of(ws: &Workspace, actions: &ActionGraph) -> Result<Vec<Job>, BuildError> {
     actions
         .graph
-        .node_indices()
-        .map(|n| {
-            let node = &actions.graph[n];
-            Job {
-                id: node.id.clone(),
+        .node_weights()
+        .map(|node| {
+            let rule = ws.db().rules().get(&node.rule).ok_or_else(|| {
+                Diagnostic::new(format!(
+                    "`{}` needs rule `{}`, which this kflow does not have",
+                    node.id, node.rule
+                ))
+            })?;
+            Ok(Job {
+                node: node.clone(),
+                rule: rule.clone(),
                 parent: None,
-                rule: node.rule.clone(),
-                params: node.params.clone(),
-                canonical_params: node.canonical_params.clone(),
-                inputs: node
-                    .inputs
-                    .iter()
-                    .map(|(name, input)| (name.clone(), job_input(input)))
-                    .collect(),
-                outputs: node.outputs.clone(),
-            }
+            })
         })
         .collect()
 }
 
-fn job_input(input: &InputSource) -> JobInput {
-    match input {
-        InputSource::File(path) => JobInput::File(path.clone()),
-        InputSource::Output { node, output } => JobInput::Job {
-            index: node.index(),
-            output: output.clone(),
-        },
-    }
+enum Materialized {
+    /// Some output does not exist (the target failed).
+    No,
+    Unchanged,
+    Placed(Placement),
 }
 
-/// Materializes a requested target whose outputs all exist.
-fn materialize_target(
-    cache: &Cache,
-    out_dir: &Path,
-    actions: &ActionGraph,
-    results: &[JobResult],
-    label: &Label,
-    previous: Option<&Placement>,
-) -> Result<Option<(PathBuf, Placement)>, BuildError> {
-    let Some(exposed) = actions.exposes.get(label) else {
-        return Ok(None);
-    };
-    let mut blobs: Vec<(String, BlobRef)> = Vec::with_capacity(exposed.len());
-    for (name, source) in exposed {
-        let blob = match source {
-            InputSource::Output { node, output } => {
-                match results.get(NodeIndex::index(*node)).and_then(|r| r.outputs.get(output)) {
-                    Some(b) => *b,
-                    None => return Ok(None),
-                }
+/// Materializes each requested target as soon as every action it exposes
+/// outputs of has finished.
+struct Materializer<'a, 'c> {
+    roots: &'a [Label],
+    actions: &'a ActionGraph,
+    state: &'a BuildState,
+    out: &'a OutDir,
+    cache: &'a (dyn Fn() -> Result<&'c Cache, CacheError> + Sync),
+    /// Per root: actions still to finish before it can be materialized.
+    waiting: Vec<AtomicUsize>,
+    /// Per action: the roots waiting for it.
+    waiters: FxHashMap<usize, Vec<usize>>,
+    done: Vec<OnceLock<Result<Materialized, BuildError>>>,
+}
+
+impl<'a, 'c> Materializer<'a, 'c> {
+    fn new(
+        roots: &'a [Label],
+        actions: &'a ActionGraph,
+        state: &'a BuildState,
+        out: &'a OutDir,
+        cache: &'a (dyn Fn() -> Result<&'c Cache, CacheError> + Sync),
+    ) -> Self {
+        let mut waiters: FxHashMap<usize, Vec<usize>> = FxHashMap::default();
+        let mut waiting = Vec::with_capacity(roots.len());
+        for (r, label) in roots.iter().enumerate() {
+            let mut nodes: Vec<usize> = actions
+                .exposes
+                .get(label)
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, source)| match source {
+                    InputSource::Output { node, .. } => Some(node.index()),
+                    _ => None,
+                })
+                .collect();
+            nodes.sort_unstable();
+            nodes.dedup();
+            for n in &nodes {
+                waiters.entry(*n).or_default().push(r);
             }
-            InputSource::File(path) => {
-                let blob = cache.file_digest(path)?;
-                if !cache.has_blob(&blob) {
-                    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-                    cache.put_bytes(&bytes)?;
-                }
-                blob
-            }
-        };
-        blobs.push((name.clone(), blob));
+            waiting.push(AtomicUsize::new(nodes.len()));
+        }
+        Materializer {
+            roots,
+            actions,
+            state,
+            out,
+            cache,
+            waiting,
+            waiters,
+            done: (0..roots.len()).map(|_| OnceLock::new()).collect(),
+        }
     }
-    let dir = target_out_dir(out_dir, label);
-    let placement = materialize(cache, &dir, &blobs, previous)?;
-    Ok(Some((dir, placement)))
+
+    fn node_done<'r>(&self, node: usize, result: impl Fn(usize) -> Option<&'r JobResult>) {
+        for &r in self.waiters.get(&node).into_iter().flatten() {
+            if self.waiting[r].fetch_sub(1, Ordering::AcqRel) == 1 {
+                let _ = self.done[r].set(self.materialize(r, &result));
+            }
+        }
+    }
+
+    /// The outcome for every root, materializing those not done yet (the
+    /// ones that expose no action output).
+    fn finish<'r>(self, result: impl Fn(usize) -> Option<&'r JobResult>) -> Vec<Result<Materialized, BuildError>> {
+        let mut out = Vec::with_capacity(self.roots.len());
+        for (r, cell) in self.done.iter().enumerate() {
+            out.push(match cell.get() {
+                Some(_) => None,
+                None => Some(self.materialize(r, &result)),
+            });
+        }
+        self.done
+            .into_iter()
+            .zip(out)
+            .map(|(cell, late)| late.or_else(|| cell.into_inner()).unwrap_or(Ok(Materialized::No)))
+            .collect()
+    }
+
+    fn materialize<'r>(
+        &self,
+        r: usize,
+        result: &impl Fn(usize) -> Option<&'r JobResult>,
+    ) -> Result<Materialized, BuildError> {
+        let label = &self.roots[r];
+        let Some(exposed) = self.actions.exposes.get(label) else {
+            return Ok(Materialized::No);
+        };
+        let mut blobs: Vec<(&Arc<str>, BlobRef)> = Vec::with_capacity(exposed.len());
+        for (name, source) in exposed {
+            let blob = match source {
+                InputSource::Output { node, output } => match result(node.index()).and_then(|r| r.output(output)) {
+                    Some(b) => b,
+                    None => return Ok(Materialized::No),
+                },
+                InputSource::Blob(blob) => *blob,
+                InputSource::File(path) => {
+                    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+                    (self.cache)()?.put_bytes(&bytes)?
+                }
+            };
+            blobs.push((name, blob));
+        }
+        let previous = self.state.placed(label.as_str());
+        Ok(
+            match materialize(self.cache, self.out, &target_rel_dir(label), &blobs, previous)? {
+                Some(placement) => Materialized::Placed(placement),
+                None => Materialized::Unchanged,
+            },
+        )
+    }
 }
 
 /// Two builds in one workspace would overwrite each other's outputs; the
 /// second waits.
-fn lock_workspace(out_dir: &Path, on_wait: &mut dyn FnMut(&str)) -> Result<File, BuildError> {
+fn lock_workspace(out_dir: &Path, on_wait: &(dyn Fn(&str) + Sync)) -> Result<File, BuildError> {
     let path = out_dir.join(".lock");
     let file = File::options()
         .create(true)

@@ -71,7 +71,8 @@ impl Db for Database {
 
     fn workspace_file(&self) -> SourceFile {
         // Set in `Database::new` before the database is shared.
-        self.workspace_file.unwrap_or_else(|| self.file(Path::new(WORKSPACE_FILE)))
+        self.workspace_file
+            .unwrap_or_else(|| self.file(Path::new(WORKSPACE_FILE)))
     }
 
     fn file(&self, path: &Path) -> SourceFile {
@@ -116,9 +117,19 @@ impl Database {
         true
     }
 
-    /// Every file the database has read, for the watcher.
-    pub fn known_files(&self) -> Vec<PathBuf> {
-        lock(&self.files).keys().cloned().collect()
+    /// Every file the database has read, with the digest of the content it
+    /// holds for it (`None`: the file did not exist), sorted by path.
+    pub fn file_digests(&self) -> Vec<(PathBuf, Option<crate::Digest>)> {
+        let files: Vec<(PathBuf, SourceFile)> = lock(&self.files).iter().map(|(p, f)| (p.clone(), *f)).collect();
+        let mut out: Vec<_> = files
+            .into_iter()
+            .map(|(path, file)| {
+                let digest = file.text(self).as_ref().map(|t| crate::Digest::of_bytes(t.as_bytes()));
+                (path, digest)
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// The packages parsed since the last call, in order.
@@ -149,16 +160,25 @@ pub fn workspace_config(db: &dyn Db) -> Result<Config, Diagnostic> {
 /// Why a label names no target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LookupError {
-    UnknownCell { cell: String, known: Vec<String> },
-    NoPackage { dir: PathBuf },
-    NoTarget { package: Arc<Package> },
+    UnknownCell {
+        cell: String,
+        known: Vec<String>,
+    },
+    NoPackage {
+        dir: PathBuf,
+    },
+    NoTarget {
+        package: Arc<Package>,
+    },
     /// The package itself is broken.
     Graph(Diagnostic),
 }
 
 #[salsa::tracked(returns(ref))]
 pub fn package<'db>(db: &'db dyn Db, id: PackageId<'db>) -> Result<Arc<Package>, LookupError> {
-    let config = workspace_config(db).as_ref().map_err(|d| LookupError::Graph(d.clone()))?;
+    let config = workspace_config(db)
+        .as_ref()
+        .map_err(|d| LookupError::Graph(d.clone()))?;
     let (cell, package) = (id.cell(db), id.package(db));
     let Some(dir) = config.package_dir(cell, package) else {
         return Err(LookupError::UnknownCell {
@@ -193,7 +213,11 @@ pub struct Declared {
 #[salsa::tracked(returns(ref))]
 pub fn declared<'db>(db: &'db dyn Db, id: TargetId<'db>) -> Result<Declared, LookupError> {
     let label = id.label(db);
-    let pkg = package(db, PackageId::new(db, label.cell().to_owned(), label.package().to_owned())).clone()?;
+    let pkg = package(
+        db,
+        PackageId::new(db, label.cell().to_owned(), label.package().to_owned()),
+    )
+    .clone()?;
     match pkg.target(label.name()) {
         Some(decl) => Ok(Declared {
             decl: decl.clone(),

@@ -38,7 +38,8 @@ impl fmt::Debug for Location {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
     pub message: String,
-    pub location: Option<Location>,
+    /// Boxed: diagnostics travel in `Result`s everywhere and should stay small.
+    pub location: Option<Box<Location>>,
     /// Short text shown under the underlined span.
     pub label: Option<String>,
     pub help: Option<String>,
@@ -57,7 +58,7 @@ impl Diagnostic {
     }
 
     pub fn at(mut self, location: Option<Location>) -> Diagnostic {
-        self.location = location;
+        self.location = location.map(Box::new);
         self
     }
 

@@ -5,20 +5,63 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
+use crate::Digest;
+use crate::keys::Params;
 use crate::rule::Status;
 
-/// What happened to one action.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Names with values, in name order; written as a JSON object. A vector
+/// rather than a map because records are built for every action of every
+/// build and most have one or two entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named<T>(pub Vec<(Arc<str>, T)>);
+
+impl<T> Default for Named<T> {
+    fn default() -> Named<T> {
+        Named(Vec::new())
+    }
+}
+
+impl<T> Named<T> {
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.0.iter().find(|(n, _)| **n == *name).map(|(_, v)| v)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.0.iter().map(|(n, _)| n)
+    }
+}
+
+impl<T: Serialize> Serialize for Named<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(n, v)| (&**n, v)))
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Named<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<Arc<str>, T>::deserialize(d)?;
+        Ok(Named(map.into_iter().collect()))
+    }
+}
+
+/// What happened to one action. Cheap to build: names and params are shared
+/// with the graph.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ActionRecord {
-    pub id: String,
-    pub rule: String,
+    pub id: Arc<str>,
+    pub rule: Arc<str>,
     pub rule_version: u32,
-    /// Empty when the action never got as far as computing its key.
-    pub key: String,
+    /// Absent when the action never got as far as computing its key.
+    pub key: Option<Digest>,
     pub status: Status,
     /// The result came from a cache (always for `cached`; for `rejected`,
     /// when the rejection was recorded by an earlier build).
@@ -27,26 +70,39 @@ pub struct ActionRecord {
     pub duration_ms: u64,
     /// Input name to digest.
     #[serde(default)]
-    pub inputs: BTreeMap<String, String>,
+    pub inputs: Named<Digest>,
     /// Input name to the action that produced it (absent for source files
     /// and artifacts handed over by a parent).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub producers: BTreeMap<String, String>,
-    #[serde(default)]
-    pub params: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Named::is_empty")]
+    pub producers: Named<Arc<str>>,
+    pub params: Params,
     /// Output name to digest.
     #[serde(default)]
-    pub outputs: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub logs: BTreeMap<String, String>,
+    pub outputs: Named<Digest>,
+    #[serde(default, skip_serializing_if = "Named::is_empty")]
+    pub logs: Named<Digest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The action that submitted this one, for children of dynamic
     /// sub-graphs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parent: Option<String>,
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub metadata: serde_json::Value,
+    pub parent: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Arc<RawValue>>,
+    /// The result was the one the workspace remembered for this identity
+    /// and key. The build log then keeps only identity, key and status
+    /// (params and inputs are those of the last full record with this key).
+    #[serde(skip)]
+    pub abridged: bool,
+}
+
+/// The build-log form of an abridged record.
+#[derive(Serialize, Deserialize)]
+struct Abridged<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    key: Option<Digest>,
+    status: Status,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,16 +153,27 @@ pub struct BuildEnd {
     pub duration_ms: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The `type` of a line. Lines are read in two steps (the tag, then the
+/// record) because embedded raw JSON (params, metadata) cannot pass through
+/// serde's buffering of internally tagged enums.
+#[derive(Deserialize)]
+struct Tag<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: std::borrow::Cow<'a, str>,
+}
+
+/// `Line` for writing, borrowing what it writes.
+#[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum Line {
-    Build(BuildHeader),
-    Action(ActionRecord),
-    End(BuildEnd),
+enum LineRef<'a> {
+    Build(&'a BuildHeader),
+    Action(&'a ActionRecord),
+    Remembered(Abridged<'a>),
+    End(&'a BuildEnd),
 }
 
 /// The `--build-report` file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BuildReport {
     pub success: bool,
     pub counts: Counts,
@@ -116,12 +183,23 @@ pub struct BuildReport {
 /// Live notifications for progress displays. Never part of any artifact.
 pub enum BuildEvent<'a> {
     /// The static graph is known.
-    Planned { total: usize },
+    Planned {
+        total: usize,
+    },
     /// A running action submitted children.
-    Added { count: usize },
-    Started { id: &'a str },
-    Progress { id: &'a str, message: &'a str },
-    Finished { record: &'a ActionRecord },
+    Added {
+        count: usize,
+    },
+    Started {
+        id: &'a str,
+    },
+    Progress {
+        id: &'a str,
+        message: &'a str,
+    },
+    Finished {
+        record: &'a ActionRecord,
+    },
 }
 
 pub trait Observer: Sync {
@@ -164,10 +242,10 @@ impl BuildLog {
         header.build = format!("{next:08}");
         let path = dir.join(format!("{next:08}-{}.jsonl", header.started_unix_ms));
         let log = BuildLog {
-            file: Mutex::new(BufWriter::new(File::create(&path)?)),
+            file: Mutex::new(BufWriter::with_capacity(1 << 16, File::create(&path)?)),
             path,
         };
-        log.write(&Line::Build(header));
+        log.write(&LineRef::Build(&header));
         Ok(log)
     }
 
@@ -176,22 +254,33 @@ impl BuildLog {
     }
 
     pub fn record(&self, record: &ActionRecord) {
-        self.write(&Line::Action(record.clone()));
+        if record.abridged {
+            self.write(&LineRef::Remembered(Abridged {
+                id: std::borrow::Cow::Borrowed(&record.id),
+                key: record.key,
+                status: record.status,
+            }));
+        } else {
+            self.write(&LineRef::Action(record));
+        }
     }
 
     pub fn finish(&self, end: BuildEnd) -> std::io::Result<()> {
-        self.write(&Line::End(end));
+        self.write(&LineRef::End(&end));
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
         f.flush()
     }
 
-    fn write(&self, line: &Line) {
+    fn write(&self, line: &LineRef<'_>) {
+        // Encoded outside the lock, so that workers only queue for the copy.
+        let Ok(mut bytes) = serde_json::to_vec(line) else {
+            return;
+        };
+        bytes.push(b'\n');
         let mut f = self.file.lock().unwrap_or_else(|e| e.into_inner());
         // The log is a record for `explain`, not part of the build's result:
         // a full disk must not fail the build, so write errors are dropped.
-        if serde_json::to_writer(&mut *f, line).is_ok() {
-            let _ = f.write_all(b"\n");
-        }
+        let _ = f.write_all(&bytes);
     }
 }
 
@@ -209,7 +298,7 @@ pub fn list_builds(out_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A build log read back. Lines cut short by a crash are skipped.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct RecordedBuild {
     pub header: Option<BuildHeader>,
     pub actions: Vec<ActionRecord>,
@@ -219,13 +308,35 @@ pub struct RecordedBuild {
 pub fn read_build(path: &Path) -> std::io::Result<RecordedBuild> {
     let mut out = RecordedBuild::default();
     for line in BufReader::new(File::open(path)?).lines() {
-        let Ok(line) = serde_json::from_str::<Line>(&line?) else {
+        let line = line?;
+        let Ok(tag) = serde_json::from_str::<Tag>(&line) else {
             continue;
         };
-        match line {
-            Line::Build(h) => out.header = Some(h),
-            Line::Action(a) => out.actions.push(a),
-            Line::End(e) => out.end = Some(e),
+        match &*tag.kind {
+            "build" => out.header = serde_json::from_str(&line).ok(),
+            "action" => out.actions.extend(serde_json::from_str(&line).ok()),
+            "remembered" => out
+                .actions
+                .extend(serde_json::from_str::<Abridged>(&line).ok().map(|a| ActionRecord {
+                    id: Arc::from(&*a.id),
+                    rule: Arc::from(""),
+                    rule_version: 0,
+                    key: a.key,
+                    status: a.status,
+                    from_cache: true,
+                    duration_ms: 0,
+                    inputs: Named::default(),
+                    producers: Named::default(),
+                    params: Params::new(&serde_json::Value::Null),
+                    outputs: Named::default(),
+                    logs: Named::default(),
+                    reason: None,
+                    parent: None,
+                    metadata: None,
+                    abridged: true,
+                })),
+            "end" => out.end = serde_json::from_str(&line).ok(),
+            _ => {}
         }
     }
     Ok(out)
@@ -251,18 +362,19 @@ mod tests {
             id: id.into(),
             rule: "cmd".into(),
             rule_version: 1,
-            key: "k".into(),
+            key: Some(Digest::of_bytes(b"k")),
             status: Status::Executed,
             from_cache: false,
             duration_ms: 3,
-            inputs: BTreeMap::new(),
-            producers: BTreeMap::new(),
-            params: serde_json::json!({"cmd": "true"}),
-            outputs: BTreeMap::new(),
-            logs: BTreeMap::new(),
+            inputs: Named(vec![(Arc::from("in.txt"), Digest::of_bytes(b"i"))]),
+            producers: Named::default(),
+            params: Params::new(&serde_json::json!({"cmd": "true"})),
+            outputs: Named::default(),
+            logs: Named::default(),
             reason: None,
             parent: None,
-            metadata: serde_json::Value::Null,
+            metadata: None,
+            abridged: false,
         }
     }
 
@@ -283,7 +395,10 @@ mod tests {
         f.write_all(b"{\"type\":\"action\",\"id\":\"trunc").unwrap();
         let back = read_build(&path).unwrap();
         assert_eq!(back.header.unwrap().build, "00000001");
-        assert_eq!(back.actions, vec![record("target//a:b")]);
+        assert_eq!(back.actions.len(), 1);
+        let (got, want) = (&back.actions[0], record("target//a:b"));
+        assert_eq!((&got.id, got.key, &got.inputs), (&want.id, want.key, &want.inputs));
+        assert_eq!(got.params, want.params);
         assert!(back.end.unwrap().success);
     }
 
@@ -295,12 +410,43 @@ mod tests {
         }
         let builds = list_builds(dir.path());
         assert_eq!(builds.len(), KEEP_BUILDS);
-        let last = builds.last().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+        let last = builds
+            .last()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert!(last.starts_with(&format!("{:08}", KEEP_BUILDS + 3)), "{last}");
     }
 
     #[test]
+    fn abridged_records_keep_identity_key_and_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = BuildLog::create(dir.path(), header()).unwrap();
+        let mut r = record("target//a:b");
+        r.status = Status::Cached;
+        r.abridged = true;
+        log.record(&r);
+        log.finish(BuildEnd {
+            success: true,
+            counts: Counts::default(),
+            duration_ms: 1,
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert!(!text.contains("in.txt"), "abridged lines leave out inputs: {text}");
+        let back = read_build(log.path()).unwrap();
+        let got = &back.actions[0];
+        assert!(got.abridged);
+        assert_eq!((&got.id, got.key, got.status), (&r.id, r.key, Status::Cached));
+    }
+
+    #[test]
     fn status_serializes_in_kebab_case() {
-        assert_eq!(serde_json::to_string(&Status::RemoteCached).unwrap(), "\"remote-cached\"");
+        assert_eq!(
+            serde_json::to_string(&Status::RemoteCached).unwrap(),
+            "\"remote-cached\""
+        );
     }
 }

@@ -4,9 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::Digest;
 use crate::events::{ActionRecord, BuildHeader, list_builds, read_build};
 use crate::label::Label;
 use crate::rule::Status;
@@ -66,27 +68,43 @@ pub fn explain(out_dir: &Path, label: &Label, scope: &BTreeSet<String>) -> Resul
         .into_iter()
         .filter(|a| scope.contains(target_of(&a.id)))
         .collect();
-    let by_id: HashMap<&str, &ActionRecord> = current.iter().map(|a| (a.id.as_str(), a)).collect();
+    let by_id: HashMap<&str, &ActionRecord> = current.iter().map(|a| (&*a.id, a)).collect();
 
     // The previous record of each identity, searching back build by build
-    // until every identity is found or the records run out.
-    let mut previous: HashMap<String, ActionRecord> = HashMap::new();
-    let mut missing: BTreeSet<&str> = current.iter().map(|a| a.id.as_str()).collect();
+    // until every identity is found or the records run out. An abridged
+    // record stands for the last full record with the same key.
+    let mut previous: HashMap<Arc<str>, ActionRecord> = HashMap::new();
+    let mut missing: HashMap<&str, Option<Digest>> = current.iter().map(|a| (&*a.id, None)).collect();
     for path in older {
         if missing.is_empty() {
             break;
         }
-        for record in read_build(path)?.actions {
-            if missing.remove(record.id.as_str()) {
-                previous.insert(record.id.clone(), record);
+        for record in read_build(path)?.actions.into_iter().rev() {
+            let Some(wanted_key) = missing.get(&*record.id).copied() else {
+                continue;
+            };
+            if wanted_key.is_some_and(|k| record.key != Some(k)) {
+                continue;
+            }
+            if record.abridged {
+                missing.insert(current_id(&current, &record.id), record.key);
+                previous.entry(record.id.clone()).or_insert(record);
+            } else {
+                missing.remove(&*record.id);
+                let status = previous.get(&record.id).map(|p| p.status);
+                let mut full = record;
+                if let Some(status) = status {
+                    full.status = status;
+                }
+                previous.insert(full.id.clone(), full);
             }
         }
     }
     let mut actions: Vec<ExplainedAction> = current
         .iter()
         .map(|a| ExplainedAction {
-            id: a.id.clone(),
-            rule: a.rule.clone(),
+            id: a.id.to_string(),
+            rule: a.rule.to_string(),
             status: a.status,
             duration_ms: a.duration_ms,
             reasons: reasons(a, previous.get(&a.id), &by_id),
@@ -96,7 +114,11 @@ pub fn explain(out_dir: &Path, label: &Label, scope: &BTreeSet<String>) -> Resul
     Ok(Explanation { build: header, actions })
 }
 
-fn reasons(now: &ActionRecord, before: Option<&ActionRecord>, this_build: &HashMap<&str, &ActionRecord>) -> Vec<String> {
+fn reasons(
+    now: &ActionRecord,
+    before: Option<&ActionRecord>,
+    this_build: &HashMap<&str, &ActionRecord>,
+) -> Vec<String> {
     if now.from_cache {
         return Vec::new();
     }
@@ -106,6 +128,9 @@ fn reasons(now: &ActionRecord, before: Option<&ActionRecord>, this_build: &HashM
     let Some(before) = before else {
         return vec!["no earlier build of this action".to_owned()];
     };
+    if before.abridged {
+        return vec!["its earlier inputs are no longer recorded (older build records were pruned)".to_owned()];
+    }
     let mut out = Vec::new();
     if before.rule != now.rule {
         out.push(format!("rule changed from `{}` to `{}`", before.rule, now.rule));
@@ -115,8 +140,8 @@ fn reasons(now: &ActionRecord, before: Option<&ActionRecord>, this_build: &HashM
             now.rule, before.rule_version, now.rule_version
         ));
     }
-    diff_params("", &before.params, &now.params, &mut out);
-    let names: BTreeSet<&String> = before.inputs.keys().chain(now.inputs.keys()).collect();
+    diff_params("", &before.params.to_value(), &now.params.to_value(), &mut out);
+    let names: BTreeSet<&Arc<str>> = before.inputs.names().chain(now.inputs.names()).collect();
     for name in names {
         match (before.inputs.get(name), now.inputs.get(name)) {
             (Some(_), None) => out.push(format!("input `{name}` was removed")),
@@ -145,7 +170,7 @@ fn reasons(now: &ActionRecord, before: Option<&ActionRecord>, this_build: &HashM
 
 fn input_changed(name: &str, now: &ActionRecord, this_build: &HashMap<&str, &ActionRecord>) -> String {
     match now.producers.get(name) {
-        Some(producer) => match this_build.get(producer.as_str()).map(|p| p.status) {
+        Some(producer) => match this_build.get(&**producer).map(|p| p.status) {
             Some(Status::Executed) => format!("input `{name}` changed because `{producer}` reran"),
             _ => format!("input `{name}` changed (produced by `{producer}`)"),
         },
@@ -194,6 +219,11 @@ fn brief(v: &serde_json::Value) -> String {
     }
 }
 
+/// The identity as borrowed from the current build's records.
+fn current_id<'a>(current: &'a [ActionRecord], id: &str) -> &'a str {
+    current.iter().find(|a| &*a.id == id).map_or("", |a| &a.id)
+}
+
 /// Counts of statuses for a header line.
 pub fn status_counts(actions: &[ExplainedAction]) -> BTreeMap<&'static str, usize> {
     let mut counts = BTreeMap::new();
@@ -212,7 +242,10 @@ mod tests {
     fn target_of_strips_action_and_child_suffixes() {
         assert_eq!(target_of("target//gen:t5"), "target//gen:t5");
         assert_eq!(target_of("target//a/b:t/compile"), "target//a/b:t");
-        assert_eq!(target_of("target//max78002:anomaly[cand-17]/quantize"), "target//max78002:anomaly");
+        assert_eq!(
+            target_of("target//max78002:anomaly[cand-17]/quantize"),
+            "target//max78002:anomaly"
+        );
     }
 
     #[test]

@@ -74,8 +74,12 @@ pub fn parse(file: PackageFile<'_>, text: &str, rules: &RuleRegistry) -> Result<
         })
     };
     let doc = DeTable::parse(text).map_err(|e| {
-        Diagnostic::new(format!("invalid TOML in `{}`: {}", file.display, e.message().trim_end()))
-            .at(e.span().and_then(at))
+        Diagnostic::new(format!(
+            "invalid TOML in `{}`: {}",
+            file.display,
+            e.message().trim_end()
+        ))
+        .at(e.span().and_then(at))
     })?;
     let base = PackageRef {
         cell: file.cell,
@@ -111,9 +115,10 @@ pub fn parse(file: PackageFile<'_>, text: &str, rules: &RuleRegistry) -> Result<
                     .at(at(item.span()))
                     .with_help("add `name = \"...\"` to the table"));
             };
-            let name = name_value.get_ref().as_str().ok_or_else(|| {
-                Diagnostic::new("`name` must be a string").at(at(name_value.span()))
-            })?;
+            let name = name_value
+                .get_ref()
+                .as_str()
+                .ok_or_else(|| Diagnostic::new("`name` must be a string").at(at(name_value.span())))?;
             label::check_name(name).map_err(|reason| {
                 Diagnostic::new(format!("invalid target name `{name}`: {reason}")).at(at(name_value.span()))
             })?;
@@ -124,14 +129,16 @@ pub fn parse(file: PackageFile<'_>, text: &str, rules: &RuleRegistry) -> Result<
                     continue;
                 }
                 let Some(spec) = rule.attrs().iter().find(|s| s.name == key_name) else {
-                    return Err(Diagnostic::new(format!("unknown attribute `{key_name}` for rule `{kind_name}`"))
-                        .at(at(key.span()))
-                        .with_label("unknown attribute")
-                        .suggest(key_name, rule.attrs().iter().map(|s| s.name))
-                        .with_note(format!(
-                            "`{kind_name}` accepts: name, {}",
-                            rule.attrs().iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-                        )));
+                    return Err(
+                        Diagnostic::new(format!("unknown attribute `{key_name}` for rule `{kind_name}`"))
+                            .at(at(key.span()))
+                            .with_label("unknown attribute")
+                            .suggest(key_name, rule.attrs().iter().map(|s| s.name))
+                            .with_note(format!(
+                                "`{kind_name}` accepts: name, {}",
+                                rule.attrs().iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                            )),
+                    );
                 };
                 let value_checked = attrs::check_value(spec, value, file.default_cell, base.clone()).map_err(|e| {
                     let d = Diagnostic::new(e.message).at(at(e.span));
@@ -148,7 +155,11 @@ pub fn parse(file: PackageFile<'_>, text: &str, rules: &RuleRegistry) -> Result<
                     },
                 );
             }
-            if let Some(missing) = rule.attrs().iter().find(|s| s.required && checked.get(s.name).is_none()) {
+            if let Some(missing) = rule
+                .attrs()
+                .iter()
+                .find(|s| s.required && checked.get(s.name).is_none())
+            {
                 return Err(Diagnostic::new(format!(
                     "target `{name}` ({kind_name}) lacks the required attribute `{}`",
                     missing.name

@@ -6,10 +6,63 @@
 //! actions can hash the same bytes; inputs are sorted by name.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 
 use crate::Digest;
 
 const KEY_TAG: &[u8] = b"kflow-action/1";
+
+/// An action's params as canonical JSON text, shared between the graph, the
+/// jobs and the records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params(Arc<str>);
+
+impl Params {
+    pub fn new(value: &serde_json::Value) -> Params {
+        Params(Arc::from(canonical_json(value)))
+    }
+
+    /// Params that were canonical when stored.
+    pub(crate) fn from_canonical(text: Arc<str>) -> Params {
+        Params(text)
+    }
+
+    /// The canonical JSON text, as hashed into keys.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.0).unwrap_or_default()
+    }
+}
+
+/// Embedded as JSON in human-readable formats (build records), stored as a
+/// string in binary ones (the saved graph).
+impl Serialize for Params {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            RawValue::from_string(self.0.to_string())
+                .map_err(serde::ser::Error::custom)?
+                .serialize(s)
+        } else {
+            s.serialize_str(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Params, D::Error> {
+        if d.is_human_readable() {
+            Box::<RawValue>::deserialize(d).map(|raw| Params(Arc::from(raw.get())))
+        } else {
+            String::deserialize(d).map(|s| Params(Arc::from(s)))
+        }
+    }
+}
 
 /// Params as canonical JSON: object keys sorted, no whitespace, numbers as
 /// integers when they are integers and otherwise in the shortest form that
@@ -125,6 +178,17 @@ mod tests {
         assert_ne!(base, action_key("cmd", 1, "{}", [("z", &a)]));
         assert_ne!(base, action_key("cmd", 1, "{}", [("x", &Digest::of_bytes(b"b"))]));
         assert_ne!(base, action_key("cmd", 1, "{}", []));
+    }
+
+    #[test]
+    fn params_round_trip_through_binary_and_json() {
+        let p = Params::new(&json!({"z": [1, 2], "a": "x"}));
+        assert_eq!(p.as_str(), r#"{"a":"x","z":[1,2]}"#);
+        let bytes = postcard::to_stdvec(&p).unwrap();
+        assert_eq!(postcard::from_bytes::<Params>(&bytes).unwrap(), p);
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(json, p.as_str(), "embedded as JSON, not as a string");
+        assert_eq!(serde_json::from_str::<Params>(&json).unwrap(), p);
     }
 
     #[test]

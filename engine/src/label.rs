@@ -2,17 +2,22 @@
 //! `cell//pkg/...`, `cell//...`), in the manner of Buck2.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 /// The name of one target: `cell//package:name`. The package is a
 /// `/`-separated path relative to the cell root, empty for the root package.
+///
+/// Held as one shared string with the positions of `//` and `:`, so that
+/// cloning, hashing and comparing a label (done for every target of every
+/// build) is one pointer copy or one string comparison.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Label {
-    cell: String,
-    package: String,
-    name: String,
+    text: Arc<str>,
+    slashes: u32,
+    colon: u32,
 }
 
 /// The package a label is written in: relative labels (`:name`, `//pkg:name`)
@@ -52,11 +57,15 @@ impl Label {
         check_cell(cell).map_err(fail)?;
         check_package(package).map_err(fail)?;
         check_name(name).map_err(fail)?;
-        Ok(Label {
-            cell: cell.to_owned(),
-            package: package.to_owned(),
-            name: name.to_owned(),
-        })
+        Ok(Label::from_checked(cell, package, name))
+    }
+
+    fn from_checked(cell: &str, package: &str, name: &str) -> Label {
+        Label {
+            text: Arc::from(format!("{cell}//{package}:{name}")),
+            slashes: cell.len() as u32,
+            colon: (cell.len() + 2 + package.len()) as u32,
+        }
     }
 
     /// Parses a label written inside `base` (graph files) or on the command
@@ -73,13 +82,10 @@ impl Label {
         if let Some(name) = input.strip_prefix(':') {
             let base = base.ok_or_else(|| fail("`:name` needs a current package; write `cell//package:name`"))?;
             check_name(name).map_err(|r| fail(&r))?;
-            return Ok(Label {
-                cell: base.cell.to_owned(),
-                package: base.package.to_owned(),
-                name: name.to_owned(),
-            });
+            return Ok(Label::from_checked(base.cell, base.package, name));
         }
-        let (cell, rest) = split_cell(input).ok_or_else(|| fail("expected `cell//package:name`, `//package:name` or `:name`"))?;
+        let (cell, rest) =
+            split_cell(input).ok_or_else(|| fail("expected `cell//package:name`, `//package:name` or `:name`"))?;
         let cell = match cell {
             "" => base.as_ref().map_or(default_cell, |b| b.cell),
             c => c,
@@ -90,36 +96,42 @@ impl Label {
             .ok_or_else(|| fail("missing `:name` after the package (a target pattern is not allowed here)"))?;
         check_package(package).map_err(|r| fail(&r))?;
         check_name(name).map_err(|r| fail(&r))?;
-        Ok(Label {
-            cell: cell.to_owned(),
-            package: package.to_owned(),
-            name: name.to_owned(),
-        })
+        Ok(Label::from_checked(cell, package, name))
     }
 
     pub fn cell(&self) -> &str {
-        &self.cell
+        &self.text[..self.slashes as usize]
     }
 
     pub fn package(&self) -> &str {
-        &self.package
+        &self.text[self.slashes as usize + 2..self.colon as usize]
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        &self.text[self.colon as usize + 1..]
+    }
+
+    /// The whole label, `cell//package:name`.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The whole label as a shared string, for maps keyed by label text.
+    pub fn shared(&self) -> Arc<str> {
+        self.text.clone()
     }
 
     pub fn package_ref(&self) -> PackageRef<'_> {
         PackageRef {
-            cell: &self.cell,
-            package: &self.package,
+            cell: self.cell(),
+            package: self.package(),
         }
     }
 }
 
 impl fmt::Display for Label {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}//{}:{}", self.cell, self.package, self.name)
+        f.write_str(&self.text)
     }
 }
 
@@ -132,13 +144,46 @@ impl fmt::Debug for Label {
 impl TryFrom<String> for Label {
     type Error = LabelError;
     fn try_from(s: String) -> Result<Label, LabelError> {
-        match split_cell(&s) {
-            Some((cell, _)) if !cell.is_empty() => Label::parse(&s, cell, None),
-            _ => Err(LabelError {
-                input: s,
-                reason: "a stored label must be absolute (`cell//package:name`)".to_owned(),
-            }),
-        }
+        Label::from_shared(Arc::from(s))
+    }
+}
+
+impl Label {
+    /// Reads a label kflow stored itself (saved graphs hold thousands):
+    /// only its shape is checked, and it is not copied.
+    pub(crate) fn from_stored(text: Arc<str>) -> Option<Label> {
+        let slashes = text.find("//")?;
+        let colon = text[slashes + 2..].find(':')? + slashes + 2;
+        Some(Label {
+            slashes: slashes as u32,
+            colon: colon as u32,
+            text,
+        })
+    }
+
+    /// Reads a label from any stored text: it must be absolute, and is
+    /// checked like any other without being copied.
+    pub fn from_shared(text: Arc<str>) -> Result<Label, LabelError> {
+        let fail = |reason: String| LabelError {
+            input: text.to_string(),
+            reason,
+        };
+        let slashes = text
+            .find("//")
+            .filter(|&i| i > 0)
+            .ok_or_else(|| fail("a stored label must be absolute (`cell//package:name`)".to_owned()))?;
+        let colon = text[slashes + 2..]
+            .find(':')
+            .map(|i| i + slashes + 2)
+            .ok_or_else(|| fail("missing `:name`".to_owned()))?;
+        check_cell(&text[..slashes]).map_err(fail)?;
+        check_package(&text[slashes + 2..colon]).map_err(fail)?;
+        check_name(&text[colon + 1..]).map_err(fail)?;
+        Ok(Label {
+            slashes: slashes as u32,
+            colon: colon as u32,
+            text,
+        })
     }
 }
 
@@ -159,7 +204,9 @@ impl Pattern {
         if input.starts_with(':') {
             return Label::parse(input, default_cell, base).map(Pattern::Target);
         }
-        let (cell, rest) = split_cell(input).ok_or_else(|| fail("expected a label or a pattern such as `cell//pkg:`, `cell//pkg/...` or `cell//...`"))?;
+        let (cell, rest) = split_cell(input).ok_or_else(|| {
+            fail("expected a label or a pattern such as `cell//pkg:`, `cell//pkg/...` or `cell//...`")
+        })?;
         let cell = match cell {
             "" => base.as_ref().map_or(default_cell, |b| b.cell).to_owned(),
             c => c.to_owned(),
@@ -187,7 +234,9 @@ impl Pattern {
                 })
             }
             Some(_) => Label::parse(input, default_cell, base).map(Pattern::Target),
-            None => Err(fail("missing `:name`, `:` (all targets of the package) or `/...` (recursive)")),
+            None => Err(fail(
+                "missing `:name`, `:` (all targets of the package) or `/...` (recursive)",
+            )),
         }
     }
 
@@ -205,7 +254,11 @@ impl Pattern {
             Pattern::Target(l) => l.package() == package,
             Pattern::Package { package: p, .. } => p == package,
             Pattern::Recursive { package: p, .. } => {
-                p.is_empty() || package == p || package.strip_prefix(p.as_str()).is_some_and(|rest| rest.starts_with('/'))
+                p.is_empty()
+                    || package == p
+                    || package
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
             }
         }
     }
@@ -237,7 +290,10 @@ fn check_cell(cell: &str) -> Result<(), String> {
     if cell.is_empty() {
         return Err("the cell name is empty".to_owned());
     }
-    match cell.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+    match cell
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
         Some(c) => Err(format!("character `{c}` is not allowed in a cell name")),
         None => Ok(()),
     }
@@ -363,7 +419,10 @@ mod tests {
     #[test]
     fn patterns_parse_each_form() {
         let p = |s| Pattern::parse(s, "target", None).unwrap();
-        assert_eq!(p("target//a:b"), Pattern::Target(Label::parse("target//a:b", "t", None).unwrap()));
+        assert_eq!(
+            p("target//a:b"),
+            Pattern::Target(Label::parse("target//a:b", "t", None).unwrap())
+        );
         assert_eq!(
             p("target//a/b:"),
             Pattern::Package {
@@ -392,7 +451,14 @@ mod tests {
 
     #[test]
     fn malformed_patterns_are_rejected() {
-        for bad in ["target", "target//a", "target//a/..../", "target//.../a", "target//a/...:x", "x y//..."] {
+        for bad in [
+            "target",
+            "target//a",
+            "target//a/..../",
+            "target//.../a",
+            "target//a/...:x",
+            "x y//...",
+        ] {
             assert!(Pattern::parse(bad, "target", None).is_err(), "accepted `{bad}`");
         }
     }

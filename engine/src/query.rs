@@ -130,7 +130,10 @@ impl Parser {
                 Ok(e)
             }
             Some(Token::Word(w)) => Ok(Expr::Pattern(w)),
-            Some(t) => Err(syntax(format!("expected a pattern or a function, found {}", describe(&t)))),
+            Some(t) => Err(syntax(format!(
+                "expected a pattern or a function, found {}",
+                describe(&t)
+            ))),
             None => Err(syntax("the query is empty or ends too early")),
         }
     }
@@ -217,7 +220,10 @@ pub fn parse(text: &str) -> Result<Expr, Diagnostic> {
     let e = p.expr()?;
     match p.next() {
         None => Ok(e),
-        Some(t) => Err(syntax(format!("unexpected {} after a complete expression", describe(&t)))),
+        Some(t) => Err(syntax(format!(
+            "unexpected {} after a complete expression",
+            describe(&t)
+        ))),
     }
 }
 
@@ -231,7 +237,12 @@ pub fn evaluate(ws: &Workspace, cwd: &Path, expr: &Expr) -> Result<BTreeSet<Labe
         Expr::Deps(of, depth) => {
             let roots: Vec<Label> = evaluate(ws, cwd, of)?.into_iter().collect();
             let graph = ws.load(&roots)?;
-            reach(&graph.graph, roots.iter().filter_map(|l| graph.node(l)), Direction::Outgoing, *depth)
+            reach(
+                &graph.graph,
+                roots.iter().filter_map(|l| graph.node(l)),
+                Direction::Outgoing,
+                *depth,
+            )
         }
         Expr::Rdeps { universe, of, depth } => {
             let universe: Vec<Label> = match universe {
@@ -251,7 +262,12 @@ pub fn evaluate(ws: &Workspace, cwd: &Path, expr: &Expr) -> Result<BTreeSet<Labe
             };
             let of = evaluate(ws, cwd, of)?;
             let graph = ws.load(&universe)?;
-            reach(&graph.graph, of.iter().filter_map(|l| graph.node(l)), Direction::Incoming, *depth)
+            reach(
+                &graph.graph,
+                of.iter().filter_map(|l| graph.node(l)),
+                Direction::Incoming,
+                *depth,
+            )
         }
         Expr::Kind(pattern, of) => {
             let re = regex::Regex::new(pattern)
@@ -368,7 +384,15 @@ mod tests {
 
     #[test]
     fn malformed_queries_are_errors() {
-        for bad in ["", "deps(", "deps(//a:b", "dep(//a:b)", "kind(//a:b)", "//a:b )", "deps(//a:b, x)"] {
+        for bad in [
+            "",
+            "deps(",
+            "deps(//a:b",
+            "dep(//a:b)",
+            "kind(//a:b)",
+            "//a:b )",
+            "deps(//a:b, x)",
+        ] {
             assert!(parse(bad).is_err(), "accepted `{bad}`");
         }
     }

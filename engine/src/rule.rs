@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::BlobRef;
 use crate::attrs::{AttrSpec, Attrs};
 use crate::diagnostic::Diagnostic;
 use crate::label::Label;
-use crate::BlobRef;
 
 /// A kind of target and the executor of its actions.
 pub trait Rule: Send + Sync + 'static {
@@ -145,7 +145,9 @@ pub enum Outcome {
     Done,
     /// The action ran correctly and decided its subject is not acceptable
     /// (a candidate that does not fit the device). Cached like a success.
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
 }
 
 /// An action that could not complete. Not cached.
@@ -238,8 +240,8 @@ pub struct InputFile {
 /// The engine services an executing action may use. Implemented by the
 /// scheduler; rules only see [`ActionContext`].
 pub(crate) trait Runtime: Sync {
-    fn submit(&self, parent: &str, batch: Vec<ChildSpec>) -> Result<Vec<ChildResult>, ActionError>;
-    fn blob_path(&self, blob: &BlobRef) -> PathBuf;
+    fn submit(&self, batch: Vec<ChildSpec>) -> Result<Vec<ChildResult>, ActionError>;
+    fn blob_path(&self, blob: &BlobRef) -> Result<PathBuf, ActionError>;
     fn read_blob(&self, blob: &BlobRef) -> Result<Vec<u8>, ActionError>;
     fn copy_blob(&self, blob: &BlobRef, dest: &Path) -> Result<(), ActionError>;
     fn put_bytes(&self, bytes: &[u8]) -> Result<BlobRef, ActionError>;
@@ -260,7 +262,7 @@ pub struct ActionContext<'a> {
     pub(crate) id: &'a str,
     pub(crate) params: &'a serde_json::Value,
     pub(crate) inputs: &'a BTreeMap<String, InputFile>,
-    pub(crate) outputs: &'a [String],
+    pub(crate) outputs: &'a [std::sync::Arc<str>],
     pub(crate) work_dir: &'a Path,
     pub(crate) runtime: &'a dyn Runtime,
     pub(crate) produced: std::sync::Mutex<Produced>,
@@ -299,7 +301,7 @@ impl ActionContext<'_> {
     }
 
     /// The declared output names.
-    pub fn outputs(&self) -> &[String] {
+    pub fn outputs(&self) -> &[std::sync::Arc<str>] {
         self.outputs
     }
 
@@ -351,11 +353,11 @@ impl ActionContext<'_> {
     /// Children run in parallel and through the cache like any action; a
     /// failed child is reported in its result, not as an error here.
     pub fn submit(&self, batch: Vec<ChildSpec>) -> Result<Vec<ChildResult>, ActionError> {
-        self.runtime.submit(self.id, batch)
+        self.runtime.submit(batch)
     }
 
     /// The read-only file of an artifact (e.g. a child's output).
-    pub fn artifact_path(&self, blob: &BlobRef) -> PathBuf {
+    pub fn artifact_path(&self, blob: &BlobRef) -> Result<PathBuf, ActionError> {
         self.runtime.blob_path(blob)
     }
 

@@ -1,8 +1,9 @@
 //! The scheduler: runs a DAG of actions on a rayon pool of `--jobs` threads.
-//! An action is ready when every action it reads from has finished; a ready
-//! action is looked up in the action cache by its key and executed only on a
-//! miss. Running actions may submit child batches, which go through the same
-//! path on the same pool (a thread waiting for its children helps run them).
+//! An action is ready when every action it reads from has finished. A ready
+//! action's key is looked up in the workspace's build state, then in the
+//! action cache, and the action executes only on a miss. Running actions
+//! may submit child batches, which go through the same path on the same
+//! pool (a thread waiting for its children helps run them).
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -11,55 +12,59 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use kflow_cache::{ActionEntry, BlobRef, Cache, Digest};
+use kflow_cache::{ActionEntry, ActionIndex, BlobRef, Cache, CacheError, Digest};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
-use crate::events::{ActionRecord, BuildEvent, BuildLog, Observer};
-use crate::keys::{action_key, canonical_json};
+use petgraph::graph::NodeIndex;
+
+use crate::action_graph::{ActionNode, InputSource};
+use crate::events::{ActionRecord, BuildEvent, BuildLog, Named, Observer};
+use crate::keys::{Params, action_key};
 use crate::registry::RuleRegistry;
 use crate::rule::{
-    ActionContext, ActionError, ChildInput, ChildResult, ChildSpec, InputFile, Outcome, Produced, Rule, Runtime,
-    Status,
+    ActionContext, ActionError, ChildInput, ChildResult, ChildSpec, InputFile, Outcome, Produced, Rule, Runtime, Status,
 };
+use crate::state::{BuildState, NamedBlobs, Remembered};
 
-/// One action ready to be scheduled.
+/// One action ready to be scheduled: a node of the action graph (or of a
+/// child batch, where `Output` inputs index the batch), with its rule.
 pub(crate) struct Job {
-    pub id: String,
-    pub parent: Option<String>,
+    pub node: Arc<ActionNode>,
     pub rule: Arc<dyn Rule>,
-    pub params: serde_json::Value,
-    pub canonical_params: String,
-    pub inputs: Vec<(String, JobInput)>,
-    pub outputs: Vec<String>,
+    pub parent: Option<Arc<str>>,
 }
 
-pub(crate) enum JobInput {
-    Blob(BlobRef),
-    File(PathBuf),
-    /// Output `output` of job `index` of the same DAG.
-    Job { index: usize, output: String },
+fn find(blobs: &NamedBlobs, name: &str) -> Option<BlobRef> {
+    blobs
+        .binary_search_by(|(n, _)| (**n).cmp(name))
+        .ok()
+        .map(|i| blobs[i].1)
 }
 
 /// How a job ended.
 #[derive(Clone, Debug)]
 pub(crate) struct JobResult {
     pub status: Status,
-    pub outputs: BTreeMap<String, BlobRef>,
-    pub logs: BTreeMap<String, BlobRef>,
-    pub metadata: serde_json::Value,
+    pub outputs: NamedBlobs,
+    pub logs: NamedBlobs,
+    pub metadata: Option<Arc<RawValue>>,
     pub reason: Option<String>,
     pub from_cache: bool,
+    /// Served from the workspace's build state.
+    pub remembered: bool,
 }
 
 impl JobResult {
     fn skipped(reason: String) -> JobResult {
         JobResult {
             status: Status::Skipped,
-            outputs: BTreeMap::new(),
-            logs: BTreeMap::new(),
-            metadata: serde_json::Value::Null,
+            outputs: Arc::new([]),
+            logs: Arc::new([]),
+            metadata: None,
             reason: Some(reason),
             from_cache: false,
+            remembered: false,
         }
     }
 
@@ -67,6 +72,40 @@ impl JobResult {
         JobResult {
             status: Status::Failed,
             ..JobResult::skipped(reason)
+        }
+    }
+
+    pub fn output(&self, name: &str) -> Option<BlobRef> {
+        find(&self.outputs, name)
+    }
+
+    fn remembered(&self, key: Digest) -> Remembered {
+        Remembered {
+            key,
+            outputs: self.outputs.clone(),
+            logs: self.logs.clone(),
+            rejected: self.reason.clone().filter(|_| self.status == Status::Rejected),
+            metadata: self.metadata.as_ref().map(|m| m.get().to_owned()),
+        }
+    }
+
+    fn from_remembered(r: &Remembered) -> JobResult {
+        JobResult {
+            status: if r.rejected.is_some() {
+                Status::Rejected
+            } else {
+                Status::Cached
+            },
+            outputs: r.outputs.clone(),
+            logs: r.logs.clone(),
+            metadata: r
+                .metadata
+                .as_ref()
+                .and_then(|m| RawValue::from_string(m.clone()).ok())
+                .map(Arc::from),
+            reason: r.rejected.clone(),
+            from_cache: true,
+            remembered: true,
         }
     }
 }
@@ -84,8 +123,42 @@ struct EntryMeta {
 const OUTPUT_PREFIX: &str = "out:";
 const LOG_PREFIX: &str = "log:";
 
+/// The cache, opened on first use: a build that finds everything in the
+/// workspace's build state never takes the cache's lock or opens its index.
+pub(crate) struct LazyCache<'a> {
+    pub dir: &'a Path,
+    pub on_wait: &'a (dyn Fn(&str) + Sync),
+    cache: OnceLock<Result<Cache, String>>,
+}
+
+impl<'a> LazyCache<'a> {
+    pub fn new(dir: &'a Path, on_wait: &'a (dyn Fn(&str) + Sync)) -> LazyCache<'a> {
+        LazyCache {
+            dir,
+            on_wait,
+            cache: OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> Result<&Cache, CacheError> {
+        self.cache
+            .get_or_init(|| Cache::open(self.dir, &mut |m| (self.on_wait)(m)).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|m| CacheError::Unavailable(m.clone()))
+    }
+
+    /// The cache, if this build opened it.
+    pub fn opened(&self) -> Option<&Cache> {
+        self.cache.get().and_then(|c| c.as_ref().ok())
+    }
+}
+
 pub(crate) struct Scheduler<'a> {
-    pub cache: &'a Cache,
+    pub cache: &'a LazyCache<'a>,
+    /// The workspace's memory of earlier results, when it may be trusted.
+    pub state: Option<&'a BuildState>,
+    /// The stat cache of source files.
+    pub sources: &'a dyn ActionIndex,
     pub rules: &'a RuleRegistry,
     pub log: &'a BuildLog,
     pub observer: &'a dyn Observer,
@@ -93,7 +166,16 @@ pub(crate) struct Scheduler<'a> {
     pub keep_going: bool,
     pub stop: AtomicBool,
     pub records: Mutex<Vec<ActionRecord>>,
+    /// Results to remember in the build state.
+    pub fresh: Mutex<Vec<(Arc<str>, Remembered)>>,
+    /// Told when a top-level action has finished, with access to every
+    /// finished result (the build materializes outputs as soon as they
+    /// exist, overlapping with the actions still running).
+    pub on_done: Option<&'a OnDone<'a>>,
 }
+
+/// See [`Scheduler::on_done`].
+pub(crate) type OnDone<'a> = dyn Fn(usize, &[OnceLock<JobResult>]) + Sync + 'a;
 
 struct Dag<'j> {
     jobs: &'j [Job],
@@ -114,10 +196,11 @@ impl Scheduler<'_> {
         let mut pending = Vec::with_capacity(n);
         for (i, job) in jobs.iter().enumerate() {
             let mut deps: Vec<usize> = job
+                .node
                 .inputs
                 .iter()
                 .filter_map(|(_, input)| match input {
-                    JobInput::Job { index, .. } => Some(*index),
+                    InputSource::Output { node, .. } => Some(node.index()),
                     _ => None,
                 })
                 .collect();
@@ -154,22 +237,22 @@ impl Scheduler<'_> {
 
     fn step<'s>(&'s self, dag: &'s Dag<'s>, s: &rayon::Scope<'s>, i: usize) {
         let job = &dag.jobs[i];
-        let failed_dep = job.inputs.iter().find_map(|(_, input)| match input {
-            JobInput::Job { index, .. } => dag.results[*index]
+        let failed_dep = job.node.inputs.iter().find_map(|(_, input)| match input {
+            InputSource::Output { node, .. } => dag.results[node.index()]
                 .get()
                 .filter(|r| !r.status.succeeded())
-                .map(|r| (&dag.jobs[*index].id, r.status)),
+                .map(|r| (&dag.jobs[node.index()].node.id, r.status)),
             _ => None,
         });
         let (result, record) = match failed_dep {
             Some((dep, status)) => {
                 let result = JobResult::skipped(format!("dependency `{dep}` {}", status.as_str()));
-                let record = self.record(job, None, &BTreeMap::new(), &result, 0, dag);
+                let record = self.record(job, None, &[], &result, 0, dag);
                 (result, record)
             }
             None if self.stop.load(Ordering::Relaxed) => {
                 let result = JobResult::skipped("the build stopped after a failure".to_owned());
-                let record = self.record(job, None, &BTreeMap::new(), &result, 0, dag);
+                let record = self.record(job, None, &[], &result, 0, dag);
                 (result, record)
             }
             None => self.run_job(job, dag),
@@ -179,8 +262,13 @@ impl Scheduler<'_> {
         }
         self.log.record(&record);
         self.observer.event(BuildEvent::Finished { record: &record });
-        self.records.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+        lock(&self.records).push(record);
         let _ = dag.results[i].set(result);
+        if dag.top_level
+            && let Some(on_done) = self.on_done
+        {
+            on_done(i, &dag.results);
+        }
         for &d in &dag.dependents[i] {
             if dag.pending[d].fetch_sub(1, Ordering::AcqRel) == 1 {
                 s.spawn(move |s| self.step(dag, s, d));
@@ -190,26 +278,23 @@ impl Scheduler<'_> {
 
     fn run_job(&self, job: &Job, dag: &Dag<'_>) -> (JobResult, ActionRecord) {
         let started = Instant::now();
-        let mut inputs: BTreeMap<String, BlobRef> = BTreeMap::new();
+        let mut inputs: Vec<(Arc<str>, BlobRef)> = Vec::with_capacity(job.node.inputs.len());
         let mut from_files: Vec<(&str, &Path)> = Vec::new();
-        for (name, input) in &job.inputs {
+        for (name, input) in &job.node.inputs {
             let blob = match input {
-                JobInput::Blob(b) => Ok(*b),
-                JobInput::File(path) => {
+                InputSource::Blob(b) => Ok(*b),
+                InputSource::File(path) => {
                     from_files.push((name, path));
-                    self.cache
-                        .file_digest(path)
+                    kflow_cache::file_digest(self.sources, path)
                         .map_err(|e| format!("cannot read source `{}`: {e}", path.display()))
                 }
-                JobInput::Job { index, output } => dag.results[*index]
+                InputSource::Output { node, output } => dag.results[node.index()]
                     .get()
-                    .and_then(|r| r.outputs.get(output).copied())
-                    .ok_or_else(|| format!("`{}` did not produce `{output}`", dag.jobs[*index].id)),
+                    .and_then(|r| r.output(output))
+                    .ok_or_else(|| format!("`{}` did not produce `{output}`", dag.jobs[node.index()].node.id)),
             };
             match blob {
-                Ok(b) => {
-                    inputs.insert(name.clone(), b);
-                }
+                Ok(b) => inputs.push((name.clone(), b)),
                 Err(reason) => {
                     let result = JobResult::failed(reason);
                     let record = self.record(job, None, &inputs, &result, elapsed_ms(started), dag);
@@ -220,33 +305,49 @@ impl Scheduler<'_> {
         let key = action_key(
             job.rule.name(),
             job.rule.version(),
-            &job.canonical_params,
-            inputs.iter().map(|(n, b)| (n.as_str(), &b.digest)),
+            job.node.params.as_str(),
+            inputs.iter().map(|(n, b)| (&**n, &b.digest)),
         );
-        let result = match self.lookup(&key, job) {
+        let result = match self.remembered(&key, job) {
             Some(hit) => hit,
             None => {
-                self.observer.event(BuildEvent::Started { id: &job.id });
-                self.execute(job, &key, &inputs, &from_files, started)
+                let result = match self.lookup(&key, job) {
+                    Some(hit) => hit,
+                    None => {
+                        self.observer.event(BuildEvent::Started { id: &job.node.id });
+                        self.execute(job, &key, &inputs, &from_files, started)
+                    }
+                };
+                if matches!(result.status, Status::Executed | Status::Cached | Status::Rejected) {
+                    lock(&self.fresh).push((job.node.id.clone(), result.remembered(key)));
+                }
+                result
             }
         };
-        let record = self.record(job, Some(&key), &inputs, &result, elapsed_ms(started), dag);
+        let record = self.record(job, Some(key), &inputs, &result, elapsed_ms(started), dag);
         (result, record)
+    }
+
+    /// The result the workspace remembers for this identity and key.
+    fn remembered(&self, key: &Digest, job: &Job) -> Option<JobResult> {
+        let r = self.state?.action(&job.node.id)?;
+        let complete = r.rejected.is_some() || job.node.outputs.iter().all(|o| find(&r.outputs, o).is_some());
+        (r.key == *key && complete).then(|| JobResult::from_remembered(r))
     }
 
     fn lookup(&self, key: &Digest, job: &Job) -> Option<JobResult> {
         // A damaged or unreadable entry is a miss: the action simply runs.
-        let entry = self.cache.get_action(key).ok()??;
+        let entry = self.cache.get().ok()?.get_action(key).ok()??;
         let meta: EntryMeta = serde_json::from_value(entry.metadata).ok()?;
-        let with_prefix = |prefix: &str| -> BTreeMap<String, BlobRef> {
+        let with_prefix = |prefix: &str| -> NamedBlobs {
             entry
                 .blobs
                 .iter()
-                .filter_map(|(name, blob)| Some((name.strip_prefix(prefix)?.to_owned(), *blob)))
+                .filter_map(|(name, blob)| Some((Arc::from(name.strip_prefix(prefix)?), *blob)))
                 .collect()
         };
         let outputs = with_prefix(OUTPUT_PREFIX);
-        let complete = meta.rejected.is_some() || job.outputs.iter().all(|o| outputs.contains_key(o));
+        let complete = meta.rejected.is_some() || job.node.outputs.iter().all(|o| find(&outputs, o).is_some());
         complete.then(|| JobResult {
             status: if meta.rejected.is_some() {
                 Status::Rejected
@@ -255,9 +356,10 @@ impl Scheduler<'_> {
             },
             outputs,
             logs: with_prefix(LOG_PREFIX),
-            metadata: meta.metadata,
+            metadata: raw_json(&meta.metadata),
             reason: meta.rejected,
             from_cache: true,
+            remembered: false,
         })
     }
 
@@ -265,15 +367,15 @@ impl Scheduler<'_> {
         &self,
         job: &Job,
         key: &Digest,
-        inputs: &BTreeMap<String, BlobRef>,
+        inputs: &[(Arc<str>, BlobRef)],
         from_files: &[(&str, &Path)],
         started: Instant,
     ) -> JobResult {
-        let mut logs = BTreeMap::new();
+        let mut logs = Vec::new();
         match self.try_execute(job, key, inputs, from_files, started, &mut logs) {
             Ok(r) => r,
             Err(e) => JobResult {
-                logs,
+                logs: logs.into(),
                 ..JobResult::failed(e.message)
             },
         }
@@ -283,20 +385,21 @@ impl Scheduler<'_> {
         &self,
         job: &Job,
         key: &Digest,
-        inputs: &BTreeMap<String, BlobRef>,
+        inputs: &[(Arc<str>, BlobRef)],
         from_files: &[(&str, &Path)],
         started: Instant,
-        logs: &mut BTreeMap<String, BlobRef>,
+        logs: &mut Vec<(Arc<str>, BlobRef)>,
     ) -> Result<JobResult, ActionError> {
+        let cache = self.cache.get().map_err(cache_err)?;
         // The rule reads inputs from the store, so that it sees exactly the
         // bytes that were hashed into the key even if a source file is being
         // edited meanwhile.
-        for (name, path) in from_files {
-            let blob = inputs[*name];
-            if !self.cache.has_blob(&blob) {
+        for (i, (_, path)) in from_files.iter().enumerate() {
+            let blob = inputs[i].1;
+            if !cache.has_blob(&blob) {
                 let bytes = std::fs::read(path)
                     .map_err(|e| ActionError::new(format!("cannot read source `{}`: {e}", path.display())))?;
-                let stored = self.cache.put_bytes(&bytes).map_err(cache_err)?;
+                let stored = cache.put_bytes(&bytes).map_err(cache_err)?;
                 if stored != blob {
                     return Err(ActionError::new(format!(
                         "source `{}` changed while the build was running; run the build again",
@@ -309,28 +412,29 @@ impl Scheduler<'_> {
             .iter()
             .map(|(name, blob)| {
                 (
-                    name.clone(),
+                    name.to_string(),
                     InputFile {
-                        path: self.cache.blob_path(&blob.digest),
+                        path: cache.blob_path(&blob.digest),
                         blob: *blob,
                     },
                 )
             })
             .collect();
-        let scratch = self.cache.scratch_dir("action").map_err(cache_err)?;
-        let runtime = ActionRuntime { sched: self };
+        let scratch = cache.scratch_dir("action").map_err(cache_err)?;
+        let runtime = ActionRuntime { sched: self, job };
+        let params = job.node.params.to_value();
         let cx = ActionContext {
-            id: &job.id,
-            params: &job.params,
+            id: &job.node.id,
+            params: &params,
             inputs: &input_files,
-            outputs: &job.outputs,
+            outputs: &job.node.outputs,
             work_dir: scratch.path(),
             runtime: &runtime,
             produced: Mutex::new(Produced::default()),
         };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job.rule.execute(&cx)));
         let produced = cx.produced.into_inner().unwrap_or_else(|e| e.into_inner());
-        logs.clone_from(&produced.logs);
+        logs.extend(produced.logs.iter().map(|(n, b)| (Arc::from(n.as_str()), *b)));
         let outcome = match outcome {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(e)) => return Err(e),
@@ -350,25 +454,33 @@ impl Scheduler<'_> {
             Outcome::Done => None,
             Outcome::Rejected { reason } => Some(reason),
         };
-        let mut outputs = produced.output_blobs;
-        for name in &job.outputs {
-            if outputs.contains_key(name) {
+        let mut outputs = Vec::new();
+        for name in &job.node.outputs {
+            if let Some(blob) = produced.output_blobs.get(&**name) {
+                outputs.push((name.clone(), *blob));
                 continue;
             }
-            let path = scratch.path().join(name);
+            let path = scratch.path().join(&**name);
             match std::fs::symlink_metadata(&path) {
                 Ok(meta) if meta.is_file() => {
-                    outputs.insert(name.clone(), self.cache.put_file(&path).map_err(cache_err)?);
+                    outputs.push((name.clone(), cache.put_file(&path).map_err(cache_err)?));
                 }
-                Ok(_) => return Err(ActionError::new(format!("declared output `{name}` is not a regular file"))),
+                Ok(_) => {
+                    return Err(ActionError::new(format!(
+                        "declared output `{name}` is not a regular file"
+                    )));
+                }
                 // A rejected action may stop before producing everything.
                 Err(_) if rejected.is_some() => {}
                 Err(_) => return Err(ActionError::new(format!("declared output `{name}` was not produced"))),
             }
         }
-        let mut blobs: BTreeMap<String, BlobRef> =
-            outputs.iter().map(|(n, b)| (format!("{OUTPUT_PREFIX}{n}"), *b)).collect();
-        blobs.extend(produced.logs.iter().map(|(n, b)| (format!("{LOG_PREFIX}{n}"), *b)));
+        outputs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut blobs: BTreeMap<String, BlobRef> = outputs
+            .iter()
+            .map(|(n, b)| (format!("{OUTPUT_PREFIX}{n}"), *b))
+            .collect();
+        blobs.extend(logs.iter().map(|(n, b)| (format!("{LOG_PREFIX}{n}"), *b)));
         let meta = EntryMeta {
             rejected: rejected.clone(),
             metadata: produced.metadata.clone(),
@@ -379,92 +491,116 @@ impl Scheduler<'_> {
             blobs,
             metadata: serde_json::to_value(&meta).unwrap_or_default(),
         };
-        self.cache.put_action(key, &entry).map_err(cache_err)?;
+        cache.put_action(key, &entry).map_err(cache_err)?;
         Ok(JobResult {
             status: if rejected.is_some() {
                 Status::Rejected
             } else {
                 Status::Executed
             },
-            outputs,
-            logs: produced.logs,
-            metadata: produced.metadata,
+            outputs: outputs.into(),
+            logs: std::mem::take(logs).into(),
+            metadata: raw_json(&produced.metadata),
             reason: rejected,
             from_cache: false,
+            remembered: false,
         })
     }
 
     fn record(
         &self,
         job: &Job,
-        key: Option<&Digest>,
-        inputs: &BTreeMap<String, BlobRef>,
+        key: Option<Digest>,
+        inputs: &[(Arc<str>, BlobRef)],
         result: &JobResult,
         duration_ms: u64,
         dag: &Dag<'_>,
     ) -> ActionRecord {
+        let digests = |blobs: &[(Arc<str>, BlobRef)]| Named(blobs.iter().map(|(n, b)| (n.clone(), b.digest)).collect());
+        // A remembered result is logged abridged, so its inputs need not be
+        // listed (they are those of the last full record with its key).
+        let abridged = result.remembered;
         ActionRecord {
-            id: job.id.clone(),
-            rule: job.rule.name().to_owned(),
+            id: job.node.id.clone(),
+            rule: job.node.rule.clone(),
             rule_version: job.rule.version(),
-            key: key.map(Digest::to_hex).unwrap_or_default(),
+            key,
             status: result.status,
             from_cache: result.from_cache,
             duration_ms,
-            inputs: inputs.iter().map(|(n, b)| (n.clone(), b.digest.to_hex())).collect(),
-            producers: job
-                .inputs
-                .iter()
-                .filter_map(|(n, input)| match input {
-                    JobInput::Job { index, .. } => Some((n.clone(), dag.jobs[*index].id.clone())),
-                    _ => None,
-                })
-                .collect(),
-            params: job.params.clone(),
-            outputs: result.outputs.iter().map(|(n, b)| (n.clone(), b.digest.to_hex())).collect(),
-            logs: result.logs.iter().map(|(n, b)| (n.clone(), b.digest.to_hex())).collect(),
+            inputs: if abridged { Named::default() } else { digests(inputs) },
+            producers: Named(if abridged {
+                Vec::new()
+            } else {
+                job.node
+                    .inputs
+                    .iter()
+                    .filter_map(|(n, input)| match input {
+                        InputSource::Output { node, .. } => Some((n.clone(), dag.jobs[node.index()].node.id.clone())),
+                        _ => None,
+                    })
+                    .collect()
+            }),
+            params: job.node.params.clone(),
+            outputs: digests(&result.outputs),
+            logs: digests(&result.logs),
             reason: result.reason.clone(),
             parent: job.parent.clone(),
             metadata: result.metadata.clone(),
+            abridged,
         }
     }
 
     /// Turns a child batch into jobs.
-    fn child_jobs(&self, parent: &str, batch: Vec<ChildSpec>) -> Result<Vec<Job>, ActionError> {
+    fn child_jobs(&self, parent: &Job, batch: Vec<ChildSpec>) -> Result<Vec<Job>, ActionError> {
+        let parent_id = &parent.node.id;
         let mut jobs = Vec::with_capacity(batch.len());
         for (i, child) in batch.into_iter().enumerate() {
             let rule = self
                 .rules
                 .get(&child.rule)
-                .ok_or_else(|| ActionError::new(format!("`{parent}` submitted a child of unknown rule `{}`", child.rule)))?
+                .ok_or_else(|| {
+                    ActionError::new(format!(
+                        "`{parent_id}` submitted a child of unknown rule `{}`",
+                        child.rule
+                    ))
+                })?
                 .clone();
             let inputs = child
                 .inputs
                 .into_iter()
                 .map(|(name, input)| match input {
-                    ChildInput::Blob(b) => Ok((name, JobInput::Blob(b))),
+                    ChildInput::Blob(b) => Ok((Arc::from(name), InputSource::Blob(b))),
                     // Only earlier siblings: that keeps every batch acyclic.
-                    ChildInput::Sibling { child, output } if child < i => {
-                        Ok((name, JobInput::Job { index: child, output }))
-                    }
+                    ChildInput::Sibling { child, output } if child < i => Ok((
+                        Arc::from(name),
+                        InputSource::Output {
+                            node: NodeIndex::new(child),
+                            output: Arc::from(output),
+                        },
+                    )),
                     ChildInput::Sibling { child, .. } => Err(ActionError::new(format!(
-                        "`{parent}`: child #{i} reads from child #{child}; a child may only read from earlier ones"
+                        "`{parent_id}`: child #{i} reads from child #{child}; a child may only read from earlier ones"
                     ))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let id = if child.group.is_empty() {
-                format!("{parent}/{}", child.name)
+                format!("{parent_id}/{}", child.name)
             } else {
-                format!("{parent}[{}]/{}", child.group, child.name)
+                format!("{parent_id}[{}]/{}", child.group, child.name)
             };
             jobs.push(Job {
-                id,
-                parent: Some(parent.to_owned()),
+                node: Arc::new(ActionNode {
+                    id: Arc::from(id),
+                    target: parent.node.target.clone(),
+                    rule: Arc::from(rule.name()),
+                    rule_version: rule.version(),
+                    params: Params::new(&child.params),
+                    inputs,
+                    outputs: child.outputs.into_iter().map(Arc::from).collect(),
+                }),
                 rule,
-                canonical_params: canonical_json(&child.params),
-                params: child.params,
-                inputs,
-                outputs: child.outputs,
+                parent: Some(parent_id.clone()),
             });
         }
         Ok(jobs)
@@ -473,43 +609,60 @@ impl Scheduler<'_> {
 
 struct ActionRuntime<'s> {
     sched: &'s Scheduler<'s>,
+    job: &'s Job,
 }
 
 impl Runtime for ActionRuntime<'_> {
-    fn submit(&self, parent: &str, batch: Vec<ChildSpec>) -> Result<Vec<ChildResult>, ActionError> {
+    fn submit(&self, batch: Vec<ChildSpec>) -> Result<Vec<ChildResult>, ActionError> {
         if self.sched.stop.load(Ordering::Relaxed) {
             return Err(ActionError::new("the build stopped after a failure"));
         }
-        let jobs = self.sched.child_jobs(parent, batch)?;
+        let jobs = self.sched.child_jobs(self.job, batch)?;
         self.sched.observer.event(BuildEvent::Added { count: jobs.len() });
         let results = self.sched.run_dag(&jobs, false);
         Ok(jobs
             .into_iter()
             .zip(results)
             .map(|(job, r)| ChildResult {
-                id: job.id,
+                id: job.node.id.to_string(),
                 status: r.status,
-                outputs: r.outputs,
-                metadata: r.metadata,
+                outputs: r.outputs.iter().map(|(n, b)| (n.to_string(), *b)).collect(),
+                metadata: r
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| serde_json::from_str(m.get()).ok())
+                    .unwrap_or_default(),
                 reason: r.reason,
             })
             .collect())
     }
 
-    fn blob_path(&self, blob: &BlobRef) -> PathBuf {
-        self.sched.cache.blob_path(&blob.digest)
+    fn blob_path(&self, blob: &BlobRef) -> Result<PathBuf, ActionError> {
+        Ok(self.sched.cache.get().map_err(cache_err)?.blob_path(&blob.digest))
     }
 
     fn read_blob(&self, blob: &BlobRef) -> Result<Vec<u8>, ActionError> {
-        self.sched.cache.read_blob(blob).map_err(cache_err)
+        self.sched
+            .cache
+            .get()
+            .and_then(|c| c.read_blob(blob))
+            .map_err(cache_err)
     }
 
     fn copy_blob(&self, blob: &BlobRef, dest: &Path) -> Result<(), ActionError> {
-        self.sched.cache.copy_out(blob, dest).map_err(cache_err)
+        self.sched
+            .cache
+            .get()
+            .and_then(|c| c.copy_out(blob, dest))
+            .map_err(cache_err)
     }
 
     fn put_bytes(&self, bytes: &[u8]) -> Result<BlobRef, ActionError> {
-        self.sched.cache.put_bytes(bytes).map_err(cache_err)
+        self.sched
+            .cache
+            .get()
+            .and_then(|c| c.put_bytes(bytes))
+            .map_err(cache_err)
     }
 
     fn progress(&self, id: &str, message: &str) {
@@ -521,8 +674,24 @@ impl Runtime for ActionRuntime<'_> {
     }
 }
 
-fn cache_err(e: kflow_cache::CacheError) -> ActionError {
-    ActionError::new(format!("cache: {e}"))
+fn raw_json(value: &serde_json::Value) -> Option<Arc<RawValue>> {
+    if value.is_null() {
+        return None;
+    }
+    serde_json::value::to_raw_value(value).ok().map(Arc::from)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn cache_err(e: CacheError) -> ActionError {
+    match e {
+        CacheError::BlobMissing(_) => ActionError::new(format!(
+            "cache: {e}; if files were deleted from the cache by hand, run `kflow cache verify`"
+        )),
+        e => ActionError::new(format!("cache: {e}")),
+    }
 }
 
 fn elapsed_ms(since: Instant) -> u64 {

@@ -119,7 +119,7 @@ fn package_targets(
             .iter()
             .filter_map(|t| Label::new(cell, package, &t.name).ok())
             .collect()),
-        Err(LookupError::NoPackage { dir }) => Err(no_package(config, cell, package, &dir, at)),
+        Err(LookupError::NoPackage { dir }) => Err(no_package(config, cell, package, dir, at)),
         Err(e) => Err(lookup_error(config, &format!("{cell}//{package}:"), e.clone(), at)),
     }
 }
@@ -152,10 +152,7 @@ fn lookup_error(config: &Config, what: &str, e: LookupError, at: Option<Location
                 .at(at)
                 .with_label("no such target");
             match nearest(name, package.targets.iter().map(|t| t.name.as_str())) {
-                Some(best) => d.with_help(format!(
-                    "did you mean `{}//{}:{best}`?",
-                    package.cell, package.package
-                )),
+                Some(best) => d.with_help(format!("did you mean `{}//{}:{best}`?", package.cell, package.package)),
                 None => d.with_note(format!(
                     "`{}` declares: {}",
                     package.display,

@@ -117,9 +117,11 @@ impl Config {
         let default_cell = match file.workspace.default_cell {
             Some(cell) if cells.contains_key(&cell) => cell,
             Some(cell) => {
-                return Err(Diagnostic::new(format!("`default_cell` names `{cell}`, which is not a cell"))
-                    .at(location(span_of(&cell)))
-                    .suggest(&cell, cells.keys().map(String::as_str)));
+                return Err(
+                    Diagnostic::new(format!("`default_cell` names `{cell}`, which is not a cell"))
+                        .at(location(span_of(&cell)))
+                        .suggest(&cell, cells.keys().map(String::as_str)),
+                );
             }
             // BTreeMap order: the alphabetically first cell.
             None => cells.keys().next().cloned().unwrap_or_default(),
@@ -139,8 +141,13 @@ impl Config {
 
     /// The directory of a package.
     pub fn package_dir(&self, cell: &str, package: &str) -> Option<PathBuf> {
-        self.cell_root(cell)
-            .map(|root| if package.is_empty() { root.to_path_buf() } else { root.join(package) })
+        self.cell_root(cell).map(|root| {
+            if package.is_empty() {
+                root.to_path_buf()
+            } else {
+                root.join(package)
+            }
+        })
     }
 
     /// The cell and package a directory belongs to, if it is inside a cell:

@@ -28,7 +28,11 @@ pub struct CmdParams {
 
 const ATTRS: &[AttrSpec] = &[
     AttrSpec::required("cmd", AttrType::String, "the command, run by `sh -c`"),
-    AttrSpec::required("outs", AttrType::StringList, "declared output paths, relative to the sandbox"),
+    AttrSpec::required(
+        "outs",
+        AttrType::StringList,
+        "declared output paths, relative to the sandbox",
+    ),
     AttrSpec::optional(
         "srcs",
         AttrType::Sources,
@@ -203,7 +207,11 @@ fn stderr_tail(stderr: &[u8]) -> String {
         return String::new();
     }
     let start = lines.len().saturating_sub(STDERR_TAIL_LINES);
-    format!("\n--- stderr (last {} lines) ---\n{}", lines.len() - start, lines[start..].join("\n"))
+    format!(
+        "\n--- stderr (last {} lines) ---\n{}",
+        lines.len() - start,
+        lines[start..].join("\n")
+    )
 }
 
 #[cfg(test)]

@@ -24,7 +24,11 @@ struct FanOutParams {
 
 const ATTRS: &[AttrSpec] = &[
     AttrSpec::required("count", AttrType::Int, "children per round"),
-    AttrSpec::optional("rounds", AttrType::Int, "rounds of children, each reading the previous (default 2)"),
+    AttrSpec::optional(
+        "rounds",
+        AttrType::Int,
+        "rounds of children, each reading the previous (default 2)",
+    ),
     AttrSpec::optional("text", AttrType::String, "what each child writes (default \"child\")"),
 ];
 

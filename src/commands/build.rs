@@ -4,6 +4,7 @@ use std::path::Path;
 
 use kflow_engine::build::{BuildOptions, BuildResult, build};
 use kflow_engine::events::BuildReport;
+use kflow_engine::materialize::target_out_dir;
 use kflow_engine::watch::Watcher;
 use kflow_engine::{Status, Workspace};
 
@@ -52,23 +53,18 @@ pub fn run(cwd: &Path, args: BuildArgs, quiet: bool, color: ColorMode) -> Result
     }
 }
 
-fn build_once(
-    cwd: &Path,
-    ws: &Workspace,
-    args: &BuildArgs,
-    opts: &BuildOptions,
-    quiet: bool,
-) -> Result<(), Failure> {
+fn build_once(cwd: &Path, ws: &Workspace, args: &BuildArgs, opts: &BuildOptions, quiet: bool) -> Result<(), Failure> {
     let patterns = ws.parse_patterns(cwd, &args.targets)?;
-    let roots = ws.resolve(&patterns)?;
     let observer = progress::observer(quiet);
-    let result = build(ws, &roots, opts, observer.as_ref(), &mut announce_wait(quiet));
+    let result = build(ws, &patterns, opts, observer.as_ref(), &announce_wait(quiet));
     drop(observer);
     let result = result?;
     if let Some(path) = &args.build_report {
         write_report(path, &result)?;
     }
-    for record in result.records.iter().filter(|r| r.status == Status::Failed) {
+    let mut failed: Vec<_> = result.records.iter().filter(|r| r.status == Status::Failed).collect();
+    failed.sort_by(|a, b| a.id.cmp(&b.id));
+    for record in failed {
         eprintln!(
             "\nFAILED {} ({}):\n{}",
             record.id,
@@ -78,23 +74,36 @@ fn build_once(
     }
     if !quiet {
         eprintln!("{}", progress::summary(result.success, &result.counts, result.duration));
-        for (label, dir) in &result.outputs {
-            let shown = dir.strip_prefix(cwd).unwrap_or(dir);
+        const SHOWN: usize = 10;
+        for label in result.outputs.iter().take(SHOWN) {
+            let dir = target_out_dir(&ws.out_dir(), label);
+            let shown = dir.strip_prefix(cwd).unwrap_or(&dir);
             eprintln!("  {label} -> {}", shown.display());
         }
+        if result.outputs.len() > SHOWN {
+            eprintln!(
+                "  ... and {} more under {}",
+                result.outputs.len() - SHOWN,
+                ws.out_dir().display()
+            );
+        }
     }
-    if result.success {
-        Ok(())
-    } else {
-        Err(Failure::Build(None))
+    let success = result.success;
+    // Freeing ten thousand records costs milliseconds; in the one-shot CLI
+    // the process is about to exit (watch mode frees them).
+    if !args.watch {
+        std::mem::forget(result);
     }
+    if success { Ok(()) } else { Err(Failure::Build(None)) }
 }
 
 fn write_report(path: &Path, result: &BuildResult) -> Result<(), Failure> {
+    let mut actions = result.records.clone();
+    actions.sort_by(|a, b| a.id.cmp(&b.id));
     let report = BuildReport {
         success: result.success,
         counts: result.counts,
-        actions: result.records.clone(),
+        actions,
     };
     let json = serde_json::to_vec_pretty(&report).map_err(|e| Failure::Build(Some(e.to_string())))?;
     std::fs::write(path, json)

@@ -14,7 +14,7 @@ pub fn run(cwd: &Path, args: CacheArgs, quiet: bool) -> Result<(), Failure> {
     // default location.
     let ws = open_workspace(cwd).ok();
     let dir = cache_dir(&args.cache, ws.as_ref())?;
-    let cache = Cache::open(&dir, &mut announce_wait(quiet))?;
+    let cache = Cache::open(&dir, &mut |m| announce_wait(quiet)(m))?;
     match args.command {
         CacheCommand::Stats { output } => {
             let stats = cache.stats()?;
@@ -23,9 +23,12 @@ pub fn run(cwd: &Path, args: CacheArgs, quiet: bool) -> Result<(), Failure> {
                 crate::output::line(text);
             } else {
                 crate::output::line(format_args!("cache:        {}", stats.dir.display()));
-                crate::output::line(format_args!("blobs:        {} ({})", stats.blobs, ByteSize(stats.blob_bytes)));
+                crate::output::line(format_args!(
+                    "blobs:        {} ({})",
+                    stats.blobs,
+                    ByteSize(stats.blob_bytes)
+                ));
                 crate::output::line(format_args!("actions:      {}", stats.actions));
-                crate::output::line(format_args!("file digests: {}", stats.file_digests));
             }
         }
         CacheCommand::Gc { max_size } => {
@@ -71,7 +74,7 @@ pub fn clean(cwd: &Path, args: CleanArgs, quiet: bool) -> Result<(), Failure> {
     if args.cache {
         let dir = cache_dir(&args.cache_dir, Some(&ws))?;
         // Hold the lock while deleting so that no build is using it.
-        let cache = Cache::open(&dir, &mut announce_wait(quiet))?;
+        let cache = Cache::open(&dir, &mut |m| announce_wait(quiet)(m))?;
         drop(cache);
         remove_dir(&dir)?;
         if !quiet {

@@ -38,7 +38,8 @@ pub fn explain(cwd: &Path, args: ExplainArgs) -> Result<(), Failure> {
         Ok(graph) => graph.labels().map(Label::to_string).collect(),
         Err(_) => BTreeSet::from([label.to_string()]),
     };
-    let explanation = explain::explain(&ws.out_dir(), &label, &scope).map_err(|e| Failure::Build(Some(e.to_string())))?;
+    let explanation =
+        explain::explain(&ws.out_dir(), &label, &scope).map_err(|e| Failure::Build(Some(e.to_string())))?;
     if args.output == OutputFormat::Json {
         return print_json(&explanation);
     }

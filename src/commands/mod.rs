@@ -14,8 +14,8 @@ use crate::Failure;
 use crate::cli::{CacheDirArg, Cli, Command};
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
-    let cwd = std::env::current_dir()
-        .map_err(|e| Failure::Build(Some(format!("cannot read the current directory: {e}"))))?;
+    let cwd =
+        std::env::current_dir().map_err(|e| Failure::Build(Some(format!("cannot read the current directory: {e}"))))?;
     match cli.command {
         Command::Build(args) => build::run(&cwd, args, cli.quiet, cli.color),
         Command::Explain(args) => inspect::explain(&cwd, args),
@@ -62,7 +62,7 @@ fn cache_dir(arg: &CacheDirArg, ws: Option<&Workspace>) -> Result<PathBuf, Failu
 }
 
 /// Tells the user why kflow is not making progress.
-fn announce_wait(quiet: bool) -> impl FnMut(&str) {
+fn announce_wait(quiet: bool) -> impl Fn(&str) + Sync {
     move |message: &str| {
         if !quiet {
             eprintln!("{message}");
