@@ -212,6 +212,12 @@ impl Cache {
         let src = self.blob_path(&blob.digest);
         let meta = match fs::metadata(&src) {
             Ok(m) if m.is_file() && m.len() == blob.size => m,
+            // A file under a digest's name with another length is damaged
+            // (e.g. edited in place through a hard link in kflow-out).
+            Ok(m) if m.is_file() => {
+                self.discard(&src)?;
+                return Err(CacheError::BlobCorrupt(blob.digest));
+            }
             Ok(_) => return Err(CacheError::BlobMissing(blob.digest)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(CacheError::BlobMissing(blob.digest)),
             Err(e) => return Err(CacheError::io(&src, e)),

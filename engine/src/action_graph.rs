@@ -33,7 +33,7 @@ pub enum InputSource {
     Blob(BlobRef),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActionNode {
     /// `label` for a target's main action, `label/name` for the others.
     pub id: Arc<str>,

@@ -276,3 +276,90 @@ pub fn planned<'db>(db: &'db dyn Db, id: TargetId<'db>) -> Result<Arc<Planned>, 
         package: pkg,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::attrs::{AttrSpec, AttrType};
+    use crate::rule::{ActionContext, ActionError, Outcome, Rule};
+
+    /// A rule with one label attribute, enough to build package graphs.
+    struct Node;
+
+    const ATTRS: &[AttrSpec] = &[AttrSpec::optional("deps", AttrType::LabelList, "dependencies")];
+
+    impl Rule for Node {
+        fn name(&self) -> &'static str {
+            "node"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn summary(&self) -> &'static str {
+            "test node"
+        }
+        fn attrs(&self) -> &'static [AttrSpec] {
+            ATTRS
+        }
+        fn plan(&self, _: &Target, _: &mut Planner<'_>) -> Result<(), Diagnostic> {
+            Ok(())
+        }
+        fn execute(&self, _: &ActionContext<'_>) -> Result<Outcome, ActionError> {
+            Ok(Outcome::Done)
+        }
+    }
+
+    fn workspace(packages: &[(&str, &str)]) -> (tempfile::TempDir, Database) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(WORKSPACE_FILE), "[cells]\nt = \"g\"\n").unwrap();
+        for (pkg, text) in packages {
+            let d = dir.path().join("g").join(pkg);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(BUILD_FILE), text).unwrap();
+        }
+        let mut rules = RuleRegistry::new();
+        rules.register(Arc::new(Node));
+        let db = Database::new(dir.path(), Arc::new(rules));
+        (dir, db)
+    }
+
+    /// Loads the targets and their dependencies, and plans them all.
+    fn plan_all(db: &Database, labels: &[&str]) {
+        let roots: Vec<Label> = labels.iter().map(|l| Label::parse(l, "t", None).unwrap()).collect();
+        let graph = crate::target_graph::load(db, &roots).unwrap();
+        for label in graph.labels() {
+            planned(db, TargetId::new(db, label.clone())).as_ref().unwrap();
+        }
+    }
+
+    #[test]
+    fn editing_one_package_reparses_only_that_package() {
+        let (dir, mut db) = workspace(&[
+            ("a", "[[node]]\nname = \"x\"\ndeps = [\"//b:y\"]\n"),
+            ("b", "[[node]]\nname = \"y\"\n"),
+            ("c", "[[node]]\nname = \"z\"\n"),
+        ]);
+        plan_all(&db, &["t//a:x", "t//c:z"]);
+        let mut first = db.take_parse_log();
+        first.sort();
+        assert_eq!(first, ["t//a", "t//b", "t//c"]);
+
+        let b = dir.path().join("g/b/BUILD.toml");
+        std::fs::write(&b, "[[node]]\nname = \"y\"\n# edited\n").unwrap();
+        assert!(db.refresh(&b));
+        plan_all(&db, &["t//a:x", "t//c:z"]);
+        assert_eq!(db.take_parse_log(), ["t//b"]);
+    }
+
+    #[test]
+    fn refreshing_an_unchanged_file_reparses_nothing() {
+        let (dir, mut db) = workspace(&[("a", "[[node]]\nname = \"x\"\n")]);
+        plan_all(&db, &["t//a:x"]);
+        db.take_parse_log();
+        assert!(!db.refresh(&dir.path().join("g/a/BUILD.toml")));
+        plan_all(&db, &["t//a:x"]);
+        assert!(db.take_parse_log().is_empty());
+    }
+}

@@ -287,3 +287,132 @@ fn prune(dir: &Path) {
         let _ = std::fs::remove_file(path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::Config;
+
+    fn node(id: &str, inputs: Vec<(Arc<str>, InputSource)>) -> Arc<ActionNode> {
+        Arc::new(ActionNode {
+            id: Arc::from(id),
+            target: Label::parse(id, "t", None).unwrap(),
+            rule: Arc::from("cmd"),
+            rule_version: 3,
+            params: Params::new(&serde_json::json!({"cmd": id})),
+            inputs,
+            outputs: vec![Arc::from("out.txt")],
+        })
+    }
+
+    /// a ← b (b reads a's output and a source file).
+    fn sample() -> (Vec<Label>, ActionGraph) {
+        let mut graph = ActionGraph {
+            graph: DiGraph::new(),
+            exposes: FxHashMap::default(),
+        };
+        let a = graph.graph.add_node(node("t//p:a", vec![]));
+        let source = InputSource::Output {
+            node: a,
+            output: Arc::from("out.txt"),
+        };
+        let b = graph.graph.add_node(node(
+            "t//p:b",
+            vec![
+                (Arc::from("out.txt"), source.clone()),
+                (Arc::from("x.csv"), InputSource::File(PathBuf::from("/w/g/p/x.csv"))),
+            ],
+        ));
+        graph.graph.add_edge(a, b, Arc::from("out.txt"));
+        let label_b = Label::parse("t//p:b", "t", None).unwrap();
+        let b_out = InputSource::Output {
+            node: b,
+            output: Arc::from("out.txt"),
+        };
+        graph
+            .exposes
+            .insert(label_b.clone(), vec![(Arc::from("out.txt"), b_out)]);
+        graph.exposes.insert(
+            Label::parse("t//p:a", "t", None).unwrap(),
+            vec![(Arc::from("out.txt"), source)],
+        );
+        (vec![label_b], graph)
+    }
+
+    #[test]
+    fn packed_graph_round_trips() {
+        let (roots, graph) = sample();
+        let bytes = postcard::to_stdvec(&pack(&roots, &graph)).unwrap();
+        let (roots2, graph2) = unpack(postcard::from_bytes(&bytes).unwrap()).unwrap();
+        assert_eq!(roots2, roots);
+        assert_eq!(graph2.graph.node_count(), 2);
+        assert_eq!(graph2.graph.edge_count(), 1);
+        for (n1, n2) in graph.graph.node_weights().zip(graph2.graph.node_weights()) {
+            assert_eq!(
+                (&n1.id, &n1.target, &n1.rule, n1.rule_version),
+                (&n2.id, &n2.target, &n2.rule, n2.rule_version)
+            );
+            assert_eq!(
+                (&n1.params, &n1.inputs, &n1.outputs),
+                (&n2.params, &n2.inputs, &n2.outputs)
+            );
+        }
+        assert_eq!(graph2.exposes, graph.exposes);
+    }
+
+    #[test]
+    fn a_packed_graph_with_a_forward_edge_is_refused() {
+        let (roots, mut graph) = sample();
+        // Make `a` read from `b`, which comes after it.
+        let b = NodeIndex::new(1);
+        let a = Arc::make_mut(&mut graph.graph[NodeIndex::new(0)]);
+        a.inputs.push((
+            Arc::from("late"),
+            InputSource::Output {
+                node: b,
+                output: Arc::from("out.txt"),
+            },
+        ));
+        let bytes = postcard::to_stdvec(&pack(&roots, &graph)).unwrap();
+        assert!(unpack(postcard::from_bytes(&bytes).unwrap()).is_none());
+    }
+
+    #[test]
+    fn saved_graph_is_used_only_while_its_files_are_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("g")).unwrap();
+        let config = Config::parse(dir.path(), "[cells]\nt = \"g\"\n").unwrap();
+        let build = dir.path().join("g/BUILD.toml");
+        std::fs::write(&build, "[[cmd]]\n").unwrap();
+        let patterns = vec![Pattern::parse("t//:a", "t", None).unwrap()];
+        let provenance = Provenance {
+            stamp: "kflow 1".to_owned(),
+            patterns: patterns.iter().map(Pattern::to_string).collect(),
+            files: vec![
+                (build.clone(), digest_of(&build)),
+                (dir.path().join("g/x/BUILD.toml"), None),
+            ],
+            walks: walks(&config, &patterns),
+        };
+        let (roots, graph) = sample();
+        let saved = dir.path().join("saved");
+        save(&saved, &provenance, &roots, &graph).unwrap();
+        assert!(load(&saved, "kflow 1", &config, &patterns).is_some());
+        assert!(
+            load(&saved, "kflow 2", &config, &patterns).is_none(),
+            "another binary plans anew"
+        );
+        std::fs::write(&build, "[[cmd]]\n# edited\n").unwrap();
+        assert!(
+            load(&saved, "kflow 1", &config, &patterns).is_none(),
+            "an edited graph file plans anew"
+        );
+        std::fs::write(&build, "[[cmd]]\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("g/x")).unwrap();
+        std::fs::write(dir.path().join("g/x/BUILD.toml"), "").unwrap();
+        assert!(
+            load(&saved, "kflow 1", &config, &patterns).is_none(),
+            "a new package file plans anew"
+        );
+    }
+}

@@ -115,6 +115,11 @@ pub fn materialize<'c>(
             Some(p) => p,
             None => {
                 let dest = dir.join(&***name);
+                // Whatever is there is not what was placed. It may even be
+                // the store's own file, edited in place through the hard
+                // link: removing it first makes the store verify its blob
+                // instead of taking the file for already placed.
+                remove_stale(&dest)?;
                 cache()?.materialize(blob, &dest)?;
                 out.stat(&rel.join(&***name), blob.digest)
                     .map_err(|source| CacheError::Io { path: dest, source })?
@@ -159,4 +164,96 @@ fn remove_unlisted(dir: &Path, placed: &Placement) -> Result<(), CacheError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    struct Setup {
+        _dirs: (tempfile::TempDir, tempfile::TempDir),
+        cache: Cache,
+        out: OutDir,
+    }
+
+    fn setup() -> Setup {
+        let out_dir = tempfile::tempdir().unwrap();
+        let cache_dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(cache_dir.path(), &mut |_| {}).unwrap();
+        let out = OutDir::open(out_dir.path()).unwrap();
+        Setup {
+            _dirs: (out_dir, cache_dir),
+            cache,
+            out,
+        }
+    }
+
+    fn place(s: &Setup, outputs: &[(&Arc<str>, BlobRef)], previous: Option<&Placement>) -> Option<Placement> {
+        let open = || Ok(&s.cache);
+        materialize(&open, &s.out, Path::new("pkg/t"), outputs, previous).unwrap()
+    }
+
+    #[test]
+    fn unchanged_outputs_are_left_alone_and_a_replaced_file_is_restored() {
+        let s = setup();
+        let blob = s.cache.put_bytes(b"hello").unwrap();
+        let name: Arc<str> = Arc::from("a.txt");
+        let first = place(&s, &[(&name, blob)], None).expect("placed the first time");
+        assert_eq!(place(&s, &[(&name, blob)], Some(&first)), None, "nothing to do");
+
+        let file = s.out.path.join("pkg/t/a.txt");
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, b"edited by hand").unwrap();
+        let again = place(&s, &[(&name, blob)], Some(&first)).expect("placed again");
+        assert_eq!(std::fs::read(&file).unwrap(), b"hello");
+        assert_eq!(place(&s, &[(&name, blob)], Some(&again)), None);
+    }
+
+    #[test]
+    fn an_output_edited_in_place_is_caught_as_damage_not_kept() {
+        let s = setup();
+        let blob = s.cache.put_bytes(b"hello").unwrap();
+        let name: Arc<str> = Arc::from("a.txt");
+        let first = place(&s, &[(&name, blob)], None).unwrap();
+        let file = s.out.path.join("pkg/t/a.txt");
+        // Through the hard link this edits the store's copy too.
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap()
+            .write_all(b"!")
+            .unwrap();
+        let open = || Ok(&s.cache);
+        let err = materialize(&open, &s.out, Path::new("pkg/t"), &[(&name, blob)], Some(&first)).unwrap_err();
+        assert!(matches!(err, CacheError::BlobCorrupt(_)), "{err}");
+        assert!(!s.cache.has_blob(&blob), "the damaged blob left the store");
+    }
+
+    #[test]
+    fn outputs_a_target_no_longer_has_are_removed() {
+        let s = setup();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a.txt"), Arc::from("b.txt"));
+        let blob = s.cache.put_bytes(b"x").unwrap();
+        let first = place(&s, &[(&a, blob), (&b, blob)], None).unwrap();
+        place(&s, &[(&a, blob)], Some(&first)).unwrap();
+        assert!(s.out.path.join("pkg/t/a.txt").exists());
+        assert!(!s.out.path.join("pkg/t/b.txt").exists());
+    }
+
+    #[test]
+    fn without_a_record_stray_files_are_found_by_listing() {
+        let s = setup();
+        std::fs::create_dir_all(s.out.path.join("pkg/t/sub")).unwrap();
+        std::fs::write(s.out.path.join("pkg/t/stray.txt"), b"old").unwrap();
+        let a: Arc<str> = Arc::from("a.txt");
+        place(&s, &[(&a, s.cache.put_bytes(b"x").unwrap())], None).unwrap();
+        assert!(!s.out.path.join("pkg/t/stray.txt").exists());
+        assert!(
+            s.out.path.join("pkg/t/sub").is_dir(),
+            "directories may hold sub-packages' outputs"
+        );
+    }
 }

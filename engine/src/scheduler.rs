@@ -279,12 +279,13 @@ impl Scheduler<'_> {
     fn run_job(&self, job: &Job, dag: &Dag<'_>) -> (JobResult, ActionRecord) {
         let started = Instant::now();
         let mut inputs: Vec<(Arc<str>, BlobRef)> = Vec::with_capacity(job.node.inputs.len());
-        let mut from_files: Vec<(&str, &Path)> = Vec::new();
+        // Inputs read from source files, by index into `inputs`.
+        let mut from_files: Vec<(usize, &Path)> = Vec::new();
         for (name, input) in &job.node.inputs {
             let blob = match input {
                 InputSource::Blob(b) => Ok(*b),
                 InputSource::File(path) => {
-                    from_files.push((name, path));
+                    from_files.push((inputs.len(), path));
                     kflow_cache::file_digest(self.sources, path)
                         .map_err(|e| format!("cannot read source `{}`: {e}", path.display()))
                 }
@@ -368,7 +369,7 @@ impl Scheduler<'_> {
         job: &Job,
         key: &Digest,
         inputs: &[(Arc<str>, BlobRef)],
-        from_files: &[(&str, &Path)],
+        from_files: &[(usize, &Path)],
         started: Instant,
     ) -> JobResult {
         let mut logs = Vec::new();
@@ -386,7 +387,7 @@ impl Scheduler<'_> {
         job: &Job,
         key: &Digest,
         inputs: &[(Arc<str>, BlobRef)],
-        from_files: &[(&str, &Path)],
+        from_files: &[(usize, &Path)],
         started: Instant,
         logs: &mut Vec<(Arc<str>, BlobRef)>,
     ) -> Result<JobResult, ActionError> {
@@ -394,7 +395,7 @@ impl Scheduler<'_> {
         // The rule reads inputs from the store, so that it sees exactly the
         // bytes that were hashed into the key even if a source file is being
         // edited meanwhile.
-        for (i, (_, path)) in from_files.iter().enumerate() {
+        for &(i, path) in from_files {
             let blob = inputs[i].1;
             if !cache.has_blob(&blob) {
                 let bytes = std::fs::read(path)

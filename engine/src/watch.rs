@@ -4,13 +4,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, channel};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 
-/// Editors write files in bursts (temp file, rename, chmod); events closer
-/// than this are one change.
+/// Editors write files in bursts (temp file, rename, chmod); changes closer
+/// than this are one edit.
 const SETTLE: Duration = Duration::from_millis(150);
+/// A burst that never pauses (a generator rewriting files in a loop) is cut
+/// after this long, so the rebuild is not postponed forever.
+const MAX_SETTLE: Duration = Duration::from_secs(2);
 
 pub struct Watcher {
     _watcher: RecommendedWatcher,
@@ -54,15 +57,30 @@ impl Watcher {
     /// sorted and deduplicated. `None` when the watcher stopped.
     pub fn wait(&self) -> Option<Vec<PathBuf>> {
         let mut changed = Vec::new();
-        loop {
+        while changed.is_empty() {
             let event = self.events.recv().ok()?;
             self.collect(event, &mut changed);
-            if !changed.is_empty() {
-                break;
-            }
         }
-        while let Ok(event) = self.events.recv_timeout(SETTLE) {
-            self.collect(event, &mut changed);
+        // Only relevant changes extend the burst: reads, and writes under
+        // ignored directories (kflow's own outputs, a log being tailed),
+        // must not postpone the rebuild.
+        let started = Instant::now();
+        let mut last_change = started;
+        loop {
+            let deadline = (last_change + SETTLE).min(started + MAX_SETTLE);
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match self.events.recv_timeout(left) {
+                Ok(event) => {
+                    let before = changed.len();
+                    self.collect(event, &mut changed);
+                    if changed.len() > before {
+                        last_change = Instant::now();
+                    }
+                }
+                Err(_) => break,
+            }
         }
         changed.sort();
         changed.dedup();

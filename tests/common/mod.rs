@@ -185,13 +185,6 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// Runs a command and checks the one thing every kflow invocation must
-/// satisfy, whatever it was asked: it never panics.
-pub fn run(cmd: &mut Command) -> Run {
-    let output = cmd.output().expect("run kflow");
-    finished(output)
-}
-
 /// Runs a command, killing it and failing the test if it has not finished
 /// within `timeout` (a hung kflow must not hang the test suite).
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Run {
@@ -237,6 +230,8 @@ impl Pending {
     }
 }
 
+/// The result of a finished command, checked for the one thing every kflow
+/// invocation must satisfy, whatever it was asked: it never panics.
 pub fn finished(output: Output) -> Run {
     let run = Run {
         code: output.status.code().unwrap_or(-1),

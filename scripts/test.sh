@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run): formatting, lints, unit
+# tests beside the code and end-to-end tests that drive the real `kflow`
+# binary. Whatever the tests need and a fresh machine lacks is installed
+# here, so that this one command works on a clean checkout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "formatting (cargo fmt --check)"
+cargo fmt --all -- --check
+
+step "lints (cargo clippy -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "tests (cargo test)"
+cargo test --workspace --locked
