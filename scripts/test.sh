@@ -8,6 +8,21 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Debian packages the tests need: nginx serves as the remote cache in
+# tests/remote_cache.rs.
+install_packages() {
+    local missing=()
+    [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
+    [ ${#missing[@]} -eq 0 ] && return
+    step "installing ${missing[*]}"
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+install_packages
+
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 

@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "Incremental, content-hashed dataflow builds for hardware-aware AutoML on microcontrollers",
     after_help = "Exit codes: 0 success, 1 build failure, 2 usage or graph error.\n\
-                  Examples:\n  kflow build target//max78002:anomaly\n  kflow explain target//max78002:anomaly\n  \
-                  kflow query 'deps(target//max78002:anomaly)'"
+                  Examples:\n  kflow build target//demo:summary\n  kflow explain target//demo:summary\n  \
+                  kflow query 'deps(target//demo:summary)'"
 )]
 pub struct Cli {
     /// When to use colors in messages.
@@ -73,6 +73,13 @@ pub struct BuildArgs {
     /// Keep running, and rebuild when a graph or source file changes.
     #[arg(long)]
     pub watch: bool,
+    /// A shared cache speaking the Bazel HTTP cache protocol (nginx with WebDAV, bazel-remote), consulted after the
+    /// local cache and given what this build executes. The bearer token, if any, comes from KFLOW_REMOTE_CACHE_TOKEN.
+    #[arg(long, env = "KFLOW_REMOTE_CACHE", value_name = "URL")]
+    pub remote_cache: Option<String>,
+    /// Read from the remote cache but never write to it.
+    #[arg(long, requires = "remote_cache")]
+    pub no_remote_upload: bool,
     #[command(flatten)]
     pub cache: CacheDirArg,
 }
@@ -93,7 +100,7 @@ pub struct ExplainArgs {
 
 #[derive(Args)]
 pub struct QueryArgs {
-    /// e.g. 'deps(target//max78002:anomaly)', 'rdeps(target//..., //datasets:cats)', 'kind(cmd, target//...)'.
+    /// e.g. 'deps(target//demo:summary)', 'rdeps(target//..., //demo:signal)', 'kind(cmd, target//...)'.
     pub expr: String,
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,

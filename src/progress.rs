@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -18,7 +18,7 @@ pub fn observer(quiet: bool) -> Box<dyn Observer> {
     } else if std::io::stderr().is_terminal() {
         Box::new(Live::new())
     } else {
-        Box::new(Lines::default())
+        Box::new(Lines::new())
     }
 }
 
@@ -138,6 +138,9 @@ impl Observer for Live {
                 self.bar.inc(1);
                 self.bar.set_message(self.tally.summary(running.len()));
             }
+            BuildEvent::Warning { message } => {
+                let _ = self.multi.println(format!("warning: {message}"));
+            }
         }
     }
 }
@@ -149,32 +152,84 @@ impl Drop for Live {
 }
 
 /// Plain lines: one per action that did work, none for cache hits (a no-op
-/// build of ten thousand actions stays quiet), and a heartbeat so that long
-/// work is never silent.
-#[derive(Default)]
+/// build of ten thousand actions stays quiet), and a heartbeat naming the
+/// running actions every few seconds, so that long work is never silent.
 struct Lines {
+    shared: Arc<LinesState>,
+    /// Dropping it stops the heartbeat thread.
+    _stop: mpsc::Sender<()>,
+}
+
+#[derive(Default)]
+struct LinesState {
     tally: Tally,
-    last_heartbeat: Mutex<Option<Instant>>,
+    running: Mutex<BTreeMap<String, Instant>>,
 }
 
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
+impl Lines {
+    fn new() -> Lines {
+        let shared = Arc::new(LinesState::default());
+        let (stop, stopped) = mpsc::channel::<()>();
+        let state = shared.clone();
+        std::thread::spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(HEARTBEAT) {
+                state.heartbeat();
+            }
+        });
+        Lines { shared, _stop: stop }
+    }
+}
+
+impl LinesState {
+    fn heartbeat(&self) {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let names: Vec<String> = running
+            .iter()
+            .take(SHOWN_RUNNING)
+            .map(|(id, since)| format!("{id} ({}s)", now.duration_since(*since).as_secs()))
+            .collect();
+        let more = running.len().saturating_sub(SHOWN_RUNNING);
+        eprintln!(
+            "[{}/{}] {}; running: {}{}",
+            self.tally.finished.load(Ordering::Relaxed),
+            self.tally.total.load(Ordering::Relaxed),
+            self.tally.summary(running.len()),
+            names.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+}
+
 impl Observer for Lines {
     fn event(&self, event: BuildEvent<'_>) {
+        let s = &self.shared;
         match event {
-            BuildEvent::Planned { total } => {
-                self.tally.total.store(total, Ordering::Relaxed);
-                *self.last_heartbeat.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-            }
+            BuildEvent::Planned { total } => s.tally.total.store(total, Ordering::Relaxed),
             BuildEvent::Added { count } => {
-                self.tally.total.fetch_add(count, Ordering::Relaxed);
+                s.tally.total.fetch_add(count, Ordering::Relaxed);
             }
-            BuildEvent::Started { .. } => {}
+            BuildEvent::Started { id } => {
+                s.running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.to_owned(), Instant::now());
+            }
             BuildEvent::Progress { id, message } => eprintln!("{id}: {message}"),
             BuildEvent::Finished { record } => {
-                self.tally.add(record.status);
-                let done = self.tally.finished.load(Ordering::Relaxed);
-                let total = self.tally.total.load(Ordering::Relaxed);
+                s.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&*record.id);
+                s.tally.add(record.status);
+                let done = s.tally.finished.load(Ordering::Relaxed);
+                let total = s.tally.total.load(Ordering::Relaxed);
                 match record.status {
                     Status::Executed => eprintln!("[{done}/{total}] {} ({} ms)", record.id, record.duration_ms),
                     Status::Rejected if !record.from_cache => eprintln!(
@@ -183,15 +238,10 @@ impl Observer for Lines {
                         record.reason.as_deref().unwrap_or("")
                     ),
                     Status::Failed => eprintln!("[{done}/{total}] {}", failure_line(record)),
-                    _ => {
-                        let mut last = self.last_heartbeat.lock().unwrap_or_else(|e| e.into_inner());
-                        if last.is_some_and(|t| t.elapsed() >= HEARTBEAT) {
-                            *last = Some(Instant::now());
-                            eprintln!("[{done}/{total}] {}", self.tally.summary(0));
-                        }
-                    }
+                    _ => {}
                 }
             }
+            BuildEvent::Warning { message } => eprintln!("warning: {message}"),
         }
     }
 }

@@ -18,6 +18,15 @@ pub enum CacheError {
     MissingBlob { digest: Digest },
     #[error("{} is not a regular file", .0.display())]
     NotAFile(PathBuf),
+    /// A blob whose content no longer matches its digest, found where the
+    /// cache cannot remove it itself (while uploading it to a remote cache).
+    #[error(
+        "blob {0} in the cache is damaged (its content does not match its digest); run `kflow cache verify` to remove it"
+    )]
+    BlobDamaged(Digest),
+    /// A remote cache setting that cannot work (a URL that is not http(s), a token that cannot be sent).
+    #[error("remote cache: {0}")]
+    RemoteConfig(String),
     /// An earlier attempt to open the cache failed (for callers that open it
     /// lazily and report the failure more than once).
     #[error("the cache is unavailable: {0}")]

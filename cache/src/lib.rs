@@ -16,6 +16,7 @@ mod error;
 mod file_digests;
 mod lock;
 mod maintenance;
+mod remote;
 mod store;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ pub use epoch::{Epoch, read_epoch};
 pub use error::CacheError;
 pub use file_digests::file_digest;
 pub use maintenance::{GcReport, Stats, VerifyReport};
+pub use remote::{RemoteCache, RemoteError};
 pub use store::{Cache, ScratchDir};
 
 /// A blob in the content-addressed store: its digest and length in bytes.

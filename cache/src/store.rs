@@ -295,7 +295,7 @@ impl Cache {
         if let Some(missing) = entry.blobs.values().find(|b| !self.has_blob(b)) {
             return Err(CacheError::MissingBlob { digest: missing.digest });
         }
-        let raw = serde_json::to_vec(&EnvelopeOut { v: ENTRY_FORMAT, entry })
+        let raw = encode_entry(entry)
             .map_err(|e| CacheError::Index(format!("cannot encode the action entry for {key}: {e}")))?;
         self.actions.insert(key.as_bytes(), &raw)
     }
@@ -382,6 +382,12 @@ impl Cache {
         self.install(temp, &blob.digest)?;
         Ok(blob)
     }
+}
+
+/// The stored form of an action entry, shared with the remote cache so kflow
+/// processes can exchange entries through it.
+pub(crate) fn encode_entry(entry: &ActionEntry) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&EnvelopeOut { v: ENTRY_FORMAT, entry })
 }
 
 pub(crate) fn decode_entry(raw: &[u8]) -> Option<ActionEntry> {

@@ -33,6 +33,22 @@ pub enum InputSource {
     Blob(BlobRef),
 }
 
+impl InputSource {
+    /// The distinct actions some of `inputs` are outputs of, in index order.
+    pub fn producers<'a>(inputs: impl IntoIterator<Item = &'a InputSource>) -> Vec<usize> {
+        let mut nodes: Vec<usize> = inputs
+            .into_iter()
+            .filter_map(|input| match input {
+                InputSource::Output { node, .. } => Some(node.index()),
+                _ => None,
+            })
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActionNode {
     /// `label` for a target's main action, `label/name` for the others.

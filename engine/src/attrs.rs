@@ -384,22 +384,26 @@ pub(crate) fn check_value(
 /// Normalizes a package-relative file path, refusing ones that leave the
 /// package.
 fn source_file(s: &str) -> Result<String, String> {
-    if s.is_empty() {
-        return Err("a source path cannot be empty".to_owned());
-    }
-    if s.starts_with('/') {
-        return Err(format!("source `{s}` is absolute"));
+    relative_path(s).map_err(|why| format!("source `{s}` {why}"))
+}
+
+/// Normalizes a path that must stay inside a directory (a package's
+/// sources, an action's outputs): `a/./b//c` is `a/b/c`; absolute paths,
+/// `..` and paths naming nothing are refused with the reason.
+pub fn relative_path(path: &str) -> Result<String, &'static str> {
+    if path.starts_with('/') {
+        return Err("is absolute");
     }
     let mut parts = Vec::new();
-    for part in s.split('/') {
+    for part in path.split('/') {
         match part {
             "" | "." => {}
-            ".." => return Err(format!("source `{s}` leaves its package")),
+            ".." => return Err("leaves its directory (`..`)"),
             p => parts.push(p),
         }
     }
     if parts.is_empty() {
-        return Err(format!("source `{s}` names no file"));
+        return Err("names no file");
     }
     Ok(parts.join("/"))
 }
@@ -459,6 +463,8 @@ mod tests {
         assert!(source_file("../x").is_err());
         assert!(source_file("/etc/passwd").is_err());
         assert!(source_file(".").is_err());
+        assert!(source_file("").is_err());
+        assert!(source_file("a/../../x").is_err());
     }
 
     #[test]

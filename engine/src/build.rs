@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kflow_cache::{BlobRef, Cache, CacheError};
+use kflow_cache::{BlobRef, Cache, CacheError, RemoteCache};
 use rustc_hash::FxHashMap;
 
 use crate::action_graph::{ActionGraph, InputSource};
@@ -30,6 +30,8 @@ pub struct BuildOptions {
     pub jobs: usize,
     pub keep_going: bool,
     pub cache_dir: PathBuf,
+    /// A shared cache consulted after the local one (SPEC.md §6).
+    pub remote: Option<RemoteCache>,
 }
 
 /// What a build did.
@@ -123,6 +125,8 @@ pub fn build(
         stop: AtomicBool::new(false),
         records: Mutex::new(Vec::with_capacity(jobs.len())),
         fresh: Mutex::new(Vec::new()),
+        remote: opts.remote.as_ref(),
+        remote_warned: AtomicBool::new(false),
         on_done: Some(&on_done),
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -267,18 +271,7 @@ impl<'a, 'c> Materializer<'a, 'c> {
         let mut waiters: FxHashMap<usize, Vec<usize>> = FxHashMap::default();
         let mut waiting = Vec::with_capacity(roots.len());
         for (r, label) in roots.iter().enumerate() {
-            let mut nodes: Vec<usize> = actions
-                .exposes
-                .get(label)
-                .into_iter()
-                .flatten()
-                .filter_map(|(_, source)| match source {
-                    InputSource::Output { node, .. } => Some(node.index()),
-                    _ => None,
-                })
-                .collect();
-            nodes.sort_unstable();
-            nodes.dedup();
+            let nodes = InputSource::producers(actions.exposes.get(label).into_iter().flatten().map(|(_, s)| s));
             for n in &nodes {
                 waiters.entry(*n).or_default().push(r);
             }

@@ -200,6 +200,11 @@ pub enum BuildEvent<'a> {
     Finished {
         record: &'a ActionRecord,
     },
+    /// Something the user should know that does not fail the build (a
+    /// remote cache that cannot be reached).
+    Warning {
+        message: &'a str,
+    },
 }
 
 pub trait Observer: Sync {

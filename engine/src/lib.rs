@@ -19,14 +19,14 @@ mod packing;
 pub mod query;
 pub mod registry;
 pub mod rule;
-mod scheduler;
+pub mod scheduler;
 pub mod state;
 pub mod target_graph;
 mod timings;
 pub mod watch;
 pub mod workspace;
 
-pub use attrs::{AttrSpec, AttrType, AttrValue, Attrs, Source};
+pub use attrs::{AttrSpec, AttrType, AttrValue, Attrs, Source, relative_path};
 pub use diagnostic::Diagnostic;
 pub use kflow_cache::{BlobRef, Digest};
 pub use label::{Label, Pattern};

@@ -78,7 +78,7 @@ struct Parser {
 
 fn syntax(message: impl Into<String>) -> Diagnostic {
     Diagnostic::new(format!("invalid query: {}", message.into()))
-        .with_help("e.g. `deps(target//max78002:anomaly)`, `rdeps(target//datasets:cats)`, `kind(cmd, target//...)`")
+        .with_help("e.g. `deps(cell//pkg:name)`, `rdeps(cell//pkg:name)`, `kind(cmd, cell//...)`")
 }
 
 impl Parser {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use kflow_cache::{ActionEntry, ActionIndex, BlobRef, Cache, CacheError, Digest};
+use kflow_cache::{ActionEntry, ActionIndex, BlobRef, Cache, CacheError, Digest, RemoteCache, RemoteError};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -110,6 +110,37 @@ impl JobResult {
     }
 }
 
+/// A job's result from an action-cache entry; `None` when the entry lacks
+/// a declared output (written by another version of the rule).
+fn result_of_entry(entry: ActionEntry, job: &Job, status: Status) -> Option<JobResult> {
+    let meta: EntryMeta = serde_json::from_value(entry.metadata).ok()?;
+    let with_prefix = |prefix: &str| -> NamedBlobs {
+        entry
+            .blobs
+            .iter()
+            .filter_map(|(name, blob)| Some((Arc::from(name.strip_prefix(prefix)?), *blob)))
+            .collect()
+    };
+    let outputs = with_prefix(OUTPUT_PREFIX);
+    let complete = meta.rejected.is_some() || job.node.outputs.iter().all(|o| find(&outputs, o).is_some());
+    complete.then(|| JobResult {
+        status: if meta.rejected.is_some() {
+            Status::Rejected
+        } else {
+            status
+        },
+        outputs,
+        logs: with_prefix(LOG_PREFIX),
+        metadata: raw_json(&meta.metadata),
+        reason: meta.rejected,
+        from_cache: true,
+        remembered: false,
+    })
+}
+
+/// The environment variable holding the remote cache's bearer token.
+pub const REMOTE_TOKEN_ENV: &str = "KFLOW_REMOTE_CACHE_TOKEN";
+
 /// What the action cache keeps about an action besides its blobs.
 #[derive(Serialize, Deserialize)]
 struct EntryMeta {
@@ -168,6 +199,10 @@ pub(crate) struct Scheduler<'a> {
     pub records: Mutex<Vec<ActionRecord>>,
     /// Results to remember in the build state.
     pub fresh: Mutex<Vec<(Arc<str>, Remembered)>>,
+    /// The shared cache, consulted after the local one and filled with what
+    /// this build executes.
+    pub remote: Option<&'a RemoteCache>,
+    pub remote_warned: AtomicBool,
     /// Told when a top-level action has finished, with access to every
     /// finished result (the build materializes outputs as soon as they
     /// exist, overlapping with the actions still running).
@@ -195,17 +230,7 @@ impl Scheduler<'_> {
         let mut dependents = vec![Vec::new(); n];
         let mut pending = Vec::with_capacity(n);
         for (i, job) in jobs.iter().enumerate() {
-            let mut deps: Vec<usize> = job
-                .node
-                .inputs
-                .iter()
-                .filter_map(|(_, input)| match input {
-                    InputSource::Output { node, .. } => Some(node.index()),
-                    _ => None,
-                })
-                .collect();
-            deps.sort_unstable();
-            deps.dedup();
+            let deps = InputSource::producers(job.node.inputs.iter().map(|(_, input)| input));
             for d in &deps {
                 dependents[*d].push(i);
             }
@@ -312,14 +337,18 @@ impl Scheduler<'_> {
         let result = match self.remembered(&key, job) {
             Some(hit) => hit,
             None => {
-                let result = match self.lookup(&key, job) {
+                let result = match self.lookup(&key, job).or_else(|| self.remote_lookup(&key, job)) {
                     Some(hit) => hit,
                     None => {
                         self.observer.event(BuildEvent::Started { id: &job.node.id });
-                        self.execute(job, &key, &inputs, &from_files, started)
+                        let result = self.execute(job, &key, &inputs, &from_files, started);
+                        if matches!(result.status, Status::Executed | Status::Rejected) {
+                            self.remote_store(&key);
+                        }
+                        result
                     }
                 };
-                if matches!(result.status, Status::Executed | Status::Cached | Status::Rejected) {
+                if result.status != Status::Failed {
                     lock(&self.fresh).push((job.node.id.clone(), result.remembered(key)));
                 }
                 result
@@ -339,29 +368,47 @@ impl Scheduler<'_> {
     fn lookup(&self, key: &Digest, job: &Job) -> Option<JobResult> {
         // A damaged or unreadable entry is a miss: the action simply runs.
         let entry = self.cache.get().ok()?.get_action(key).ok()??;
-        let meta: EntryMeta = serde_json::from_value(entry.metadata).ok()?;
-        let with_prefix = |prefix: &str| -> NamedBlobs {
-            entry
-                .blobs
-                .iter()
-                .filter_map(|(name, blob)| Some((Arc::from(name.strip_prefix(prefix)?), *blob)))
-                .collect()
+        result_of_entry(entry, job, Status::Cached)
+    }
+
+    /// The remote cache's result for `key`, imported into the local cache.
+    fn remote_lookup(&self, key: &Digest, job: &Job) -> Option<JobResult> {
+        let remote = self.remote?;
+        let local = self.cache.get().ok()?;
+        match remote.fetch_action(key, local) {
+            Ok(entry) => result_of_entry(entry?, job, Status::RemoteCached),
+            Err(e) => {
+                self.warn_remote(&e);
+                None
+            }
+        }
+    }
+
+    /// Shares a fresh result through the remote cache.
+    fn remote_store(&self, key: &Digest) {
+        let (Some(remote), Ok(local)) = (self.remote, self.cache.get()) else {
+            return;
         };
-        let outputs = with_prefix(OUTPUT_PREFIX);
-        let complete = meta.rejected.is_some() || job.node.outputs.iter().all(|o| find(&outputs, o).is_some());
-        complete.then(|| JobResult {
-            status: if meta.rejected.is_some() {
-                Status::Rejected
-            } else {
-                Status::Cached
-            },
-            outputs,
-            logs: with_prefix(LOG_PREFIX),
-            metadata: raw_json(&meta.metadata),
-            reason: meta.rejected,
-            from_cache: true,
-            remembered: false,
-        })
+        // The entry was just written locally; reading it back gives exactly
+        // the bytes other machines will see.
+        if let Ok(Some(entry)) = local.get_action(key)
+            && let Err(e) = remote.store_action(key, &entry, local)
+        {
+            self.warn_remote(&e);
+        }
+    }
+
+    /// A remote cache problem never fails a build; the user hears of it once.
+    fn warn_remote(&self, e: &RemoteError) {
+        if !self.remote_warned.swap(true, Ordering::Relaxed) {
+            let message = match e {
+                RemoteError::Refused(_) => {
+                    format!("{e} (is {REMOTE_TOKEN_ENV} set correctly? continuing with the local cache)")
+                }
+                _ => e.to_string(),
+            };
+            self.observer.event(BuildEvent::Warning { message: &message });
+        }
     }
 
     fn execute(

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, ArtifactRef, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule,
-    Source, Target,
+    Source, Target, relative_path,
 };
 use serde::{Deserialize, Serialize};
 
@@ -190,14 +190,7 @@ impl Rule for Cmd {
 
 /// A declared output must stay inside the sandbox.
 fn output_path(out: &str) -> Result<String, String> {
-    if out.is_empty() || out.starts_with('/') {
-        return Err(format!("output `{out}` must be a relative path"));
-    }
-    let parts: Vec<&str> = out.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
-    if parts.is_empty() || parts.contains(&"..") {
-        return Err(format!("output `{out}` must name a file inside the sandbox"));
-    }
-    Ok(parts.join("/"))
+    relative_path(out).map_err(|why| format!("output `{out}` {why}; outputs are paths inside the sandbox"))
 }
 
 fn stderr_tail(stderr: &[u8]) -> String {

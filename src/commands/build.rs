@@ -2,11 +2,13 @@
 
 use std::path::Path;
 
+use kflow_cache::RemoteCache;
 use kflow_engine::build::{BuildOptions, BuildResult, build};
 use kflow_engine::events::BuildReport;
 use kflow_engine::materialize::target_out_dir;
+use kflow_engine::scheduler::REMOTE_TOKEN_ENV;
 use kflow_engine::watch::Watcher;
-use kflow_engine::{Status, Workspace};
+use kflow_engine::{Diagnostic, Status, Workspace};
 
 use super::{announce_wait, cache_dir, open_workspace};
 use crate::Failure;
@@ -23,6 +25,15 @@ pub fn run(cwd: &Path, args: BuildArgs, quiet: bool, color: ColorMode) -> Result
             .max(1),
         keep_going: args.keep_going,
         cache_dir: cache_dir(&args.cache, Some(&ws))?,
+        remote: match &args.remote_cache {
+            Some(url) => {
+                let token = std::env::var(REMOTE_TOKEN_ENV).ok().filter(|t| !t.is_empty());
+                let remote = RemoteCache::new(url, token, !args.no_remote_upload)
+                    .map_err(|e| Diagnostic::new(format!("--remote-cache: {e}")))?;
+                Some(remote)
+            }
+            None => None,
+        },
     };
     if !args.watch {
         let result = build_once(cwd, &ws, &args, &opts, quiet);

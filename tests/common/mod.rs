@@ -153,15 +153,7 @@ impl Ws {
 
     /// Build event logs under `kflow-out/.builds/`, oldest first.
     pub fn build_logs(&self) -> Vec<PathBuf> {
-        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.out_dir().join(".builds"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-            .collect();
-        logs.sort();
-        logs
+        kflow_engine::events::list_builds(&self.out_dir())
     }
 }
 
