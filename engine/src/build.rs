@@ -32,6 +32,10 @@ pub struct BuildOptions {
     pub cache_dir: PathBuf,
     /// A shared cache consulted after the local one (SPEC.md §6).
     pub remote: Option<RemoteCache>,
+    /// Reload the saved plan when its graph files are unchanged. Off in
+    /// `--watch`, where the configuration database stays warm across
+    /// builds and is the incremental layer itself.
+    pub saved_plan: bool,
 }
 
 /// What a build did.
@@ -77,7 +81,7 @@ pub fn build(
     // Independent, and each a few milliseconds on large graphs.
     let (planned, state) = std::thread::scope(|s| {
         let state = s.spawn(|| BuildState::load(&out_dir));
-        (plan(ws, patterns), state.join())
+        (plan(ws, patterns, opts.saved_plan), state.join())
     });
     let (roots, actions) = planned?;
     let mut state = state.unwrap_or_else(|_| BuildState::load(&out_dir));
@@ -194,11 +198,12 @@ pub fn build(
 /// The roots and action graph of `patterns`: reloaded when every graph file
 /// it came from is unchanged, else planned by the configuration database
 /// and saved.
-fn plan(ws: &Workspace, patterns: &[Pattern]) -> Result<(Vec<Label>, ActionGraph), BuildError> {
+fn plan(ws: &Workspace, patterns: &[Pattern], saved: bool) -> Result<(Vec<Label>, ActionGraph), BuildError> {
     let config = ws.config()?;
     let dir = ws.out_dir().join(".state").join("graphs");
     let stamp = graph_cache::stamp(ws.db().rules());
-    if let Some((roots, graph)) = graph_cache::load(&dir, &stamp, config, patterns)
+    if saved
+        && let Some((roots, graph)) = graph_cache::load(&dir, &stamp, config, patterns)
         // A missing source is a graph error; planning reports it properly.
         && graph.source_files().all(|p| p.is_file())
     {

@@ -34,6 +34,7 @@ pub fn run(cwd: &Path, args: BuildArgs, quiet: bool, color: ColorMode) -> Result
             }
             None => None,
         },
+        saved_plan: !args.watch,
     };
     if !args.watch {
         let result = build_once(cwd, &ws, &args, &opts, quiet);
