@@ -1,0 +1,138 @@
+//! The model IR, `kflow-model/1`: what a candidate network is, as JSON.
+//!
+//! A model is a list of named layers over one per-sample input tensor
+//! (channels first, no batch dimension: `[C, L]` for 1-D data, `[C, H, W]`
+//! for 2-D). A layer reads the previous layer's output unless it names its
+//! inputs (element-wise `add` names two or more). Weights live beside the
+//! IR in safetensors, named `<layer>.<param>` in PyTorch's layout (see
+//! `weights.rs`).
+
+use serde::{Deserialize, Serialize};
+
+/// The format tag every IR document carries.
+pub const FORMAT: &str = "kflow-model/1";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// Always [`FORMAT`].
+    pub format: String,
+    pub name: String,
+    pub task: Task,
+    /// Per-sample input shape, channels first: `[C, L]` or `[C, H, W]`.
+    pub input: Vec<usize>,
+    pub layers: Vec<Layer>,
+}
+
+/// What the network's output means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Task {
+    /// The output is `[classes]` logits; class 1 is "anomalous".
+    Classifier { classes: usize },
+    /// The output has the input's shape; the anomaly score is the mean
+    /// squared reconstruction error.
+    Autoencoder,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Layer {
+    /// Unique within the model; names the layer's weights.
+    pub name: String,
+    /// Layers whose outputs this one reads; empty means the previous layer
+    /// (or the model input, for the first layer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// One operation. Convolutions have stride 1 and dilation 1 (what the
+/// MAX78000/MAX78002 accelerators run); downsampling is pooling's job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Input `[C, L]`, weight `[out, C, kernel]`.
+    Conv1d {
+        out_channels: usize,
+        kernel: usize,
+        padding: usize,
+        bias: bool,
+    },
+    /// Input `[C, H, W]`, square kernel, weight `[out, C, kernel, kernel]`.
+    Conv2d {
+        out_channels: usize,
+        kernel: usize,
+        padding: usize,
+        bias: bool,
+    },
+    /// Input `[C, H, W]`, weight `[C, out, kernel, kernel]` (PyTorch's
+    /// layout). `H_out = (H − 1)·stride − 2·padding + kernel + output_padding`.
+    ConvTranspose2d {
+        out_channels: usize,
+        kernel: usize,
+        padding: usize,
+        stride: usize,
+        output_padding: usize,
+        bias: bool,
+    },
+    /// Input `[F]`, weight `[out, F]`.
+    Linear { out_features: usize, bias: bool },
+    /// `[C, ...]` to `[C·...]`, channel-major (as `torch.flatten`).
+    Flatten,
+    /// Per channel (dimension 0): `weight`, `bias`, `running_mean`,
+    /// `running_var`, all `[C]`.
+    BatchNorm { eps: f64, momentum: f64 },
+    /// Over the spatial dimensions (1 or 2 of them, by input rank), square
+    /// window, no padding: `L_out = ⌊(L − kernel) / stride⌋ + 1`.
+    MaxPool { kernel: usize, stride: usize },
+    AvgPool { kernel: usize, stride: usize },
+    /// Element-wise sum of two or more inputs of equal shape.
+    Add,
+    Relu,
+    Abs,
+}
+
+impl Op {
+    /// The operation's name as written in the IR.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Conv1d { .. } => "conv1d",
+            Op::Conv2d { .. } => "conv2d",
+            Op::ConvTranspose2d { .. } => "conv_transpose2d",
+            Op::Linear { .. } => "linear",
+            Op::Flatten => "flatten",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::MaxPool { .. } => "max_pool",
+            Op::AvgPool { .. } => "avg_pool",
+            Op::Add => "add",
+            Op::Relu => "relu",
+            Op::Abs => "abs",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_are_written_flat() {
+        let layer = Layer {
+            name: "c0".into(),
+            inputs: vec![],
+            op: Op::Conv1d {
+                out_channels: 8,
+                kernel: 3,
+                padding: 1,
+                bias: true,
+            },
+        };
+        let json = serde_json::to_value(&layer).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"name": "c0", "op": "conv1d", "out_channels": 8, "kernel": 3, "padding": 1, "bias": true})
+        );
+        assert_eq!(serde_json::from_value::<Layer>(json).unwrap(), layer);
+    }
+}

@@ -1,0 +1,1 @@
+//! kflow's search spaces and strategies.

@@ -1,0 +1,1 @@
+//! kflow's training.
