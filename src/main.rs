@@ -48,6 +48,13 @@ impl From<kflow_cache::CacheError> for Failure {
 }
 
 fn main() -> ExitCode {
+    // candle splits each matrix product into one task per core and keeps a
+    // pool of spinning workers for large element-wise ops. Training runs
+    // one model per build job, on the job's own thread: both only cost
+    // time there (kflow-train's threads.rs has the measurements). The
+    // results do not depend on it either way.
+    // SAFETY: no other thread exists yet to read the environment.
+    unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     let cli = Cli::parse();
     let color = cli.color;
     match commands::run(cli) {

@@ -19,6 +19,8 @@ pub enum AttrType {
     Float,
     Bool,
     StringList,
+    IntList,
+    BoolList,
     /// A table of strings, e.g. environment variables.
     StringMap,
     Label,
@@ -40,6 +42,8 @@ impl AttrType {
             AttrType::Float => "a number",
             AttrType::Bool => "a boolean",
             AttrType::StringList => "a list of strings",
+            AttrType::IntList => "a list of integers",
+            AttrType::BoolList => "a list of booleans",
             AttrType::StringMap => "a table of strings",
             AttrType::Label => "a label string",
             AttrType::LabelList => "a list of label strings",
@@ -336,6 +340,21 @@ pub(crate) fn check_value(
                         .map(|s| AttrValue::String(s.to_owned()))
                         .ok_or_else(mismatch)
                 })
+                .collect::<Result<_, _>>()?,
+        ),
+        AttrType::IntList => AttrValue::List(
+            list()?
+                .map(|v| match v.get_ref() {
+                    DeValue::Integer(i) => parse_int(i.as_str(), i.radix())
+                        .map(AttrValue::Int)
+                        .ok_or_else(mismatch),
+                    _ => Err(mismatch()),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        AttrType::BoolList => AttrValue::List(
+            list()?
+                .map(|v| v.get_ref().as_bool().map(AttrValue::Bool).ok_or_else(mismatch))
                 .collect::<Result<_, _>>()?,
         ),
         AttrType::StringMap => match value.get_ref() {

@@ -137,6 +137,17 @@ impl Planner<'_> {
     pub fn error(&self, attr: &str, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(message).at((self.location)(self.target.attrs.span(attr)))
     }
+
+    /// The target's attributes as the rule's own serde type (labels as
+    /// their strings). A value that does not fit is reported at its
+    /// attribute, with the path inside it (`generator.rows`).
+    pub fn attrs_as<T: DeserializeOwned>(&self) -> Result<T, Diagnostic> {
+        serde_path_to_error::deserialize(self.target.attrs.to_json()).map_err(|e| {
+            let path = e.path().to_string();
+            let attr = path.split(['.', '[']).next().unwrap_or_default().to_owned();
+            self.error(&attr, format!("attribute `{path}`: {}", e.into_inner()))
+        })
+    }
 }
 
 /// How an action ended, when it did not fail.

@@ -9,6 +9,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ModelError;
+
 /// The format tag every IR document carries.
 pub const FORMAT: &str = "kflow-model/1";
 
@@ -22,6 +24,22 @@ pub struct Model {
     /// Per-sample input shape, channels first: `[C, L]` or `[C, H, W]`.
     pub input: Vec<usize>,
     pub layers: Vec<Layer>,
+}
+
+impl Model {
+    /// Parses a model document. This checks the syntax only; [`crate::infer_shapes`]
+    /// checks the rest.
+    pub fn from_json(bytes: &[u8]) -> Result<Model, ModelError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+
+    /// The document as actions write it: fields in declaration order,
+    /// two-space indents, a final newline. Equal models give equal text.
+    pub fn to_json_pretty(&self) -> Result<String, ModelError> {
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        Ok(text)
+    }
 }
 
 /// What the network's output means.
@@ -77,16 +95,28 @@ pub enum Op {
         bias: bool,
     },
     /// Input `[F]`, weight `[out, F]`.
-    Linear { out_features: usize, bias: bool },
+    Linear {
+        out_features: usize,
+        bias: bool,
+    },
     /// `[C, ...]` to `[C·...]`, channel-major (as `torch.flatten`).
     Flatten,
     /// Per channel (dimension 0): `weight`, `bias`, `running_mean`,
     /// `running_var`, all `[C]`.
-    BatchNorm { eps: f64, momentum: f64 },
+    BatchNorm {
+        eps: f64,
+        momentum: f64,
+    },
     /// Over the spatial dimensions (1 or 2 of them, by input rank), square
     /// window, no padding: `L_out = ⌊(L − kernel) / stride⌋ + 1`.
-    MaxPool { kernel: usize, stride: usize },
-    AvgPool { kernel: usize, stride: usize },
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+    },
+    AvgPool {
+        kernel: usize,
+        stride: usize,
+    },
     /// Element-wise sum of two or more inputs of equal shape.
     Add,
     Relu,
@@ -134,5 +164,32 @@ mod tests {
             serde_json::json!({"name": "c0", "op": "conv1d", "out_channels": 8, "kernel": 3, "padding": 1, "bias": true})
         );
         assert_eq!(serde_json::from_value::<Layer>(json).unwrap(), layer);
+    }
+
+    #[test]
+    fn model_json_round_trips() {
+        for model in [
+            crate::fixtures::cnn1d(),
+            crate::fixtures::cnn2d(),
+            crate::fixtures::autoencoder(),
+        ] {
+            let text = model.to_json_pretty().unwrap();
+            assert_eq!(Model::from_json(text.as_bytes()).unwrap(), model);
+        }
+    }
+
+    #[test]
+    fn model_json_names_inputs_only_where_given() {
+        let text = crate::fixtures::cnn2d().to_json_pretty().unwrap();
+        assert_eq!(text.matches("\"inputs\"").count(), 1);
+        assert!(text.ends_with("}\n"));
+    }
+
+    #[test]
+    fn model_json_rejects_unknown_fields() {
+        let mut json = serde_json::to_value(crate::fixtures::cnn1d()).unwrap();
+        json["seed"] = 3.into();
+        let error = Model::from_json(json.to_string().as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("unknown field `seed`"), "{error}");
     }
 }

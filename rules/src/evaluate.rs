@@ -1,0 +1,325 @@
+//! `[[evaluate]]` on the host: the trained model exported to ONNX and run
+//! by ONNX Runtime on the test split. Reports quality at a threshold chosen
+//! on the validation split (with a z-score baseline, thresholded the same
+//! way, on the same split for comparison), the latency of one inference
+//! (median over test windows), the model's size, and how far ONNX Runtime's
+//! outputs are from candle's forward pass.
+//!
+//! Latency is measured, so `metrics.json` differs from run to run in its
+//! `latency_us` numbers; its quality numbers do not.
+
+use kflow_data::{Quality, Split, best_f1_threshold, zscore_baseline};
+use kflow_engine::{
+    ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
+};
+use kflow_host::OnnxModel;
+use kflow_model::{Model, Task, Weights};
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{META, TEST, VAL};
+use crate::generate::one_output;
+use crate::json;
+use crate::model::MODEL;
+use crate::split::read_split;
+use crate::train::WEIGHTS;
+
+pub struct EvaluateRule;
+
+pub const METRICS: &str = "metrics.json";
+pub const ONNX: &str = "model.onnx";
+
+const ATTRS: &[AttrSpec] = &[
+    AttrSpec::required(
+        "model",
+        AttrType::Label,
+        "the `[[model]]` or `[[generate]]` target of the network",
+    ),
+    AttrSpec::required(
+        "weights",
+        AttrType::Label,
+        "the `[[train]]` target whose weights to evaluate",
+    ),
+    AttrSpec::required("dataset", AttrType::Label, "the `[[dataset]]` whose test split to use"),
+    AttrSpec::optional(
+        "threshold_percentile",
+        AttrType::Float,
+        "autoencoders: the anomaly threshold is this percentile of nominal validation errors (default 99)",
+    ),
+    AttrSpec::optional(
+        "latency_samples",
+        AttrType::Int,
+        "single-sample inferences timed (default 1000)",
+    ),
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Attrs {
+    #[serde(rename = "model")]
+    _model: String,
+    #[serde(rename = "weights")]
+    _weights: String,
+    #[serde(rename = "dataset")]
+    _dataset: String,
+    threshold_percentile: Option<f64>,
+    latency_samples: Option<usize>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Params {
+    threshold_percentile: f64,
+    latency_samples: usize,
+}
+
+#[derive(Serialize)]
+struct Metrics {
+    model: String,
+    task: Task,
+    /// Scores at or above it are anomalous.
+    threshold: f32,
+    quality: Quality,
+    baseline: Baseline,
+    latency_us: Latency,
+    size: Size,
+    /// Largest difference between ONNX Runtime's and candle's outputs over
+    /// the first test windows: the export is checked on every evaluation.
+    onnx_vs_candle_max_abs_diff: f64,
+}
+
+#[derive(Serialize)]
+struct Baseline {
+    kind: &'static str,
+    f1: f64,
+    threshold: f32,
+    quality: Quality,
+}
+
+#[derive(Serialize)]
+struct Latency {
+    median: f64,
+    p90: f64,
+    mean: f64,
+    samples: usize,
+}
+
+#[derive(Serialize)]
+struct Size {
+    params: u64,
+    macs: u64,
+}
+
+/// Test windows compared between ONNX Runtime and candle.
+const CROSS_CHECK: usize = 256;
+const BATCH: usize = 256;
+
+impl Rule for EvaluateRule {
+    fn name(&self) -> &'static str {
+        "evaluate"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "quality and latency of a trained model on the host (ONNX Runtime), against a z-score baseline"
+    }
+
+    fn attrs(&self) -> &'static [AttrSpec] {
+        ATTRS
+    }
+
+    fn plan(&self, target: &Target, planner: &mut Planner<'_>) -> Result<(), Diagnostic> {
+        let attrs: Attrs = planner.attrs_as()?;
+        let params = Params {
+            threshold_percentile: attrs.threshold_percentile.unwrap_or(99.0),
+            latency_samples: attrs.latency_samples.unwrap_or(1000),
+        };
+        if !(0.0..=100.0).contains(&params.threshold_percentile) {
+            return Err(planner.error(
+                "threshold_percentile",
+                "`threshold_percentile` is a percentile, 0..=100",
+            ));
+        }
+        let inputs = vec![
+            (MODEL.to_owned(), one_output(planner, target, "model", MODEL)?),
+            (WEIGHTS.to_owned(), one_output(planner, target, "weights", WEIGHTS)?),
+            (VAL.to_owned(), one_output(planner, target, "dataset", VAL)?),
+            (TEST.to_owned(), one_output(planner, target, "dataset", TEST)?),
+            (META.to_owned(), one_output(planner, target, "dataset", META)?),
+        ];
+        let outputs: Vec<String> = [METRICS, ONNX].map(str::to_owned).to_vec();
+        let action = planner.add_action(ActionDecl {
+            name: String::new(),
+            rule: self.name().to_owned(),
+            params: json::to_value(&params)?,
+            inputs,
+            outputs: outputs.clone(),
+        });
+        for out in outputs {
+            let artifact = planner.output_of(action, &out);
+            planner.expose(out, artifact);
+        }
+        Ok(())
+    }
+
+    fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
+        let params: Params = cx.params_as()?;
+        let model = Model::from_json(&json::input_bytes(cx, MODEL)?)
+            .map_err(|e| ActionError::new(format!("input `{MODEL}`: {e}")))?;
+        let weights = Weights::from_safetensors(&json::input_bytes(cx, WEIGHTS)?)
+            .map_err(|e| ActionError::new(format!("input `{WEIGHTS}`: {e}")))?;
+        let meta: kflow_data::DatasetMeta = json::input(cx, META)?;
+        let (val, test) = (read_split(cx, VAL)?, read_split(cx, TEST)?);
+        let model_err = |e: kflow_model::ModelError| ActionError::new(format!("model `{}`: {e}", model.name));
+        let onnx = kflow_model::to_onnx(&model, &weights).map_err(model_err)?;
+        cx.write_output(ONNX, &onnx)?;
+        let host_err = |e: kflow_host::HostError| ActionError::new(e.to_string());
+        let runtime = OnnxModel::load(&onnx, &model.input).map_err(host_err)?;
+
+        cx.progress("scoring the validation and test splits with ONNX Runtime");
+        let val_scores = scores(
+            &model,
+            &runtime.run_batched(&val.x, val.len(), BATCH).map_err(host_err)?,
+            &val,
+        );
+        let test_out = runtime.run_batched(&test.x, test.len(), BATCH).map_err(host_err)?;
+        let test_scores = scores(&model, &test_out, &test);
+        // A classifier's threshold is chosen on the validation split to
+        // maximize F1, exactly as the baseline's is, so that the two are
+        // compared on equal terms.
+        let threshold = match model.task {
+            Task::Classifier { .. } => best_f1_threshold(&val.labels(), &val_scores),
+            Task::Autoencoder => nominal_percentile(&val, &val_scores, params.threshold_percentile),
+        };
+        let quality = Quality::at_threshold(&test.labels(), &test_scores, threshold);
+        let baseline = zscore_baseline(&val, &test, meta.scale).map_err(|e| ActionError::new(e.to_string()))?;
+
+        cx.progress("cross-checking ONNX Runtime against candle");
+        let n = test.len().min(CROSS_CHECK);
+        let per = test.shape[1] * test.shape[2];
+        let candle = kflow_train::forward(&model, &weights, &test.x[..n * per], n)
+            .map_err(|e| ActionError::new(e.to_string()))?;
+        let onnx_vs_candle = candle
+            .iter()
+            .zip(&test_out)
+            .map(|(a, b)| f64::from((a - b).abs()))
+            .fold(0.0, f64::max);
+
+        cx.progress("timing single-sample inference");
+        let mut times = runtime
+            .latencies_us(&test.x, test.len(), params.latency_samples)
+            .map_err(host_err)?;
+        let counts = kflow_model::counts(&model).map_err(model_err)?;
+        let metrics = Metrics {
+            model: model.name.clone(),
+            task: model.task,
+            threshold,
+            quality,
+            baseline: Baseline {
+                kind: "zscore",
+                f1: baseline.test.f1,
+                threshold: baseline.threshold,
+                quality: baseline.test,
+            },
+            latency_us: latency(&mut times),
+            size: Size {
+                params: counts.total.params,
+                macs: counts.total.macs,
+            },
+            onnx_vs_candle_max_abs_diff: onnx_vs_candle,
+        };
+        cx.write_output(METRICS, &json::pretty(&metrics)?)?;
+        cx.set_metadata(serde_json::json!({
+            "f1": metrics.quality.f1,
+            "baseline_f1": metrics.baseline.f1,
+            "latency_us": metrics.latency_us.median,
+        }));
+        Ok(Outcome::Done)
+    }
+}
+
+/// Anomaly scores from the network's outputs: the probability of class 1
+/// for a classifier, the mean squared reconstruction error for an
+/// autoencoder.
+fn scores(model: &Model, outputs: &[f32], split: &Split) -> Vec<f32> {
+    match model.task {
+        Task::Classifier { classes } => outputs
+            .chunks(classes.max(1))
+            .map(|logits| {
+                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+                logits.get(1).map_or(0.0, |l| (l - max).exp() / sum)
+            })
+            .collect(),
+        Task::Autoencoder => {
+            let per = split.shape[1] * split.shape[2];
+            outputs
+                .chunks(per.max(1))
+                .zip(split.x.chunks(per.max(1)))
+                .map(|(y, x)| y.iter().zip(x).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / per as f32)
+                .collect()
+        }
+    }
+}
+
+/// The `p`-th percentile (nearest rank) of the scores of nominal windows.
+fn nominal_percentile(split: &Split, scores: &[f32], p: f64) -> f32 {
+    let mut nominal: Vec<f32> = scores
+        .iter()
+        .zip(&split.y)
+        .filter(|(_, y)| **y == 0)
+        .map(|(s, _)| *s)
+        .collect();
+    if nominal.is_empty() {
+        return f32::INFINITY;
+    }
+    nominal.sort_by(f32::total_cmp);
+    let rank = ((p / 100.0) * nominal.len() as f64).ceil() as usize;
+    nominal[rank.clamp(1, nominal.len()) - 1]
+}
+
+fn latency(times: &mut [f64]) -> Latency {
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        times
+            .get(((times.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Latency {
+        median: at(0.5),
+        p90: at(0.9),
+        mean: if times.is_empty() {
+            0.0
+        } else {
+            times.iter().sum::<f64>() / times.len() as f64
+        },
+        samples: times.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_is_nearest_rank_over_nominal_windows() {
+        let split = Split {
+            x: vec![0.0; 5],
+            shape: [5, 1, 1],
+            y: vec![0, 0, 1, 0, 0],
+        };
+        let scores = [4.0, 1.0, 100.0, 3.0, 2.0];
+        assert_eq!(nominal_percentile(&split, &scores, 50.0), 2.0);
+        assert_eq!(nominal_percentile(&split, &scores, 100.0), 4.0);
+        assert_eq!(nominal_percentile(&split, &scores, 0.0), 1.0);
+    }
+
+    #[test]
+    fn latency_summary_takes_the_middle_value() {
+        let mut t = vec![5.0, 1.0, 3.0];
+        let l = latency(&mut t);
+        assert_eq!((l.median, l.samples), (3.0, 3));
+    }
+}

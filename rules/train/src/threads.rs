@@ -1,0 +1,42 @@
+//! Threads and determinism: why results do not depend on them, and where
+//! candle's work runs.
+//!
+//! candle 0.11's CPU backend takes its thread count from `CANDLE_NUM_THREADS`
+//! or `RAYON_NUM_THREADS` (read again at each matmul) or else the number of
+//! physical cores, and uses it three ways: `gemm` splits a large matmul
+//! (above 48·48·256 multiply-adds) into that many tasks on the *current*
+//! rayon pool; element-wise ops over 64Ki values or more run on a global
+//! pool of spinning workers sized once from it; and `conv2d` and
+//! `conv_transpose2d` iterate over samples or output channels with rayon in
+//! the current pool. None of these splits a sum: `gemm` hands out tiles of
+//! the output, and each output element accumulates its dot product in the
+//! same `kc`-blocked order whatever the split; the element-wise ops and the
+//! convolutions write disjoint outputs. This crate's own kernels (`kernels/`)
+//! are sequential loops with fixed summation orders. So checkpoint bytes do
+//! not depend on any thread count; the tests check it with rayon pools of 1
+//! and 2 threads in-process and with `RAYON_NUM_THREADS`/`CANDLE_NUM_THREADS`
+//! of 1, 2 and 3 in child processes (which changes `gemm`'s split).
+//!
+//! Every call still runs its candle work in a private one-thread rayon pool:
+//! the engine already runs one training per job, and for the small models
+//! of the search intra-op threads gained nothing (measured equal samples/s
+//! with one and two), while `--jobs N` trainings each fanning out over all
+//! cores would oversubscribe them. Only candle's element-wise pool (for
+//! tensors of 64Ki values or more) stays shared; set `CANDLE_NUM_THREADS=1`
+//! to keep it from spinning beside the jobs.
+
+use crate::TrainError;
+
+/// Runs `f` (all candle work of one public call) on a private one-thread
+/// rayon pool; if no thread can be started, on the calling thread, which
+/// gives the same results.
+pub(crate) fn run<R: Send>(f: impl FnOnce() -> Result<R, TrainError> + Send) -> Result<R, TrainError> {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .thread_name(|_| "kflow-train".into())
+        .build()
+    {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}
