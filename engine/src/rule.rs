@@ -145,7 +145,13 @@ impl Planner<'_> {
         serde_path_to_error::deserialize(self.target.attrs.to_json()).map_err(|e| {
             let path = e.path().to_string();
             let attr = path.split(['.', '[']).next().unwrap_or_default().to_owned();
-            self.error(&attr, format!("attribute `{path}`: {}", e.into_inner()))
+            let message = e.into_inner().to_string();
+            if path == "." {
+                // At the top level, serde's "field" is one of the target's attributes.
+                self.error(&attr, message.replace("missing field", "missing attribute"))
+            } else {
+                self.error(&attr, format!("attribute `{path}`: {message}"))
+            }
         })
     }
 }
@@ -246,6 +252,9 @@ pub struct ChildResult {
 pub struct InputFile {
     pub path: PathBuf,
     pub blob: BlobRef,
+    /// The source file it was read from, when it is one: what messages
+    /// about its contents should name (`path` is the store's copy).
+    pub source: Option<PathBuf>,
 }
 
 /// The engine services an executing action may use. Implemented by the

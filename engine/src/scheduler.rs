@@ -458,12 +458,15 @@ impl Scheduler<'_> {
         }
         let input_files: BTreeMap<String, InputFile> = inputs
             .iter()
-            .map(|(name, blob)| {
+            .enumerate()
+            .map(|(i, (name, blob))| {
+                let source = from_files.iter().find(|&&(at, _)| at == i).map(|&(_, p)| p.to_owned());
                 (
                     name.to_string(),
                     InputFile {
                         path: cache.blob_path(&blob.digest),
                         blob: *blob,
+                        source,
                     },
                 )
             })

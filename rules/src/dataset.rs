@@ -225,7 +225,8 @@ fn generate(cx: &ActionContext<'_>, params: &GeneratorParams) -> Result<Outcome,
 
 fn window(cx: &ActionContext<'_>, params: &WindowParams) -> Result<Outcome, ActionError> {
     let rows = cx.input(ROWS)?;
-    let mut source = CsvFile::new(rows.path.clone());
+    // Errors in the store's copy of a source file name the file the user wrote.
+    let mut source = CsvFile::named(&rows.path, rows.source.as_ref().unwrap_or(&rows.path));
     let mut dataset = kflow_data::build_dataset(&mut source, params).map_err(|e| ActionError::new(e.to_string()))?;
     if cx.inputs().contains_key(SEGMENTS) {
         let segments: Vec<Segment> = json::input(cx, SEGMENTS)?;

@@ -115,7 +115,7 @@ impl Rule for TrainRule {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {
@@ -211,7 +211,11 @@ fn read_model(cx: &ActionContext<'_>) -> Result<Model, ActionError> {
 fn improves(task: Task, stats: &EpochStats, best: Option<&EpochStats>) -> bool {
     match (task, best) {
         (_, None) => true,
-        (Task::Classifier { .. }, Some(b)) => stats.val_metric > b.val_metric,
+        // Early on the metric is often tied (an F1 of 0 until the model
+        // first flags an anomaly); the loss then says which epoch is better.
+        (Task::Classifier { .. }, Some(b)) => {
+            stats.val_metric > b.val_metric || (stats.val_metric == b.val_metric && stats.val_loss < b.val_loss)
+        }
         (Task::Autoencoder, Some(b)) => stats.val_loss < b.val_loss,
     }
 }

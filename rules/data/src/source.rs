@@ -24,17 +24,31 @@ pub trait RowSource {
 #[derive(Debug, Clone)]
 pub struct CsvFile {
     pub path: PathBuf,
+    /// What errors call the file (`path` unless set with [`CsvFile::named`]).
+    pub name: PathBuf,
 }
 
 impl CsvFile {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        let path = path.into();
+        Self {
+            name: path.clone(),
+            path,
+        }
+    }
+
+    /// Reads `path` but names `name` in errors: for a copy of a user's file.
+    pub fn named(path: impl Into<PathBuf>, name: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            name: name.into(),
+        }
     }
 }
 
 impl RowSource for CsvFile {
     fn describe(&self) -> String {
-        format!("csv:{}", self.path.display())
+        format!("csv:{}", self.name.display())
     }
 
     fn for_each_row(
@@ -43,10 +57,10 @@ impl RowSource for CsvFile {
         each: &mut dyn FnMut(Row<'_>) -> Result<(), DataError>,
     ) -> Result<ReadSummary, DataError> {
         let file = File::open(&self.path).map_err(|source| DataError::Io {
-            path: self.path.clone(),
+            path: self.name.clone(),
             source,
         })?;
-        read_rows_from(file, &self.path, limit, each)
+        read_rows_from(file, &self.name, limit, each)
     }
 }
 

@@ -65,6 +65,20 @@ pub struct Layer {
     pub op: Op,
 }
 
+// Defaults for what graph authors may leave out (PyTorch's defaults); the
+// serialized IR always spells every field.
+fn yes() -> bool {
+    true
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+fn default_momentum() -> f64 {
+    0.1
+}
+
 /// One operation. Convolutions have stride 1 and dilation 1 (what the
 /// MAX78000/MAX78002 accelerators run); downsampling is pooling's job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,14 +88,18 @@ pub enum Op {
     Conv1d {
         out_channels: usize,
         kernel: usize,
+        #[serde(default)]
         padding: usize,
+        #[serde(default = "yes")]
         bias: bool,
     },
     /// Input `[C, H, W]`, square kernel, weight `[out, C, kernel, kernel]`.
     Conv2d {
         out_channels: usize,
         kernel: usize,
+        #[serde(default)]
         padding: usize,
+        #[serde(default = "yes")]
         bias: bool,
     },
     /// Input `[C, H, W]`, weight `[C, out, kernel, kernel]` (PyTorch's
@@ -89,14 +107,18 @@ pub enum Op {
     ConvTranspose2d {
         out_channels: usize,
         kernel: usize,
+        #[serde(default)]
         padding: usize,
         stride: usize,
+        #[serde(default)]
         output_padding: usize,
+        #[serde(default = "yes")]
         bias: bool,
     },
     /// Input `[F]`, weight `[out, F]`.
     Linear {
         out_features: usize,
+        #[serde(default = "yes")]
         bias: bool,
     },
     /// `[C, ...]` to `[C·...]`, channel-major (as `torch.flatten`).
@@ -104,7 +126,9 @@ pub enum Op {
     /// Per channel (dimension 0): `weight`, `bias`, `running_mean`,
     /// `running_var`, all `[C]`.
     BatchNorm {
+        #[serde(default = "default_eps")]
         eps: f64,
+        #[serde(default = "default_momentum")]
         momentum: f64,
     },
     /// Over the spatial dimensions (1 or 2 of them, by input rank), square
