@@ -121,6 +121,18 @@ impl Planner<'_> {
         self.plan.actions.len() - 1
     }
 
+    /// Declares the action that makes the target's results: every output is
+    /// exposed under its own name.
+    pub fn add_final_action(&mut self, action: ActionDecl) -> usize {
+        let outputs = action.outputs.clone();
+        let index = self.add_action(action);
+        for out in outputs {
+            let artifact = self.output_of(index, &out);
+            self.expose(out, artifact);
+        }
+        index
+    }
+
     pub fn output_of(&self, action: usize, output: &str) -> ArtifactRef {
         ArtifactRef::Local {
             action,

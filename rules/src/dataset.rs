@@ -151,17 +151,13 @@ impl Rule for DatasetRule {
         let mut inputs = vec![(ROWS.to_owned(), rows)];
         inputs.extend(segments.map(|s| (SEGMENTS.to_owned(), s)));
         let outputs: Vec<String> = [TRAIN, VAL, TEST, META].map(str::to_owned).to_vec();
-        let action = planner.add_action(ActionDecl {
+        planner.add_final_action(ActionDecl {
             name: String::new(),
             rule: self.name().to_owned(),
             params: json::to_value(&Params::Windows { windows })?,
             inputs,
-            outputs: outputs.clone(),
+            outputs,
         });
-        for out in outputs {
-            let artifact = planner.output_of(action, &out);
-            planner.expose(out, artifact);
-        }
         Ok(())
     }
 

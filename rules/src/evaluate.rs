@@ -149,17 +149,13 @@ impl Rule for EvaluateRule {
             (META.to_owned(), one_output(planner, target, "dataset", META)?),
         ];
         let outputs: Vec<String> = [METRICS, ONNX].map(str::to_owned).to_vec();
-        let action = planner.add_action(ActionDecl {
+        planner.add_final_action(ActionDecl {
             name: String::new(),
             rule: self.name().to_owned(),
             params: json::to_value(&params)?,
             inputs,
-            outputs: outputs.clone(),
+            outputs,
         });
-        for out in outputs {
-            let artifact = planner.output_of(action, &out);
-            planner.expose(out, artifact);
-        }
         Ok(())
     }
 

@@ -91,17 +91,13 @@ impl Rule for GenerateRule {
             name: target.label.name().to_owned(),
         };
         let outputs: Vec<String> = [MODEL, INIT, GENOME].map(str::to_owned).to_vec();
-        let action = planner.add_action(ActionDecl {
+        planner.add_final_action(ActionDecl {
             name: String::new(),
             rule: self.name().to_owned(),
             params: json::to_value(&params)?,
             inputs: vec![(SPACE_INPUT.to_owned(), space), (META_INPUT.to_owned(), meta)],
-            outputs: outputs.clone(),
+            outputs,
         });
-        for out in outputs {
-            let artifact = planner.output_of(action, &out);
-            planner.expose(out, artifact);
-        }
         Ok(())
     }
 

@@ -99,17 +99,13 @@ impl Rule for ModelRule {
 /// exposes both.
 fn plan_model(planner: &mut Planner<'_>, rule: &str, params: &Params) -> Result<(), Diagnostic> {
     let outputs = vec![MODEL.to_owned(), INIT.to_owned()];
-    let action = planner.add_action(ActionDecl {
+    planner.add_final_action(ActionDecl {
         name: String::new(),
         rule: rule.to_owned(),
         params: json::to_value(params)?,
         inputs: Vec::new(),
-        outputs: outputs.clone(),
+        outputs,
     });
-    for out in outputs {
-        let artifact = planner.output_of(action, &out);
-        planner.expose(out, artifact);
-    }
     Ok(())
 }
 

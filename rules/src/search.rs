@@ -154,17 +154,13 @@ impl Rule for SearchRule {
             (VAL.to_owned(), one_output(planner, target, "dataset", VAL)?),
         ];
         let outputs: Vec<String> = [LEADERBOARD, BEST_MODEL, BEST_WEIGHTS].map(str::to_owned).to_vec();
-        let action = planner.add_action(ActionDecl {
+        planner.add_final_action(ActionDecl {
             name: String::new(),
             rule: self.name().to_owned(),
             params: json::to_value(&params)?,
             inputs,
-            outputs: outputs.clone(),
+            outputs,
         });
-        for out in outputs {
-            let artifact = planner.output_of(action, &out);
-            planner.expose(out, artifact);
-        }
         Ok(())
     }
 

@@ -152,17 +152,13 @@ impl Rule for TrainRule {
             (VAL.to_owned(), one_output(planner, target, "dataset", VAL)?),
         ];
         let outputs: Vec<String> = [WEIGHTS, CHECKPOINT, LOG].map(str::to_owned).to_vec();
-        let action = planner.add_action(ActionDecl {
+        planner.add_final_action(ActionDecl {
             name: String::new(),
             rule: self.name().to_owned(),
             params: json::to_value(&Params::Run { hyper, budget })?,
             inputs,
-            outputs: outputs.clone(),
+            outputs,
         });
-        for out in outputs {
-            let artifact = planner.output_of(action, &out);
-            planner.expose(out, artifact);
-        }
         Ok(())
     }
 
@@ -270,12 +266,13 @@ fn run(cx: &ActionContext<'_>, hyper: &Hyper, budget: &Budget) -> Result<Outcome
             .get(CHECKPOINT)
             .ok_or_else(|| ActionError::new(format!("epoch {epoch} produced no checkpoint")))?;
         cx.progress(&format!(
-            "epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val {} {:.4}",
+            "epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val {} {:.4} ({:.1} s)",
             budget.epochs,
             meta.stats.train_loss,
             meta.stats.val_loss,
             metric_name(model.task),
-            meta.stats.val_metric
+            meta.stats.val_metric,
+            meta.wall_ms as f64 / 1000.0
         ));
         if improves(model.task, &meta.stats, best.map(|(i, _)| &log[i])) {
             best = Some((log.len(), checkpoint));
