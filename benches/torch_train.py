@@ -48,6 +48,12 @@ def parse_args():
     p.add_argument("--beta2", type=float, default=0.999)
     p.add_argument("--eps", type=float, default=1e-8)
     p.add_argument("--seed", type=int, default=0, help="seeds the shuffle (and random data)")
+    p.add_argument(
+        "--adamw",
+        choices=["default", "for-loop", "foreach", "fused"],
+        default="default",
+        help="AdamW's implementation: torch's default (the for-loop one for CPU tensors), or forced",
+    )
     p.add_argument("--epochs", type=int, help="run this many epochs and exit instead of reading stdin")
     return p.parse_args()
 
@@ -190,12 +196,19 @@ data_gen = torch.Generator().manual_seed(args.seed + 1)
 train_x, train_y = load_split(args.train, per_sample) if args.train else random_split(args.samples, data_gen)
 val_x, val_y = load_split(args.val, per_sample) if args.val else random_split(args.val_samples, data_gen)
 
+implementation = {
+    "default": {},
+    "for-loop": {"foreach": False},
+    "foreach": {"foreach": True},
+    "fused": {"fused": True},
+}[args.adamw]
 optimizer = torch.optim.AdamW(
     net.parameters(),
     lr=args.lr,
     betas=(args.beta1, args.beta2),
     eps=args.eps,
     weight_decay=args.weight_decay,
+    **implementation,
 )
 shuffle = torch.Generator().manual_seed(args.seed)
 
@@ -206,6 +219,7 @@ emit(
         "python": sys.version.split()[0],
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
+        "adamw": args.adamw,
         "pid": os.getpid(),
         "tensors": {k: list(v.shape) for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")},
         "trainable": sum(p.numel() for p in net.parameters()),

@@ -42,6 +42,7 @@ struct Settings {
     rounds: usize,
     epochs: usize,
     extra_threads: Option<usize>,
+    adamw: String,
 }
 
 fn main() -> ExitCode {
@@ -71,8 +72,12 @@ fn run() -> Result<(), String> {
             0 | 1 => None,
             n => Some(n),
         },
+        adamw: std::env::var("KFLOW_BENCH_TORCH_ADAMW").unwrap_or_else(|_| "default".to_owned()),
     };
-    let hyper = Hyper::default();
+    let hyper = Hyper {
+        seed: env_count_or_zero("KFLOW_BENCH_SEED", 0)? as u64,
+        ..Hyper::default()
+    };
     let (model, seed) = baseline_model()?;
     let [channels, width] = model.input[..] else {
         return Err(format!("{MODEL}: expected a [C, L] input, found {:?}", model.input));
@@ -85,6 +90,11 @@ fn run() -> Result<(), String> {
     );
     println!("machine: {}", machine_description());
     println!("load average at start: {}", load_average());
+    println!(
+        "kflow:   kflow_train::train_epoch in-process, CANDLE_NUM_THREADS=1 (as the binary sets it), \
+         RAYON_NUM_THREADS={}",
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".to_owned())
+    );
     println!("torch:   {torch_version} ({})", python.display());
     if torch_version.split('+').next() != Some(TORCH_PIN) {
         println!("warning: benches/install-peers.sh pins torch {TORCH_PIN}; this venv has {torch_version}");
@@ -126,7 +136,8 @@ fn run() -> Result<(), String> {
             .args(["--beta1", &hyper.beta1.to_string()])
             .args(["--beta2", &hyper.beta2.to_string()])
             .args(["--eps", &hyper.eps.to_string()])
-            .args(["--seed", &hyper.seed.to_string()]);
+            .args(["--seed", &hyper.seed.to_string()])
+            .args(["--adamw", &settings.adamw]);
         command
     };
     let mut torch = vec![Torch::start(torch_command(1), 1)?];
@@ -140,8 +151,8 @@ fn run() -> Result<(), String> {
     );
     for worker in &torch {
         println!(
-            "torch worker: pid {}, torch.get_num_threads() = {}, get_num_interop_threads() = {}",
-            worker.pid, worker.threads, worker.interop_threads
+            "torch worker: pid {}, torch.get_num_threads() = {}, get_num_interop_threads() = {}, AdamW {}",
+            worker.pid, worker.threads, worker.interop_threads, settings.adamw
         );
     }
 
@@ -154,10 +165,15 @@ fn run() -> Result<(), String> {
         clock_ticks: clock_ticks(),
     };
     // One untimed epoch of each: first-touch allocations, caches, lazy setup.
-    kflow.epoch()?;
+    // Same initial weights and data, so their losses should be close (the
+    // shuffles differ).
+    let first = kflow.epoch()?;
+    print!("epoch 1 (untimed) train loss: kflow {:.4}", first.train_loss);
     for worker in &mut torch {
-        worker.epoch()?;
+        let first = worker.epoch()?;
+        print!(", torch on {} thread(s) {:.4}", worker.threads, first.train_loss);
     }
+    println!();
 
     let mut kflow_epochs = Vec::new();
     let mut torch_epochs: Vec<Vec<Epoch>> = torch.iter().map(|_| Vec::new()).collect();
@@ -335,7 +351,7 @@ impl Split {
             for c in 0..channels {
                 for t in 0..width {
                     let lift = if label == 1 && c < 2 && (at..at + bump).contains(&t) {
-                        1.5
+                        LIFT
                     } else {
                         0.0
                     };
@@ -370,6 +386,11 @@ impl Split {
         Ok(format!("{},{},{}", x_path.display(), y_path.display(), self.shape[0]))
     }
 }
+
+/// The bump's height over noise uniform in ±0.5: low enough that neither
+/// tool's loss reaches zero within the bench (tiny values could also bring
+/// denormals into the arithmetic of one tool and not the other).
+const LIFT: f32 = 0.25;
 
 /// A small, well-mixed generator: enough for benchmark data.
 struct SplitMix64(u64);

@@ -9,10 +9,13 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages the tests need: nginx serves as the remote cache in
-# tests/remote_cache.rs.
+# tests/remote_cache.rs; the Arm cross compiler and its C library compile
+# the generated accelerator code for the Cortex-M4.
 install_packages() {
     local missing=()
     [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
+    command -v arm-none-eabi-gcc >/dev/null || missing+=(gcc-arm-none-eabi)
+    [ -e /usr/lib/arm-none-eabi/include/stdint.h ] || missing+=(libnewlib-arm-none-eabi)
     [ ${#missing[@]} -eq 0 ] && return
     step "installing ${missing[*]}"
     local sudo=()

@@ -47,6 +47,75 @@ pub enum Command {
     Cache(CacheArgs),
     /// Remove `kflow-out/` (and with --cache, the cache too).
     Clean(CleanArgs),
+    /// The MAX78000/MAX78002 toolchain on ai8x network files: check, simulate, synthesize.
+    Ai8x(Ai8xArgs),
+}
+
+#[derive(Args)]
+pub struct Ai8xArgs {
+    #[command(subcommand)]
+    pub command: Ai8xCommand,
+}
+
+/// What every `kflow ai8x` command reads.
+#[derive(Args)]
+pub struct Ai8xNetwork {
+    /// `max78000` or `max78002`.
+    #[arg(long)]
+    pub device: String,
+    /// An ai8x network YAML file.
+    #[arg(long, value_name = "YAML")]
+    pub network: PathBuf,
+    /// safetensors with int8 `<layer>.weight` (PyTorch layout) and `<layer>.bias` tensors.
+    #[arg(long, value_name = "SAFETENSORS")]
+    pub weights: PathBuf,
+}
+
+/// The network input's shape, from a sample or given.
+#[derive(Args)]
+pub struct Ai8xInputShape {
+    /// A sample input (`.npy`, int8, `[C, L]` or `[C, H, W]`); only its shape is used.
+    #[arg(long, value_name = "NPY", conflicts_with = "input_shape")]
+    pub input: Option<PathBuf>,
+    /// The input's shape: `C,L` or `C,H,W`.
+    #[arg(long, value_name = "DIMS", value_delimiter = ',')]
+    pub input_shape: Option<Vec<u32>>,
+}
+
+#[derive(Subcommand)]
+pub enum Ai8xCommand {
+    /// Whether the network fits the device: every violation (exit 1), or the exact resources (exit 0).
+    Check {
+        #[command(flatten)]
+        net: Ai8xNetwork,
+        #[command(flatten)]
+        shape: Ai8xInputShape,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output: OutputFormat,
+    },
+    /// Run the network bit-exactly on an int8 input (`.npy`, CHW); write the last layer's output (`.npy`).
+    Simulate {
+        #[command(flatten)]
+        net: Ai8xNetwork,
+        /// `.npy`, int8, `[C, L]` or `[C, H, W]`.
+        #[arg(long, value_name = "NPY")]
+        input: PathBuf,
+        /// `.npy`: int8, or int32 for a 32-bit output layer; `[C, L]`, `[C, H, W]`, or `[C, 1, 1]` after a linear layer.
+        #[arg(long, value_name = "NPY")]
+        output: PathBuf,
+        /// Round average pooling half away from zero (ai8xize's `--avg-pool-rounding`) instead of truncating.
+        #[arg(long)]
+        avg_pool_rounding: bool,
+    },
+    /// Check and place the network; write the explicit YAML and the allocation to DIR.
+    Synthesize {
+        #[command(flatten)]
+        net: Ai8xNetwork,
+        #[command(flatten)]
+        shape: Ai8xInputShape,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]

@@ -14,12 +14,14 @@ use kflow_engine::{
 };
 use kflow_host::OnnxModel;
 use kflow_model::{Model, Task, Weights};
+use kflow_platform::Accelerator;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{META, TEST, VAL};
 use crate::generate::one_output;
 use crate::json;
 use crate::model::MODEL;
+use crate::quantize::{QUANT, QUANTIZED};
 use crate::split::read_split;
 use crate::train::WEIGHTS;
 
@@ -50,6 +52,16 @@ const ATTRS: &[AttrSpec] = &[
         AttrType::Int,
         "single-sample inferences timed (default 1000)",
     ),
+    AttrSpec::optional(
+        "quantized",
+        AttrType::Label,
+        "a `[[quantize]]` target: also run its integer network on the simulated accelerator",
+    ),
+    AttrSpec::optional(
+        "device",
+        AttrType::String,
+        "the simulated accelerator: `max78002` (default) or `max78000`",
+    ),
 ];
 
 #[derive(Deserialize)]
@@ -63,12 +75,18 @@ struct Attrs {
     _dataset: String,
     threshold_percentile: Option<f64>,
     latency_samples: Option<usize>,
+    #[serde(rename = "quantized")]
+    _quantized: Option<String>,
+    device: Option<Accelerator>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Params {
     threshold_percentile: f64,
     latency_samples: usize,
+    /// Set when a quantized network is evaluated too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    device: Option<Accelerator>,
 }
 
 #[derive(Serialize)]
@@ -84,6 +102,8 @@ struct Metrics {
     /// Largest difference between ONNX Runtime's and candle's outputs over
     /// the first test windows: the export is checked on every evaluation.
     onnx_vs_candle_max_abs_diff: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accelerator: Option<crate::evaluate_sim::Simulated>,
 }
 
 #[derive(Serialize)]
@@ -131,9 +151,10 @@ impl Rule for EvaluateRule {
 
     fn plan(&self, target: &Target, planner: &mut Planner<'_>) -> Result<(), Diagnostic> {
         let attrs: Attrs = planner.attrs_as()?;
-        let params = Params {
+        let mut params = Params {
             threshold_percentile: attrs.threshold_percentile.unwrap_or(99.0),
             latency_samples: attrs.latency_samples.unwrap_or(1000),
+            device: None,
         };
         if !(0.0..=100.0).contains(&params.threshold_percentile) {
             return Err(planner.error(
@@ -141,13 +162,25 @@ impl Rule for EvaluateRule {
                 "`threshold_percentile` is a percentile, 0..=100",
             ));
         }
-        let inputs = vec![
+        let mut inputs = vec![
             (MODEL.to_owned(), one_output(planner, target, "model", MODEL)?),
             (WEIGHTS.to_owned(), one_output(planner, target, "weights", WEIGHTS)?),
             (VAL.to_owned(), one_output(planner, target, "dataset", VAL)?),
             (TEST.to_owned(), one_output(planner, target, "dataset", TEST)?),
             (META.to_owned(), one_output(planner, target, "dataset", META)?),
         ];
+        let device = if target.attrs.labels("quantized").is_empty() {
+            if attrs.device.is_some() {
+                return Err(planner.error("device", "`device` needs `quantized`"));
+            }
+            None
+        } else {
+            for name in [QUANT, QUANTIZED] {
+                inputs.push((name.to_owned(), one_output(planner, target, "quantized", name)?));
+            }
+            Some(attrs.device.unwrap_or(Accelerator::Max78002))
+        };
+        params.device = device;
         let outputs: Vec<String> = [METRICS, ONNX].map(str::to_owned).to_vec();
         planner.add_final_action(ActionDecl {
             name: String::new(),
@@ -202,6 +235,32 @@ impl Rule for EvaluateRule {
             .map(|(a, b)| f64::from((a - b).abs()))
             .fold(0.0, f64::max);
 
+        let accelerator = match params.device {
+            Some(device) => {
+                cx.progress("running the quantized network on the simulated accelerator");
+                let q = kflow_quant::Quantized::from_files(
+                    &json::input_bytes(cx, QUANT)?,
+                    &json::input_bytes(cx, QUANTIZED)?,
+                )
+                .map_err(|e| ActionError::new(e.to_string()))?;
+                let float = Decisions {
+                    test_outputs: &test_out,
+                    test_scores: &test_scores,
+                    threshold,
+                };
+                Some(crate::evaluate_sim::simulated(
+                    &model,
+                    &q,
+                    device,
+                    &val,
+                    &test,
+                    &float,
+                    params.threshold_percentile,
+                )?)
+            }
+            None => None,
+        };
+
         cx.progress("timing single-sample inference");
         let mut times = runtime
             .latencies_us(&test.x, test.len(), params.latency_samples)
@@ -224,6 +283,7 @@ impl Rule for EvaluateRule {
                 macs: counts.total.macs,
             },
             onnx_vs_candle_max_abs_diff: onnx_vs_candle,
+            accelerator,
         };
         cx.write_output(METRICS, &json::pretty(&metrics)?)?;
         cx.set_metadata(serde_json::json!({
@@ -235,10 +295,18 @@ impl Rule for EvaluateRule {
     }
 }
 
+/// The float model's results that the simulated accelerator is compared
+/// with.
+pub struct Decisions<'a> {
+    pub test_outputs: &'a [f32],
+    pub test_scores: &'a [f32],
+    pub threshold: f32,
+}
+
 /// Anomaly scores from the network's outputs: the probability of class 1
 /// for a classifier, the mean squared reconstruction error for an
 /// autoencoder.
-fn scores(model: &Model, outputs: &[f32], split: &Split) -> Vec<f32> {
+pub fn scores(model: &Model, outputs: &[f32], split: &Split) -> Vec<f32> {
     match model.task {
         Task::Classifier { classes } => outputs
             .chunks(classes.max(1))
@@ -260,7 +328,7 @@ fn scores(model: &Model, outputs: &[f32], split: &Split) -> Vec<f32> {
 }
 
 /// The `p`-th percentile (nearest rank) of the scores of nominal windows.
-fn nominal_percentile(split: &Split, scores: &[f32], p: f64) -> f32 {
+pub fn nominal_percentile(split: &Split, scores: &[f32], p: f64) -> f32 {
     let mut nominal: Vec<f32> = scores
         .iter()
         .zip(&split.y)

@@ -1,18 +1,25 @@
 //! kflow's rules: the pipeline stages. Each rule is a pure function of its
 //! params and input artifacts; the engine decides when and where it runs.
 //! The domain code lives in the crates beside this one (`model`, `data`,
-//! `train`, `search`, `host`); these modules connect it to the engine.
+//! `train`, `search`, `host`, `quant`, `platform`); these modules connect it to the engine.
 
+mod check;
 pub mod cmd;
+mod codegen;
 mod dataset;
 mod evaluate;
+mod evaluate_sim;
 mod fanout;
 mod generate;
 mod json;
 mod model;
+mod platform;
+mod prune;
+mod quantize;
 mod search;
 mod space;
 mod split;
+mod synthesize;
 mod train;
 
 use std::sync::Arc;
@@ -30,6 +37,12 @@ pub fn registry() -> RuleRegistry {
     rules.register(Arc::new(train::TrainRule));
     rules.register(Arc::new(evaluate::EvaluateRule));
     rules.register(Arc::new(search::SearchRule));
+    rules.register(Arc::new(prune::PruneRule));
+    rules.register(Arc::new(quantize::QuantizeRule));
+    rules.register(Arc::new(platform::PlatformRule));
+    rules.register(Arc::new(check::CheckRule));
+    rules.register(Arc::new(synthesize::SynthesizeRule));
+    rules.register(Arc::new(codegen::CodegenRule));
     rules
 }
 

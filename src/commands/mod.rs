@@ -1,6 +1,7 @@
 //! One module per group of subcommands; this one dispatches and holds what
 //! they share (opening the workspace, finding the cache).
 
+mod ai8x;
 mod build;
 mod cache;
 mod inspect;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Targets(args) => inspect::targets(&cwd, args),
         Command::Cache(args) => cache::run(&cwd, args, cli.quiet),
         Command::Clean(args) => cache::clean(&cwd, args, cli.quiet),
+        Command::Ai8x(args) => ai8x::run(args),
     }
 }
 

@@ -1,0 +1,90 @@
+//! C sources, weight stream and Zephyr module for a network on the
+//! MAX78000/MAX78002 CNN accelerator (spec/max78002.md §6).
+//!
+//! The input is a [`Program`]: layers already fused, checked and allocated
+//! (by `kflow-ai8x`), with their integer weights. [`generate`] computes the
+//! register values (§6.3), packs the kernels (§5.5) and biases (§5.6), and
+//! writes `cnn_model.c`, `cnn_model.h`, `cnn_model_weights.h`,
+//! `cnn_model.bin` and a Zephyr module skeleton.
+//!
+//! Scope: conv1d, conv2d (1×1, 3×3) and linear (with or without flatten)
+//! layers with 8-bit weights, optional max/avg pooling, 8- or 32-bit
+//! outputs, contiguous output maps starting at a multiple of 4 (§4.4).
+//! Anything else is `CodegenError::Unsupported` or `Invalid`, never code
+//! with register values the spec does not give.
+
+mod bias;
+mod blob;
+mod c_source;
+mod device;
+mod error;
+mod geometry;
+mod kernels;
+mod program;
+mod registers;
+#[cfg(test)]
+mod test_layers;
+mod zephyr;
+
+use std::collections::BTreeMap;
+
+pub use blob::{BlobError, Chunk, ModelBlob, parse_bin};
+pub use device::{COLUMN_BYTES, ControlRegister, Device};
+pub use error::CodegenError;
+pub use program::{Activation, Bias, DataFormat, Dims, Layer, Operator, OutputWidth, Pool, PoolKind, Program};
+pub use registers::{LayerRegister, RegisterWrite, WRITE_ORDER, layer_registers};
+
+/// The generated files by path, relative to the module's root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Generated {
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// The weight and bias stream of `program` (`cnn_model.bin` parsed).
+pub fn model_blob(program: &Program) -> Result<ModelBlob, CodegenError> {
+    Ok(Model::build(program)?.blob)
+}
+
+/// Everything the files are written from.
+struct Model<'a> {
+    checked: geometry::Checked<'a>,
+    registers: Vec<RegisterWrite>,
+    bias: bias::BiasImage,
+    blob: ModelBlob,
+}
+
+impl<'a> Model<'a> {
+    fn build(program: &'a Program) -> Result<Model<'a>, CodegenError> {
+        let checked = geometry::check(program)?;
+        let kernels = kernels::KernelImage::pack(&checked)?;
+        let bias = bias::BiasImage::pack(&checked)?;
+        let blob = ModelBlob {
+            kernels: kernels.chunks(program.device),
+            biases: bias.chunks(program.device),
+        };
+        Ok(Model {
+            registers: registers::register_writes(&checked),
+            checked,
+            bias,
+            blob,
+        })
+    }
+}
+
+/// Generates every file for `program`. The bytes depend on the program
+/// only (no dates, paths or host names).
+pub fn generate(program: &Program) -> Result<Generated, CodegenError> {
+    let model = Model::build(program)?;
+    let mut files = BTreeMap::new();
+    files.insert("cnn_model.h".to_owned(), c_source::header(&model).into_bytes());
+    files.insert("cnn_model.c".to_owned(), c_source::source(&model).into_bytes());
+    files.insert(
+        "cnn_model_weights.h".to_owned(),
+        c_source::weights_header(&model).into_bytes(),
+    );
+    files.insert("cnn_model.bin".to_owned(), model.blob.to_bytes());
+    for (path, text) in zephyr::module_files() {
+        files.insert(path.to_owned(), text.as_bytes().to_vec());
+    }
+    Ok(Generated { files })
+}

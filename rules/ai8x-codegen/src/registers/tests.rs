@@ -1,0 +1,237 @@
+use super::*;
+use crate::device::Device;
+use crate::program::{Pool, Program};
+use crate::test_layers::{bias, layer};
+
+/// `(quadrant, register, value)` of layer `index`'s writes.
+fn writes_of(program: &Program, index: usize) -> Vec<(u32, &'static str, u32)> {
+    layer_registers(program)
+        .unwrap()
+        .into_iter()
+        .filter(|w| w.layer == index)
+        .map(|w| (w.quadrant, w.register.name(), w.value))
+        .collect()
+}
+
+/// The first two layers of the §4.5 network (conv0, conv1).
+fn spec_4_5_convs() -> Program {
+    let mut conv0 = layer(Operator::Conv1d, [17, 8, 1], 32, [3, 1]);
+    conv0.pad = 1;
+    conv0.output_shift = -1;
+    conv0.out_offset = 0xA000;
+    conv0.bias = bias(0, 0, 32);
+    let mut conv1 = layer(Operator::Conv1d, [32, 8, 1], 16, [3, 1]);
+    conv1.pad = 1;
+    conv1.output_shift = -2;
+    conv1.pool = Some(Pool {
+        kind: PoolKind::Max,
+        size: [2, 1],
+        stride: 2,
+    });
+    conv1.in_offset = 0xA000;
+    conv1.kernel_offset = 12;
+    conv1.bias = bias(1, 0, 16);
+    Program {
+        device: Device::Max78002,
+        input_format: DataFormat::Hwc,
+        layers: vec![conv0, conv1],
+    }
+}
+
+#[test]
+fn conv1d_matches_the_izer_registers_of_the_spec_example() {
+    // Golden values of §6.3 (izer output for the §4.5 network, layer 0).
+    // RCNT = stop_row | step << 16 | 1 << 15 (pad 1): 7 | 1 << 16 | 0x8000.
+    let expected_q0 = [
+        ("RCNT", 0x0001_8007),
+        ("CCNT", 0x0001_0000),
+        ("STRIDE", 0x0000_0010),
+        ("WPTR_BASE", 0x0000_2800),
+        ("WPTR_MOFFS", 0x0000_8000),
+        ("LCTL", 0x0080_2B20),
+        ("LCTL2", 0x000F_8000),
+        ("MCNT1", 0x0000_00F8),
+        ("OCHAN", 0x0000_001F),
+        ("ONED", 0x0000_1300),
+        ("POST", 0x0002_3000),
+        ("ENA", 0xFFFF_FFFF),
+    ];
+    let got = writes_of(&spec_4_5_convs(), 0);
+    let q0: Vec<(&str, u32)> = got.iter().filter(|w| w.0 == 0).map(|w| (w.1, w.2)).collect();
+    assert_eq!(q0, expected_q0);
+    let q1: Vec<(&str, u32)> = got.iter().filter(|w| w.0 == 1).map(|w| (w.1, w.2)).collect();
+    let mut expected_q1 = expected_q0.to_vec();
+    expected_q1[5].1 = 0x0080_0B20;
+    expected_q1[10].1 = 0x0002_2000;
+    expected_q1[11].1 = 0x0001_0001;
+    assert_eq!(q1, expected_q1);
+}
+
+#[test]
+fn pooled_conv1d_matches_the_izer_registers_of_the_spec_example() {
+    // §6.3 golden, layer 1: max pool 2/2 gives r_tail = 8 − ⌊6/2⌋·2 = 2, so
+    // stop_row 6 and step (1 + (2 − 1)·1)·1 = 2; MCNT2 = koffs = 9·12/3·8.
+    let got = writes_of(&spec_4_5_convs(), 1);
+    let find = |q: u32, name: &str| got.iter().find(|w| w.0 == q && w.1 == name).map(|w| w.2);
+    assert_eq!(find(0, "RCNT"), Some(0x0002_8006));
+    assert_eq!(find(0, "PRCNT"), Some(1));
+    assert_eq!(find(0, "PCCNT"), None);
+    assert_eq!(find(0, "STRIDE"), Some(0x21));
+    assert_eq!(find(0, "RPTR_BASE"), Some(0x2800));
+    assert_eq!(find(0, "WPTR_BASE"), None);
+    assert_eq!(find(0, "LCTL"), Some(0x0080_2BA0));
+    assert_eq!(find(1, "LCTL"), Some(0x0080_0BA0));
+    assert_eq!(find(0, "LCTL2"), Some(0x0007_8000));
+    assert_eq!(find(0, "MCNT1"), Some(0x198));
+    assert_eq!(find(0, "MCNT2"), Some(0x120));
+    assert_eq!(find(0, "OCHAN"), Some(0xF));
+    assert_eq!(find(0, "POST"), Some(0x0002_4000));
+    assert_eq!(find(1, "POST"), Some(0x0002_5000));
+    assert_eq!(find(1, "ENA"), Some(0xFFFF_FFFF));
+}
+
+#[test]
+fn pooled_conv2d_matches_izer_output_for_a_3x3_layer() {
+    // Layer 2 of ADI's svhn_tinierssd example as the izer configures it on
+    // the MAX78002: 32×74×74, max pool 2×2/2, conv2d 3×3 pad 1, ReLU,
+    // 64×37×37, kernels at column 32, bias in quadrant 1 at 0, shift −2.
+    // RCNT: r_tail = 74 − ⌊72/2⌋·2 = 2, stop_row 72, step = (2 + 74)·1 = 76.
+    // TPTR: W_p + 2·pad − 3 = 37 + 2 − 3 = 36.
+    let mut conv = layer(Operator::Conv2d, [32, 74, 74], 64, [3, 3]);
+    conv.pad = 1;
+    conv.pool = Some(Pool {
+        kind: PoolKind::Max,
+        size: [2, 2],
+        stride: 2,
+    });
+    conv.output_shift = -2;
+    conv.in_offset = 0x2000;
+    conv.out_offset = 0x1000;
+    conv.kernel_offset = 32;
+    conv.bias = bias(1, 0, 64);
+    let mut program = Program {
+        device: Device::Max78002,
+        input_format: DataFormat::Hwc,
+        layers: vec![conv],
+    };
+    // The izer configures all four quadrants: another layer uses 2 and 3.
+    let mut other = layer(Operator::Conv2d, [64, 4, 4], 4, [1, 1]);
+    other.processors = u64::MAX;
+    other.kernel_offset = 512;
+    program.layers.push(other);
+    let expected_q0 = [
+        ("RCNT", 0x004C_8048),
+        ("CCNT", 0x0002_8048),
+        ("PRCNT", 1),
+        ("PCCNT", 1),
+        ("STRIDE", 0x21),
+        ("WPTR_BASE", 0x400),
+        ("WPTR_MOFFS", 0x8000),
+        ("RPTR_BASE", 0x800),
+        ("LCTL", 0x0088_2BA0),
+        ("LCTL2", 0x001F_8000),
+        ("MCNT1", 0x2F8),
+        ("MCNT2", 0x100),
+        ("OCHAN", 0x3F),
+        ("TPTR", 0x24),
+        ("POST", 0x0002_4000),
+        ("ENA", 0xFFFF_FFFF),
+    ];
+    let got = writes_of(&program, 0);
+    let quadrant = |q: u32| -> Vec<(&str, u32)> { got.iter().filter(|w| w.0 == q).map(|w| (w.1, w.2)).collect() };
+    assert_eq!(quadrant(0), expected_q0);
+    let mut expected_q1 = expected_q0.to_vec();
+    expected_q1[8].1 = 0x0088_0BA0;
+    expected_q1[14].1 = 0x0002_5000;
+    assert_eq!(quadrant(1), expected_q1);
+    let mut expected_q2 = expected_q0[..15].to_vec();
+    expected_q2[8].1 = 0x0088_0BA0;
+    assert_eq!(quadrant(2), expected_q2);
+}
+
+#[test]
+fn flattened_linear_registers_follow_the_spec_formulas() {
+    // fc0 of §4.5 (16×4 flattened to 64 → 16, kernels at column 20, bias in
+    // quadrant 1 at 16), computed by hand from §6.3:
+    // RCNT: H = 4, no pool: stop_row 3, step 1 → 0x00010003.
+    // CCNT: c_tail = 1 → 0x00010000.  WPTR_TOFFS = 1 (linear).
+    // LCTL q0: 0x20 | 0x100 | ReLU 0x200 | 0x800 | bias quadrant 1 << 13.
+    // MCNT: koffs = 9·20/1·8 = 0x5A0, kc = 16·4 = 64, kl = 63·8 = 0x1F8.
+    // POST: flatten 1 << 27; q1 adds bias enable 1 << 12 and offset 16.
+    let mut fc0 = layer(Operator::Linear, [16, 4, 1], 16, [1, 1]);
+    fc0.in_offset = 0;
+    fc0.out_offset = 0xA000;
+    fc0.kernel_offset = 20;
+    fc0.bias = bias(1, 16, 16);
+    let mut program = spec_4_5_convs();
+    program.layers.push(fc0);
+    let expected_q0 = [
+        ("RCNT", 0x0001_0003),
+        ("CCNT", 0x0001_0000),
+        ("STRIDE", 0x10),
+        ("WPTR_BASE", 0x2800),
+        ("WPTR_TOFFS", 1),
+        ("WPTR_MOFFS", 0x8000),
+        ("LCTL", 0x2B20),
+        ("LCTL2", 0x0007_8000),
+        ("MCNT1", 0x798),
+        ("MCNT2", 0x5A0),
+        ("OCHAN", 0x3F),
+        ("ONED", 0x100),
+        ("POST", 0x0800_0000),
+        ("ENA", 0xFFFF_FFFF),
+    ];
+    let got = writes_of(&program, 2);
+    let quadrant = |q: u32| -> Vec<(&str, u32)> { got.iter().filter(|w| w.0 == q).map(|w| (w.1, w.2)).collect() };
+    assert_eq!(quadrant(0), expected_q0);
+    let mut expected_q1 = expected_q0[..13].to_vec();
+    expected_q1[6].1 = 0xB20;
+    expected_q1[12].1 = 0x0800_1010;
+    assert_eq!(quadrant(1), expected_q1);
+}
+
+#[test]
+fn register_addresses_follow_the_max78002_layer_map() {
+    let writes = layer_registers(&spec_4_5_convs()).unwrap();
+    let rcnt_q1_l1 = writes
+        .iter()
+        .find(|w| w.layer == 1 && w.quadrant == 1 && w.register == LayerRegister::Rcnt)
+        .unwrap();
+    // §1.1: 0x51100000 + 0x1000000·q + 4·r + 0x100·L.
+    assert_eq!(rcnt_q1_l1.address, 0x5210_0104);
+}
+
+#[test]
+fn max78000_uses_its_own_register_formulas() {
+    let mut program = spec_4_5_convs();
+    program.device = Device::Max78000;
+    program.layers[0].out_offset = 0x4000;
+    program.layers[1].in_offset = 0x4000;
+    let got = writes_of(&program, 1);
+    let find = |name: &str| got.iter().find(|w| w.0 == 0 && w.1 == name).map(|w| w.2);
+    // RCNT = (H − 1 + 2·pad) | pad << 16; STRIDE = s − 1; MCNT = koffs << 16 | (koffs + kl).
+    assert_eq!(find("RCNT"), Some(9 | 1 << 16));
+    assert_eq!(find("STRIDE"), Some(1));
+    assert_eq!(find("MCNT1"), Some(0x120 << 16 | 0x198));
+    assert_eq!(find("MCNT2"), None);
+    assert_eq!(find("OCHAN"), None);
+    assert_eq!(find("LCTL"), Some(0x2BA0));
+    assert_eq!(find("LCTL2"), Some(0x78 << 8));
+    assert_eq!(find("RPTR_BASE"), Some(0x1000));
+}
+
+#[test]
+fn sub_8_bit_weights_are_rejected_with_the_reason() {
+    let mut program = spec_4_5_convs();
+    program.layers[1].weight_bits = 4;
+    let err = layer_registers(&program).unwrap_err();
+    assert!(matches!(err, CodegenError::Unsupported { layer: 1, .. }), "{err}");
+}
+
+#[test]
+fn a_processor_map_with_the_wrong_popcount_is_rejected() {
+    let mut program = spec_4_5_convs();
+    program.layers[0].processors = 0xffff;
+    let err = layer_registers(&program).unwrap_err();
+    assert!(err.to_string().contains("need 17 processors"), "{err}");
+}

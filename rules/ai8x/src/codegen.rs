@@ -1,0 +1,105 @@
+//! An allocated network as the C code generator's program.
+
+use std::collections::BTreeMap;
+
+use kflow_ai8x_codegen as cg;
+
+use crate::alloc::Allocation;
+use crate::device::Device;
+use crate::layer::{Operator, Shape};
+use crate::network::{Activation, DataFormat, OutputWidth, PoolKind, WeightBits};
+use crate::weights::Int8Layer;
+
+/// A layer the code generator cannot emit, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("layer {layer}: {why}")]
+pub struct ProgramError {
+    pub layer: usize,
+    pub why: String,
+}
+
+fn dims(s: Shape) -> cg::Dims {
+    cg::Dims {
+        channels: s.channels,
+        height: s.height,
+        width: s.width,
+    }
+}
+
+/// The generator's program for `allocation`, with the weights of `values`.
+pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> Result<cg::Program, ProgramError> {
+    let mut layers = Vec::with_capacity(allocation.layers.len());
+    for a in &allocation.layers {
+        let l = &a.layer;
+        let fail = |why: String| ProgramError { layer: l.index, why };
+        let operator = match l.operator {
+            Operator::Conv1d => cg::Operator::Conv1d,
+            Operator::Conv2d => cg::Operator::Conv2d,
+            Operator::Linear => cg::Operator::Linear,
+            other => return Err(fail(format!("the C generator does not emit {other:?} layers yet"))),
+        };
+        let weight_bits = match l.weight_bits {
+            WeightBits::One => 1,
+            WeightBits::Two => 2,
+            WeightBits::Four => 4,
+            WeightBits::Eight => 8,
+            WeightBits::Binary => return Err(fail("binary weights are not generated yet".into())),
+        };
+        let stored = values.get(&l.index);
+        let bias = match (&a.bias, stored.and_then(|v| v.bias.as_ref())) {
+            (Some(p), Some(values)) => Some(cg::Bias {
+                quadrant: u32::from(p.quadrant),
+                offset: p.offset,
+                values: values.clone(),
+            }),
+            _ => None,
+        };
+        layers.push(cg::Layer {
+            name: l.name.clone().unwrap_or_else(|| format!("layer{}", l.index)),
+            operator,
+            input: dims(l.input),
+            pool: l.pool.map(|p| cg::Pool {
+                kind: match p.kind {
+                    PoolKind::Max => cg::PoolKind::Max,
+                    PoolKind::Avg => cg::PoolKind::Avg,
+                },
+                size: p.size,
+                stride: p.stride[0],
+            }),
+            kernel: l.kernel,
+            pad: l.pad,
+            flatten: l.flatten,
+            out_channels: l.out_channels,
+            activation: match l.activation {
+                Activation::None => cg::Activation::None,
+                Activation::ReLU => cg::Activation::Relu,
+                Activation::Abs => cg::Activation::Abs,
+            },
+            output_shift: l.output_shift,
+            weight_bits,
+            output_width: match l.output_width {
+                OutputWidth::Eight => cg::OutputWidth::Bits8,
+                OutputWidth::ThirtyTwo => cg::OutputWidth::Bits32,
+            },
+            processors: a.maps.processors,
+            output_processors: a.maps.output_processors,
+            in_offset: a.maps.in_offset,
+            out_offset: a.maps.out_offset,
+            kernel_offset: a.kernel.map_or(0, |k| k.offset),
+            weights: stored.map(|v| v.weight.clone()).unwrap_or_default(),
+            bias,
+        });
+    }
+    let first_format = allocation.layers.first().map(|a| a.layer.data_format);
+    Ok(cg::Program {
+        device: match allocation.device {
+            Device::Max78000 => cg::Device::Max78000,
+            Device::Max78002 => cg::Device::Max78002,
+        },
+        input_format: match first_format {
+            Some(DataFormat::CHW) => cg::DataFormat::Chw,
+            _ => cg::DataFormat::Hwc,
+        },
+        layers,
+    })
+}

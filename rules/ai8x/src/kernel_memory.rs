@@ -1,0 +1,254 @@
+//! Kernel (weight) memory: how many 72-bit columns a layer needs on each of
+//! its input processors, and where they go (spec/max78002.md §5.5).
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::{COLUMN_BITS, COLUMN_BYTES, Device, LARGE_PROCESSORS, PROCESSORS};
+use crate::layer::HwLayer;
+
+/// Where a layer's kernels live: the same columns on every enabled input
+/// processor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelPlacement {
+    /// First column, a multiple of 4.
+    pub offset: u32,
+    /// Columns per processor.
+    pub columns: u32,
+    /// The "kernel count" register value (kc).
+    pub count: u32,
+}
+
+/// A layer that does not fit the weight memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOverflow {
+    /// The fullest of the layer's processors.
+    pub processor: usize,
+    /// Columns already used there.
+    pub used: u32,
+    /// Columns the layer needs.
+    pub needed: u32,
+    pub limit: u32,
+}
+
+fn ffs(mask: u64) -> u32 {
+    mask.trailing_zeros()
+}
+
+fn fls(mask: u64) -> u32 {
+    63 - mask.leading_zeros()
+}
+
+/// The kernel count kc of §5.5 for the given output map and passes.
+pub fn kernel_count(layer: &HwLayer, output_processors: u64, in_expand: u32, out_expand: u32) -> u32 {
+    if layer.is_depthwise() {
+        return in_expand;
+    }
+    let first = ffs(output_processors);
+    let span_start = if out_expand > 1 { first - first % 4 } else { first };
+    let span = 1 + fls(output_processors) - span_start;
+    let kc = span * out_expand * in_expand;
+    if !layer.flatten {
+        return kc;
+    }
+    let pixels = u32::try_from(layer.pooled.pixels()).unwrap_or(u32::MAX);
+    let unused = (out_expand * output_processors.count_ones()).saturating_sub(layer.out_channels);
+    kc.saturating_mul(pixels).saturating_sub(unused.saturating_mul(pixels))
+}
+
+/// Columns per input processor. The izer's formula can be one column short
+/// for sub-8-bit layers with `kc mod qf ≠ 0` (§5.5, §10 item 19), so the
+/// result is never below the bytes actually packed.
+pub fn kernel_columns(layer: &HwLayer, kc: u32, in_expand: u32, out_expand: u32, out_per_pass: u32) -> u32 {
+    let b = layer.weight_bits.bits();
+    let qf = 8 / b;
+    let ksize = layer.kernel_taps();
+    let bits =
+        u64::from(kc) * u64::from(ksize) * u64::from(b) + u64::from(kc % qf) * u64::from(ksize) * u64::from(qf - 1);
+    let formula = u32::try_from(bits.div_ceil(u64::from(COLUMN_BITS))).unwrap_or(u32::MAX);
+    if layer.flatten || layer.is_depthwise() || qf == 1 {
+        return formula;
+    }
+    let span = kc / (in_expand * out_expand).max(1);
+    let mut bytes = 0u64;
+    for e in 0..out_expand {
+        for j in (0..span).step_by(qf as usize) {
+            let real = e * out_per_pass + j < layer.out_channels;
+            let per_pass = if real { ksize } else { ksize / qf };
+            bytes += u64::from(per_pass) * u64::from(in_expand);
+        }
+    }
+    let packed = u32::try_from(bytes.div_ceil(u64::from(COLUMN_BYTES))).unwrap_or(u32::MAX);
+    formula.max(packed)
+}
+
+/// The weight memory of all processors, filled layer by layer with the
+/// izer's greedy first fit.
+pub struct KernelMemory {
+    device: Device,
+    used: Vec<Vec<bool>>,
+}
+
+impl KernelMemory {
+    pub fn new(device: Device) -> KernelMemory {
+        KernelMemory {
+            device,
+            used: (0..PROCESSORS)
+                .map(|p| vec![false; device.weight_columns(p) as usize])
+                .collect(),
+        }
+    }
+
+    /// Columns in use per processor.
+    pub fn columns_used(&self) -> Vec<u32> {
+        self.used
+            .iter()
+            .map(|cols| cols.iter().filter(|u| **u).count() as u32)
+            .collect()
+    }
+
+    fn enabled(processors: u64) -> Vec<usize> {
+        (0..PROCESSORS).filter(|p| processors >> p & 1 == 1).collect()
+    }
+
+    fn first_used(&self, procs: &[usize], start: u32, len: u32) -> Option<u32> {
+        (start..start + len).find(|c| {
+            procs
+                .iter()
+                .any(|p| self.used[*p].get(*c as usize).copied().unwrap_or(true))
+        })
+    }
+
+    /// Reserves `columns` columns at one 4-aligned start on every processor
+    /// of `processors` and returns the start.
+    pub fn place(&mut self, processors: u64, columns: u32, depthwise: bool) -> Result<u32, KernelOverflow> {
+        let procs = Self::enabled(processors);
+        let (Some(&smallest), true) = (
+            procs.iter().min_by_key(|p| self.device.weight_columns(**p)),
+            columns > 0,
+        ) else {
+            return Ok(0);
+        };
+        let limit = self.device.weight_columns(smallest);
+        let all_large = procs.iter().all(|p| LARGE_PROCESSORS.contains(p));
+        let mut found = None;
+        // §5.5 step 2: on the MAX78002, layers on large processors only are
+        // placed from the top of their extra memory first.
+        if self.device == Device::Max78002 && all_large && columns <= limit {
+            let mut start = (limit - columns) & !3;
+            loop {
+                if self.fits_ram(&procs, start, columns, depthwise) && self.first_used(&procs, start, columns).is_none()
+                {
+                    found = Some(start);
+                    break;
+                }
+                if start < 4 {
+                    break;
+                }
+                start -= 4;
+            }
+        }
+        let start = match found {
+            Some(start) => start,
+            None => {
+                let mut offs = 0u32;
+                loop {
+                    if offs + columns > limit {
+                        let count = |p: &usize| self.used[*p].iter().filter(|u| **u).count() as u32;
+                        let fullest = procs
+                            .iter()
+                            .copied()
+                            .max_by_key(|p| (count(p), std::cmp::Reverse(*p)))
+                            .unwrap_or(smallest);
+                        return Err(KernelOverflow {
+                            processor: fullest,
+                            used: count(&fullest),
+                            needed: columns,
+                            limit: self.device.weight_columns(fullest),
+                        });
+                    }
+                    if let Some(boundary) = self.straddled_ram(smallest, offs, columns, depthwise) {
+                        offs = boundary;
+                        continue;
+                    }
+                    match self.first_used(&procs, offs, columns) {
+                        None => break offs,
+                        Some(i) => offs = (i + 1).div_ceil(4) * 4,
+                    }
+                }
+            }
+        };
+        for p in &procs {
+            for c in start..start + columns {
+                self.used[*p][c as usize] = true;
+            }
+        }
+        Ok(start)
+    }
+
+    fn fits_ram(&self, procs: &[usize], start: u32, columns: u32, depthwise: bool) -> bool {
+        procs
+            .iter()
+            .all(|p| self.straddled_ram(*p, start, columns, depthwise).is_none())
+    }
+
+    /// For a depthwise layer (§5.5 step 4): the start of the next physical
+    /// RAM when `[start, start+columns)` crosses into it.
+    fn straddled_ram(&self, processor: usize, start: u32, columns: u32, depthwise: bool) -> Option<u32> {
+        if !depthwise {
+            return None;
+        }
+        self.device
+            .weight_rams(processor)
+            .into_iter()
+            .find(|(lo, hi)| start >= *lo && start < *hi && start + columns > *hi)
+            .map(|(_, hi)| hi)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_fit_rounds_each_start_up_to_a_multiple_of_4() {
+        // The autoencoder's golden offsets (§5.5), all on processor 0.
+        let mut memory = KernelMemory::new(Device::Max78002);
+        let offsets: Vec<u32> = [57, 43, 4, 1, 4, 11, 171]
+            .into_iter()
+            .map(|len| memory.place(0xffff_ffff_ffff_ffff, len, false).unwrap())
+            .collect();
+        assert_eq!(offsets, [0, 60, 104, 108, 112, 116, 128]);
+    }
+
+    #[test]
+    fn max78002_large_processors_fill_from_the_top_first() {
+        // MNIST (§5.5): layer 0 on processor 0 only lands at column 5060.
+        let mut memory = KernelMemory::new(Device::Max78002);
+        assert_eq!(memory.place(0x1, 60, false).unwrap(), 5060);
+        assert_eq!(memory.place(0xffff_ffff, 60, false).unwrap(), 0);
+        assert_eq!(memory.place(0xffff_ffff, 56, false).unwrap(), 60);
+    }
+
+    #[test]
+    fn overflow_names_the_processor_and_its_depth() {
+        let mut memory = KernelMemory::new(Device::Max78000);
+        memory.place(0xf, 700, false).unwrap();
+        let err = memory.place(0x1, 100, false).unwrap_err();
+        assert_eq!(
+            err,
+            KernelOverflow {
+                processor: 0,
+                used: 700,
+                needed: 100,
+                limit: 768
+            }
+        );
+    }
+
+    #[test]
+    fn depthwise_kernels_do_not_straddle_a_ram() {
+        let mut memory = KernelMemory::new(Device::Max78002);
+        memory.place(0x2, 1000, false).unwrap();
+        assert_eq!(memory.place(0x2, 100, true).unwrap(), 1024);
+    }
+}

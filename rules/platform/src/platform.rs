@@ -1,0 +1,38 @@
+use serde::{Deserialize, Serialize};
+
+/// The CNN accelerator a platform carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accelerator {
+    Max78000,
+    Max78002,
+}
+
+/// A deployment target. Memory sizes are what the MCU offers the
+/// application (flash for code and weights, RAM for data); the
+/// accelerator's own memories are facts of the device.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Platform {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accelerator: Option<Accelerator>,
+    /// The CPU core (for the software baseline), e.g. `cortex-m4f`.
+    pub cpu: String,
+    pub cpu_clock_mhz: f64,
+    pub flash_kb: u64,
+    pub ram_kb: u64,
+    /// Flash and RAM the firmware needs besides the model.
+    #[serde(default)]
+    pub firmware_flash_kb: u64,
+    #[serde(default)]
+    pub firmware_ram_kb: u64,
+    /// Expressions over the resource report that must hold, e.g.
+    /// `weight_bytes <= 1_500_000`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    /// Commands that read `{"model", "resources"}` as JSON on stdin and
+    /// reject with a non-zero exit and a message on stderr.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+}

@@ -1,0 +1,22 @@
+//! From a trained float model to what the MAX78000/MAX78002 accelerator
+//! runs: fusion into hardware layers (batch norm folded), magnitude
+//! pruning, and ai8x-compatible quantization calibrated on samples. The
+//! facts come from `spec/max78002.md` §2 and §3.
+
+mod error;
+pub mod forward;
+pub mod fuse;
+pub mod prune;
+pub mod quantize;
+mod to_ai8x;
+mod to_sim;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::QuantError;
+pub use fuse::{Activation, Fused, FusedLayer, HwOp, HwSource, Pool, PoolKind, fuse};
+pub use prune::{PruneKind, PruneReport, prune};
+pub use quantize::{QuantLayer, QuantOptions, Quantized, quantize, quantize_input, quantize_layer};
+pub use to_ai8x::{to_ai8x, unquantized};
+pub use to_sim::{simulate_sample, to_sim};

@@ -1,0 +1,359 @@
+//! ai8x-compatible quantization of fused layers (spec §3.10).
+//!
+//! The accelerator keeps activations as Q7 values in [−1, 1). A float model
+//! trained without that limit has activations of any size, so calibration
+//! first rescales every layer's output: layer `L`'s output is multiplied by
+//! a positive factor `s_L` chosen so that a high percentile of its
+//! magnitude on calibration samples lands at `target`. ReLU, Abs, pooling
+//! and batch-norm-folded operators commute with positive factors, so the
+//! rescaled network computes the same function up to the final factor,
+//! which neither an argmax nor a threshold on a ratio of logits sees. The
+//! weights become `W·s_L/s_in` and the bias `b·s_L`; then each layer is
+//! quantized exactly as ai8x's quantize.py does.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::QuantError;
+use crate::forward::layer_outputs;
+use crate::fuse::{Fused, FusedLayer, HwOp, HwSource};
+
+/// How to quantize.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuantOptions {
+    /// Weight bits of every layer not named in `layer_bits`: 8, 4, 2 or 1.
+    pub weight_bits: u8,
+    /// Per-layer weight bits, by fused layer name.
+    pub layer_bits: BTreeMap<String, u8>,
+    /// The quantile of weight and bias magnitudes that sets each layer's
+    /// shift (1.0: the largest, as quantize.py's default).
+    pub shift_quantile: f64,
+    /// The percentile (0–100) of an activation's magnitude on calibration
+    /// samples that is mapped to `target`.
+    pub calibration_percentile: f64,
+    /// Where that percentile lands, as a fraction of the Q7 range.
+    pub target: f64,
+    /// Whether the last layer writes its raw 32-bit accumulator (as
+    /// ai8x-training's `wide=True` classifiers do) when it can.
+    pub wide_output: bool,
+}
+
+impl Default for QuantOptions {
+    fn default() -> Self {
+        QuantOptions {
+            weight_bits: 8,
+            layer_bits: BTreeMap::new(),
+            shift_quantile: 1.0,
+            calibration_percentile: 99.9,
+            target: 0.9,
+            wide_output: true,
+        }
+    }
+}
+
+/// One quantized layer: the fused layer's description, its integer weights
+/// (PyTorch layout) and what the hardware needs to scale them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantLayer {
+    #[serde(flatten)]
+    pub layer: FusedLayer,
+    pub weight_bits: u8,
+    /// The YAML `output_shift`; the hardware shift is `output_shift + 8 − bits`.
+    pub output_shift: i32,
+    /// 8, or 32 for a raw accumulator.
+    pub output_width: u8,
+    /// The calibration factor of the layer's output (see the module docs).
+    pub scale: f64,
+    /// PyTorch layout; empty for a passthrough layer.
+    pub weight_shape: Vec<usize>,
+    /// Output channels with a bias, if the layer has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bias_len: Option<usize>,
+    #[serde(skip)]
+    pub weight: Vec<i8>,
+    #[serde(skip)]
+    pub bias: Option<Vec<i8>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Quantized {
+    pub input: Vec<usize>,
+    pub layers: Vec<QuantLayer>,
+}
+
+/// A float input value as the accelerator's int8 input (Q7, clamped).
+pub fn quantize_input(x: f32) -> i8 {
+    (f64::from(x) * 128.0).round().clamp(-128.0, 127.0) as i8
+}
+
+/// Quantizes `fused`, calibrated on `n` samples `x` (each of the model's
+/// input shape).
+pub fn quantize(fused: &Fused, x: &[f32], n: usize, options: &QuantOptions) -> Result<Quantized, QuantError> {
+    check_options(options)?;
+    let scales = calibrate(fused, x, n, options)?;
+    let last = fused.layers.len().saturating_sub(1);
+    let mut layers = Vec::with_capacity(fused.layers.len());
+    for (i, layer) in fused.layers.iter().enumerate() {
+        let bits = options
+            .layer_bits
+            .get(&layer.name)
+            .copied()
+            .unwrap_or(options.weight_bits);
+        if !matches!(bits, 1 | 2 | 4 | 8) {
+            return Err(QuantError::Options(format!(
+                "layer `{}`: weight bits must be 1, 2, 4 or 8, not {bits}",
+                layer.name
+            )));
+        }
+        let s_in = match layer.sources.first() {
+            Some(HwSource::Layer(j)) => scales[*j],
+            _ => 1.0,
+        };
+        let wide = options.wide_output
+            && i == last
+            && layer.op.has_weights()
+            && layer.activation == crate::fuse::Activation::None;
+        let (weight, bias, output_shift) = match (&layer.weight, layer.op) {
+            (Some(w), op) if op != HwOp::Passthrough => {
+                let factor = scales[i] / s_in;
+                let w: Vec<f64> = w.data.iter().map(|&v| f64::from(v) * factor).collect();
+                let b: Option<Vec<f64>> = layer
+                    .bias
+                    .as_ref()
+                    .map(|b| b.data.iter().map(|&v| f64::from(v) * scales[i]).collect());
+                quantize_layer(&w, b.as_deref(), bits, options.shift_quantile)
+            }
+            _ => (Vec::new(), None, 0),
+        };
+        layers.push(QuantLayer {
+            layer: layer.clone(),
+            weight_bits: if layer.op.has_weights() { bits } else { 8 },
+            output_shift,
+            output_width: if wide { 32 } else { 8 },
+            scale: scales[i],
+            weight_shape: layer.weight.as_ref().map(|w| w.shape.clone()).unwrap_or_default(),
+            bias_len: bias.as_ref().map(Vec::len),
+            weight,
+            bias,
+        });
+    }
+    Ok(Quantized {
+        input: fused.input.clone(),
+        layers,
+    })
+}
+
+fn check_options(o: &QuantOptions) -> Result<(), QuantError> {
+    if !(o.shift_quantile > 0.0 && o.shift_quantile <= 1.0) {
+        return Err(QuantError::Options(format!(
+            "shift_quantile must be in (0, 1], not {}",
+            o.shift_quantile
+        )));
+    }
+    if !(o.calibration_percentile > 0.0 && o.calibration_percentile <= 100.0) {
+        return Err(QuantError::Options(format!(
+            "calibration_percentile must be in (0, 100], not {}",
+            o.calibration_percentile
+        )));
+    }
+    if !(o.target > 0.0 && o.target <= 1.0) {
+        return Err(QuantError::Options(format!(
+            "target must be in (0, 1], not {}",
+            o.target
+        )));
+    }
+    Ok(())
+}
+
+/// The output factor `s_L` of every layer.
+fn calibrate(fused: &Fused, x: &[f32], n: usize, o: &QuantOptions) -> Result<Vec<f64>, QuantError> {
+    let per: usize = fused.input.iter().product();
+    if n == 0 || per == 0 || x.len() != n * per {
+        return Err(QuantError::Options(format!(
+            "calibration needs at least one sample of {per} values; got {} values for {n} samples",
+            x.len()
+        )));
+    }
+    let mut magnitudes: Vec<Vec<f32>> = vec![Vec::new(); fused.layers.len()];
+    for sample in x.chunks_exact(per) {
+        for (i, out) in layer_outputs(fused, sample)?.into_iter().enumerate() {
+            if fused.layers[i].op.has_weights() {
+                magnitudes[i].extend(out.iter().map(|v| v.abs()));
+            }
+        }
+    }
+    // What each layer would like; passthrough layers keep their input's.
+    let mut desired: Vec<Option<f64>> = magnitudes
+        .iter_mut()
+        .map(|m| {
+            (!m.is_empty()).then(|| {
+                let a = percentile(m, o.calibration_percentile);
+                if a > 0.0 {
+                    (o.target / a).clamp(1.0 / 65536.0, 65536.0)
+                } else {
+                    1.0
+                }
+            })
+        })
+        .collect();
+    // Operands of an element-wise layer must share one scale: the smallest
+    // of their producers' (lowering a scale never makes anything clip).
+    loop {
+        let mut changed = false;
+        for layer in fused.layers.iter().filter(|l| l.eltwise_add) {
+            let roots: Vec<Option<usize>> = layer.sources.iter().map(|s| root(fused, *s)).collect();
+            let common = roots
+                .iter()
+                .map(|r| r.and_then(|r| desired[r]).unwrap_or(1.0))
+                .fold(f64::INFINITY, f64::min);
+            for r in roots.into_iter().flatten() {
+                if desired[r].is_some_and(|d| d > common) {
+                    desired[r] = Some(common);
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut scales: Vec<f64> = Vec::with_capacity(fused.layers.len());
+    for (i, layer) in fused.layers.iter().enumerate() {
+        let s = match desired[i] {
+            Some(s) => s,
+            None => match layer.sources.first() {
+                Some(HwSource::Layer(j)) => scales[*j],
+                _ => 1.0,
+            },
+        };
+        scales.push(s);
+    }
+    Ok(scales)
+}
+
+/// The operator layer whose scale a source carries (through passthrough
+/// layers), or `None` for the network input.
+fn root(fused: &Fused, mut s: HwSource) -> Option<usize> {
+    loop {
+        match s {
+            HwSource::Input => return None,
+            HwSource::Layer(j) => {
+                let l = &fused.layers[j];
+                if l.op.has_weights() || l.eltwise_add {
+                    return l.op.has_weights().then_some(j);
+                }
+                s = *l.sources.first()?;
+            }
+        }
+    }
+}
+
+/// The `p`-th percentile (0–100) by linear interpolation on the sorted
+/// values' grid `i/(N−1)` (torch.quantile's rule, which quantize.py uses).
+fn percentile(values: &mut [f32], p: f64) -> f64 {
+    values.sort_unstable_by(f32::total_cmp);
+    quantile_sorted(values, p / 100.0)
+}
+
+fn quantile_sorted(sorted: &[f32], q: f64) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        1 => f64::from(sorted[0]),
+        n => {
+            let pos = q * (n - 1) as f64;
+            let lo = pos.floor() as usize;
+            let hi = (lo + 1).min(n - 1);
+            let frac = pos - lo as f64;
+            f64::from(sorted[lo]) + (f64::from(sorted[hi]) - f64::from(sorted[lo])) * frac
+        }
+    }
+}
+
+/// One layer's integer weights, bias and `output_shift`, as quantize.py
+/// computes them (spec §3.10): the shift from the `quantile` of all
+/// weight and bias magnitudes, both rounded half up at `bits` bits.
+pub fn quantize_layer(
+    weight: &[f64],
+    bias: Option<&[f64]>,
+    bits: u8,
+    quantile: f64,
+) -> (Vec<i8>, Option<Vec<i8>>, i32) {
+    let b = i32::from(bits);
+    let mut magnitudes: Vec<f32> = weight
+        .iter()
+        .chain(bias.into_iter().flatten())
+        .map(|v| v.abs() as f32)
+        .collect();
+    magnitudes.sort_unstable_by(f32::total_cmp);
+    let t = quantile_sorted(&magnitudes, quantile);
+    // All-zero parameters: any shift gives zeros; 0 keeps S = 8 − b.
+    let bit_shift = if t > 0.0 {
+        ((1.0 / t).log2().floor() as i32).clamp(-7 - b, 23 - b)
+    } else {
+        0
+    };
+    let f = 2f64.powi(b - 1 + bit_shift);
+    let (lo, hi) = (-(2f64.powi(b - 1)), 2f64.powi(b - 1) - 1.0);
+    let q = |v: f64| (f * v + 0.5).floor().clamp(lo, hi) as i8;
+    let weight = weight.iter().map(|&v| q(v)).collect();
+    let bias = bias.map(|bias| bias.iter().map(|&v| q(v)).collect());
+    (weight, bias, -bit_shift)
+}
+
+impl Quantized {
+    /// The integer weights as SPEC.md §9's weights file: int8 tensors
+    /// `<layer_index>.weight` (PyTorch layout) and `<layer_index>.bias`.
+    pub fn to_safetensors(&self) -> Result<Vec<u8>, QuantError> {
+        use safetensors::tensor::{Dtype, TensorView};
+        let mut views: Vec<(String, TensorView<'_>)> = Vec::new();
+        let as_bytes = |v: &[i8]| -> Vec<u8> { v.iter().map(|&b| b as u8).collect() };
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .layers
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.weight_shape.is_empty())
+            .flat_map(|(i, l)| {
+                let shape = l.weight_shape.clone();
+                let mut tensors = vec![(format!("{i}.weight"), shape, as_bytes(&l.weight))];
+                if let Some(b) = &l.bias {
+                    tensors.push((format!("{i}.bias"), vec![b.len()], as_bytes(b)));
+                }
+                tensors
+            })
+            .collect();
+        for (name, shape, data) in &bytes {
+            let view = TensorView::new(Dtype::I8, shape.clone(), data)
+                .map_err(|e| QuantError::Safetensors(format!("tensor `{name}`: {e}")))?;
+            views.push((name.clone(), view));
+        }
+        views.sort_by(|a, b| a.0.cmp(&b.0));
+        safetensors::serialize(views, None).map_err(|e| QuantError::Safetensors(e.to_string()))
+    }
+}
+
+impl Quantized {
+    /// Reads `quant.json` and `quantized.safetensors` back into one value.
+    pub fn from_files(quant_json: &[u8], weights: &[u8]) -> Result<Quantized, QuantError> {
+        let mut q: Quantized =
+            serde_json::from_slice(quant_json).map_err(|e| QuantError::Options(format!("quant.json: {e}")))?;
+        let file =
+            safetensors::SafeTensors::deserialize(weights).map_err(|e| QuantError::Safetensors(e.to_string()))?;
+        let int8 = |name: &str| -> Result<Option<Vec<i8>>, QuantError> {
+            match file.tensor(name) {
+                Ok(t) if t.dtype() == safetensors::Dtype::I8 => Ok(Some(t.data().iter().map(|&b| b as i8).collect())),
+                Ok(t) => Err(QuantError::Safetensors(format!("`{name}` is {:?}, not I8", t.dtype()))),
+                Err(_) => Ok(None),
+            }
+        };
+        for (i, l) in q.layers.iter_mut().enumerate() {
+            if l.layer.op.has_weights() {
+                l.weight =
+                    int8(&format!("{i}.weight"))?.ok_or_else(|| QuantError::MissingTensor(format!("{i}.weight")))?;
+            }
+            l.bias = int8(&format!("{i}.bias"))?;
+        }
+        Ok(q)
+    }
+}

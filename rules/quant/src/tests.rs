@@ -1,0 +1,332 @@
+use kflow_model::{Model, Weights, infer_shapes};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::*;
+
+fn model(json: serde_json::Value) -> Model {
+    serde_json::from_value(json).unwrap()
+}
+
+/// The repository's baseline CNN (graphs/host/BUILD.toml), smaller.
+fn cnn1d() -> Model {
+    model(serde_json::json!({
+        "format": "kflow-model/1", "name": "cnn1d", "task": {"kind": "classifier", "classes": 2}, "input": [17, 16],
+        "layers": [
+            {"name": "conv0", "op": "conv1d", "out_channels": 8, "kernel": 3, "padding": 1, "bias": false},
+            {"name": "bn0", "op": "batch_norm"},
+            {"name": "act0", "op": "relu"},
+            {"name": "conv1", "op": "conv1d", "out_channels": 8, "kernel": 3, "padding": 1, "bias": false},
+            {"name": "bn1", "op": "batch_norm"},
+            {"name": "act1", "op": "relu"},
+            {"name": "pool1", "op": "max_pool", "kernel": 2, "stride": 2},
+            {"name": "conv2", "op": "conv1d", "out_channels": 12, "kernel": 3, "padding": 1, "bias": false},
+            {"name": "bn2", "op": "batch_norm"},
+            {"name": "act2", "op": "relu"},
+            {"name": "pool2", "op": "max_pool", "kernel": 2, "stride": 2},
+            {"name": "flatten", "op": "flatten"},
+            {"name": "fc0", "op": "linear", "out_features": 16},
+            {"name": "fc0_act", "op": "relu"},
+            {"name": "out", "op": "linear", "out_features": 2}
+        ]
+    }))
+}
+
+fn cnn2d() -> Model {
+    model(serde_json::json!({
+        "format": "kflow-model/1", "name": "cnn2d", "task": {"kind": "classifier", "classes": 2}, "input": [2, 8, 8],
+        "layers": [
+            {"name": "c0", "op": "conv2d", "out_channels": 4, "kernel": 3, "padding": 1},
+            {"name": "bn0", "op": "batch_norm"},
+            {"name": "a0", "op": "abs"},
+            {"name": "c1", "op": "conv2d", "out_channels": 4, "kernel": 1, "padding": 0},
+            {"name": "sum", "op": "add", "inputs": ["a0", "c1"]},
+            {"name": "p0", "op": "avg_pool", "kernel": 2, "stride": 2},
+            {"name": "up", "op": "conv_transpose2d", "out_channels": 3, "kernel": 3, "padding": 1, "stride": 2, "output_padding": 1},
+            {"name": "a1", "op": "relu"},
+            {"name": "flatten", "op": "flatten"},
+            {"name": "out", "op": "linear", "out_features": 2}
+        ]
+    }))
+}
+
+/// Seeded weights, with batch-norm statistics away from their identity
+/// defaults so that folding is exercised.
+fn weights(m: &Model, seed: u64) -> Weights {
+    let mut w = Weights::init(m, seed).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for (name, t) in w.tensors.iter_mut() {
+        if name.ends_with("running_var") {
+            t.data.iter_mut().for_each(|v| *v = rng.random_range(0.5..2.0));
+        } else if name.ends_with("running_mean") || (name.starts_with("bn") && name.ends_with(".bias")) {
+            t.data.iter_mut().for_each(|v| *v = rng.random_range(-0.3..0.3));
+        } else if name.starts_with("bn") && name.ends_with(".weight") {
+            t.data.iter_mut().for_each(|v| *v = rng.random_range(0.5..1.5));
+        }
+    }
+    w
+}
+
+fn samples(m: &Model, n: usize, seed: u64) -> Vec<f32> {
+    let per: usize = m.input.iter().product();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n * per).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+fn ir_names(f: &Fused) -> Vec<Vec<&str>> {
+    f.layers
+        .iter()
+        .map(|l| l.ir_layers.iter().map(String::as_str).collect())
+        .collect()
+}
+
+#[test]
+fn the_baseline_fuses_into_accelerator_layers() {
+    let m = cnn1d();
+    let f = fuse(&m, &weights(&m, 1)).unwrap();
+    assert_eq!(
+        ir_names(&f),
+        vec![
+            vec!["conv0", "bn0", "act0"],
+            vec!["conv1", "bn1", "act1"],
+            vec!["pool1", "conv2", "bn2", "act2"],
+            // Pooling and flatten cannot share a layer (spec §2.5).
+            vec!["pool2"],
+            vec!["flatten", "fc0", "fc0_act"],
+            vec!["out"],
+        ]
+    );
+    assert_eq!(f.layers[3].op, HwOp::Passthrough);
+    assert!(f.layers[4].flatten);
+    assert_eq!(f.layers[4].operator_input_shape, vec![48]);
+    assert_eq!(f.layers[2].pool.map(|p| p.kind), Some(PoolKind::Max));
+    // Folding gave the bias-less convolutions a bias.
+    assert!(f.layers[0].bias.is_some());
+}
+
+/// The fused float network computes what the IR computes (candle's forward
+/// pass in kflow-train).
+fn assert_same_function(m: &Model) {
+    let w = weights(m, 3);
+    let f = fuse(m, &w).unwrap();
+    let n = 8;
+    let x = samples(m, n, 4);
+    let want = kflow_train::forward(m, &w, &x, n).unwrap();
+    let per: usize = m.input.iter().product();
+    let outputs = infer_shapes(m).unwrap().output.iter().product::<usize>();
+    for (s, sample) in x.chunks_exact(per).enumerate() {
+        let got = forward::layer_outputs(&f, sample).unwrap().pop().unwrap();
+        for (k, g) in got.iter().enumerate() {
+            let e = want[s * outputs + k];
+            assert!((g - e).abs() < 1e-4, "{}: sample {s} output {k}: {g} vs {e}", m.name);
+        }
+    }
+}
+
+#[test]
+fn fusion_and_folding_keep_the_function_1d() {
+    assert_same_function(&cnn1d());
+}
+
+#[test]
+fn fusion_keeps_the_function_with_add_avg_pool_and_transposed_convolution() {
+    let m = cnn2d();
+    let f = fuse(&m, &weights(&m, 1)).unwrap();
+    assert_eq!(
+        ir_names(&f),
+        vec![
+            vec!["c0", "bn0", "a0"],
+            vec!["c1"],
+            vec!["sum"],
+            vec!["p0", "up", "a1"],
+            vec!["flatten", "out"]
+        ]
+    );
+    assert_eq!(f.layers[1].sources, vec![HwSource::Layer(0)]);
+    assert_eq!(f.layers[2].sources, vec![HwSource::Layer(0), HwSource::Layer(1)]);
+    assert!(f.layers[2].eltwise_add);
+    assert_same_function(&m);
+}
+
+fn fuse_error(m: &Model) -> String {
+    fuse(m, &Weights::init(m, 0).unwrap()).unwrap_err().to_string()
+}
+
+#[test]
+fn layers_without_a_hardware_place_are_named() {
+    let mut m = cnn1d();
+    m.layers.swap(1, 2); // relu before batch norm
+    assert_eq!(
+        fuse_error(&m),
+        "layer 2 `bn0` (batch_norm) cannot map to an accelerator layer: batch norm folds into the convolution or linear layer right before it, and there is none"
+    );
+    let mut m = cnn1d();
+    m.layers.insert(11, m.layers[9].clone()); // relu after a pooling-only layer
+    m.layers[11].name = "late".into();
+    assert!(
+        fuse_error(&m).starts_with("layer 11 `late` (relu) cannot map"),
+        "{}",
+        fuse_error(&m)
+    );
+}
+
+#[test]
+fn quantization_reproduces_the_worked_example() {
+    // spec §3.12: one conv1d output channel, 8-bit weights.
+    let w = [0.21, -0.30, 0.05, 0.125, 0.17, -0.08];
+    let (q, b, shift) = quantize_layer(&w, Some(&[0.04]), 8, 1.0);
+    assert_eq!(q, vec![54, -77, 13, 32, 44, -20]);
+    assert_eq!(b, Some(vec![10]));
+    assert_eq!(shift, -1);
+    // At 4 bits the factor is 16 and the hardware shift S = −1 + 4 = 3.
+    let (q4, _, shift4) = quantize_layer(&w, Some(&[0.04]), 4, 1.0);
+    assert_eq!(shift4, -1);
+    assert_eq!(q4, vec![3, -5, 1, 2, 3, -1]);
+    // All zeros: shift 0, zeros.
+    assert_eq!(quantize_layer(&[0.0; 3], None, 8, 1.0), (vec![0; 3], None, 0));
+}
+
+#[test]
+fn quantized_layers_fit_the_hardware_ranges() {
+    let m = cnn1d();
+    let w = weights(&m, 5);
+    let f = fuse(&m, &w).unwrap();
+    let x = samples(&m, 32, 6);
+    let mut options = QuantOptions::default();
+    options.layer_bits.insert("conv1".into(), 4);
+    let q = quantize(&f, &x, 32, &options).unwrap();
+    assert_eq!(q.layers.len(), f.layers.len());
+    for l in &q.layers {
+        let b = i32::from(l.weight_bits);
+        let s = l.output_shift + 8 - b;
+        assert!((-15..=15).contains(&s), "{}: S = {s}", l.layer.name);
+        let (lo, hi) = (-(1i32 << (b - 1)), (1i32 << (b - 1)) - 1);
+        assert!(
+            l.weight.iter().all(|&v| (lo..=hi).contains(&i32::from(v))),
+            "{}",
+            l.layer.name
+        );
+        assert_eq!(l.weight.len(), l.layer.weight.as_ref().map_or(0, |t| t.data.len()));
+        assert!(l.scale > 0.0);
+    }
+    assert_eq!(q.layers[1].weight_bits, 4);
+    assert_eq!(q.layers.last().unwrap().output_width, 32);
+    assert_eq!(q.layers[0].output_width, 8);
+    // Bad options are errors, not panics.
+    let bad = QuantOptions {
+        shift_quantile: 0.0,
+        ..QuantOptions::default()
+    };
+    assert!(quantize(&f, &x, 32, &bad).is_err());
+    assert!(quantize(&f, &x[..10], 32, &options).is_err());
+}
+
+#[test]
+fn channel_pruning_narrows_the_network_and_keeps_it_valid() {
+    let m = cnn1d();
+    let w = weights(&m, 7);
+    let (pm, pw, report) = prune(&m, &w, PruneKind::Channels, 0.5).unwrap();
+    pw.check(&pm).unwrap();
+    let widths: Vec<(String, usize, usize)> = report
+        .layers
+        .iter()
+        .map(|l| (l.layer.clone(), l.before, l.after))
+        .collect();
+    assert_eq!(
+        widths,
+        vec![("conv0".into(), 8, 4), ("conv1".into(), 8, 4), ("conv2".into(), 12, 6)]
+    );
+    assert_eq!(pw.get("fc0.weight").unwrap().shape, vec![16, 6 * 4]);
+    let x = samples(&m, 4, 8);
+    let pruned = kflow_train::forward(&pm, &pw, &x, 4).unwrap();
+    assert!(pruned.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn unstructured_pruning_zeroes_the_smallest_weights() {
+    let m = cnn1d();
+    let w = weights(&m, 9);
+    let (pm, pw, report) = prune(&m, &w, PruneKind::Unstructured, 0.3).unwrap();
+    assert_eq!(pm, m);
+    for l in &report.layers {
+        assert_eq!(
+            l.after,
+            l.before - (l.before as f64 * 0.3).floor() as usize,
+            "{}",
+            l.layer
+        );
+        let t = pw.get(&format!("{}.weight", l.layer)).unwrap();
+        let smallest_kept = t
+            .data
+            .iter()
+            .filter(|v| **v != 0.0)
+            .map(|v| v.abs())
+            .fold(f32::INFINITY, f32::min);
+        let original = w.get(&format!("{}.weight", l.layer)).unwrap();
+        let largest_removed = original
+            .data
+            .iter()
+            .zip(&t.data)
+            .filter(|(_, p)| **p == 0.0)
+            .map(|(o, _)| o.abs())
+            .fold(0.0, f32::max);
+        assert!(largest_removed <= smallest_kept, "{}", l.layer);
+    }
+    assert!(prune(&m, &w, PruneKind::Unstructured, 1.0).is_err());
+}
+
+/// The quantized network on the simulated accelerator predicts what the
+/// float network predicts.
+#[test]
+fn the_simulated_accelerator_agrees_with_the_float_model() {
+    let m = cnn1d();
+    let w = weights(&m, 11);
+    let f = fuse(&m, &w).unwrap();
+    let calibration = samples(&m, 64, 12);
+    let q = quantize(&f, &calibration, 64, &QuantOptions::default()).unwrap();
+    // Through the files the `quantize` rule writes, as `evaluate` reads them.
+    let json = serde_json::to_vec(&q).unwrap();
+    let q = Quantized::from_files(&json, &q.to_safetensors().unwrap()).unwrap();
+    let (net, sim_weights) = to_sim(&q, kflow_ai8x::Device::Max78002);
+    let n = 200;
+    let x = samples(&m, n, 13);
+    let per: usize = m.input.iter().product();
+    let float = kflow_train::forward(&m, &w, &x, n).unwrap();
+    let mut agree = 0;
+    let mut max_err = 0f64;
+    for (s, sample) in x.chunks_exact(per).enumerate() {
+        let got = simulate_sample(&q, &net, &sim_weights, sample).unwrap();
+        let want = &float[s * 2..s * 2 + 2];
+        for (g, w) in got.iter().zip(want) {
+            max_err = max_err.max((g - f64::from(*w)).abs());
+        }
+        agree += usize::from((got[1] > got[0]) == (want[1] > want[0]));
+    }
+    // Random weights give logits close to each other, the hardest case for
+    // agreement; trained models separate them more.
+    assert!(agree * 100 >= n * 90, "{agree} of {n} agree (max error {max_err})");
+    assert!(max_err < 0.2, "max error {max_err}");
+}
+
+/// The quantized baseline, allocated for the MAX78002, written as ai8x
+/// YAML and read back, passes the constraint checker; so does the float
+/// model judged by shapes alone.
+#[test]
+fn quantized_layers_allocate_and_pass_the_ai8x_checker() {
+    use kflow_ai8x::{Device, allocate, check, parse_network, to_yaml};
+    let m = cnn1d();
+    let w = weights(&m, 21);
+    let f = fuse(&m, &w).unwrap();
+    let q = quantize(&f, &samples(&m, 32, 22), 32, &QuantOptions::default()).unwrap();
+    for (what, q) in [("quantized", q), ("float", unquantized(&f))] {
+        let (layers, ai_weights, input) = to_ai8x(&q);
+        let allocation = allocate(Device::Max78002, &layers).unwrap();
+        let yaml = to_yaml(&allocation.to_network("cnn1d", "test"));
+        let network = parse_network(&yaml).unwrap();
+        let report = check(Device::Max78002, &network, &ai_weights, input);
+        assert!(report.passed, "{what}: {:?}\n{yaml}", report.violations);
+        let resources = report.resources.unwrap();
+        assert_eq!(resources.layers, 6, "{what}");
+        assert!(resources.weight_bytes > 0);
+    }
+}

@@ -1,0 +1,95 @@
+//! The quantized network on the simulated accelerator, beside the float
+//! model: its quality on the test split and how often it decides as the
+//! float model does.
+
+use kflow_ai8x::Device;
+use kflow_data::{Quality, Split, best_f1_threshold};
+use kflow_engine::ActionError;
+use kflow_model::{Model, Task};
+use kflow_platform::Accelerator;
+use kflow_quant::Quantized;
+use serde::Serialize;
+
+use crate::evaluate::{Decisions, nominal_percentile, scores};
+
+#[derive(Serialize)]
+pub struct Simulated {
+    device: Accelerator,
+    layers: usize,
+    /// Chosen on the simulated validation outputs, as the float model's is.
+    threshold: f32,
+    quality: Quality,
+    /// Share of test windows the accelerator and the float model decide
+    /// alike (each at its own threshold).
+    decision_agreement: f64,
+    /// Share of test windows with the same most likely class (classifiers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    argmax_agreement: Option<f64>,
+    /// Largest difference of an output value from the float model's.
+    max_abs_diff: f64,
+}
+
+pub fn simulated(
+    model: &Model,
+    q: &Quantized,
+    device: Accelerator,
+    val: &Split,
+    test: &Split,
+    float: &Decisions<'_>,
+    threshold_percentile: f64,
+) -> Result<Simulated, ActionError> {
+    let sim_device = match device {
+        Accelerator::Max78000 => Device::Max78000,
+        Accelerator::Max78002 => Device::Max78002,
+    };
+    let err = |e: kflow_quant::QuantError| ActionError::new(e.to_string());
+    let (net, weights) = kflow_quant::to_sim(q, sim_device);
+    let run = |split: &Split| -> Result<Vec<f32>, ActionError> {
+        let per = split.shape[1] * split.shape[2];
+        let mut out = Vec::new();
+        for i in 0..split.len() {
+            let y = kflow_quant::simulate_sample(q, &net, &weights, &split.x[i * per..(i + 1) * per]).map_err(err)?;
+            out.extend(y.into_iter().map(|v| v as f32));
+        }
+        Ok(out)
+    };
+    let (val_out, test_out) = (run(val)?, run(test)?);
+    let (val_scores, test_scores) = (scores(model, &val_out, val), scores(model, &test_out, test));
+    let threshold = match model.task {
+        Task::Classifier { .. } => best_f1_threshold(&val.labels(), &val_scores),
+        Task::Autoencoder => nominal_percentile(val, &val_scores, threshold_percentile),
+    };
+    let quality = Quality::at_threshold(&test.labels(), &test_scores, threshold);
+    let n = test_scores.len().max(1) as f64;
+    let alike = test_scores
+        .iter()
+        .zip(float.test_scores)
+        .filter(|(s, f)| (**s >= threshold) == (**f >= float.threshold))
+        .count();
+    let argmax_agreement = match model.task {
+        Task::Classifier { classes } if classes > 0 => {
+            let argmax = |v: &[f32]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
+            let same = test_out
+                .chunks(classes)
+                .zip(float.test_outputs.chunks(classes))
+                .filter(|(a, b)| argmax(a) == argmax(b))
+                .count();
+            Some(same as f64 / n)
+        }
+        _ => None,
+    };
+    let max_abs_diff = test_out
+        .iter()
+        .zip(float.test_outputs)
+        .map(|(a, b)| f64::from((a - b).abs()))
+        .fold(0.0, f64::max);
+    Ok(Simulated {
+        device,
+        layers: net.layers.len(),
+        threshold,
+        quality,
+        decision_agreement: alike as f64 / n,
+        argmax_agreement,
+        max_abs_diff,
+    })
+}

@@ -1,0 +1,167 @@
+//! From a trained model towards a device, end to end through the real
+//! `kflow` binary: pruning, quantization, platforms and checks.
+
+mod common;
+
+use common::Ws;
+use serde_json::Value;
+
+/// A dataset, a small CNN trained for one epoch, and the repository's
+/// platforms.
+fn graphs(ws: &Ws, extra: &str) {
+    ws.package(
+        "data",
+        "[[dataset]]\nname = \"small\"\ngenerator = { rows = 20_000, seed = 1 }\nwindow = 16\nstride = 4\n",
+    );
+    let platforms = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/graphs/platforms/BUILD.toml"))
+        .expect("the repository's platforms");
+    ws.package("platforms", &platforms);
+    ws.package(
+        "m",
+        &format!(
+            r#"
+[[model]]
+name = "cnn"
+input = [17, 16]
+task = {{ kind = "classifier", classes = 2 }}
+seed = 7
+layers = [
+    {{ name = "conv0", op = "conv1d", out_channels = 8, kernel = 3, padding = 1, bias = false }},
+    {{ name = "bn0", op = "batch_norm" }},
+    {{ name = "act0", op = "relu" }},
+    {{ name = "conv1", op = "conv1d", out_channels = 8, kernel = 3, padding = 1 }},
+    {{ name = "act1", op = "relu" }},
+    {{ name = "pool1", op = "max_pool", kernel = 2, stride = 2 }},
+    {{ name = "flatten", op = "flatten" }},
+    {{ name = "out", op = "linear", out_features = 2 }},
+]
+
+[[train]]
+name = "train"
+model = ":cnn"
+dataset = "//data:small"
+epochs = 1
+{extra}"#
+        ),
+    );
+}
+
+fn json(ws: &Ws, target: &str, name: &str) -> Value {
+    serde_json::from_str(&ws.read_output("m", target, name)).expect("JSON output")
+}
+
+#[test]
+fn pruned_model_is_quantized_into_accelerator_layers() {
+    let ws = Ws::new();
+    graphs(
+        &ws,
+        r#"
+[[prune]]
+name = "pruned"
+model = ":cnn"
+weights = ":train"
+kind = "channels"
+amount = 0.25
+dataset = "//data:small"
+epochs = 1
+
+[[quantize]]
+name = "quantized"
+model = ":pruned"
+weights = ":pruned"
+dataset = "//data:small"
+layer_bits = { conv1 = 4 }
+"#,
+    );
+    ws.build_ok(&["//m:quantized", "//m:pruned"]);
+    let report = json(&ws, "pruned", "prune.json");
+    let widths: Vec<(u64, u64)> = report["prune"]["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| {
+            (
+                l["before"].as_u64().expect("before"),
+                l["after"].as_u64().expect("after"),
+            )
+        })
+        .collect();
+    assert_eq!(widths, vec![(8, 6), (8, 6)]);
+    assert_eq!(report["fine_tune"].as_array().map(Vec::len), Some(1));
+
+    let quant = json(&ws, "quantized", "quant.json");
+    let layers = quant["layers"].as_array().expect("layers");
+    let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().expect("name")).collect();
+    assert_eq!(names, vec!["conv0", "conv1", "pool1", "out"]);
+    assert_eq!(layers[1]["weight_bits"], 4);
+    assert_eq!(layers[3]["output_width"], 32);
+    assert_eq!(layers[2]["op"], "passthrough");
+    let bytes = std::fs::read(ws.output("m", "quantized", "quantized.safetensors")).expect("weights");
+    // safetensors: an 8-byte header length, then a JSON header naming int8
+    // tensors by layer index.
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).expect("header");
+    assert_eq!(header["0.weight"]["dtype"], "I8");
+    assert_eq!(header["0.weight"]["shape"], serde_json::json!([6, 17, 3]));
+    assert_eq!(header["1.weight"]["shape"], serde_json::json!([6, 6, 3]));
+    assert_eq!(header["3.weight"]["shape"], serde_json::json!([2, 48]));
+    assert!(header.get("2.weight").is_none(), "a pooling layer has no weights");
+}
+
+#[test]
+fn checks_on_a_cpu_platform_accept_and_reject_with_reasons() {
+    let ws = Ws::new();
+    graphs(
+        &ws,
+        r#"
+[[check]]
+name = "fits"
+model = ":cnn"
+platform = "//platforms:stm32f746"
+constraints = ["weight_bytes <= 1_000_000", "layers == 3"]
+
+[[check]]
+name = "too_strict"
+model = ":cnn"
+platform = "//platforms:max32690"
+constraints = ["arena_bytes < 100"]
+checks = ["grep -q '\"conv0\"' && { echo 'conv0 is not allowed' >&2; exit 3; }; exit 0"]
+"#,
+    );
+    let b = ws.build(&["//m:fits", "//m:too_strict"]);
+    let report = b.report.expect("a report");
+    assert_eq!(report.status("target//m:fits"), "executed");
+    assert_eq!(report.status("target//m:too_strict"), "rejected");
+    let fits = json(&ws, "fits", "check.json");
+    assert_eq!(fits["fits"], true, "{fits}");
+    assert_eq!(fits["resources"]["layers"], 3.0);
+    let strict = json(&ws, "too_strict", "check.json");
+    let reasons: Vec<&str> = strict["reasons"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .map(|r| r.as_str().expect("text"))
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("`arena_bytes < 100` does not hold"), "{reasons:?}");
+    assert!(
+        reasons[1].contains("exit 3") && reasons[1].contains("conv0 is not allowed"),
+        "{reasons:?}"
+    );
+    // A rejection is a result: the next build serves it from the cache.
+    let again = ws.build(&["//m:too_strict"]).report.expect("a report");
+    assert_eq!(again.count("executed"), 0);
+}
+
+#[test]
+fn a_bad_constraint_is_a_graph_error() {
+    let ws = Ws::new();
+    graphs(
+        &ws,
+        "[[check]]\nname = \"c\"\nmodel = \":cnn\"\nplatform = \"//platforms:max32690\"\nconstraints = [\"layers <=\"]\n",
+    );
+    let b = ws.build(&["//m:c"]);
+    assert_eq!(b.run.code, 2, "{}", b.run.stderr);
+    assert!(b.run.stderr.contains("graphs/m/BUILD.toml:"), "{}", b.run.stderr);
+    assert!(b.run.stderr.contains("constraint `layers <=`"), "{}", b.run.stderr);
+}
