@@ -189,23 +189,6 @@ fn hand_written_invalid_networks_are_rejected_with_layer_and_limit() {
     assert!(r.stderr.contains("--input-shape"), "{}", r.stderr);
 }
 
-/// Runs a compiler on the generated `cnn_model.c`; a missing compiler is a
-/// failure (scripts/test.sh installs both).
-fn compile(compiler: &str, flags: &[&str], dir: &Path, out: &Path) {
-    let result = std::process::Command::new(compiler)
-        .args(flags)
-        .args(["-Wall", "-Wextra", "-Werror", "-c", "cnn_model.c", "-o"])
-        .arg(out)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {compiler} ({e}); scripts/test.sh installs it"));
-    assert!(
-        result.status.success(),
-        "{compiler} failed:\n{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-}
-
 #[test]
 fn generated_c_compiles_for_host_and_cortex_m4_and_the_bin_holds_the_weights() {
     let ws = Ws::new();
@@ -220,8 +203,8 @@ fn generated_c_compiles_for_host_and_cortex_m4_and_the_bin_holds_the_weights() {
     ] {
         assert!(dir.join(file).is_file(), "{file}");
     }
-    compile("gcc", &["-std=c99"], &dir, &ws.root().join("host.o"));
-    compile(
+    common::compile_c("gcc", &["-std=c99"], &dir, &ws.root().join("host.o"));
+    common::compile_c(
         "arm-none-eabi-gcc",
         &["-mcpu=cortex-m4", "-mthumb", "-Os"],
         &dir,

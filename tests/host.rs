@@ -1,7 +1,7 @@
 //! The machine-learning stages on the host, end to end through the real
 //! `kflow` binary: datasets, search spaces, training, ONNX Runtime
-//! evaluation and search, on small graphs these tests write (and, once, on
-//! the repository's own `target//host:anomaly_baseline`).
+//! evaluation and search, on small graphs these tests write (the
+//! repository's own graphs are built by `tests/repository.rs`).
 //!
 //! Evaluation needs ONNX Runtime's shared library (`scripts/test.sh`
 //! installs the `onnxruntime` wheel when it is missing).
@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{Report, Ws};
+use common::Ws;
 use serde_json::Value;
 
 /// A small dataset, search space and models: seconds to build.
@@ -347,27 +347,4 @@ classes = 2
     assert_eq!(b.run.code, 2, "{}", b.run.stderr);
     assert!(b.run.stderr.contains("graphs/spaces/BUILD.toml:4:"), "{}", b.run.stderr);
     assert!(b.run.stderr.contains("blocks"), "{}", b.run.stderr);
-}
-
-/// The repository's own baseline: trained and evaluated at its real size,
-/// it beats the z-score detector by the margin the graphs promise.
-#[test]
-fn repository_baseline_beats_the_zscore_detector() {
-    let ws = Ws::new();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for package in ["datasets", "host", "spaces"] {
-        let text = std::fs::read_to_string(repo.join("graphs").join(package).join("BUILD.toml")).expect("graph");
-        ws.package(package, &text);
-    }
-    let targets = ["//host:anomaly_baseline", "//host:baseline_train"];
-    let first = ws.build_ok(&targets);
-    assert!(first.count("executed") > 0);
-    let m = metrics(&ws, "anomaly_baseline");
-    let f1 = m["quality"]["f1"].as_f64().expect("f1");
-    let baseline = m["baseline"]["f1"].as_f64().expect("baseline f1");
-    assert!(f1 >= baseline + 0.1, "CNN F1 {f1} vs z-score F1 {baseline}");
-    let losses = train_losses(&ws, "baseline_train");
-    assert!(losses.last() < losses.first(), "training loss did not fall: {losses:?}");
-    let second: Report = ws.build_ok(&targets);
-    assert_eq!(second.count("executed"), 0);
 }

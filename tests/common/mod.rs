@@ -581,3 +581,20 @@ pub fn tree_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     }
     out
 }
+
+/// Runs a compiler on the generated `cnn_model.c` in `dir`; a missing
+/// compiler is a failure (scripts/test.sh installs both).
+pub fn compile_c(compiler: &str, flags: &[&str], dir: &Path, out: &Path) {
+    let result = Command::new(compiler)
+        .args(flags)
+        .args(["-Wall", "-Wextra", "-Werror", "-c", "cnn_model.c", "-o"])
+        .arg(out)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {compiler} ({e}); scripts/test.sh installs it"));
+    assert!(
+        result.status.success(),
+        "{compiler} failed:\n{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}

@@ -107,6 +107,90 @@ pub fn quadrant_map(map: u64, quadrant: u32) -> u32 {
     ((map >> (quadrant * PROCESSORS_PER_QUADRANT)) & 0xffff) as u32
 }
 
+/// Why the generator refuses weights narrower than 8 bits.
+const SUB_8_BIT_WEIGHTS: &str = "the spec does not pin down their registers: MCNT's formula was observed with 8-bit \
+     weights only, LCTL2's factor 8 is unverified for b < 8 (§6.3), and the izer's kernel length can be a column short \
+     for kc mod (8/b) ≠ 0 and interleaves passes for in_expand > 1 (§5.5, §10 item 19); use 8-bit weights";
+
+enum Refusal {
+    Invalid(String),
+    Unsupported(String, &'static str),
+}
+
+/// §2.6 pooling-only layer, §2.9, §2.11, §2.12, §5.1: what a passthrough
+/// layer must look like for the registers of §6.3 to describe it.
+fn check_passthrough(layer: &Layer) -> Result<(), Refusal> {
+    use Refusal::{Invalid, Unsupported};
+    if layer.pool.is_none() {
+        return Err(Unsupported(
+            "a passthrough layer without pooling".into(),
+            "the spec describes pooling-only layers (§2.6) only, not plain copies",
+        ));
+    }
+    let problems = [
+        (
+            layer.kernel != [1, 1],
+            format!("kernel {:?} (needs [1, 1])", layer.kernel),
+        ),
+        (layer.pad != 0, format!("pad {} (§2.6: no pad)", layer.pad)),
+        (layer.flatten, "flatten (§2.5)".into()),
+        (
+            layer.activation != crate::program::Activation::None,
+            format!("activation {:?} (§2.9)", layer.activation),
+        ),
+        (
+            layer.output_shift != 0,
+            format!("output_shift {} (§2.11)", layer.output_shift),
+        ),
+        (
+            layer.output_width != OutputWidth::Bits8,
+            "a 32-bit output (§2.12: only for layers with an operator)".into(),
+        ),
+        (
+            layer.weight_bits != 8,
+            format!(
+                "weight_bits {} (must be 8: POST width code 0, no implicit shift)",
+                layer.weight_bits
+            ),
+        ),
+        (!layer.weights.is_empty(), format!("{} weights", layer.weights.len())),
+        (layer.bias.is_some(), "a bias".into()),
+        (
+            layer.out_channels != layer.input.channels,
+            format!(
+                "{} output channels for {} inputs",
+                layer.out_channels, layer.input.channels
+            ),
+        ),
+    ];
+    if let Some((_, problem)) = problems.iter().find(|(bad, _)| *bad) {
+        return Err(Invalid(format!(
+            "a passthrough (pooling-only) layer cannot have {problem}"
+        )));
+    }
+    if layer.input.channels > 64 {
+        return Err(Unsupported(
+            format!("a passthrough layer with {} channels", layer.input.channels),
+            "multi-pass pooling-only layers (MAX_POOL_PASSES, §1; MAX78000 1×1 rule, §2.6) have no register values in the spec",
+        ));
+    }
+    // §2.6, §5.1: the output map per quadrant equals the packed input map.
+    // Required here in the form every reading of "packed" agrees on: the
+    // same map, each quadrant's part contiguous from the quadrant's first
+    // processor.
+    let packed = (0..QUADRANTS).all(|q| {
+        let map = quadrant_map(layer.processors, q);
+        map & (map + 1) == 0
+    });
+    if layer.output_processors != layer.processors || !packed {
+        return Err(Invalid(format!(
+            "a passthrough layer's output map must equal its packed input map (§2.6, §5.1): processors {:#018x}, output_processors {:#018x}",
+            layer.processors, layer.output_processors
+        )));
+    }
+    Ok(())
+}
+
 fn layer_geometry(
     device: Device,
     index: usize,
@@ -124,10 +208,16 @@ fn layer_geometry(
         what,
         why,
     };
-    if layer.weight_bits != 8 {
+    let passthrough = layer.operator == Operator::Passthrough;
+    if passthrough {
+        check_passthrough(layer).map_err(|e| match e {
+            Refusal::Invalid(problem) => invalid(problem),
+            Refusal::Unsupported(what, why) => unsupported(what, why),
+        })?;
+    } else if layer.weight_bits != 8 {
         return Err(unsupported(
             format!("{}-bit weights", layer.weight_bits),
-            "the register fields for b < 8 are unverified against the izer (spec §6.3 MCNT, LCTL2)",
+            SUB_8_BIT_WEIGHTS,
         ));
     }
     let (cin, h, w) = (layer.input.channels, layer.input.height, layer.input.width);
@@ -150,7 +240,7 @@ fn layer_geometry(
     let kernel_ok = match layer.operator {
         Operator::Conv2d => matches!((kh, kw), (1, 1) | (3, 3)),
         Operator::Conv1d => (1..=9).contains(&kh) && kw == 1 && w == 1,
-        Operator::Linear => (kh, kw) == (1, 1),
+        Operator::Linear | Operator::Passthrough => (kh, kw) == (1, 1),
     };
     if !kernel_ok {
         return Err(invalid(format!(
@@ -206,8 +296,11 @@ fn layer_geometry(
             }
             [1, 1]
         }
+        // §2.6: a pooling-only layer writes the pooled input (checked above:
+        // no flatten, pad 0).
+        Operator::Passthrough => pooled,
         // §2.2, §2.3: H_out = H_p + 2·pad − k + 1.
-        _ => {
+        Operator::Conv1d | Operator::Conv2d => {
             if layer.flatten {
                 return Err(invalid("flatten is only for linear layers (§2.5)".into()));
             }
@@ -282,7 +375,12 @@ fn layer_geometry(
     } else {
         cin
     };
-    let expected = layer.out_channels as usize * features as usize * taps as usize;
+    // A passthrough layer has no weights (§2.6).
+    let expected = if passthrough {
+        0
+    } else {
+        layer.out_channels as usize * features as usize * taps as usize
+    };
     if layer.weights.len() != expected {
         return Err(invalid(format!(
             "{} weights, expected {} × {features} × {taps} = {expected}",
@@ -352,7 +450,16 @@ fn layer_geometry(
     // §5.5: kc = span·out_expand·in_expand; the map is contiguous and
     // 4-aligned, so the span is thresh_out. Flatten multiplies by H_p·W_p
     // and drops the outputs no channel uses.
-    let mut kernel_count = out_passes.per_pass * out_passes.count * in_passes.count;
+    //
+    // A passthrough layer uses no kernel memory; like a depthwise layer
+    // (§5.5 "depthwise: kc = in_expand") each output channel comes from its
+    // own input channel, so kc = in_expand = 1 (at most 64 channels, checked
+    // above): MCNT and OCHAN are then 0 (§6.3).
+    let mut kernel_count = if passthrough {
+        in_passes.count
+    } else {
+        out_passes.per_pass * out_passes.count * in_passes.count
+    };
     if layer.flatten {
         let pixels = pooled[0] * pooled[1];
         kernel_count = kernel_count * pixels - (out_passes.count * out_passes.per_pass - layer.out_channels) * pixels;

@@ -12,7 +12,7 @@ use crate::blob::Chunk;
 use crate::device::{COLUMN_BYTES, Device, PROCESSORS};
 use crate::error::CodegenError;
 use crate::geometry::{Checked, LayerGeometry};
-use crate::program::Layer;
+use crate::program::{Layer, Operator};
 
 /// The used columns of every processor: `(processor, column)` → the
 /// column's 9 bytes in byte-index order (index 0 is loaded first) and the
@@ -27,6 +27,10 @@ impl KernelImage {
         let device = checked.program.device;
         let mut image = KernelImage::default();
         for (index, (layer, geometry)) in checked.program.layers.iter().zip(&checked.layers).enumerate() {
+            // A pooling-only layer has no kernels (§2.6).
+            if layer.operator == Operator::Passthrough {
+                continue;
+            }
             let enabled = (0..PROCESSORS).filter(|p| layer.processors >> p & 1 == 1);
             for (k, processor) in enabled.enumerate() {
                 let fill = fill_sequence(layer, geometry, k as u32);

@@ -9,9 +9,19 @@
 //!
 //! Scope: conv1d, conv2d (1×1, 3×3) and linear (with or without flatten)
 //! layers with 8-bit weights, optional max/avg pooling, 8- or 32-bit
-//! outputs, contiguous output maps starting at a multiple of 4 (§4.4).
+//! outputs, contiguous output maps starting at a multiple of 4 (§4.4); and
+//! pooling-only (passthrough, §2.6) layers of at most 64 channels whose
+//! output map equals their packed input map. Weights narrower than 8 bits,
+//! element-wise layers and multi-pass pooling-only layers are refused.
 //! Anything else is `CodegenError::Unsupported` or `Invalid`, never code
 //! with register values the spec does not give.
+//!
+//! Passthrough registers: ONED `1 << 8`, POST `3 << 24`, LCTL without the
+//! operator-only bits 12–15 are §6.3's; the counters, pointers, LCTL and
+//! LCTL2 follow §6.3's general formulas. MCNT1/MCNT2/OCHAN are 0 (not
+//! written) because the layer has no kernel memory and, like a depthwise
+//! layer (§5.5), one output per input channel: kc = in_expand = 1. That
+//! last step is a derivation, not an observed izer value.
 
 mod bias;
 mod blob;

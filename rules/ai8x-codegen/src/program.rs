@@ -34,7 +34,7 @@ pub struct Layer {
     /// Pooling applied before the operator (§2.6).
     pub pool: Option<Pool>,
     /// Rows × columns: conv2d `[3, 3]` or `[1, 1]`, conv1d `[k, 1]`
-    /// (k = 1..9), linear `[1, 1]` (§2.2, §2.3, §2.5).
+    /// (k = 1..9), linear and passthrough `[1, 1]` (§2.2, §2.3, §2.5).
     pub kernel: [u32; 2],
     /// Zero padding on each side (§2.2, §2.3); conv1d pads rows only; 0 for
     /// linear.
@@ -48,7 +48,8 @@ pub struct Layer {
     /// the implicit `8 − b`.
     pub output_shift: i32,
     /// Weight bits `b` (§2.10). The generator emits 8 only (see
-    /// `CodegenError::Unsupported`).
+    /// `CodegenError::Unsupported`); 8 for a passthrough layer (POST width
+    /// code 0, so no implicit `8 − b` shift).
     pub weight_bits: u32,
     pub output_width: OutputWidth,
     /// 64-bit input processor map (§4.2 `processors`, §5.1).
@@ -63,6 +64,7 @@ pub struct Layer {
     /// First kernel-memory column of the layer on every enabled input
     /// processor, a multiple of 4 (§5.5 placement; `KernelPlacement.offset`
     /// of `kflow-ai8x`). Its length follows from the packed weights.
+    /// Unused by passthrough layers (give 0).
     pub kernel_offset: u32,
     /// Integer weights in PyTorch layout: `[out, in, k]`,
     /// `[out, in, kh, kw]`, `[out, in]` (flatten: `[out, in·H·W]`), the
@@ -92,6 +94,14 @@ pub enum Operator {
     Conv1d,
     Conv2d,
     Linear,
+    /// A pooling-only layer (§2.6, YAML `op: none` or `passthrough`): the
+    /// pooled input is written unchanged (§3.2 step 5, `y = x`). It has no
+    /// weights (`weights` empty, `weight_bits` 8), no bias, `output_shift`
+    /// 0, no activation, an 8-bit output, kernel `[1, 1]`, pad 0,
+    /// `out_channels = input.channels`, `output_processors = processors`,
+    /// and `kernel_offset` is unused (no kernel memory).
+    #[serde(alias = "none")]
+    Passthrough,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

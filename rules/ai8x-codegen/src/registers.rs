@@ -250,16 +250,23 @@ impl LayerValues {
             | (out_expand - 1) << 4
             | (in_expand - 1);
         // §6.3 MCNT: koffs = 9·kern_offs/ksize·8, kl = (kern_count − 1)·8.
-        let koffs = 9 * layer.kernel_offset / g.taps * 8;
+        // A passthrough layer has no kernel memory: koffs = kl = 0 (kc = 1).
+        let passthrough = layer.operator == Operator::Passthrough;
+        let koffs = if passthrough {
+            0
+        } else {
+            9 * layer.kernel_offset / g.taps * 8
+        };
         let kl = (g.kernel_count - 1) * 8;
         let (mcnt1, mcnt2) = match device {
             Device::Max78000 => (koffs << 16 | (koffs + kl), 0),
             Device::Max78002 => (koffs + kl, koffs),
         };
-        // §6.3 ONED: conv1d k << 8 | 1 << 12; linear and 1×1: 1 << 8.
+        // §6.3 ONED: conv1d k << 8 | 1 << 12; linear, 1×1 and passthrough:
+        // 1 << 8.
         let oned = match (layer.operator, kh * kw) {
             (Operator::Conv1d, _) => kh << 8 | 1 << 12,
-            (Operator::Linear, _) | (Operator::Conv2d, 1) => 1 << 8,
+            (Operator::Linear | Operator::Passthrough, _) | (Operator::Conv2d, 1) => 1 << 8,
             (Operator::Conv2d, _) => 0,
         };
         // TRAM max, 3×3 conv2d only: W_p + 2·pad − 3 (izer output:
@@ -283,6 +290,10 @@ impl LayerValues {
         }
         if layer.flatten {
             post |= 1 << 27;
+        }
+        // §6.3 POST bits 24–25: passthrough 3 << 24.
+        if passthrough {
+            post |= 3 << 24;
         }
         let choffs = match (out_expand > 1, layer.output_width) {
             (false, _) => 0,
@@ -340,8 +351,12 @@ impl LayerValues {
 }
 
 /// LCTL bits 12–15 (§6.3): on the layer's first quadrant only, the other
-/// quadrants with enabled input processors, plus the bias quadrant.
+/// quadrants with enabled input processors, plus the bias quadrant; for
+/// operator layers only, so never for a passthrough layer.
 fn source_quadrants(layer: &Layer, quadrant: u32) -> u32 {
+    if layer.operator == Operator::Passthrough {
+        return 0;
+    }
     let mut quadrants: u32 = (0..4)
         .filter(|q| quadrant_map(layer.processors, *q) != 0)
         .map(|q| 1 << q)

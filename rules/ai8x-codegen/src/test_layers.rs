@@ -50,3 +50,12 @@ pub fn bias(quadrant: u32, offset: u32, n: u32) -> Option<Bias> {
         values: vec![1; n as usize],
     })
 }
+
+/// A pooling-only layer (§2.6) on `input`, maps from processor 0.
+pub fn passthrough(input: [u32; 3], kind: crate::program::PoolKind, size: [u32; 2], stride: u32) -> Layer {
+    let mut layer = layer(Operator::Passthrough, input, input[0], [1, 1]);
+    layer.weights.clear();
+    layer.activation = Activation::None;
+    layer.pool = Some(crate::program::Pool { kind, size, stride });
+    layer
+}

@@ -244,6 +244,35 @@ fn chw_max78000_network_runs_on_the_host_shim() {
     assert_eq!(trace.out, expected);
 }
 
+#[test]
+fn baseline_with_a_passthrough_layer_runs_on_the_host_shim() {
+    let program = common::baseline_with_passthrough();
+    let dir = write_files(&program);
+    let trace = parse_trace(&run_on_host(&program, dir.path(), false));
+    check_run(&program, &trace, "load_model");
+    // The pooling-only layer (layer 1) has no kernels: every weight chunk
+    // lies in the conv's columns 0..15 or the fc's column 16.
+    let blob = model_blob(&program).unwrap();
+    for chunk in &blob.kernels {
+        let column = (chunk.address & 0x1_ffff) / 4;
+        let columns = chunk.words.len() as u32 * 4 / 9;
+        assert!(column + columns <= 17, "{chunk:?}");
+    }
+    // §1.1, §6.3: layer 1's ONED (r = 3) and POST (r = 19) in quadrants
+    // 0..2 are 1 << 8 and 3 << 24; no MCNT1/MCNT2/OCHAN (r = 14..16).
+    let configure = &trace.writes["configure"];
+    for q in 0..3u32 {
+        let reg = |r: u32| 0x5110_0000 + 0x100_0000 * q + 4 * r + 0x100;
+        assert!(configure.contains(&(reg(3), 0x100)), "ONED q{q}");
+        assert!(configure.contains(&(reg(19), 0x0300_0000)), "POST q{q}");
+        assert!(!configure.iter().any(|w| (14..=16).any(|r| w.0 == reg(r))), "MCNT q{q}");
+    }
+    // fc's two logits: lanes 0 and 1 of the word at 0xA000 of instance 0.
+    let all: Vec<(u32, u32)> = trace.writes.values().flatten().copied().collect();
+    let word = read_back(&all, 0x5180_A000);
+    assert_eq!(trace.out, [word as u8, (word >> 8) as u8]);
+}
+
 fn arm_compile(program: &Program) {
     let dir = write_files(program);
     let common = [
@@ -277,6 +306,7 @@ fn arm_compile(program: &Program) {
 fn cnn_model_c_compiles_for_cortex_m4_without_warnings() {
     arm_compile(&common::spec_4_5());
     arm_compile(&common::chw_image_max78000());
+    arm_compile(&common::baseline_with_passthrough());
 }
 
 #[test]

@@ -100,3 +100,25 @@ fn offsets_near_u32_max_are_errors_not_overflows() {
             .contains("exceeds the 81920-byte")
     );
 }
+
+#[test]
+fn a_passthrough_layer_with_an_activation_is_rejected() {
+    let mut program = common::baseline_with_passthrough();
+    program.layers[1].activation = kflow_ai8x_codegen::Activation::Relu;
+    let err = generate(&program).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("layer 1 (pool): a passthrough (pooling-only) layer cannot have activation Relu"),
+        "{err}"
+    );
+}
+
+#[test]
+fn narrow_weights_are_refused_with_the_spec_gap() {
+    let mut program = common::baseline_with_passthrough();
+    program.layers[2].weight_bits = 4;
+    let err = generate(&program).unwrap_err();
+    assert!(matches!(err, CodegenError::Unsupported { layer: 2, .. }), "{err}");
+    assert!(err.to_string().contains("4-bit weights"), "{err}");
+    assert!(err.to_string().contains("LCTL2"), "{err}");
+}

@@ -27,6 +27,9 @@ fn columns_from_stream(program: &Program, bin: &[u8]) -> BTreeMap<(u32, u32), [u
 /// 8 − (f mod 9) of column kernel_offset + ⌊f/9⌋.
 fn unpack(program: &Program, columns: &BTreeMap<(u32, u32), [u8; COLUMN_BYTES]>, index: usize) -> Vec<i8> {
     let layer = &program.layers[index];
+    if layer.operator == Operator::Passthrough {
+        return Vec::new();
+    }
     let taps = (layer.kernel[0] * layer.kernel[1]) as usize;
     let cin = layer.input.channels as usize;
     let pixels = (layer.input.height * layer.input.width) as usize;
@@ -54,7 +57,11 @@ fn unpack(program: &Program, columns: &BTreeMap<(u32, u32), [u8; COLUMN_BYTES]>,
 
 #[test]
 fn the_bin_parses_back_to_the_same_weights() {
-    for program in [common::spec_4_5(), common::chw_image_max78000()] {
+    for program in [
+        common::spec_4_5(),
+        common::chw_image_max78000(),
+        common::baseline_with_passthrough(),
+    ] {
         let files = generate(&program).unwrap().files;
         let columns = columns_from_stream(&program, &files["cnn_model.bin"]);
         for (index, layer) in program.layers.iter().enumerate() {
@@ -110,9 +117,25 @@ fn spec_example_chunks_match_the_izer_layout() {
 }
 
 #[test]
+fn a_passthrough_layer_takes_no_kernel_memory() {
+    // Processor 0 holds conv (columns 0–15: 48 outputs × 3 taps = 144
+    // bytes) and fc (column 16: 2 outputs × 4 pixels); the pooling layer
+    // between them adds nothing, so the two runs merge into one chunk of
+    // 17 columns = ⌈153/4⌉ words. Processor 20 holds only fc's column 16
+    // (load address base + 4·column, §6.4).
+    let program = common::baseline_with_passthrough();
+    let blob = parse_bin(&generate(&program).unwrap().files["cnn_model.bin"]).unwrap();
+    let chunks: Vec<(u32, usize)> = blob.kernels.iter().map(|c| (c.address, c.words.len())).collect();
+    assert_eq!(chunks[0], (0x5140_0000, 39));
+    assert!(chunks.contains(&(0x5248_0040, 3)), "{chunks:x?}");
+    assert_eq!(chunks.len(), 48);
+}
+
+#[test]
 fn generated_files_depend_only_on_the_program() {
-    let program = common::spec_4_5();
-    let json = serde_json::to_string(&program).unwrap();
-    let reparsed: Program = serde_json::from_str(&json).unwrap();
-    assert_eq!(generate(&program).unwrap(), generate(&reparsed).unwrap());
+    for program in [common::spec_4_5(), common::baseline_with_passthrough()] {
+        let json = serde_json::to_string(&program).unwrap();
+        let reparsed: Program = serde_json::from_str(&json).unwrap();
+        assert_eq!(generate(&program).unwrap(), generate(&reparsed).unwrap());
+    }
 }

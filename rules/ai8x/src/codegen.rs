@@ -36,7 +36,17 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
             Operator::Conv1d => cg::Operator::Conv1d,
             Operator::Conv2d => cg::Operator::Conv2d,
             Operator::Linear => cg::Operator::Linear,
-            other => return Err(fail(format!("the C generator does not emit {other:?} layers yet"))),
+            Operator::None if l.eltwise.is_none() => cg::Operator::Passthrough,
+            other => {
+                return Err(fail(format!(
+                    "the C generator does not emit {} layers yet",
+                    if other == Operator::None {
+                        "element-wise"
+                    } else {
+                        "transposed convolution"
+                    }
+                )));
+            }
         };
         let weight_bits = match l.weight_bits {
             WeightBits::One => 1,

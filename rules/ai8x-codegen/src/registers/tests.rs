@@ -235,3 +235,163 @@ fn a_processor_map_with_the_wrong_popcount_is_rejected() {
     let err = layer_registers(&program).unwrap_err();
     assert!(err.to_string().contains("need 17 processors"), "{err}");
 }
+
+/// kflow's baseline pooling stage: 48 channels × 8 (1-D) from processors
+/// 0..47, max pool 2/2, read at 0xA000, written at 0.
+fn baseline_pool(device: Device) -> Program {
+    let mut pool = crate::test_layers::passthrough([48, 8, 1], PoolKind::Max, [2, 1], 2);
+    pool.in_offset = device.instance_bytes() / 2 / 0x1000 * 0x1000;
+    Program {
+        device,
+        input_format: DataFormat::Hwc,
+        layers: vec![pool],
+    }
+}
+
+#[test]
+fn passthrough_max_pool_registers_follow_the_spec_formulas() {
+    // Hand-computed from §6.3 (MAX78002); no izer dump for a passthrough
+    // layer is in the spec.
+    // RCNT: r_tail = H − ⌊(H − P)/s⌋·s = 8 − 3·2 = 2, stop_row = 6;
+    //   c_tail = W − ⌊(W − P_w)/s⌋·s = 1; step = (c_tail + (s − 1)·W)·in_expand = 2
+    //   → 6 | 2 << 16; no pad bits.
+    // CCNT: (W − c_tail) | c_tail << 16 = 0x10000.  PRCNT = P − 1 = 1.
+    // STRIDE: (s − 1) | (s·in_expand) << 4 = 0x21.  RPTR_BASE = 0xA000/4.
+    // WPTR_BASE = out_offset/4 | (ffs(outmap)/4) << 15 = 0 (not written).
+    // LCTL: 0x20 | pool 0x80 | max 0x100 | 0x800; kw − 1 = kh − 1 = 0; no
+    //   bits 12–15 (operator layers only) → 0x9A0.
+    // LCTL2: ((fls − (ffs & ~3))·8) << 12 = (47·8) << 12 = 0x178000.
+    // MCNT1/MCNT2/OCHAN: no kernel memory, kc = in_expand = 1 → 0.
+    // ONED: passthrough 1 << 8.  POST: passthrough 3 << 24, shift 0, no bias.
+    // ENA: (quadrant map) | (quadrant map) << 16, quadrants 0, 1, 2.
+    let expected = [
+        ("RCNT", 0x0002_0006),
+        ("CCNT", 0x0001_0000),
+        ("PRCNT", 1),
+        ("STRIDE", 0x21),
+        ("WPTR_MOFFS", 0x8000),
+        ("RPTR_BASE", 0x2800),
+        ("LCTL", 0x9A0),
+        ("LCTL2", 0x0017_8000),
+        ("ONED", 0x100),
+        ("POST", 0x0300_0000),
+        ("ENA", 0xFFFF_FFFF),
+    ];
+    let got = writes_of(&baseline_pool(Device::Max78002), 0);
+    for q in 0..3 {
+        let quadrant: Vec<(&str, u32)> = got.iter().filter(|w| w.0 == q).map(|w| (w.1, w.2)).collect();
+        assert_eq!(quadrant, expected, "quadrant {q}");
+    }
+    assert!(got.iter().all(|w| w.0 < 3));
+}
+
+#[test]
+fn passthrough_registers_on_the_max78000() {
+    // §6.3 MAX78000: RCNT = (H − 1 + 2·pad) | pad << 16 = 7; CCNT = W − 1 = 0;
+    // STRIDE = s − 1; WPTR_MOFFS = 1 << 13; LCTL2 span << 8; no MCNT/OCHAN.
+    let got = writes_of(&baseline_pool(Device::Max78000), 0);
+    let q0: Vec<(&str, u32)> = got.iter().filter(|w| w.0 == 0).map(|w| (w.1, w.2)).collect();
+    assert_eq!(
+        q0,
+        [
+            ("RCNT", 7),
+            ("PRCNT", 1),
+            ("STRIDE", 1),
+            ("WPTR_MOFFS", 0x2000),
+            ("RPTR_BASE", 0x1000),
+            ("LCTL", 0x9A0),
+            ("LCTL2", 0x0001_7800),
+            ("ONED", 0x100),
+            ("POST", 0x0300_0000),
+            ("ENA", 0xFFFF_FFFF),
+        ]
+    );
+}
+
+#[test]
+fn passthrough_2d_avg_pool_registers_follow_the_spec_formulas() {
+    // 16 × 8×8, avg pool 2×2/2, written at 0x100 (MAX78002):
+    // RCNT: r_tail = 8 − 3·2 = 2, stop_row 6, c_tail = 2,
+    //   step = (2 + 1·8)·1 = 10 → 0x000A0006.
+    // CCNT: (8 − 2) | 2 << 16.  PRCNT = PCCNT = 1.
+    // LCTL: avg pool clears bit 8 → 0x20 | 0x80 | 0x800 = 0x8A0.
+    // LCTL2: (15·8) << 12 = 0x78000.  WPTR_BASE = 0x100/4.
+    let mut pool = crate::test_layers::passthrough([16, 8, 8], PoolKind::Avg, [2, 2], 2);
+    pool.out_offset = 0x100;
+    let program = Program {
+        device: Device::Max78002,
+        input_format: DataFormat::Hwc,
+        layers: vec![pool],
+    };
+    let got = writes_of(&program, 0);
+    let q0: Vec<(&str, u32)> = got.iter().map(|w| (w.1, w.2)).collect();
+    assert_eq!(
+        q0,
+        [
+            ("RCNT", 0x000A_0006),
+            ("CCNT", 0x0002_0006),
+            ("PRCNT", 1),
+            ("PCCNT", 1),
+            ("STRIDE", 0x21),
+            ("WPTR_BASE", 0x40),
+            ("WPTR_MOFFS", 0x8000),
+            ("LCTL", 0x8A0),
+            ("LCTL2", 0x0007_8000),
+            ("ONED", 0x100),
+            ("POST", 0x0300_0000),
+            ("ENA", 0xFFFF_FFFF),
+        ]
+    );
+}
+
+#[test]
+fn passthrough_layers_that_the_spec_does_not_describe_are_refused() {
+    type Edit = fn(&mut Layer);
+    let cases: [(Edit, &str); 11] = [
+        (|l| l.activation = Activation::Relu, "cannot have activation Relu"),
+        (|l| l.output_shift = -1, "cannot have output_shift -1"),
+        (|l| l.weights = vec![0; 48], "cannot have 48 weights"),
+        (|l| l.bias = bias(0, 0, 48), "cannot have a bias"),
+        (|l| l.output_width = OutputWidth::Bits32, "cannot have a 32-bit output"),
+        (|l| l.weight_bits = 4, "cannot have weight_bits 4"),
+        (|l| l.kernel = [3, 1], "cannot have kernel [3, 1]"),
+        (|l| l.pad = 1, "cannot have pad 1"),
+        (|l| l.out_channels = 32, "cannot have 32 output channels for 48 inputs"),
+        (
+            |l| l.output_processors = 0xffff_ffff_ffff << 4,
+            "output map must equal its packed input map",
+        ),
+        (
+            |l| l.pool = None,
+            "a passthrough layer without pooling is not supported",
+        ),
+    ];
+    for (edit, message) in cases {
+        let mut program = baseline_pool(Device::Max78002);
+        edit(&mut program.layers[0]);
+        let err = layer_registers(&program).unwrap_err().to_string();
+        assert!(err.contains(message), "expected `{message}` in `{err}`");
+    }
+    // More than 64 channels: multi-pass pooling has no register values in
+    // the spec.
+    let mut program = baseline_pool(Device::Max78002);
+    program.layers[0] = crate::test_layers::passthrough([96, 8, 1], PoolKind::Max, [2, 1], 2);
+    program.layers[0].processors = 0xffff_ffff_ffff;
+    program.layers[0].output_processors = 0xffff_ffff_ffff;
+    let err = layer_registers(&program).unwrap_err();
+    assert!(
+        matches!(&err, CodegenError::Unsupported { what, .. } if what.contains("96 channels")),
+        "{err}"
+    );
+}
+
+#[test]
+fn passthrough_is_none_or_passthrough_in_serde() {
+    for text in ["\"none\"", "\"passthrough\""] {
+        assert_eq!(serde_json::from_str::<Operator>(text).unwrap(), Operator::Passthrough);
+    }
+    assert_eq!(
+        serde_json::to_string(&Operator::Passthrough).unwrap(),
+        "\"passthrough\""
+    );
+}

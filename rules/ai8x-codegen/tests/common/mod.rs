@@ -173,3 +173,57 @@ pub fn chw_image_max78000() -> Program {
         layers: vec![conv, fc],
     }
 }
+
+/// kflow's baseline CNN shape on the MAX78002: conv1d 17 → 48 (k = 3,
+/// pad 1) on a window of 8, a pooling-only layer (max pool 2/2, §2.6), and
+/// a flattened linear layer 48×4 → 2. Kernels at columns 0 (conv, 16
+/// columns) and 16 (fc); biases in quadrant 0 at 0 and 48.
+pub fn baseline_with_passthrough() -> Program {
+    let mut conv = layer(
+        "conv",
+        Operator::Conv1d,
+        [17, 8, 1],
+        48,
+        [3, 1],
+        0x1_ffff,
+        0xffff_ffff_ffff,
+        [0, 0xA000, 0],
+    );
+    conv.pad = 1;
+    conv.output_shift = -1;
+    conv.bias = bias(0, 0, 48);
+    let mut pool = layer(
+        "pool",
+        Operator::Passthrough,
+        [48, 8, 1],
+        48,
+        [1, 1],
+        0xffff_ffff_ffff,
+        0xffff_ffff_ffff,
+        [0xA000, 0, 0],
+    );
+    pool.weights.clear();
+    pool.activation = Activation::None;
+    pool.pool = Some(Pool {
+        kind: PoolKind::Max,
+        size: [2, 1],
+        stride: 2,
+    });
+    let mut fc = layer(
+        "fc",
+        Operator::Linear,
+        [48, 4, 1],
+        2,
+        [1, 1],
+        0xffff_ffff_ffff,
+        0x3,
+        [0, 0xA000, 16],
+    );
+    fc.activation = Activation::None;
+    fc.bias = bias(0, 48, 2);
+    Program {
+        device: Device::Max78002,
+        input_format: DataFormat::Hwc,
+        layers: vec![conv, pool, fc],
+    }
+}

@@ -1,0 +1,72 @@
+//! The repository's own machine-learning graphs at their real sizes: the
+//! baseline CNN trained on the synthetic CATS data beats the z-score
+//! detector, and the same model taken to the MAX78002 (pruned, quantized,
+//! checked, simulated, synthesized, generated as C) still decides as the
+//! float model does.
+
+mod common;
+
+use std::path::Path;
+
+use common::Ws;
+use serde_json::Value;
+
+fn json(ws: &Ws, package: &str, target: &str, name: &str) -> Value {
+    serde_json::from_str(&ws.read_output(package, target, name)).expect("JSON output")
+}
+
+#[test]
+fn baseline_beats_the_zscore_detector_and_deploys_to_the_max78002() {
+    let ws = Ws::new();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for package in ["datasets", "host", "spaces", "platforms", "max78002"] {
+        let text = std::fs::read_to_string(repo.join("graphs").join(package).join("BUILD.toml")).expect("graph");
+        ws.package(package, &text);
+    }
+    let targets = [
+        "//host:anomaly_baseline",
+        "//host:baseline_train",
+        "//max78002:baseline_accelerator",
+        "//max78002:baseline_check",
+        "//max78002:baseline_synth",
+        "//max78002:baseline_deploy",
+    ];
+    let first = ws.build_ok(&targets);
+    assert!(first.count("executed") > 0);
+
+    let m = json(&ws, "host", "anomaly_baseline", "metrics.json");
+    let f1 = m["quality"]["f1"].as_f64().expect("f1");
+    let baseline = m["baseline"]["f1"].as_f64().expect("baseline f1");
+    assert!(f1 >= baseline + 0.1, "CNN F1 {f1} vs z-score F1 {baseline}");
+    let log = json(&ws, "host", "baseline_train", "train_log.json");
+    let losses: Vec<f64> = log["epochs"]
+        .as_array()
+        .expect("epochs")
+        .iter()
+        .map(|e| e["train_loss"].as_f64().expect("train_loss"))
+        .collect();
+    assert!(losses.last() < losses.first(), "training loss did not fall: {losses:?}");
+
+    let acc = json(&ws, "max78002", "baseline_accelerator", "metrics.json");
+    let agreement = acc["accelerator"]["argmax_agreement"].as_f64().expect("agreement");
+    assert!(
+        agreement >= 0.98,
+        "the accelerator agrees on {agreement} of the test windows"
+    );
+    let check = json(&ws, "max78002", "baseline_check", "check.json");
+    assert_eq!(check["fits"], true, "{check}");
+
+    let deploy = ws.out_dir().join("max78002/baseline_deploy");
+    common::compile_c("gcc", &["-std=c99"], &deploy, &ws.root().join("host.o"));
+    common::compile_c(
+        "arm-none-eabi-gcc",
+        &["-mcpu=cortex-m4", "-mthumb", "-Os"],
+        &deploy,
+        &ws.root().join("m4.o"),
+    );
+    let yaml = ws.read_output("max78002", "baseline_synth", "network.yaml");
+    assert!(yaml.contains("output_shift:"));
+
+    let second = ws.build_ok(&targets);
+    assert_eq!(second.count("executed"), 0, "{:?}", second.ids("executed"));
+}
