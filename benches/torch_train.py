@@ -151,7 +151,7 @@ def read_safetensors(path):
 
 
 def load_split(spec, per_sample):
-    x_path, y_path, n = spec.split(",")
+    x_path, y_path, n = spec.rsplit(",", 2)
     n = int(n)
     with open(x_path, "rb") as f:
         xb = bytearray(f.read())

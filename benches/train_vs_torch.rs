@@ -4,8 +4,8 @@
 //! loss and optimizer, one thread each, measured in the same run.
 //!
 //! kflow trains in-process through `kflow_train::train_epoch`, as the
-//! `train` rule does, with `CANDLE_NUM_THREADS=1` as the `kflow` binary sets
-//! it. PyTorch runs `benches/torch_train.py` in a long-lived child process
+//! `train` rule does, with `CANDLE_NUM_THREADS=1` and `RAYON_NUM_THREADS=1`
+//! as the `kflow` binary sets them. PyTorch runs `benches/torch_train.py` in a long-lived child process
 //! (from the venv `benches/install-peers.sh torch` makes), which builds the
 //! same network from the model's IR, loads the same initial weights and
 //! trains on the same windows, one epoch per command on its stdin, so that
@@ -19,22 +19,25 @@
 //!
 //! Run it with `cargo bench --bench train_vs_torch`; see benches/README.md.
 
+#[path = "common/baseline.rs"]
+mod baseline;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::time::Instant;
 
-use kflow_model::{FORMAT, Layer, Model, Task, Weights};
+use kflow_model::{Model, Weights};
 use kflow_train::{Checkpoint, Data, Hyper, train_epoch};
 use serde::Deserialize;
+
+use baseline::{GRAPH, MODEL};
 
 /// The torch version `benches/install-peers.sh torch` pins; another one is
 /// measured too, with a warning.
 const TORCH_PIN: &str = "2.15.0";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_train.py");
-const GRAPH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/graphs/host/BUILD.toml");
-const MODEL: &str = "baseline_cnn";
 
 struct Settings {
     samples: usize,
@@ -50,7 +53,10 @@ fn main() -> ExitCode {
     // matmuls do not split into per-core tasks, and its element-wise pool
     // does not spin. Training runs on one thread either way.
     // SAFETY: no other thread exists yet to read the environment.
-    unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    unsafe {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -78,7 +84,7 @@ fn run() -> Result<(), String> {
         seed: env_count_or_zero("KFLOW_BENCH_SEED", 0)? as u64,
         ..Hyper::default()
     };
-    let (model, seed) = baseline_model()?;
+    let (model, seed) = baseline::baseline_model()?;
     let [channels, width] = model.input[..] else {
         return Err(format!("{MODEL}: expected a [C, L] input, found {:?}", model.input));
     };
@@ -91,9 +97,8 @@ fn run() -> Result<(), String> {
     println!("machine: {}", machine_description());
     println!("load average at start: {}", load_average());
     println!(
-        "kflow:   kflow_train::train_epoch in-process, CANDLE_NUM_THREADS=1 (as the binary sets it), \
-         RAYON_NUM_THREADS={}",
-        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".to_owned())
+        "kflow:   kflow_train::train_epoch in-process, CANDLE_NUM_THREADS=1 and RAYON_NUM_THREADS=1 \
+         (as the binary sets them)"
     );
     println!("torch:   {torch_version} ({})", python.display());
     if torch_version.split('+').next() != Some(TORCH_PIN) {
@@ -271,43 +276,6 @@ fn probe_torch(python: &Path) -> Result<String, String> {
         ));
     }
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
-
-/// The `[[model]]` tables of a graph file; the other rules' tables are ignored.
-#[derive(Deserialize)]
-struct GraphFile {
-    #[serde(default)]
-    model: Vec<ModelTable>,
-}
-
-#[derive(Deserialize)]
-struct ModelTable {
-    name: String,
-    input: Vec<usize>,
-    task: Task,
-    layers: Vec<Layer>,
-    #[serde(default)]
-    seed: u64,
-}
-
-/// The baseline CNN as the `model` rule builds it, and its weights' seed.
-fn baseline_model() -> Result<(Model, u64), String> {
-    let text = std::fs::read_to_string(GRAPH).map_err(|e| format!("cannot read {GRAPH}: {e}"))?;
-    let graph: GraphFile = toml::from_str(&text).map_err(|e| format!("{GRAPH}: {e}"))?;
-    let table = graph
-        .model
-        .into_iter()
-        .find(|m| m.name == MODEL)
-        .ok_or_else(|| format!("{GRAPH} has no [[model]] named `{MODEL}`"))?;
-    let model = Model {
-        format: FORMAT.to_owned(),
-        name: table.name,
-        task: table.task,
-        input: table.input,
-        layers: table.layers,
-    };
-    kflow_model::infer_shapes(&model).map_err(|e| format!("{MODEL}: {e}"))?;
-    Ok((model, table.seed))
 }
 
 /// Checks that PyTorch's network has exactly the tensors kflow expects

@@ -107,7 +107,7 @@ pub enum Ai8xCommand {
         #[arg(long)]
         avg_pool_rounding: bool,
     },
-    /// Check and place the network; write the explicit YAML and the allocation to DIR.
+    /// Check and place the network; write the explicit YAML, the allocation, C sources and the weight stream to DIR.
     Synthesize {
         #[command(flatten)]
         net: Ai8xNetwork,

@@ -48,13 +48,18 @@ impl From<kflow_cache::CacheError> for Failure {
 }
 
 fn main() -> ExitCode {
-    // candle splits each matrix product into one task per core and keeps a
-    // pool of spinning workers for large element-wise ops. Training runs
-    // one model per build job, on the job's own thread: both only cost
-    // time there (kflow-train's threads.rs has the measurements). The
-    // results do not depend on it either way.
+    // candle splits each matrix product into as many tasks as
+    // RAYON_NUM_THREADS says (else one per core, re-reading /proc/cpuinfo
+    // every time) and keeps a pool of spinning workers, sized by
+    // CANDLE_NUM_THREADS, for large element-wise ops. Training runs one
+    // model per build job, on the job's own thread: both only cost time
+    // there (17% of the baseline's training; kflow-train's threads.rs).
+    // The results do not depend on it either way.
     // SAFETY: no other thread exists yet to read the environment.
-    unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    unsafe {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
     let cli = Cli::parse();
     let color = cli.color;
     match commands::run(cli) {

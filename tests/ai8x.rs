@@ -10,13 +10,7 @@ use ndarray::{Array2, ArrayD};
 
 /// A trained, quantized and synthesized small CNN for the MAX78002.
 fn synthesized(ws: &Ws) -> PathBuf {
-    ws.package(
-        "data",
-        "[[dataset]]\nname = \"small\"\ngenerator = { rows = 20_000, seed = 1 }\nwindow = 16\nstride = 4\n",
-    );
-    let platforms = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/graphs/platforms/BUILD.toml"))
-        .expect("the repository's platforms");
-    ws.package("platforms", &platforms);
+    ws.small_dataset(20_000, 1).repository_package("platforms");
     ws.package(
         "m",
         r#"
@@ -146,6 +140,14 @@ fn check_simulate_and_synthesize_what_the_pipeline_synthesized() {
     assert_eq!(synth.code, 0, "{}", synth.stderr);
     // Synthesizing an allocated network again changes nothing.
     assert_eq!(std::fs::read_to_string(out_dir.join("network.yaml")).ok(), Some(yaml));
+    // And it generates what the `codegen` rule generates.
+    for file in ["cnn_model.c", "cnn_model.h", "cnn_model.bin", "zephyr/module.yml"] {
+        assert_eq!(
+            std::fs::read(out_dir.join(file)).ok(),
+            std::fs::read(ws.output("m", "deploy", file)).ok(),
+            "{file}"
+        );
+    }
 }
 
 #[test]

@@ -9,13 +9,7 @@ use serde_json::Value;
 /// A dataset, a small CNN trained for one epoch, and the repository's
 /// platforms.
 fn graphs(ws: &Ws, extra: &str) {
-    ws.package(
-        "data",
-        "[[dataset]]\nname = \"small\"\ngenerator = { rows = 20_000, seed = 1 }\nwindow = 16\nstride = 4\n",
-    );
-    let platforms = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/graphs/platforms/BUILD.toml"))
-        .expect("the repository's platforms");
-    ws.package("platforms", &platforms);
+    ws.small_dataset(20_000, 1).repository_package("platforms");
     ws.package(
         "m",
         &format!(

@@ -16,18 +16,7 @@ use serde_json::Value;
 
 /// A small dataset, search space and models: seconds to build.
 fn small_graphs(ws: &Ws, data_seed: u64, epochs: u32) {
-    ws.package(
-        "data",
-        &format!(
-            r#"
-[[dataset]]
-name = "small"
-generator = {{ rows = 40_000, seed = {data_seed}, anomaly_fraction = 0.038 }}
-window = 16
-stride = 4
-"#
-        ),
-    );
+    ws.small_dataset(40_000, data_seed);
     ws.package(
         "spaces",
         r#"

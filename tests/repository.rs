@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::Ws;
 use serde_json::Value;
 
@@ -18,10 +16,8 @@ fn json(ws: &Ws, package: &str, target: &str, name: &str) -> Value {
 #[test]
 fn baseline_beats_the_zscore_detector_and_deploys_to_the_max78002() {
     let ws = Ws::new();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     for package in ["datasets", "host", "spaces", "platforms", "max78002"] {
-        let text = std::fs::read_to_string(repo.join("graphs").join(package).join("BUILD.toml")).expect("graph");
-        ws.package(package, &text);
+        ws.repository_package(package);
     }
     let targets = [
         "//host:anomaly_baseline",

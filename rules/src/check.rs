@@ -12,6 +12,7 @@ use kflow_quant::Quantized;
 use serde::{Deserialize, Serialize};
 
 use crate::generate::one_output;
+use crate::inputs;
 use crate::json;
 use crate::model::MODEL;
 use crate::platform::PLATFORM;
@@ -132,17 +133,13 @@ impl Rule for CheckRule {
 
     fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
         let params: Params = cx.params_as()?;
-        let model = Model::from_json(&json::input_bytes(cx, MODEL)?)
-            .map_err(|e| ActionError::new(format!("input `{MODEL}`: {e}")))?;
+        let model = inputs::model(cx)?;
         let platform: Platform = json::input(cx, PLATFORM)?;
         let (mut reasons, resources) = match platform.accelerator {
             None => cpu_resources(&model, &platform)?,
             Some(device) => {
                 let quantized = if cx.inputs().contains_key(QUANT) {
-                    Some(
-                        Quantized::from_files(&json::input_bytes(cx, QUANT)?, &json::input_bytes(cx, QUANTIZED)?)
-                            .map_err(|e| ActionError::new(e.to_string()))?,
-                    )
+                    Some(inputs::quantized(cx)?)
                 } else {
                     None
                 };

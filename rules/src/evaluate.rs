@@ -13,12 +13,13 @@ use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
 use kflow_host::OnnxModel;
-use kflow_model::{Model, Task, Weights};
+use kflow_model::{Model, Task};
 use kflow_platform::Accelerator;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{META, TEST, VAL};
 use crate::generate::one_output;
+use crate::inputs;
 use crate::json;
 use crate::model::MODEL;
 use crate::quantize::{QUANT, QUANTIZED};
@@ -194,10 +195,8 @@ impl Rule for EvaluateRule {
 
     fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
         let params: Params = cx.params_as()?;
-        let model = Model::from_json(&json::input_bytes(cx, MODEL)?)
-            .map_err(|e| ActionError::new(format!("input `{MODEL}`: {e}")))?;
-        let weights = Weights::from_safetensors(&json::input_bytes(cx, WEIGHTS)?)
-            .map_err(|e| ActionError::new(format!("input `{WEIGHTS}`: {e}")))?;
+        let model = inputs::model(cx)?;
+        let weights = inputs::weights(cx, WEIGHTS)?;
         let meta: kflow_data::DatasetMeta = json::input(cx, META)?;
         let (val, test) = (read_split(cx, VAL)?, read_split(cx, TEST)?);
         let model_err = |e: kflow_model::ModelError| ActionError::new(format!("model `{}`: {e}", model.name));
@@ -238,11 +237,7 @@ impl Rule for EvaluateRule {
         let accelerator = match params.device {
             Some(device) => {
                 cx.progress("running the quantized network on the simulated accelerator");
-                let q = kflow_quant::Quantized::from_files(
-                    &json::input_bytes(cx, QUANT)?,
-                    &json::input_bytes(cx, QUANTIZED)?,
-                )
-                .map_err(|e| ActionError::new(e.to_string()))?;
+                let q = inputs::quantized(cx)?;
                 let float = Decisions {
                     test_outputs: &test_out,
                     test_scores: &test_scores,

@@ -11,6 +11,7 @@ mod evaluate;
 mod evaluate_sim;
 mod fanout;
 mod generate;
+mod inputs;
 mod json;
 mod model;
 mod platform;

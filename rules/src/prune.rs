@@ -4,13 +4,14 @@
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
-use kflow_model::{Model, Task, Weights};
+use kflow_model::{Task, Weights};
 use kflow_quant::PruneKind;
 use kflow_train::{Checkpoint, Hyper};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{TRAIN, VAL};
 use crate::generate::one_output;
+use crate::inputs;
 use crate::json;
 use crate::model::MODEL;
 use crate::split::{data, nominal, read_split};
@@ -130,10 +131,8 @@ impl Rule for PruneRule {
 
     fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
         let params: Params = cx.params_as()?;
-        let model = Model::from_json(&json::input_bytes(cx, MODEL)?)
-            .map_err(|e| ActionError::new(format!("input `{MODEL}`: {e}")))?;
-        let weights = Weights::from_safetensors(&json::input_bytes(cx, WEIGHTS)?)
-            .map_err(|e| ActionError::new(format!("input `{WEIGHTS}`: {e}")))?;
+        let model = inputs::model(cx)?;
+        let weights = inputs::weights(cx, WEIGHTS)?;
         let (pruned, mut pruned_weights, report) = kflow_quant::prune(&model, &weights, params.kind, params.amount)
             .map_err(|e| ActionError::new(e.to_string()))?;
         cx.progress(&summary(&report));

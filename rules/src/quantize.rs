@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
-use kflow_model::{Model, Weights};
 use kflow_quant::QuantOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::TRAIN;
 use crate::generate::one_output;
+use crate::inputs;
 use crate::json;
 use crate::model::MODEL;
 use crate::split::read_split;
@@ -153,10 +153,8 @@ impl Rule for QuantizeRule {
 
     fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
         let params: Params = cx.params_as()?;
-        let model = Model::from_json(&json::input_bytes(cx, MODEL)?)
-            .map_err(|e| ActionError::new(format!("input `{MODEL}`: {e}")))?;
-        let weights = Weights::from_safetensors(&json::input_bytes(cx, WEIGHTS)?)
-            .map_err(|e| ActionError::new(format!("input `{WEIGHTS}`: {e}")))?;
+        let model = inputs::model(cx)?;
+        let weights = inputs::weights(cx, WEIGHTS)?;
         let quant_err = |e: kflow_quant::QuantError| ActionError::new(e.to_string());
         let fused = kflow_quant::fuse(&model, &weights).map_err(quant_err)?;
         let train = read_split(cx, TRAIN)?;

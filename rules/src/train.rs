@@ -18,12 +18,13 @@ use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, BlobRef, ChildInput, ChildSpec, Diagnostic, Outcome,
     Planner, Rule, Status, Target,
 };
-use kflow_model::{Model, Task, Weights};
+use kflow_model::Task;
 use kflow_train::{Checkpoint, EpochStats, Hyper};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{TRAIN, VAL};
 use crate::generate::one_output;
+use crate::inputs;
 use crate::json;
 use crate::model::{INIT, MODEL};
 use crate::split::{data, nominal, read_split};
@@ -177,7 +178,7 @@ fn train_err(e: kflow_train::TrainError) -> ActionError {
 /// One epoch: the checkpoint it starts from in, the next one out.
 fn epoch(cx: &ActionContext<'_>, hyper: &Hyper) -> Result<Outcome, ActionError> {
     let started = Instant::now();
-    let model = read_model(cx)?;
+    let model = inputs::model(cx)?;
     let checkpoint = Checkpoint::from_safetensors(&json::input_bytes(cx, CHECKPOINT)?).map_err(train_err)?;
     let train = read_split(cx, TRAIN)?;
     // An autoencoder learns what nominal windows look like: it trains on
@@ -198,10 +199,6 @@ fn epoch(cx: &ActionContext<'_>, hyper: &Hyper) -> Result<Outcome, ActionError> 
     Ok(Outcome::Done)
 }
 
-fn read_model(cx: &ActionContext<'_>) -> Result<Model, ActionError> {
-    Model::from_json(&json::input_bytes(cx, MODEL)?).map_err(|e| ActionError::new(format!("input `{MODEL}`: {e}")))
-}
-
 /// Better is a larger validation F1 for a classifier, a smaller validation
 /// loss for an autoencoder.
 fn improves(task: Task, stats: &EpochStats, best: Option<&EpochStats>) -> bool {
@@ -217,9 +214,8 @@ fn improves(task: Task, stats: &EpochStats, best: Option<&EpochStats>) -> bool {
 }
 
 fn run(cx: &ActionContext<'_>, hyper: &Hyper, budget: &Budget) -> Result<Outcome, ActionError> {
-    let model = read_model(cx)?;
-    let init = Weights::from_safetensors(&json::input_bytes(cx, INIT)?)
-        .map_err(|e| ActionError::new(format!("input `{INIT}`: {e}")))?;
+    let model = inputs::model(cx)?;
+    let init = inputs::weights(cx, INIT)?;
     let blob = |name: &str| cx.input(name).map(|i| i.blob);
     let (model_blob, train_blob, val_blob) = (blob(MODEL)?, blob(TRAIN)?, blob(VAL)?);
     let mut checkpoint = cx.put_artifact(&Checkpoint::fresh(init).to_safetensors().map_err(train_err)?)?;

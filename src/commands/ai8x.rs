@@ -195,8 +195,15 @@ fn simulate(net: &Ai8xNetwork, input_path: &Path, output_path: &Path, avg_pool_r
     let (network, weights) = kflow_ai8x::sim::to_sim(loaded.device, &layers, shape, &values);
     let (data, _) = input.into_raw_vec_and_offset();
     let tensor = Tensor::new(network.input, data).ok_or_else(|| usage("the input's values do not match its shape"))?;
-    let result = kflow_ai8x_sim::simulate(&network, &weights, &tensor, SimOptions { avg_pool_rounding })
-        .map_err(|e| Failure::Build(Some(format!("simulation: {e}"))))?;
+    // Large layers split their output channels over the cores (the global
+    // pool is one thread: RAYON_NUM_THREADS=1 is set for candle).
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let run = || kflow_ai8x_sim::simulate(&network, &weights, &tensor, SimOptions { avg_pool_rounding });
+    let result = match rayon::ThreadPoolBuilder::new().num_threads(cores).build() {
+        Ok(pool) => pool.install(run),
+        Err(_) => run(),
+    }
+    .map_err(|e| Failure::Build(Some(format!("simulation: {e}"))))?;
     let last = layers.last().ok_or_else(|| usage("the network has no layers"))?;
     let s = result.shape();
     // CHW as the user gave it: 1-D data stays [C, L]; a linear layer's
@@ -262,5 +269,22 @@ fn synthesize(net: &Ai8xNetwork, shape: &Ai8xInputShape, out_dir: &Path) -> Resu
         out_dir.display()
     ));
     print_timing(allocation);
+    let values = kflow_ai8x::int8_values(&loaded.weights_file).map_err(|e| usage(e.to_string()))?;
+    let generated = kflow_ai8x::codegen::program(allocation, &values)
+        .map_err(|e| e.to_string())
+        .and_then(|program| kflow_ai8x_codegen::generate(&program).map_err(|e| e.to_string()))
+        .map_err(|e| Failure::Build(Some(format!("no C sources: {e}"))))?;
+    for (name, bytes) in &generated.files {
+        if let Some(parent) = out_dir.join(name).parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Failure::Build(Some(format!("cannot create {}: {e}", parent.display()))))?;
+        }
+        write(name, bytes)?;
+    }
+    line(format!(
+        "wrote {} to {}",
+        generated.files.keys().cloned().collect::<Vec<_>>().join(", "),
+        out_dir.display()
+    ));
     Ok(())
 }

@@ -96,6 +96,27 @@ impl Ws {
         self.file(&format!("graphs/{package}/BUILD.toml"), text)
     }
 
+    /// `//data:small`: `rows` generated CATS-like rows (seed `seed`), in
+    /// windows of 16 every 4 rows.
+    pub fn small_dataset(&self, rows: u64, seed: u64) -> &Ws {
+        self.package(
+            "data",
+            &format!(
+                "[[dataset]]\nname = \"small\"\ngenerator = {{ rows = {rows}, seed = {seed}, anomaly_fraction = 0.038 }}\nwindow = 16\nstride = 4\n"
+            ),
+        )
+    }
+
+    /// The repository's own `graphs/<package>/BUILD.toml`, copied.
+    pub fn repository_package(&self, package: &str) -> &Ws {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("graphs")
+            .join(package)
+            .join("BUILD.toml");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        self.package(package, &text)
+    }
+
     /// Writes a file relative to the workspace root, creating directories.
     pub fn file(&self, rel: &str, text: &str) -> &Ws {
         let path = self.root().join(rel);

@@ -1,12 +1,12 @@
 //! Threads and determinism: why results do not depend on them, and where
 //! candle's work runs.
 //!
-//! candle 0.11's CPU backend takes its thread count from `CANDLE_NUM_THREADS`
-//! or `RAYON_NUM_THREADS` (read again at each matmul) or else the number of
-//! physical cores, and uses it three ways: `gemm` splits a large matmul
-//! (above 48·48·256 multiply-adds) into that many tasks on the *current*
-//! rayon pool; element-wise ops over 64Ki values or more run on a global
-//! pool of spinning workers sized once from it; and `conv2d` and
+//! candle 0.11's CPU backend uses threads three ways: `gemm` splits a large
+//! matmul (above 48·48·256 multiply-adds) into `RAYON_NUM_THREADS` tasks (or
+//! one per physical core, reading /proc/cpuinfo at each matmul) on the
+//! *current* rayon pool; element-wise ops over 64Ki values or more run on a
+//! global pool of spinning workers sized once from `CANDLE_NUM_THREADS`
+//! (else the same count); and `conv2d` and
 //! `conv_transpose2d` iterate over samples or output channels with rayon in
 //! the current pool. None of these splits a sum: `gemm` hands out tiles of
 //! the output, and each output element accumulates its dot product in the
@@ -21,9 +21,11 @@
 //! the engine already runs one training per job, and for the small models
 //! of the search intra-op threads gained nothing (measured equal samples/s
 //! with one and two), while `--jobs N` trainings each fanning out over all
-//! cores would oversubscribe them. Only candle's element-wise pool (for
-//! tensors of 64Ki values or more) stays shared; set `CANDLE_NUM_THREADS=1`
-//! to keep it from spinning beside the jobs.
+//! cores would oversubscribe them. The `kflow` binary sets
+//! `RAYON_NUM_THREADS=1` (so that `gemm` does not cut every product into
+//! per-core tasks that then run one after another on this pool: 17% of the
+//! baseline's training time) and `CANDLE_NUM_THREADS=1` (so that the shared
+//! element-wise pool does not spin beside the jobs).
 
 use crate::TrainError;
 
