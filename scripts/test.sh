@@ -24,19 +24,8 @@ install_packages() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-# ONNX Runtime's shared library, from its Python wheel (Debian has none):
-# host evaluation loads it at run time (rules/host/src/runtime.rs).
-ORT_VERSION=1.32.0
-install_onnxruntime() {
-    python3 -c "import onnxruntime" 2>/dev/null && return
-    step "installing onnxruntime==$ORT_VERSION (pip)"
-    python3 -m pip install --quiet "onnxruntime==$ORT_VERSION" ||
-        # A Debian-managed Python refuses system-wide installs.
-        python3 -m pip install --quiet --user --break-system-packages "onnxruntime==$ORT_VERSION"
-}
-
 install_packages
-install_onnxruntime
+scripts/install-onnxruntime.sh
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check

@@ -17,7 +17,7 @@ pub const PINNED_VERSION: &str = "1.32.0";
 /// How to get ONNX Runtime, for error messages.
 pub fn install_hint() -> String {
     format!(
-        "install it with `python3 -m pip install onnxruntime=={PINNED_VERSION}` (scripts/test.sh does), \
+        "install it with `python3 -m pip install onnxruntime=={PINNED_VERSION}` (scripts/install-onnxruntime.sh does), \
          or set ORT_DYLIB_PATH to a libonnxruntime.so"
     )
 }
