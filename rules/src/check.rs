@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use kflow_ai8x::Device;
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
 use kflow_model::Model;
-use kflow_platform::{Accelerator, ExternalVerdict, Platform, Resources};
+use kflow_platform::{ExternalVerdict, Platform, Resources};
 use kflow_quant::Quantized;
 use serde::{Deserialize, Serialize};
 
@@ -188,7 +189,7 @@ impl Rule for CheckRule {
 fn accelerator_resources(
     model: &Model,
     quantized: Option<Quantized>,
-    device: Accelerator,
+    device: Device,
     platform: &Platform,
 ) -> Result<(Vec<String>, Resources), ActionError> {
     let q = match quantized {
@@ -205,10 +206,6 @@ fn accelerator_resources(
                 Err(e) => return Err(ActionError::new(e.to_string())),
             }
         }
-    };
-    let device = match device {
-        Accelerator::Max78000 => kflow_ai8x::Device::Max78000,
-        Accelerator::Max78002 => kflow_ai8x::Device::Max78002,
     };
     let (layers, weights, input) = kflow_quant::to_ai8x(&q);
     let allocation = match kflow_ai8x::allocate(device, &layers) {

@@ -8,13 +8,13 @@
 //! Latency is measured, so `metrics.json` differs from run to run in its
 //! `latency_us` numbers; its quality numbers do not.
 
+use kflow_ai8x::Device;
 use kflow_data::{Quality, Split, best_f1_threshold, zscore_baseline};
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
 use kflow_host::OnnxModel;
 use kflow_model::{Model, Task};
-use kflow_platform::Accelerator;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{META, TEST, VAL};
@@ -78,7 +78,7 @@ struct Attrs {
     latency_samples: Option<usize>,
     #[serde(rename = "quantized")]
     _quantized: Option<String>,
-    device: Option<Accelerator>,
+    device: Option<Device>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -87,7 +87,7 @@ struct Params {
     latency_samples: usize,
     /// Set when a quantized network is evaluated too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    device: Option<Accelerator>,
+    device: Option<Device>,
 }
 
 #[derive(Serialize)]
@@ -179,7 +179,7 @@ impl Rule for EvaluateRule {
             for name in [QUANT, QUANTIZED] {
                 inputs.push((name.to_owned(), one_output(planner, target, "quantized", name)?));
             }
-            Some(attrs.device.unwrap_or(Accelerator::Max78002))
+            Some(attrs.device.unwrap_or(Device::Max78002))
         };
         params.device = device;
         let outputs: Vec<String> = [METRICS, ONNX].map(str::to_owned).to_vec();

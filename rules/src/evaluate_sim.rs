@@ -6,7 +6,6 @@ use kflow_ai8x::Device;
 use kflow_data::{Quality, Split, best_f1_threshold};
 use kflow_engine::ActionError;
 use kflow_model::{Model, Task};
-use kflow_platform::Accelerator;
 use kflow_quant::Quantized;
 use serde::Serialize;
 
@@ -14,7 +13,7 @@ use crate::evaluate::{Decisions, nominal_percentile, scores};
 
 #[derive(Serialize)]
 pub struct Simulated {
-    device: Accelerator,
+    device: Device,
     layers: usize,
     /// Chosen on the simulated validation outputs, as the float model's is.
     threshold: f32,
@@ -32,18 +31,14 @@ pub struct Simulated {
 pub fn simulated(
     model: &Model,
     q: &Quantized,
-    device: Accelerator,
+    device: Device,
     val: &Split,
     test: &Split,
     float: &Decisions<'_>,
     threshold_percentile: f64,
 ) -> Result<Simulated, ActionError> {
-    let sim_device = match device {
-        Accelerator::Max78000 => Device::Max78000,
-        Accelerator::Max78002 => Device::Max78002,
-    };
     let err = |e: kflow_quant::QuantError| ActionError::new(e.to_string());
-    let (net, weights) = kflow_quant::to_sim(q, sim_device);
+    let (net, weights) = kflow_quant::to_sim(q, device);
     let run = |split: &Split| -> Result<Vec<f32>, ActionError> {
         let per = split.shape[1] * split.shape[2];
         let mut out = Vec::new();

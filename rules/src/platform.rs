@@ -1,9 +1,10 @@
 //! `platform`: a deployment target, checked when the graph is loaded.
 
+use kflow_ai8x::Device;
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
-use kflow_platform::{Accelerator, Platform};
+use kflow_platform::Platform;
 use serde::Deserialize;
 
 use crate::json;
@@ -47,7 +48,7 @@ const ATTRS: &[AttrSpec] = &[
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Attrs {
-    accelerator: Option<Accelerator>,
+    accelerator: Option<Device>,
     cpu: String,
     cpu_clock_mhz: f64,
     flash_kb: u64,

@@ -4,7 +4,7 @@
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
-use kflow_model::{Task, Weights};
+use kflow_model::Weights;
 use kflow_quant::PruneKind;
 use kflow_train::{Checkpoint, Hyper};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use crate::generate::one_output;
 use crate::inputs;
 use crate::json;
 use crate::model::MODEL;
-use crate::split::{data, nominal, read_split};
+use crate::split::{data, read_split, training_windows};
 use crate::train::WEIGHTS;
 
 pub struct PruneRule;
@@ -138,11 +138,7 @@ impl Rule for PruneRule {
         cx.progress(&summary(&report));
         let mut losses = Vec::new();
         if params.epochs > 0 {
-            let train = read_split(cx, TRAIN)?;
-            let train = match pruned.task {
-                Task::Classifier { .. } => train,
-                Task::Autoencoder => nominal(&train),
-            };
+            let train = training_windows(read_split(cx, TRAIN)?, pruned.task);
             let val = read_split(cx, VAL)?;
             // Zeros of unstructured pruning stay zeros: the mask is applied
             // again after every epoch.

@@ -2,6 +2,7 @@
 
 use kflow_data::Split;
 use kflow_engine::{ActionContext, ActionError};
+use kflow_model::Task;
 use kflow_train::Data;
 
 use crate::json;
@@ -15,6 +16,15 @@ pub fn data(split: &Split) -> Data<'_> {
         x: &split.x,
         shape: split.shape,
         y: &split.y,
+    }
+}
+
+/// What a model of `task` trains on: every window for a classifier; for an
+/// autoencoder, which learns what nominal windows look like, those only.
+pub fn training_windows(split: Split, task: Task) -> Split {
+    match task {
+        Task::Classifier { .. } => split,
+        Task::Autoencoder => nominal(&split),
     }
 }
 

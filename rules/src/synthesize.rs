@@ -5,7 +5,7 @@
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
-use kflow_platform::{Accelerator, Platform};
+use kflow_platform::Platform;
 use kflow_quant::Quantized;
 use serde::{Deserialize, Serialize};
 
@@ -87,15 +87,11 @@ impl Rule for SynthesizeRule {
     fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
         let params: Params = cx.params_as()?;
         let platform: Platform = json::input(cx, PLATFORM)?;
-        let device = match platform.accelerator {
-            Some(Accelerator::Max78000) => kflow_ai8x::Device::Max78000,
-            Some(Accelerator::Max78002) => kflow_ai8x::Device::Max78002,
-            None => {
-                return Err(ActionError::new(format!(
-                    "platform `{}` has no CNN accelerator to synthesize for",
-                    platform.name
-                )));
-            }
+        let Some(device) = platform.accelerator else {
+            return Err(ActionError::new(format!(
+                "platform `{}` has no CNN accelerator to synthesize for",
+                platform.name
+            )));
         };
         let weights_file = json::input_bytes(cx, QUANTIZED)?;
         let q = Quantized::from_files(&json::input_bytes(cx, QUANT)?, &weights_file)

@@ -27,7 +27,7 @@ use crate::generate::one_output;
 use crate::inputs;
 use crate::json;
 use crate::model::{INIT, MODEL};
-use crate::split::{data, nominal, read_split};
+use crate::split::{data, read_split, training_windows};
 
 pub struct TrainRule;
 
@@ -180,13 +180,7 @@ fn epoch(cx: &ActionContext<'_>, hyper: &Hyper) -> Result<Outcome, ActionError> 
     let started = Instant::now();
     let model = inputs::model(cx)?;
     let checkpoint = Checkpoint::from_safetensors(&json::input_bytes(cx, CHECKPOINT)?).map_err(train_err)?;
-    let train = read_split(cx, TRAIN)?;
-    // An autoencoder learns what nominal windows look like: it trains on
-    // those only.
-    let train = match model.task {
-        Task::Classifier { .. } => train,
-        Task::Autoencoder => nominal(&train),
-    };
+    let train = training_windows(read_split(cx, TRAIN)?, model.task);
     let val = read_split(cx, VAL)?;
     let (next, stats) =
         kflow_train::train_epoch(&model, checkpoint, &data(&train), &data(&val), hyper).map_err(train_err)?;

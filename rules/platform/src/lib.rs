@@ -14,4 +14,4 @@ pub use constraints::{Resources, evaluate, validate};
 pub use cpu_fit::{CpuFit, cpu_fit};
 pub use error::PlatformError;
 pub use external::{ExternalVerdict, run_check};
-pub use platform::{Accelerator, Platform};
+pub use platform::Platform;

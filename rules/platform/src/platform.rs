@@ -1,12 +1,5 @@
+use kflow_ai8x::Device;
 use serde::{Deserialize, Serialize};
-
-/// The CNN accelerator a platform carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Accelerator {
-    Max78000,
-    Max78002,
-}
 
 /// A deployment target. Memory sizes are what the MCU offers the
 /// application (flash for code and weights, RAM for data); the
@@ -16,7 +9,8 @@ pub enum Accelerator {
 pub struct Platform {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub accelerator: Option<Accelerator>,
+    /// The CNN accelerator it carries, if any.
+    pub accelerator: Option<Device>,
     /// The CPU core (for the software baseline), e.g. `cortex-m4f`.
     pub cpu: String,
     pub cpu_clock_mhz: f64,

@@ -338,21 +338,16 @@ impl Quantized {
     pub fn from_files(quant_json: &[u8], weights: &[u8]) -> Result<Quantized, QuantError> {
         let mut q: Quantized =
             serde_json::from_slice(quant_json).map_err(|e| QuantError::Options(format!("quant.json: {e}")))?;
-        let file =
-            safetensors::SafeTensors::deserialize(weights).map_err(|e| QuantError::Safetensors(e.to_string()))?;
-        let int8 = |name: &str| -> Result<Option<Vec<i8>>, QuantError> {
-            match file.tensor(name) {
-                Ok(t) if t.dtype() == safetensors::Dtype::I8 => Ok(Some(t.data().iter().map(|&b| b as i8).collect())),
-                Ok(t) => Err(QuantError::Safetensors(format!("`{name}` is {:?}, not I8", t.dtype()))),
-                Err(_) => Ok(None),
-            }
-        };
+        let mut values = kflow_ai8x::int8_values(weights).map_err(|e| QuantError::Safetensors(e.to_string()))?;
         for (i, l) in q.layers.iter_mut().enumerate() {
-            if l.layer.op.has_weights() {
-                l.weight =
-                    int8(&format!("{i}.weight"))?.ok_or_else(|| QuantError::MissingTensor(format!("{i}.weight")))?;
+            match values.remove(&i) {
+                Some(v) => {
+                    l.weight = v.weight;
+                    l.bias = v.bias;
+                }
+                None if l.layer.op.has_weights() => return Err(QuantError::MissingTensor(format!("{i}.weight"))),
+                None => {}
             }
-            l.bias = int8(&format!("{i}.bias"))?;
         }
         Ok(q)
     }
