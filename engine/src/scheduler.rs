@@ -243,12 +243,17 @@ impl Scheduler<'_> {
             results: (0..n).map(|_| OnceLock::new()).collect(),
             top_level,
         };
+        // The ready set is taken before anything runs: a spawned job
+        // decrements its dependents' counters, and a loop that read them as
+        // it went would start such a dependent a second time, whose second
+        // run would in turn release its own dependents early.
+        let ready: Vec<usize> = (0..n)
+            .filter(|&i| dag.pending[i].load(Ordering::Relaxed) == 0)
+            .collect();
         rayon::scope(|s| {
-            for i in 0..n {
-                if dag.pending[i].load(Ordering::Relaxed) == 0 {
-                    let dag = &dag;
-                    s.spawn(move |s| self.step(dag, s, i));
-                }
+            for i in ready {
+                let dag = &dag;
+                s.spawn(move |s| self.step(dag, s, i));
             }
         });
         dag.results
@@ -747,4 +752,140 @@ fn cache_err(e: CacheError) -> ActionError {
 
 fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attrs::AttrSpec;
+    use crate::events::{BuildHeader, Silent};
+    use crate::label::Label;
+    use crate::rule::{Planner, Target};
+    use crate::{Diagnostic, RuleRegistry};
+    use kflow_cache::MemoryIndex;
+
+    /// Writes one small output and counts its executions.
+    struct Counting(AtomicUsize);
+
+    impl Rule for Counting {
+        fn name(&self) -> &'static str {
+            "counting"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn summary(&self) -> &'static str {
+            "test rule"
+        }
+        fn attrs(&self) -> &'static [AttrSpec] {
+            &[]
+        }
+        fn plan(&self, _: &Target, _: &mut Planner<'_>) -> Result<(), Diagnostic> {
+            Ok(())
+        }
+        fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            cx.write_output("o", cx.params().to_string().as_bytes())?;
+            Ok(Outcome::Done)
+        }
+    }
+
+    fn scheduler<'a>(
+        cache: &'a LazyCache<'a>,
+        state: Option<&'a BuildState>,
+        log: &'a BuildLog,
+        sources: &'a MemoryIndex,
+        rules: &'a RuleRegistry,
+    ) -> Scheduler<'a> {
+        Scheduler {
+            cache,
+            state,
+            sources,
+            rules,
+            log,
+            observer: &Silent,
+            jobs: 2,
+            keep_going: false,
+            stop: AtomicBool::new(false),
+            records: Mutex::new(Vec::new()),
+            fresh: Mutex::new(Vec::new()),
+            remote: None,
+            remote_warned: AtomicBool::new(false),
+            on_done: None,
+        }
+    }
+
+    /// Roots first, then one dependent per root. While the loop that starts
+    /// the ready jobs is still spawning roots, the first roots finish and
+    /// release their dependents, which the loop then reaches with nothing
+    /// pending. Every action must still run exactly once, both when the
+    /// actions execute and when a rebuild serves them from the build state
+    /// (microseconds each, where the race is widest).
+    #[test]
+    fn every_action_runs_once_when_dependents_are_released_during_startup() {
+        const ROOTS: usize = 2000;
+        let dir = tempfile::tempdir().unwrap();
+        let rule = Arc::new(Counting(AtomicUsize::new(0)));
+        let target = Label::new("t", "p", "x").unwrap();
+        let jobs: Vec<Job> = (0..2 * ROOTS)
+            .map(|i| {
+                let inputs = match i.checked_sub(ROOTS) {
+                    Some(root) => vec![(
+                        Arc::from("dep"),
+                        InputSource::Output {
+                            node: NodeIndex::new(root),
+                            output: Arc::from("o"),
+                        },
+                    )],
+                    None => Vec::new(),
+                };
+                Job {
+                    node: Arc::new(ActionNode {
+                        id: Arc::from(format!("t//p:x/{i}")),
+                        target: target.clone(),
+                        rule: Arc::from("counting"),
+                        rule_version: 1,
+                        params: Params::new(&serde_json::json!(i)),
+                        inputs,
+                        outputs: vec![Arc::from("o")],
+                    }),
+                    rule: rule.clone(),
+                    parent: None,
+                }
+            })
+            .collect();
+        let on_wait = |_: &str| {};
+        let cache_dir = dir.path().join("cache");
+        let cache = LazyCache::new(&cache_dir, &on_wait);
+        let out_dir = dir.path().join("out");
+        let header = BuildHeader {
+            build: String::new(),
+            started_unix_ms: 0,
+            targets: Vec::new(),
+            jobs: 2,
+            kflow_version: String::new(),
+            parsed_packages: Vec::new(),
+        };
+        let log = BuildLog::create(&out_dir, header).unwrap();
+        let sources = MemoryIndex::from_entries([]);
+        let rules = RuleRegistry::new();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+
+        let first = scheduler(&cache, None, &log, &sources, &rules);
+        let results = pool.install(|| first.run_dag(&jobs, true));
+        assert!(results.iter().all(|r| r.status == Status::Executed));
+        assert_eq!(rule.0.load(Ordering::SeqCst), jobs.len());
+        assert_eq!(lock(&first.records).len(), jobs.len());
+
+        let mut state = BuildState::load(&out_dir);
+        let epoch = kflow_cache::read_epoch(&cache_dir).unwrap();
+        state.remember((cache_dir.clone(), epoch), first.fresh.into_inner().unwrap());
+        for _ in 0..20 {
+            let again = scheduler(&cache, Some(&state), &log, &sources, &rules);
+            let results = pool.install(|| again.run_dag(&jobs, true));
+            assert!(results.iter().all(|r| r.status == Status::Cached && r.remembered));
+            assert_eq!(lock(&again.records).len(), jobs.len());
+        }
+        assert_eq!(rule.0.load(Ordering::SeqCst), jobs.len());
+    }
 }
