@@ -159,3 +159,81 @@ fn a_bad_constraint_is_a_graph_error() {
     assert!(b.run.stderr.contains("graphs/m/BUILD.toml:"), "{}", b.run.stderr);
     assert!(b.run.stderr.contains("constraint `layers <=`"), "{}", b.run.stderr);
 }
+
+/// Quantization-aware fine-tuning through the binary: it logs its epochs,
+/// a longer budget reruns only `quantize`, and binary weights are judged by
+/// the accelerator each platform has.
+#[test]
+fn quantization_aware_fine_tuning_and_binary_weights() {
+    let ws = Ws::new();
+    let quantize = |epochs: u32| {
+        format!(
+            r#"
+[[quantize]]
+name = "qat"
+model = ":cnn"
+weights = ":train"
+dataset = "//data:small"
+weight_bits = 2
+qat_epochs = {epochs}
+
+[[quantize]]
+name = "binary"
+model = ":cnn"
+weights = ":train"
+dataset = "//data:small"
+weight_bits = "binary"
+
+[[check]]
+name = "binary_on_max78002"
+model = ":cnn"
+quantized = ":binary"
+platform = "//platforms:max78002"
+
+[[check]]
+name = "binary_on_max78000"
+model = ":cnn"
+quantized = ":binary"
+platform = "//platforms:max78000"
+"#
+        )
+    };
+    graphs(&ws, &quantize(1));
+    let targets = ["//m:qat", "//m:binary_on_max78002", "//m:binary_on_max78000"];
+    let first = ws.build(&targets).report.expect("a report");
+    assert_eq!(first.status("target//m:binary_on_max78002"), "executed");
+    assert_eq!(first.status("target//m:binary_on_max78000"), "rejected");
+    let reasons = json(&ws, "binary_on_max78000", "check.json")["reasons"].to_string();
+    assert!(reasons.contains("binary"), "{reasons}");
+
+    let log = json(&ws, "qat", "qat.json");
+    assert_eq!(log["epochs"].as_array().map(Vec::len), Some(1), "{log}");
+    let quant = json(&ws, "qat", "quant.json");
+    let layers = quant["layers"].as_array().expect("layers");
+    // Batch norm was folded before fine-tuning: the first layer has no
+    // `bn0` among its IR layers any more, and every operator has 2-bit
+    // weights.
+    assert_eq!(layers[0]["ir_layers"], serde_json::json!(["conv0", "act0"]));
+    assert!(
+        layers
+            .iter()
+            .filter(|l| l["op"] != "passthrough")
+            .all(|l| l["weight_bits"] == 2)
+    );
+
+    graphs(&ws, &quantize(2));
+    let again = ws.build(&targets).report.expect("a report");
+    assert_eq!(
+        again.ids("executed"),
+        std::collections::BTreeSet::from(["target//m:qat".to_owned()])
+    );
+    let log = json(&ws, "qat", "qat.json");
+    assert_eq!(log["epochs"].as_array().map(Vec::len), Some(2), "{log}");
+
+    // Bits outside 1, 2, 4, 8 and "binary" are a graph error at the file.
+    graphs(&ws, &quantize(1).replace("weight_bits = 2", "weight_bits = 3"));
+    let bad = ws.build(&["//m:qat"]);
+    assert_eq!(bad.run.code, 2, "{}", bad.run.stderr);
+    assert!(bad.run.stderr.contains("graphs/m/BUILD.toml"), "{}", bad.run.stderr);
+    assert!(bad.run.stderr.contains("not 3"), "{}", bad.run.stderr);
+}

@@ -175,6 +175,8 @@ impl Cache {
         })
     }
 
+    /// Rehashes the blobs on the current rayon pool, so that the caller
+    /// chooses how many threads.
     pub fn verify(&self) -> Result<VerifyReport, CacheError> {
         let scan = self.scan_cas()?;
         let mut bad_blobs = Vec::new();
@@ -184,26 +186,18 @@ impl Cache {
             bad_blobs.push(shown.display().to_string());
         }
 
-        // One thread per core, whatever RAYON_NUM_THREADS says (the kflow
-        // binary sets it to 1 for candle's sake).
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let rehash = || {
-            scan.blobs
-                .par_iter()
-                .map(|blob| match fs::File::open(&blob.path) {
-                    Ok(file) => {
-                        let (digest, _) = Digest::of_reader(file).map_err(io_at(&blob.path))?;
-                        Ok((digest != blob.digest).then_some(blob))
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(CacheError::io(&blob.path, e)),
-                })
-                .collect::<Result<Vec<Option<&StoredBlob>>, CacheError>>()
-        };
-        let damaged = match rayon::ThreadPoolBuilder::new().num_threads(cores).build() {
-            Ok(pool) => pool.install(rehash)?,
-            Err(_) => rehash()?,
-        };
+        let damaged = scan
+            .blobs
+            .par_iter()
+            .map(|blob| match fs::File::open(&blob.path) {
+                Ok(file) => {
+                    let (digest, _) = Digest::of_reader(file).map_err(io_at(&blob.path))?;
+                    Ok((digest != blob.digest).then_some(blob))
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(CacheError::io(&blob.path, e)),
+            })
+            .collect::<Result<Vec<Option<&StoredBlob>>, CacheError>>()?;
         for blob in damaged.into_iter().flatten() {
             match fs::remove_file(&blob.path) {
                 Ok(()) => {}

@@ -1,27 +1,32 @@
 //! `quantize`: a trained float model as the accelerator's integer layers
 //! (kflow-quant): fusion, batch-norm folding, calibration on training
-//! windows, ai8x-compatible weight quantization.
+//! windows, ai8x-compatible weight quantization, and optional
+//! quantization-aware fine-tuning (kflow-train) before the final pass.
 
 use std::collections::BTreeMap;
 
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
-use kflow_quant::QuantOptions;
+use kflow_model::{Model, Weights};
+use kflow_quant::{Bits, FakeQuant, QuantOptions};
+use kflow_train::{Checkpoint, EpochStats, Hyper};
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::TRAIN;
+use crate::dataset::{TRAIN, VAL};
 use crate::generate::one_output;
 use crate::inputs;
 use crate::json;
 use crate::model::MODEL;
-use crate::split::read_split;
+use crate::split::{data, read_split, training_windows};
 use crate::train::WEIGHTS;
 
 pub struct QuantizeRule;
 
 pub const QUANTIZED: &str = "quantized.safetensors";
 pub const QUANT: &str = "quant.json";
+/// The fine-tuning log, when there were QAT epochs.
+pub const QAT_LOG: &str = "qat.json";
 
 const ATTRS: &[AttrSpec] = &[
     AttrSpec::required(
@@ -37,18 +42,25 @@ const ATTRS: &[AttrSpec] = &[
     AttrSpec::required(
         "dataset",
         AttrType::Label,
-        "the `[[dataset]]` whose training windows calibrate activations",
+        "the `[[dataset]]` whose training windows calibrate activations (and fine-tune, with `qat_epochs`)",
     ),
     AttrSpec::optional(
         "weight_bits",
-        AttrType::Int,
-        "weight bits of every layer: 8 (default), 4, 2 or 1",
+        AttrType::Any,
+        "weight bits of every layer: 8 (default), 4, 2, 1, or \"binary\" (±1, MAX78002)",
     ),
     AttrSpec::optional(
         "layer_bits",
         AttrType::Table,
         "weight bits per fused layer, by name: `{ conv1 = 4 }`",
     ),
+    AttrSpec::optional(
+        "qat_epochs",
+        AttrType::Int,
+        "quantization-aware fine-tune epochs before quantizing (default 0)",
+    ),
+    AttrSpec::optional("qat_lr", AttrType::Float, "fine-tune learning rate (default 0.0001)"),
+    AttrSpec::optional("qat_seed", AttrType::Int, "fine-tune batch order (default 0)"),
     AttrSpec::optional(
         "shift_quantile",
         AttrType::Float,
@@ -80,19 +92,30 @@ struct Attrs {
     _weights: String,
     #[serde(rename = "dataset")]
     _dataset: String,
-    weight_bits: Option<u8>,
+    weight_bits: Option<Bits>,
     #[serde(default)]
-    layer_bits: BTreeMap<String, u8>,
+    layer_bits: BTreeMap<String, Bits>,
     shift_quantile: Option<f64>,
     calibration_samples: Option<usize>,
     calibration_percentile: Option<f64>,
     wide_output: Option<bool>,
+    qat_epochs: Option<u32>,
+    qat_lr: Option<f64>,
+    qat_seed: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Params {
     options: QuantOptions,
     calibration_samples: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    qat: Option<Qat>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Qat {
+    epochs: u32,
+    hyper: Hyper,
 }
 
 impl Rule for QuantizeRule {
@@ -101,7 +124,7 @@ impl Rule for QuantizeRule {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn summary(&self) -> &'static str {
@@ -123,16 +146,30 @@ impl Rule for QuantizeRule {
             target: defaults.target,
             wide_output: attrs.wide_output.unwrap_or(defaults.wide_output),
         };
-        for (attr, bits) in std::iter::once(("weight_bits", &options.weight_bits))
-            .chain(options.layer_bits.values().map(|b| ("layer_bits", b)))
-        {
-            if !matches!(bits, 1 | 2 | 4 | 8) {
-                return Err(planner.error(attr, format!("weight bits are 1, 2, 4 or 8, not {bits}")));
-            }
-        }
         let calibration_samples = attrs.calibration_samples.unwrap_or(256);
         if calibration_samples == 0 {
             return Err(planner.error("calibration_samples", "`calibration_samples` must be at least 1"));
+        }
+        let qat = match attrs.qat_epochs.unwrap_or(0) {
+            0 => None,
+            epochs => Some(Qat {
+                epochs,
+                hyper: Hyper {
+                    lr: attrs.qat_lr.unwrap_or(1e-4),
+                    seed: attrs.qat_seed.unwrap_or(0),
+                    ..Hyper::default()
+                },
+            }),
+        };
+        let mut inputs = vec![
+            (MODEL.to_owned(), one_output(planner, target, "model", MODEL)?),
+            (WEIGHTS.to_owned(), one_output(planner, target, "weights", WEIGHTS)?),
+            (TRAIN.to_owned(), one_output(planner, target, "dataset", TRAIN)?),
+        ];
+        let mut outputs = vec![QUANTIZED.to_owned(), QUANT.to_owned()];
+        if qat.is_some() {
+            inputs.push((VAL.to_owned(), one_output(planner, target, "dataset", VAL)?));
+            outputs.push(QAT_LOG.to_owned());
         }
         planner.add_final_action(ActionDecl {
             name: String::new(),
@@ -140,13 +177,10 @@ impl Rule for QuantizeRule {
             params: json::to_value(&Params {
                 options,
                 calibration_samples,
+                qat,
             })?,
-            inputs: vec![
-                (MODEL.to_owned(), one_output(planner, target, "model", MODEL)?),
-                (WEIGHTS.to_owned(), one_output(planner, target, "weights", WEIGHTS)?),
-                (TRAIN.to_owned(), one_output(planner, target, "dataset", TRAIN)?),
-            ],
-            outputs: [QUANTIZED, QUANT].map(str::to_owned).to_vec(),
+            inputs,
+            outputs,
         });
         Ok(())
     }
@@ -155,15 +189,8 @@ impl Rule for QuantizeRule {
         let params: Params = cx.params_as()?;
         let model = inputs::model(cx)?;
         let weights = inputs::weights(cx, WEIGHTS)?;
-        let quant_err = |e: kflow_quant::QuantError| ActionError::new(e.to_string());
-        let fused = kflow_quant::fuse(&model, &weights).map_err(quant_err)?;
         let train = read_split(cx, TRAIN)?;
-        // Evenly spaced windows: a deterministic sample of the whole split.
         let per = train.shape[1] * train.shape[2];
-        let n = params.calibration_samples.min(train.len());
-        let x: Vec<f32> = (0..n)
-            .flat_map(|k| train.window(k * train.len() / n.max(1)).iter().copied())
-            .collect();
         if per != model.input.iter().product::<usize>() {
             return Err(ActionError::new(format!(
                 "the dataset's windows have {per} values, the model's input {:?} needs {}",
@@ -171,6 +198,20 @@ impl Rule for QuantizeRule {
                 model.input.iter().product::<usize>()
             )));
         }
+        // Evenly spaced windows: a deterministic sample of the whole split.
+        let n = params.calibration_samples.min(train.len());
+        let x: Vec<f32> = (0..n)
+            .flat_map(|k| train.window(k * train.len() / n.max(1)).iter().copied())
+            .collect();
+        let (model, weights) = match &params.qat {
+            Some(qat) => {
+                let (model, weights, log) = fine_tune(cx, qat, &params.options, (&x, n), model, weights, train)?;
+                cx.write_output(QAT_LOG, &json::pretty(&serde_json::json!({ "epochs": log }))?)?;
+                (model, weights)
+            }
+            None => (model, weights),
+        };
+        let fused = kflow_quant::fuse(&model, &weights).map_err(quant_err)?;
         cx.progress(&format!(
             "{} accelerator layers; calibrating on {n} training windows",
             fused.layers.len()
@@ -180,4 +221,41 @@ impl Rule for QuantizeRule {
         cx.write_output(QUANT, &json::pretty(&quantized)?)?;
         Ok(Outcome::Done)
     }
+}
+
+fn quant_err(e: kflow_quant::QuantError) -> ActionError {
+    ActionError::new(e.to_string())
+}
+
+/// Quantization-aware fine-tuning as ai8x-training runs it: batch norms
+/// folded first, then epochs whose forward pass sees the quantized
+/// weights, recalibrated at the start of each epoch.
+fn fine_tune(
+    cx: &ActionContext<'_>,
+    qat: &Qat,
+    options: &QuantOptions,
+    (x, n): (&[f32], usize),
+    model: Model,
+    weights: Weights,
+    train: kflow_data::Split,
+) -> Result<(Model, Weights, Vec<EpochStats>), ActionError> {
+    let (model, weights) = kflow_quant::fold_batchnorm(&model, &weights).map_err(quant_err)?;
+    let train = training_windows(train, model.task);
+    let val = read_split(cx, VAL)?;
+    let mut checkpoint = Checkpoint::fresh(weights);
+    let mut log = Vec::new();
+    for epoch in 1..=qat.epochs {
+        let fake = FakeQuant::calibrate(&model, &checkpoint.weights, x, n, options).map_err(quant_err)?;
+        let view = |w: &Weights| fake.apply(w).map_err(|e| e.to_string());
+        let (next, stats) =
+            kflow_train::train_epoch_viewed(&model, checkpoint, &data(&train), &data(&val), &qat.hyper, Some(&view))
+                .map_err(|e| ActionError::new(e.to_string()))?;
+        cx.progress(&format!(
+            "quantization-aware epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val metric {:.4}",
+            qat.epochs, stats.train_loss, stats.val_loss, stats.val_metric
+        ));
+        log.push(stats);
+        checkpoint = next;
+    }
+    Ok((model, checkpoint.weights, log))
 }

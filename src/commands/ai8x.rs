@@ -8,6 +8,7 @@ use kflow_ai8x_sim::{Output, SimOptions, Tensor};
 use kflow_engine::Diagnostic;
 use ndarray::{ArrayD, IxDyn};
 
+use super::on_every_core;
 use crate::Failure;
 use crate::cli::{Ai8xArgs, Ai8xCommand, Ai8xInputShape, Ai8xNetwork, OutputFormat};
 use crate::output::line;
@@ -195,15 +196,10 @@ fn simulate(net: &Ai8xNetwork, input_path: &Path, output_path: &Path, avg_pool_r
     let (network, weights) = kflow_ai8x::sim::to_sim(loaded.device, &layers, shape, &values);
     let (data, _) = input.into_raw_vec_and_offset();
     let tensor = Tensor::new(network.input, data).ok_or_else(|| usage("the input's values do not match its shape"))?;
-    // Large layers split their output channels over the cores (the global
-    // pool is one thread: RAYON_NUM_THREADS=1 is set for candle).
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let run = || kflow_ai8x_sim::simulate(&network, &weights, &tensor, SimOptions { avg_pool_rounding });
-    let result = match rayon::ThreadPoolBuilder::new().num_threads(cores).build() {
-        Ok(pool) => pool.install(run),
-        Err(_) => run(),
-    }
-    .map_err(|e| Failure::Build(Some(format!("simulation: {e}"))))?;
+    // Large layers split their output channels over the cores.
+    let result =
+        on_every_core(|| kflow_ai8x_sim::simulate(&network, &weights, &tensor, SimOptions { avg_pool_rounding }))
+            .map_err(|e| Failure::Build(Some(format!("simulation: {e}"))))?;
     let last = layers.last().ok_or_else(|| usage("the network has no layers"))?;
     let s = result.shape();
     // CHW as the user gave it: 1-D data stays [C, L]; a linear layer's

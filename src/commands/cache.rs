@@ -5,7 +5,7 @@ use std::path::Path;
 use bytesize::ByteSize;
 use kflow_cache::Cache;
 
-use super::{announce_wait, cache_dir, open_workspace};
+use super::{announce_wait, cache_dir, on_every_core, open_workspace};
 use crate::Failure;
 use crate::cli::{CacheArgs, CacheCommand, CleanArgs, OutputFormat};
 
@@ -43,7 +43,7 @@ pub fn run(cwd: &Path, args: CacheArgs, quiet: bool) -> Result<(), Failure> {
             ));
         }
         CacheCommand::Verify => {
-            let report = cache.verify()?;
+            let report = on_every_core(|| cache.verify())?;
             crate::output::line(format_args!(
                 "checked {} blobs and {} actions: {} damaged blobs, {} bad actions",
                 report.blobs_checked,

@@ -63,6 +63,16 @@ fn cache_dir(arg: &CacheDirArg, ws: Option<&Workspace>) -> Result<PathBuf, Failu
     Ok(base.join("kflow"))
 }
 
+/// Runs `work` on one thread per core. main() sets RAYON_NUM_THREADS=1
+/// for candle's sake, which leaves rayon's global pool a single thread.
+fn on_every_core<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    match rayon::ThreadPoolBuilder::new().num_threads(cores).build() {
+        Ok(pool) => pool.install(work),
+        Err(_) => work(),
+    }
+}
+
 /// Tells the user why kflow is not making progress.
 fn announce_wait(quiet: bool) -> impl Fn(&str) + Sync {
     move |message: &str| {

@@ -48,7 +48,8 @@ impl Device {
         }
     }
 
-    /// Hardware layers (§1).
+    /// Hardware layers (§1), counting standalone passthrough/element-wise
+    /// layers and hidden helper layers.
     pub fn max_layers(self) -> usize {
         match self {
             Device::Max78000 => 32,
@@ -56,7 +57,8 @@ impl Device {
         }
     }
 
-    /// Rows or columns of a layer's input (§1: 1024 / 2048 in code).
+    /// Rows or columns of any layer's input or output (§1). The README says
+    /// 1023 / 2047; the code accepts 1024 / 2048 (§10 item 3).
     pub fn max_rows_cols(self) -> u32 {
         match self {
             Device::Max78000 => 1024,
@@ -68,6 +70,8 @@ impl Device {
     pub fn kernel_columns(self, processor: u32) -> u32 {
         match self {
             Device::Max78000 => 768,
+            // 4×1024 + 4×256 on the first processor of each quadrant,
+            // 4×1024 elsewhere.
             Device::Max78002 if processor.is_multiple_of(PROCESSORS_PER_QUADRANT) => 5120,
             Device::Max78002 => 4096,
         }
@@ -85,7 +89,17 @@ impl Device {
     pub fn instance_bytes(self) -> u32 {
         match self {
             Device::Max78000 => 0x8000,
+            // Five physical 4096 × 32-bit RAMs.
             Device::Max78002 => 0x14000,
+        }
+    }
+
+    /// Address stride between data-memory instances of one quadrant (only
+    /// `instance_bytes` of it are populated).
+    pub fn instance_stride(self) -> u32 {
+        match self {
+            Device::Max78000 => 0x8000,
+            Device::Max78002 => 0x2_0000,
         }
     }
 
@@ -189,13 +203,13 @@ impl Device {
     /// Address of byte offset `offset` in global data-memory instance
     /// `instance` (0..15).
     pub fn data_address(self, instance: u32, offset: u32) -> u32 {
-        let (base, stride) = match self {
-            Device::Max78000 => (0x5040_0000, 0x8000),
-            Device::Max78002 => (0x5180_0000, 0x2_0000),
+        let base = match self {
+            Device::Max78000 => 0x5040_0000,
+            Device::Max78002 => 0x5180_0000,
         };
         let quadrant = instance / (PROCESSORS_PER_QUADRANT / PROCESSORS_PER_INSTANCE);
         let local = instance % (PROCESSORS_PER_QUADRANT / PROCESSORS_PER_INSTANCE);
-        base + self.quadrant_stride() * quadrant + stride * local + offset
+        base + self.quadrant_stride() * quadrant + self.instance_stride() * local + offset
     }
 }
 

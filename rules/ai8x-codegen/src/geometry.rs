@@ -7,10 +7,12 @@ use crate::device::{Device, PROCESSORS_PER_QUADRANT, QUADRANTS};
 use crate::error::CodegenError;
 use crate::program::{DataFormat, Layer, Operator, OutputWidth, Program};
 
-/// `in_expand`/`out_expand` and `thresh_in`/`thresh_out` (§5.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Channels handled per pass, and the number of passes (§5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Passes {
+    /// `in_expand` / `out_expand`.
     pub count: u32,
+    /// `thresh_in` / `thresh_out`: enabled processors per pass.
     pub per_pass: u32,
 }
 

@@ -41,6 +41,7 @@ use std::collections::BTreeMap;
 pub use blob::{BlobError, Chunk, ModelBlob, parse_bin};
 pub use device::{COLUMN_BYTES, ControlRegister, Device};
 pub use error::CodegenError;
+pub use geometry::Passes;
 pub use program::{Activation, Bias, DataFormat, Dims, Layer, Operator, OutputWidth, Pool, PoolKind, Program};
 pub use registers::{LayerRegister, RegisterWrite, WRITE_ORDER, layer_registers};
 

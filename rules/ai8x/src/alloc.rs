@@ -477,28 +477,9 @@ mod tests {
     use super::*;
     use crate::check::check;
     use crate::layer::{Findings, Shape, resolve};
+    use crate::test_networks::{CATS_BARE, cats_weights};
     use crate::weights::{LayerWeights, Weights};
     use crate::yaml::{parse_network, to_yaml};
-
-    /// The §4.5 network without maps or offsets.
-    const BARE: &str = "
-arch: a
-dataset: d
-layers:
-  - {processors: 1, op: conv1d, kernel_size: 3, pad: 1, activate: ReLU, output_shift: -1, quantization: 8}
-  - {processors: 1, op: conv1d, max_pool: 2, pool_stride: 2, kernel_size: 3, pad: 1, activate: ReLU, output_shift: -2, quantization: 8}
-  - {processors: 1, op: mlp, flatten: true, activate: ReLU, output_shift: 0, quantization: 8}
-  - {processors: 1, op: mlp, output_shift: 0, quantization: 8}
-";
-
-    fn weights() -> Weights {
-        let mut w = Weights::default();
-        w.insert(0, LayerWeights::shape(&[32, 17, 3], Some(32)));
-        w.insert(1, LayerWeights::shape(&[16, 32, 3], Some(16)));
-        w.insert(2, LayerWeights::shape(&[16, 64], Some(16)));
-        w.insert(3, LayerWeights::shape(&[2, 16], Some(2)));
-        w
-    }
 
     fn hw_layers(text: &str, weights: &Weights, input: Shape) -> Vec<HwLayer> {
         let mut findings = Findings::default();
@@ -509,7 +490,7 @@ layers:
 
     #[test]
     fn a_chain_gets_the_spec_examples_maps_offsets_and_placements() {
-        let layers = hw_layers(BARE, &weights(), Shape::one_d(17, 8));
+        let layers = hw_layers(CATS_BARE, &cats_weights(), Shape::one_d(17, 8));
         let a = allocate(Device::Max78002, &layers).unwrap();
         let maps: Vec<(u64, u64, u32, u32)> = a
             .layers
@@ -543,7 +524,7 @@ layers:
 
     #[test]
     fn emitted_yaml_is_explicit_and_checks_to_the_same_allocation() {
-        let layers = hw_layers(BARE, &weights(), Shape::one_d(17, 8));
+        let layers = hw_layers(CATS_BARE, &cats_weights(), Shape::one_d(17, 8));
         let allocation = allocate(Device::Max78002, &layers).unwrap();
         let text = to_yaml(&allocation.to_network("a", "d"));
         let network = parse_network(&text).unwrap();
@@ -554,7 +535,7 @@ layers:
             );
         }
         assert_eq!(network.layers[2].kernel_size, None, "no kernel_size on linear layers");
-        let report = check(Device::Max78002, &network, &weights(), Shape::one_d(17, 8));
+        let report = check(Device::Max78002, &network, &cats_weights(), Shape::one_d(17, 8));
         assert!(report.passed, "{:#?}\n{text}", report.violations);
         assert!(report.warnings.is_empty(), "{:?}", report.warnings);
         let mut expected = allocation.clone();

@@ -13,7 +13,7 @@ use crate::device::{
     SHIFT_RANGE,
 };
 use crate::kernel_memory::KernelPlacement;
-use crate::layer::{At, Findings, HwLayer, Operator, Shape, Source, doc_op_name, resolve};
+use crate::layer::{At, Findings, HwLayer, Operator, Shape, Source, resolve};
 use crate::network::{Activation, DataFormat, Dims, Layer, Network, Op, OutputWidth, PoolKind, WeightBits};
 use crate::violation::{Rule, Violation};
 use crate::weights::Weights;
@@ -293,7 +293,7 @@ fn kernel_text(kernel: [u32; 2], operator: Operator) -> String {
 fn check_layer(device: Device, doc: &Layer, hw: &HwLayer, weights: &Weights, findings: &mut Findings) {
     let at = At {
         index: hw.index,
-        op: doc_op_name(doc.op.unwrap_or(Op::Conv2d)),
+        op: doc.op.unwrap_or(Op::Conv2d).as_str(),
     };
     let v = &mut findings.violations;
     let w = &mut findings.warnings;
@@ -999,6 +999,7 @@ fn check_data_memory(device: Device, layers: &[HwLayer], maps: &[LayerMaps], fin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_networks::cats_weights;
     use crate::weights::LayerWeights;
     use crate::yaml::parse_network;
 
@@ -1056,15 +1057,6 @@ layers:
     output_width: 8
     output: true
 ";
-
-    fn cats_weights() -> Weights {
-        let mut w = Weights::default();
-        w.insert(0, LayerWeights::shape(&[32, 17, 3], Some(32)));
-        w.insert(1, LayerWeights::shape(&[16, 32, 3], Some(16)));
-        w.insert(2, LayerWeights::shape(&[16, 64], Some(16)));
-        w.insert(3, LayerWeights::shape(&[2, 16], Some(2)));
-        w
-    }
 
     fn check_cats(device: Device) -> CheckReport {
         check(

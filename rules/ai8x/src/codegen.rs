@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use kflow_ai8x_codegen as cg;
 
 use crate::alloc::Allocation;
-use crate::device::Device;
 use crate::layer::{Operator, Shape};
 use crate::network::{Activation, DataFormat, OutputWidth, PoolKind, WeightBits};
 use crate::weights::Int8Layer;
@@ -102,10 +101,7 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
     }
     let first_format = allocation.layers.first().map(|a| a.layer.data_format);
     Ok(cg::Program {
-        device: match allocation.device {
-            Device::Max78000 => cg::Device::Max78000,
-            Device::Max78002 => cg::Device::Max78002,
-        },
+        device: allocation.device.into(),
         input_format: match first_format {
             Some(DataFormat::CHW) => cg::DataFormat::Chw,
             _ => cg::DataFormat::Hwc,

@@ -1,29 +1,11 @@
 //! Data memory: per-instance footprints of layer inputs and outputs, and the
 //! izer's live-data tracking, word by word (spec/max78002.md §5.2, §5.4).
 
+pub use kflow_ai8x_codegen::Passes;
+
 use crate::device::{DATA_INSTANCES, Device, PROCESSORS_PER_INSTANCE};
 use crate::layer::{HwLayer, Source};
 use crate::network::{DataFormat, OutputWidth};
-
-/// Channels handled per pass, and the number of passes (§5.1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Passes {
-    /// `in_expand` / `out_expand`.
-    pub count: u32,
-    /// `thresh_in` / `thresh_out`: enabled processors per pass.
-    pub per_pass: u32,
-}
-
-impl Passes {
-    pub fn for_channels(channels: u32) -> Passes {
-        let count = channels.div_ceil(64).max(1);
-        let mut per_pass = channels.div_ceil(count);
-        if channels > 64 {
-            per_pass = (per_pass.div_ceil(4) * 4).min(64);
-        }
-        Passes { count, per_pass }
-    }
-}
 
 /// The words a layer reads or writes in each of its instances.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use kflow_ai8x_codegen as cg;
 use serde::{Deserialize, Serialize};
 
 /// Processors per device: 4 quadrants × 16.
@@ -105,31 +106,32 @@ pub struct Clocks {
     pub cnn_inference_hz: u64,
 }
 
+impl From<Device> for cg::Device {
+    fn from(device: Device) -> cg::Device {
+        match device {
+            Device::Max78000 => cg::Device::Max78000,
+            Device::Max78002 => cg::Device::Max78002,
+        }
+    }
+}
+
+// Facts the code generator needs too (id, memory sizes, layer limits) are
+// stated once, in `kflow-ai8x-codegen`.
 impl Device {
     /// ADI's device id (85, 87).
     pub fn id(self) -> u32 {
-        match self {
-            Device::Max78000 => 85,
-            Device::Max78002 => 87,
-        }
+        cg::Device::from(self).id()
     }
 
     /// Bytes in one data-memory instance.
     pub fn data_instance_bytes(self) -> u32 {
-        match self {
-            Device::Max78000 => 32 * 1024,
-            // Five physical 4096 × 32-bit RAMs.
-            Device::Max78002 => 80 * 1024,
-        }
+        cg::Device::from(self).instance_bytes()
     }
 
     /// Address stride between data-memory instances (only
     /// `data_instance_bytes` of it are populated).
     pub fn data_instance_stride(self) -> u32 {
-        match self {
-            Device::Max78000 => 0x8000,
-            Device::Max78002 => 0x2_0000,
-        }
+        cg::Device::from(self).instance_stride()
     }
 
     /// The conventional ping-pong offset: half an instance (README and
@@ -143,14 +145,9 @@ impl Device {
         u64::from(self.data_instance_bytes()) * DATA_INSTANCES as u64
     }
 
-    /// Weight-memory columns of processor `p`.
+    /// Weight-memory columns of processor `p` (0..63).
     pub fn weight_columns(self, processor: usize) -> u32 {
-        match self {
-            Device::Max78000 => 768,
-            // 4×1024 + 4×256 on the four large processors, 4×1024 elsewhere.
-            Device::Max78002 if LARGE_PROCESSORS.contains(&processor) => 5120,
-            Device::Max78002 => 4096,
-        }
+        cg::Device::from(self).kernel_columns(processor as u32)
     }
 
     /// Total weight memory in bytes (442,368 / 2,396,160, as the izer prints).
@@ -177,28 +174,17 @@ impl Device {
 
     /// Bias bytes per quadrant.
     pub fn bias_bytes_per_quadrant(self) -> u32 {
-        match self {
-            Device::Max78000 => 512,
-            Device::Max78002 => 2048,
-        }
+        cg::Device::from(self).bias_bytes()
     }
 
-    /// Hardware layers, counting standalone passthrough/element-wise layers
-    /// and hidden helper layers.
+    /// Hardware layers.
     pub fn max_layers(self) -> usize {
-        match self {
-            Device::Max78000 => 32,
-            Device::Max78002 => 128,
-        }
+        cg::Device::from(self).max_layers()
     }
 
-    /// Rows or columns of any layer's input or output. The README says
-    /// 1023 / 2047; the code accepts 1024 / 2048 (§10 item 3).
+    /// Rows or columns of any layer's input or output.
     pub fn max_rows_cols(self) -> u32 {
-        match self {
-            Device::Max78000 => 1024,
-            Device::Max78002 => 2048,
-        }
+        cg::Device::from(self).max_rows_cols()
     }
 
     /// Non-streaming pixels per channel in HWC layout (one word per pixel).

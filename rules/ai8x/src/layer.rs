@@ -198,17 +198,6 @@ impl At {
     }
 }
 
-pub(crate) fn doc_op_name(op: Op) -> &'static str {
-    match op {
-        Op::Conv1d => "conv1d",
-        Op::Conv2d => "conv2d",
-        Op::ConvTranspose2d => "convtranspose2d",
-        Op::Linear => "mlp",
-        Op::Passthrough => "passthrough",
-        Op::Eltwise(e) => e.as_str(),
-    }
-}
-
 /// Resolves every layer. Stops at the first layer whose shapes cannot be
 /// computed (the violation says why) and returns `None` then.
 pub fn resolve(network: &Network, weights: &Weights, input: Shape, findings: &mut Findings) -> Option<Vec<HwLayer>> {
@@ -247,10 +236,7 @@ fn resolve_layer(
             .push(format!("layer {index}: no `op`; the izer assumes conv2d"));
         Op::Conv2d
     });
-    let at = At {
-        index,
-        op: doc_op_name(op),
-    };
+    let at = At { index, op: op.as_str() };
     let fail = |findings: &mut Findings, v: Violation| -> Option<HwLayer> {
         findings.violations.push(v);
         None

@@ -12,6 +12,8 @@ pub mod kernel_memory;
 pub mod layer;
 pub mod network;
 pub mod sim;
+#[cfg(test)]
+mod test_networks;
 pub mod timing;
 pub mod violation;
 pub mod weights;

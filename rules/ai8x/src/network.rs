@@ -84,6 +84,21 @@ pub enum Op {
     Eltwise(EltwiseOp),
 }
 
+impl Op {
+    /// The spelling in messages and written YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Conv1d => "conv1d",
+            Op::Conv2d => "conv2d",
+            Op::ConvTranspose2d => "convtranspose2d",
+            // yamlwriter's and the spec's spelling.
+            Op::Linear => "mlp",
+            Op::Passthrough => "passthrough",
+            Op::Eltwise(e) => e.as_str(),
+        }
+    }
+}
+
 /// An element-wise operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -142,27 +142,13 @@ mod tests {
     use super::*;
     use crate::alloc::allocate;
     use crate::layer::{Findings, Shape, resolve};
-    use crate::weights::{LayerWeights, Weights};
+    use crate::test_networks::{CATS_BARE, cats_weights};
     use crate::yaml::parse_network;
 
-    const CATS: &str = "
-arch: a
-dataset: d
-layers:
-  - {processors: 1, op: conv1d, kernel_size: 3, pad: 1, activate: ReLU, output_shift: -1, quantization: 8}
-  - {processors: 1, op: conv1d, max_pool: 2, pool_stride: 2, kernel_size: 3, pad: 1, activate: ReLU, output_shift: -2, quantization: 8}
-  - {processors: 1, op: mlp, flatten: true, activate: ReLU, output_shift: 0, quantization: 8}
-  - {processors: 1, op: mlp, output_shift: 0, quantization: 8}
-";
-
     fn cats(device: Device) -> Allocation {
-        let mut w = Weights::default();
-        w.insert(0, LayerWeights::shape(&[32, 17, 3], Some(32)));
-        w.insert(1, LayerWeights::shape(&[16, 32, 3], Some(16)));
-        w.insert(2, LayerWeights::shape(&[16, 64], Some(16)));
-        w.insert(3, LayerWeights::shape(&[2, 16], Some(2)));
         let mut findings = Findings::default();
-        let layers = resolve(&parse_network(CATS).unwrap(), &w, Shape::one_d(17, 8), &mut findings).unwrap();
+        let network = parse_network(CATS_BARE).unwrap();
+        let layers = resolve(&network, &cats_weights(), Shape::one_d(17, 8), &mut findings).unwrap();
         allocate(device, &layers).unwrap()
     }
 

@@ -615,7 +615,7 @@ fn write_layer(out: &mut String, layer: &Layer) {
         line("in_dim", dims_list(dim));
     }
     if let Some(op) = layer.op {
-        line("op", op_name(op).to_owned());
+        line("op", op.as_str().to_owned());
     }
     if let Some(e) = layer.eltwise {
         line("eltwise", e.as_str().to_owned());
@@ -672,18 +672,6 @@ fn write_layer(out: &mut String, layer: &Layer) {
     }
     if let Some(output) = layer.output {
         line("output", output.to_string());
-    }
-}
-
-fn op_name(op: Op) -> &'static str {
-    match op {
-        Op::Conv1d => "conv1d",
-        Op::Conv2d => "conv2d",
-        Op::ConvTranspose2d => "convtranspose2d",
-        // yamlwriter's and the spec's spelling.
-        Op::Linear => "mlp",
-        Op::Passthrough => "passthrough",
-        Op::Eltwise(e) => e.as_str(),
     }
 }
 

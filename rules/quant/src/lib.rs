@@ -7,6 +7,7 @@ mod error;
 pub mod forward;
 pub mod fuse;
 pub mod prune;
+pub mod qat;
 pub mod quantize;
 mod to_ai8x;
 mod to_sim;
@@ -17,6 +18,9 @@ mod tests;
 pub use error::QuantError;
 pub use fuse::{Activation, Fused, FusedLayer, HwOp, HwSource, Pool, PoolKind, fuse};
 pub use prune::{PruneKind, PruneReport, prune};
-pub use quantize::{QuantLayer, QuantOptions, Quantized, quantize, quantize_input, quantize_layer};
+pub use qat::{FakeQuant, fold_batchnorm};
+pub use quantize::{
+    Bits, QuantLayer, QuantOptions, Quantized, dequantize_step, quantize, quantize_input, quantize_layer,
+};
 pub use to_ai8x::{to_ai8x, unquantized};
 pub use to_sim::{simulate_sample, to_sim};

@@ -17,16 +17,59 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::QuantError;
 use crate::forward::layer_outputs;
+use kflow_ai8x::network::WeightBits;
+
 use crate::fuse::{Fused, FusedLayer, HwOp, HwSource};
+
+/// A weight width as graph files and `quant.json` spell it: 1, 2, 4, 8, or
+/// `"binary"` for the MAX78002's ±1 weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "BitsText", into = "BitsText")]
+pub struct Bits(pub WeightBits);
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum BitsText {
+    Int(i64),
+    Name(String),
+}
+
+impl TryFrom<BitsText> for Bits {
+    type Error = String;
+    fn try_from(text: BitsText) -> Result<Bits, String> {
+        Ok(Bits(match text {
+            BitsText::Int(1) => WeightBits::One,
+            BitsText::Int(2) => WeightBits::Two,
+            BitsText::Int(4) => WeightBits::Four,
+            BitsText::Int(8) => WeightBits::Eight,
+            BitsText::Name(n) if n == "binary" => WeightBits::Binary,
+            BitsText::Int(n) => return Err(format!("weight bits are 1, 2, 4, 8 or \"binary\", not {n}")),
+            BitsText::Name(n) => return Err(format!("weight bits are 1, 2, 4, 8 or \"binary\", not \"{n}\"")),
+        }))
+    }
+}
+
+impl From<Bits> for BitsText {
+    fn from(b: Bits) -> BitsText {
+        match b.0 {
+            WeightBits::Binary => BitsText::Name("binary".into()),
+            other => BitsText::Int(i64::from(other.bits())),
+        }
+    }
+}
+
+impl Bits {
+    pub const EIGHT: Bits = Bits(WeightBits::Eight);
+}
 
 /// How to quantize.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QuantOptions {
-    /// Weight bits of every layer not named in `layer_bits`: 8, 4, 2 or 1.
-    pub weight_bits: u8,
+    /// Weight bits of every layer not named in `layer_bits`.
+    pub weight_bits: Bits,
     /// Per-layer weight bits, by fused layer name.
-    pub layer_bits: BTreeMap<String, u8>,
+    pub layer_bits: BTreeMap<String, Bits>,
     /// The quantile of weight and bias magnitudes that sets each layer's
     /// shift (1.0: the largest, as quantize.py's default).
     pub shift_quantile: f64,
@@ -43,7 +86,7 @@ pub struct QuantOptions {
 impl Default for QuantOptions {
     fn default() -> Self {
         QuantOptions {
-            weight_bits: 8,
+            weight_bits: Bits::EIGHT,
             layer_bits: BTreeMap::new(),
             shift_quantile: 1.0,
             calibration_percentile: 99.9,
@@ -59,7 +102,7 @@ impl Default for QuantOptions {
 pub struct QuantLayer {
     #[serde(flatten)]
     pub layer: FusedLayer,
-    pub weight_bits: u8,
+    pub weight_bits: Bits,
     /// The YAML `output_shift`; the hardware shift is `output_shift + 8 − bits`.
     pub output_shift: i32,
     /// 8, or 32 for a raw accumulator.
@@ -96,40 +139,18 @@ pub fn quantize(fused: &Fused, x: &[f32], n: usize, options: &QuantOptions) -> R
     let last = fused.layers.len().saturating_sub(1);
     let mut layers = Vec::with_capacity(fused.layers.len());
     for (i, layer) in fused.layers.iter().enumerate() {
-        let bits = options
-            .layer_bits
-            .get(&layer.name)
-            .copied()
-            .unwrap_or(options.weight_bits);
-        if !matches!(bits, 1 | 2 | 4 | 8) {
-            return Err(QuantError::Options(format!(
-                "layer `{}`: weight bits must be 1, 2, 4 or 8, not {bits}",
-                layer.name
-            )));
-        }
-        let s_in = match layer.sources.first() {
-            Some(HwSource::Layer(j)) => scales[*j],
-            _ => 1.0,
-        };
+        let bits = options.bits_of(layer);
         let wide = options.wide_output
             && i == last
             && layer.op.has_weights()
             && layer.activation == crate::fuse::Activation::None;
-        let (weight, bias, output_shift) = match (&layer.weight, layer.op) {
-            (Some(w), op) if op != HwOp::Passthrough => {
-                let factor = scales[i] / s_in;
-                let w: Vec<f64> = w.data.iter().map(|&v| f64::from(v) * factor).collect();
-                let b: Option<Vec<f64>> = layer
-                    .bias
-                    .as_ref()
-                    .map(|b| b.data.iter().map(|&v| f64::from(v) * scales[i]).collect());
-                quantize_layer(&w, b.as_deref(), bits, options.shift_quantile)
-            }
-            _ => (Vec::new(), None, 0),
+        let (weight, bias, output_shift) = match scaled_parameters(fused, &scales, i) {
+            Some((w, b)) => quantize_layer(&w, b.as_deref(), bits.0, options.shift_quantile),
+            None => (Vec::new(), None, 0),
         };
         layers.push(QuantLayer {
             layer: layer.clone(),
-            weight_bits: if layer.op.has_weights() { bits } else { 8 },
+            weight_bits: if layer.op.has_weights() { bits } else { Bits::EIGHT },
             output_shift,
             output_width: if wide { 32 } else { 8 },
             scale: scales[i],
@@ -145,7 +166,36 @@ pub fn quantize(fused: &Fused, x: &[f32], n: usize, options: &QuantOptions) -> R
     })
 }
 
-fn check_options(o: &QuantOptions) -> Result<(), QuantError> {
+impl QuantOptions {
+    pub(crate) fn bits_of(&self, layer: &FusedLayer) -> Bits {
+        self.layer_bits.get(&layer.name).copied().unwrap_or(self.weight_bits)
+    }
+}
+
+/// Layer `i`'s weight and bias as its quantizer sees them: multiplied by
+/// the calibration factors (`s_L/s_in` and `s_L`, see the module docs).
+/// `None` for a layer without parameters.
+pub(crate) fn scaled_parameters(fused: &Fused, scales: &[f64], i: usize) -> Option<(Vec<f64>, Option<Vec<f64>>)> {
+    let layer = &fused.layers[i];
+    let w = layer.weight.as_ref().filter(|_| layer.op != HwOp::Passthrough)?;
+    let factor = scales[i] / input_scale(layer, scales);
+    let weight = w.data.iter().map(|&v| f64::from(v) * factor).collect();
+    let bias = layer
+        .bias
+        .as_ref()
+        .map(|b| b.data.iter().map(|&v| f64::from(v) * scales[i]).collect());
+    Some((weight, bias))
+}
+
+/// The calibration factor of a layer's input.
+pub(crate) fn input_scale(layer: &FusedLayer, scales: &[f64]) -> f64 {
+    match layer.sources.first() {
+        Some(HwSource::Layer(j)) => scales[*j],
+        _ => 1.0,
+    }
+}
+
+pub(crate) fn check_options(o: &QuantOptions) -> Result<(), QuantError> {
     if !(o.shift_quantile > 0.0 && o.shift_quantile <= 1.0) {
         return Err(QuantError::Options(format!(
             "shift_quantile must be in (0, 1], not {}",
@@ -168,7 +218,7 @@ fn check_options(o: &QuantOptions) -> Result<(), QuantError> {
 }
 
 /// The output factor `s_L` of every layer.
-fn calibrate(fused: &Fused, x: &[f32], n: usize, o: &QuantOptions) -> Result<Vec<f64>, QuantError> {
+pub(crate) fn calibrate(fused: &Fused, x: &[f32], n: usize, o: &QuantOptions) -> Result<Vec<f64>, QuantError> {
     let per: usize = fused.input.iter().product();
     if n == 0 || per == 0 || x.len() != n * per {
         return Err(QuantError::Options(format!(
@@ -221,13 +271,7 @@ fn calibrate(fused: &Fused, x: &[f32], n: usize, o: &QuantOptions) -> Result<Vec
     }
     let mut scales: Vec<f64> = Vec::with_capacity(fused.layers.len());
     for (i, layer) in fused.layers.iter().enumerate() {
-        let s = match desired[i] {
-            Some(s) => s,
-            None => match layer.sources.first() {
-                Some(HwSource::Layer(j)) => scales[*j],
-                _ => 1.0,
-            },
-        };
+        let s = desired[i].unwrap_or_else(|| input_scale(layer, &scales));
         scales.push(s);
     }
     Ok(scales)
@@ -274,13 +318,31 @@ fn quantile_sorted(sorted: &[f32], q: f64) -> f64 {
 /// One layer's integer weights, bias and `output_shift`, as quantize.py
 /// computes them (spec §3.10): the shift from the `quantile` of all
 /// weight and bias magnitudes, both rounded half up at `bits` bits.
+///
+/// Binary layers (§3.8) take the sign of each weight (zero counts as +1,
+/// as the hardware has no zero) at a scale of `2^−bit_shift`, the power
+/// of two nearest the mean weight magnitude (the scale that minimizes the
+/// L1 error of `sign(w)`); their bias keeps the same factor and the full
+/// 8 bits the bias memory holds.
 pub fn quantize_layer(
     weight: &[f64],
     bias: Option<&[f64]>,
-    bits: u8,
+    bits: WeightBits,
     quantile: f64,
 ) -> (Vec<i8>, Option<Vec<i8>>, i32) {
-    let b = i32::from(bits);
+    let b = bits.bits() as i32;
+    let round = |f: f64, lo: f64, hi: f64| move |v: &f64| (f * v + 0.5).floor().clamp(lo, hi) as i8;
+    if bits == WeightBits::Binary {
+        let mean = weight.iter().map(|v| v.abs()).sum::<f64>() / weight.len().max(1) as f64;
+        let bit_shift = if mean > 0.0 {
+            ((1.0 / mean).log2().round() as i32).clamp(-7 - b, 23 - b)
+        } else {
+            0
+        };
+        let weight = weight.iter().map(|&v| if v < 0.0 { -1 } else { 1 }).collect();
+        let bias = bias.map(|bias| bias.iter().map(round(2f64.powi(bit_shift), -128.0, 127.0)).collect());
+        return (weight, bias, -bit_shift);
+    }
     let mut magnitudes: Vec<f32> = weight
         .iter()
         .chain(bias.into_iter().flatten())
@@ -294,12 +356,21 @@ pub fn quantize_layer(
     } else {
         0
     };
-    let f = 2f64.powi(b - 1 + bit_shift);
-    let (lo, hi) = (-(2f64.powi(b - 1)), 2f64.powi(b - 1) - 1.0);
-    let q = |v: f64| (f * v + 0.5).floor().clamp(lo, hi) as i8;
-    let weight = weight.iter().map(|&v| q(v)).collect();
-    let bias = bias.map(|bias| bias.iter().map(|&v| q(v)).collect());
+    let q = round(
+        2f64.powi(b - 1 + bit_shift),
+        -(2f64.powi(b - 1)),
+        2f64.powi(b - 1) - 1.0,
+    );
+    let weight = weight.iter().map(q).collect();
+    let bias = bias.map(|bias| bias.iter().map(q).collect());
     (weight, bias, -bit_shift)
+}
+
+/// The float value of one integer step of a layer's weights and bias:
+/// `1 / 2^(b − 1 + bit_shift)` with `bit_shift = −output_shift` (b = 1 for
+/// binary), the inverse of the quantizer's factor.
+pub fn dequantize_step(bits: WeightBits, output_shift: i32) -> f64 {
+    2f64.powi(-(bits.bits() as i32 - 1 - output_shift))
 }
 
 impl Quantized {

@@ -2,6 +2,8 @@ use kflow_model::{Model, Weights, infer_shapes};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use kflow_ai8x::network::WeightBits;
+
 use crate::*;
 
 fn model(json: serde_json::Value) -> Model {
@@ -174,16 +176,19 @@ fn layers_without_a_hardware_place_are_named() {
 fn quantization_reproduces_the_worked_example() {
     // spec §3.12: one conv1d output channel, 8-bit weights.
     let w = [0.21, -0.30, 0.05, 0.125, 0.17, -0.08];
-    let (q, b, shift) = quantize_layer(&w, Some(&[0.04]), 8, 1.0);
+    let (q, b, shift) = quantize_layer(&w, Some(&[0.04]), WeightBits::Eight, 1.0);
     assert_eq!(q, vec![54, -77, 13, 32, 44, -20]);
     assert_eq!(b, Some(vec![10]));
     assert_eq!(shift, -1);
     // At 4 bits the factor is 16 and the hardware shift S = −1 + 4 = 3.
-    let (q4, _, shift4) = quantize_layer(&w, Some(&[0.04]), 4, 1.0);
+    let (q4, _, shift4) = quantize_layer(&w, Some(&[0.04]), WeightBits::Four, 1.0);
     assert_eq!(shift4, -1);
     assert_eq!(q4, vec![3, -5, 1, 2, 3, -1]);
     // All zeros: shift 0, zeros.
-    assert_eq!(quantize_layer(&[0.0; 3], None, 8, 1.0), (vec![0; 3], None, 0));
+    assert_eq!(
+        quantize_layer(&[0.0; 3], None, WeightBits::Eight, 1.0),
+        (vec![0; 3], None, 0)
+    );
 }
 
 #[test]
@@ -193,11 +198,11 @@ fn quantized_layers_fit_the_hardware_ranges() {
     let f = fuse(&m, &w).unwrap();
     let x = samples(&m, 32, 6);
     let mut options = QuantOptions::default();
-    options.layer_bits.insert("conv1".into(), 4);
+    options.layer_bits.insert("conv1".into(), Bits(WeightBits::Four));
     let q = quantize(&f, &x, 32, &options).unwrap();
     assert_eq!(q.layers.len(), f.layers.len());
     for l in &q.layers {
-        let b = i32::from(l.weight_bits);
+        let b = l.weight_bits.0.bits() as i32;
         let s = l.output_shift + 8 - b;
         assert!((-15..=15).contains(&s), "{}: S = {s}", l.layer.name);
         let (lo, hi) = (-(1i32 << (b - 1)), (1i32 << (b - 1)) - 1);
@@ -209,7 +214,7 @@ fn quantized_layers_fit_the_hardware_ranges() {
         assert_eq!(l.weight.len(), l.layer.weight.as_ref().map_or(0, |t| t.data.len()));
         assert!(l.scale > 0.0);
     }
-    assert_eq!(q.layers[1].weight_bits, 4);
+    assert_eq!(q.layers[1].weight_bits, Bits(WeightBits::Four));
     assert_eq!(q.layers.last().unwrap().output_width, 32);
     assert_eq!(q.layers[0].output_width, 8);
     // Bad options are errors, not panics.
@@ -329,4 +334,106 @@ fn quantized_layers_allocate_and_pass_the_ai8x_checker() {
         assert_eq!(resources.layers, 6, "{what}");
         assert!(resources.weight_bytes > 0);
     }
+}
+
+#[test]
+fn folding_batch_norm_into_the_model_keeps_its_function() {
+    for m in [cnn1d(), cnn2d()] {
+        let w = weights(&m, 31);
+        let (folded, fw) = fold_batchnorm(&m, &w).unwrap();
+        assert!(folded.layers.iter().all(|l| l.op.kind() != "batch_norm"), "{}", m.name);
+        assert_eq!(
+            folded.layers.len(),
+            m.layers.len() - if m.name == "cnn1d" { 3 } else { 1 }
+        );
+        let n = 8;
+        let x = samples(&m, n, 32);
+        let want = kflow_train::forward(&m, &w, &x, n).unwrap();
+        let got = kflow_train::forward(&folded, &fw, &x, n).unwrap();
+        for (k, (g, e)) in got.iter().zip(&want).enumerate() {
+            assert!((g - e).abs() < 1e-4, "{}: output {k}: {g} vs {e}", m.name);
+        }
+    }
+}
+
+/// What the forward pass sees during quantization-aware training is, layer
+/// by layer, exactly what the final quantization will produce from the
+/// same weights.
+#[test]
+fn the_fake_quantized_view_is_what_quantization_produces() {
+    let m = cnn1d();
+    let (m, w) = fold_batchnorm(&m, &weights(&m, 41)).unwrap();
+    let x = samples(&m, 32, 42);
+    for bits in [WeightBits::Eight, WeightBits::Two, WeightBits::Binary] {
+        let options = QuantOptions {
+            weight_bits: Bits(bits),
+            ..QuantOptions::default()
+        };
+        let seen = FakeQuant::calibrate(&m, &w, &x, 32, &options)
+            .unwrap()
+            .apply(&w)
+            .unwrap();
+        let q = quantize(&fuse(&m, &w).unwrap(), &x, 32, &options).unwrap();
+        let mut scale_in = 1.0;
+        for l in &q.layers {
+            if l.weight.is_empty() {
+                continue;
+            }
+            let step = dequantize_step(l.weight_bits.0, l.output_shift);
+            let factor = l.scale / scale_in;
+            let viewed = &seen.get(&format!("{}.weight", l.layer.name)).unwrap().data;
+            for (v, &q) in viewed.iter().zip(&l.weight) {
+                let want = f64::from(q) * step / factor;
+                assert!(
+                    (f64::from(*v) - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                    "{bits}: {}",
+                    l.layer.name
+                );
+            }
+            scale_in = l.scale;
+        }
+    }
+    // A model whose batch norms are not folded is refused, not misread.
+    let raw = cnn1d();
+    let err = FakeQuant::calibrate(&raw, &weights(&raw, 41), &x, 32, &QuantOptions::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("fold batch norms"), "{err}");
+}
+
+#[test]
+fn binary_layers_are_signs_at_the_mean_magnitude() {
+    let w = [0.3, -0.2, 0.0, -0.1];
+    let (q, b, shift) = quantize_layer(&w, Some(&[0.05, -3.0]), WeightBits::Binary, 1.0);
+    assert_eq!(q, vec![1, -1, 1, -1]);
+    // Mean magnitude 0.15: the nearest power of two is 2^−3 (log2 ≈ −2.74).
+    assert_eq!(shift, -3);
+    // The bias keeps the factor 2^3 and saturates at the bias memory's 8 bits.
+    assert_eq!(b, Some(vec![0, -24]));
+}
+
+/// A binary network is valid on the MAX78002 and not on the MAX78000, and
+/// its simulation runs.
+#[test]
+fn binary_quantization_passes_the_max78002_checker() {
+    use kflow_ai8x::{Device, allocate, check};
+    let m = cnn1d();
+    let w = weights(&m, 51);
+    let f = fuse(&m, &w).unwrap();
+    let options = QuantOptions {
+        weight_bits: Bits(WeightBits::Binary),
+        ..QuantOptions::default()
+    };
+    let q = quantize(&f, &samples(&m, 32, 52), 32, &options).unwrap();
+    let json: serde_json::Value = serde_json::to_value(&q).unwrap();
+    assert_eq!(json["layers"][0]["weight_bits"], "binary");
+    let (layers, ai_weights, input) = to_ai8x(&q);
+    let allocation = allocate(Device::Max78002, &layers).unwrap();
+    let report = check(Device::Max78002, &allocation.to_network("b", "t"), &ai_weights, input);
+    assert!(report.passed, "{:?}", report.violations);
+    let report = check(Device::Max78000, &allocation.to_network("b", "t"), &ai_weights, input);
+    assert!(report.violations.iter().any(|v| v.to_string().contains("binary")));
+    let (net, sim_weights) = to_sim(&q, Device::Max78002);
+    let out = simulate_sample(&q, &net, &sim_weights, &samples(&m, 1, 53)).unwrap();
+    assert_eq!(out.len(), 2);
 }

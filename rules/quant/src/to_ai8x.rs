@@ -1,9 +1,7 @@
 //! Quantized layers as the ai8x toolchain's resolved hardware layers and
 //! weights: what the checker, the allocator and the YAML writer take.
 
-use kflow_ai8x::network::{
-    Activation as AiActivation, DataFormat, EltwiseOp, OutputWidth, PoolKind as AiPoolKind, WeightBits,
-};
+use kflow_ai8x::network::{Activation as AiActivation, DataFormat, EltwiseOp, OutputWidth, PoolKind as AiPoolKind};
 use kflow_ai8x::{HwLayer, LayerWeights, Operator, Shape, Source, Weights};
 
 use crate::fuse::{Activation, Fused, HwOp, HwSource, PoolKind};
@@ -29,7 +27,7 @@ pub fn unquantized(fused: &Fused) -> Quantized {
             .iter()
             .map(|l| QuantLayer {
                 layer: l.clone(),
-                weight_bits: 8,
+                weight_bits: crate::quantize::Bits::EIGHT,
                 output_shift: 0,
                 output_width: 8,
                 scale: 1.0,
@@ -94,12 +92,7 @@ pub fn to_ai8x(q: &Quantized) -> (Vec<HwLayer>, Weights, Shape) {
                 [p.stride as u32; 2]
             },
         });
-        let weight_bits = match ql.weight_bits {
-            1 => WeightBits::One,
-            2 => WeightBits::Two,
-            4 => WeightBits::Four,
-            _ => WeightBits::Eight,
-        };
+        let weight_bits = ql.weight_bits.0;
         // The operator's input before flatten: what pooling leaves.
         let pooled = if l.flatten {
             shape(&l.input_shape)

@@ -53,7 +53,7 @@ pub fn simulate_sample(
     let values: Vec<f64> = match &out {
         Output::Int8(t) => t.data.iter().map(|&v| f64::from(v) / 128.0).collect(),
         Output::Int32(t) => {
-            let s = last.output_shift + 8 - i32::from(last.weight_bits);
+            let s = last.output_shift + 8 - last.weight_bits.0.bits() as i32;
             let factor = 2f64.powi(s) / 2f64.powi(14);
             t.data.iter().map(|&v| f64::from(v) * factor).collect()
         }

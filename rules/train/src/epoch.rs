@@ -3,7 +3,7 @@
 //! is decided between epochs by the caller.
 
 use candle_core::{Device, Tensor, Var};
-use kflow_model::{Model, Task, Tensor as ModelTensor};
+use kflow_model::{Model, Task, Tensor as ModelTensor, Weights};
 use serde::{Deserialize, Serialize};
 
 use crate::adamw::AdamStep;
@@ -53,11 +53,31 @@ pub fn train_epoch(
     val: &Data,
     hyper: &Hyper,
 ) -> Result<(Checkpoint, EpochStats), TrainError> {
+    train_epoch_viewed(model, checkpoint, train, val, hyper, None)
+}
+
+/// What the forward pass sees of the weights, when not the weights
+/// themselves. Quantization-aware training shows it the quantized values
+/// and applies their gradients to the float weights (the straight-through
+/// estimator); validation sees the same view. A view returns every tensor
+/// it was given, with the same shapes.
+pub type WeightView<'a> = dyn Fn(&Weights) -> Result<Weights, String> + Sync + 'a;
+
+/// [`train_epoch`], with the forward pass and validation seeing `view` of
+/// the weights.
+pub fn train_epoch_viewed(
+    model: &Model,
+    checkpoint: Checkpoint,
+    train: &Data,
+    val: &Data,
+    hyper: &Hyper,
+    view: Option<&WeightView<'_>>,
+) -> Result<(Checkpoint, EpochStats), TrainError> {
     hyper.check()?;
     let net = Network::plan(model, &checkpoint.weights)?;
     train.check("train", model)?;
     val.check("val", model)?;
-    crate::threads::run(|| run_epoch(&net, checkpoint, train, val, hyper))
+    crate::threads::run(|| run_epoch(&net, checkpoint, train, val, hyper, view))
 }
 
 fn run_epoch(
@@ -66,6 +86,7 @@ fn run_epoch(
     train: &Data,
     val: &Data,
     hyper: &Hyper,
+    view: Option<&WeightView<'_>>,
 ) -> Result<(Checkpoint, EpochStats), TrainError> {
     let epoch = checkpoint
         .epochs_done
@@ -92,9 +113,17 @@ fn run_epoch(
         let mut shape = vec![batch.len()];
         shape.extend_from_slice(&net.input);
         let x = Tensor::from_vec(train.gather_x(batch), shape, &device)?;
+        let seen = match view {
+            Some(view) => Some(viewed(net, &slots, view)?),
+            None => None,
+        };
         let vars = slots
             .iter()
-            .map(|slot| Var::from_slice(&slot.value, slot.shape.as_slice(), &device))
+            .enumerate()
+            .map(|(k, slot)| {
+                let value = seen.as_ref().map_or(&slot.value, |seen| &seen[k]);
+                Var::from_slice(value, slot.shape.as_slice(), &device)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let params: Vec<Tensor> = vars.iter().map(|var| var.as_tensor().clone()).collect();
         let (out, stats) = net.forward(&x, &params, &[], Mode::Train)?;
@@ -172,7 +201,10 @@ fn run_epoch(
     checkpoint.step = step;
     checkpoint.epochs_done = epoch;
 
-    let (val_loss, val_metric) = validate(net, &checkpoint.weights, val)?;
+    let (val_loss, val_metric) = match view {
+        Some(view) => validate(net, &view(&checkpoint.weights).map_err(TrainError::View)?, val)?,
+        None => validate(net, &checkpoint.weights, val)?,
+    };
     let stats = EpochStats {
         epoch,
         train_loss: loss_sum / samples as f64,
@@ -181,6 +213,25 @@ fn run_epoch(
         samples,
     };
     Ok((checkpoint, stats))
+}
+
+/// The values `view` shows for each slot, in slot order.
+fn viewed(net: &Network, slots: &[Slot], view: &WeightView<'_>) -> Result<Vec<Vec<f32>>, TrainError> {
+    let mut weights = Weights::default();
+    for (name, slot) in net.params.iter().zip(slots) {
+        weights.insert(name.clone(), ModelTensor::new(slot.shape.clone(), slot.value.clone()));
+    }
+    let mut seen = view(&weights).map_err(TrainError::View)?;
+    net.params
+        .iter()
+        .zip(slots)
+        .map(|(name, slot)| match seen.tensors.remove(name) {
+            Some(t) if t.shape == slot.shape && t.data.len() == slot.value.len() => Ok(t.data),
+            _ => Err(TrainError::View(format!(
+                "the view of the weights lost or reshaped `{name}`"
+            ))),
+        })
+        .collect()
 }
 
 /// The trainable tensors with their moments; a checkpoint that has taken no

@@ -26,6 +26,9 @@ pub enum TrainError {
     /// Training diverged: the loss is no longer a finite number.
     #[error("training diverged at epoch {epoch}, step {step}: the loss is {loss}; lower the learning rate")]
     Diverged { epoch: u32, step: u64, loss: f32 },
+    /// The weight view of quantization-aware training failed.
+    #[error("weight view: {0}")]
+    View(String),
     /// candle refused an operation; this is a bug in the graph this crate
     /// built unless an earlier check should have caught the input.
     #[error("tensor operation failed: {0}")]

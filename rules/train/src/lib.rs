@@ -25,7 +25,7 @@ mod threads;
 
 pub use checkpoint::{CHECKPOINT_FORMAT, Checkpoint};
 pub use data::Data;
-pub use epoch::{EpochStats, train_epoch};
+pub use epoch::{EpochStats, WeightView, train_epoch, train_epoch_viewed};
 pub use error::TrainError;
 pub use evaluate::{forward, scores};
 pub use hyper::Hyper;

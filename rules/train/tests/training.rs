@@ -259,3 +259,50 @@ fn bad_inputs_are_errors_that_name_the_problem() {
     let err = train_epoch(&model, stale, &train.data(), &val.data(), &Hyper::default()).unwrap_err();
     assert!(matches!(err, TrainError::Checkpoint(_)), "{err}");
 }
+
+/// The forward pass and validation see the view; the update lands on the
+/// weights underneath (the straight-through estimator).
+#[test]
+fn a_weight_view_is_what_the_forward_pass_and_validation_see() {
+    let model = cnn1d([4, 32], &[8]);
+    let (train, val) = (bumps(128, 4, 32, 1), bumps(64, 4, 32, 2));
+    let hyper = Hyper {
+        batch_size: 32,
+        ..Hyper::default()
+    };
+    let start = || Checkpoint::fresh(init(&model, 3));
+    let run = |view: Option<&kflow_train::WeightView<'_>>| {
+        kflow_train::train_epoch_viewed(&model, start(), &train.data(), &val.data(), &hyper, view).unwrap()
+    };
+    // The identity view changes nothing, byte for byte.
+    let identity = |w: &kflow_model::Weights| Ok(w.clone());
+    let (plain, _) = train_epoch(&model, start(), &train.data(), &val.data(), &hyper).unwrap();
+    let (viewed, _) = run(Some(&identity));
+    assert_eq!(plain.to_safetensors().unwrap(), viewed.to_safetensors().unwrap());
+    // A view that silences every parameter: two equal logits, so the
+    // validation loss is ln 2, while the float weights still move.
+    let silent = |w: &kflow_model::Weights| {
+        let mut w = w.clone();
+        w.tensors
+            .values_mut()
+            .for_each(|t| t.data.iter_mut().for_each(|v| *v = 0.0));
+        Ok(w)
+    };
+    let (moved, stats) = run(Some(&silent));
+    assert!(
+        (stats.val_loss - std::f64::consts::LN_2).abs() < 1e-6,
+        "{}",
+        stats.val_loss
+    );
+    assert!(
+        (stats.train_loss - std::f64::consts::LN_2).abs() < 1e-6,
+        "{}",
+        stats.train_loss
+    );
+    assert_ne!(moved.to_safetensors().unwrap(), start().to_safetensors().unwrap());
+    // A view that drops a tensor is an error, not a panic.
+    let lossy = |_: &kflow_model::Weights| Ok(kflow_model::Weights::default());
+    let err = kflow_train::train_epoch_viewed(&model, start(), &train.data(), &val.data(), &hyper, Some(&lossy))
+        .expect_err("an error");
+    assert!(matches!(err, TrainError::View(_)), "{err}");
+}
