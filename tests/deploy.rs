@@ -237,3 +237,41 @@ platform = "//platforms:max78000"
     assert!(bad.run.stderr.contains("graphs/m/BUILD.toml"), "{}", bad.run.stderr);
     assert!(bad.run.stderr.contains("not 3"), "{}", bad.run.stderr);
 }
+
+/// Unstructured pruning with fine-tuning keeps the pruned weights at zero
+/// and keeps the network deciding.
+#[test]
+fn unstructured_pruning_survives_fine_tuning() {
+    let ws = Ws::new();
+    graphs(
+        &ws,
+        r#"
+[[prune]]
+name = "sparse"
+model = ":cnn"
+weights = ":train"
+amount = 0.5
+dataset = "//data:small"
+epochs = 2
+"#,
+    );
+    ws.build_ok(&["//m:sparse"]);
+    let report = json(&ws, "sparse", "prune.json");
+    assert_eq!(report["fine_tune"].as_array().map(Vec::len), Some(2));
+    let bytes = std::fs::read(ws.output("m", "sparse", "weights.safetensors")).expect("weights");
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    for name in ["conv0.weight", "conv1.weight", "out.weight"] {
+        let t = tensors.tensor(name).expect(name);
+        let values: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let zeros = values.iter().filter(|v| **v == 0.0).count();
+        assert!(
+            zeros * 2 >= values.len(),
+            "{name}: {zeros} of {} are zero",
+            values.len()
+        );
+    }
+}

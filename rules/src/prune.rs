@@ -78,7 +78,7 @@ impl Rule for PruneRule {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {
@@ -140,14 +140,28 @@ impl Rule for PruneRule {
         if params.epochs > 0 {
             let train = training_windows(read_split(cx, TRAIN)?, pruned.task);
             let val = read_split(cx, VAL)?;
-            // Zeros of unstructured pruning stay zeros: the mask is applied
-            // again after every epoch.
+            // Zeros of unstructured pruning stay zeros: the forward pass
+            // sees the masked weights, and the mask is applied again to the
+            // float weights after every epoch.
             let mask = pruned_weights.clone();
+            let masked = |w: &Weights| {
+                let mut w = w.clone();
+                reapply_mask(&mut w, &mask);
+                Ok(w)
+            };
+            let view: Option<&kflow_train::WeightView<'_>> =
+                (params.kind == PruneKind::Unstructured).then_some(&masked);
             let mut checkpoint = Checkpoint::fresh(pruned_weights);
             for epoch in 1..=params.epochs {
-                let (next, stats) =
-                    kflow_train::train_epoch(&pruned, checkpoint, &data(&train), &data(&val), &params.hyper)
-                        .map_err(|e| ActionError::new(e.to_string()))?;
+                let (next, stats) = kflow_train::train_epoch_viewed(
+                    &pruned,
+                    checkpoint,
+                    &data(&train),
+                    &data(&val),
+                    &params.hyper,
+                    view,
+                )
+                .map_err(|e| ActionError::new(e.to_string()))?;
                 cx.progress(&format!(
                     "fine-tune epoch {epoch}/{}: train loss {:.4}, val loss {:.4}",
                     params.epochs, stats.train_loss, stats.val_loss
