@@ -6,13 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use kflow_ai8x::network::WeightBits;
 use kflow_model::{Model, Op, Tensor, Weights};
 
 use crate::error::QuantError;
 use crate::fuse::fuse;
-use crate::quantize::{
-    QuantOptions, calibrate, check_options, dequantize_step, input_scale, quantize_layer, scaled_parameters,
-};
+use crate::quantize::{QuantOptions, calibrate, check_options, dequantize_step, factors, quantize_layer, scaled};
 
 /// `model` with every batch norm folded into the operator before it (its
 /// weight scaled, its bias created or shifted), computing what `model`
@@ -83,9 +82,17 @@ pub fn fold_batchnorm(model: &Model, weights: &Weights) -> Result<(Model, Weight
 /// factors of one moment of training. The shifts are derived again from
 /// the weights at each call, as quantize.py will derive them at the end.
 pub struct FakeQuant {
-    model: Model,
-    scales: Vec<f64>,
-    options: QuantOptions,
+    layers: Vec<FakeLayer>,
+    quantile: f64,
+}
+
+/// A layer with parameters. Without batch norms, a fused layer's weight and
+/// bias are its operator's IR tensors, read by the operator's name.
+struct FakeLayer {
+    name: String,
+    bits: WeightBits,
+    weight_factor: f64,
+    bias_factor: f64,
 }
 
 impl FakeQuant {
@@ -110,35 +117,47 @@ impl FakeQuant {
                 l.name
             )));
         }
+        let scales = calibrate(&fused, x, n, options)?;
+        let layers = (0..fused.layers.len())
+            .filter_map(|i| {
+                let (weight_factor, bias_factor) = factors(&fused, &scales, i)?;
+                let layer = &fused.layers[i];
+                Some(FakeLayer {
+                    name: layer.name.clone(),
+                    bits: options.bits_of(layer).0,
+                    weight_factor,
+                    bias_factor,
+                })
+            })
+            .collect();
         Ok(FakeQuant {
-            model: model.clone(),
-            scales: calibrate(&fused, x, n, options)?,
-            options: options.clone(),
+            layers,
+            quantile: options.shift_quantile,
         })
     }
 
     /// `weights` with every operator's weight and bias replaced by the
     /// float values its quantized integers stand for.
     pub fn apply(&self, weights: &Weights) -> Result<Weights, QuantError> {
-        let fused = fuse(&self.model, weights)?;
         let mut seen = weights.clone();
-        for (i, layer) in fused.layers.iter().enumerate() {
-            let Some((w, b)) = scaled_parameters(&fused, &self.scales, i) else {
-                continue;
-            };
-            let bits = self.options.bits_of(layer).0;
-            let (qw, qb, shift) = quantize_layer(&w, b.as_deref(), bits, self.options.shift_quantile);
-            let step = dequantize_step(bits, shift);
-            let factor = self.scales[i] / input_scale(layer, &self.scales);
+        for l in &self.layers {
+            let weight_name = format!("{}.weight", l.name);
+            let bias_name = format!("{}.bias", l.name);
+            let w = weights
+                .get(&weight_name)
+                .ok_or_else(|| QuantError::MissingTensor(weight_name.clone()))?;
+            let b = weights.get(&bias_name);
+            let (qw, qb, shift) = quantize_layer(
+                &scaled(&w.data, l.weight_factor),
+                b.map(|b| scaled(&b.data, l.bias_factor)).as_deref(),
+                l.bits,
+                self.quantile,
+            );
+            let step = dequantize_step(l.bits, shift);
             let back = |q: &[i8], factor: f64| q.iter().map(|&v| (f64::from(v) * step / factor) as f32).collect();
-            let shape = |name: &str| weights.get(name).map(|t| t.shape.clone());
-            let weight_name = format!("{}.weight", layer.name);
-            let shape_w = shape(&weight_name).ok_or_else(|| QuantError::MissingTensor(weight_name.clone()))?;
-            seen.insert(weight_name, Tensor::new(shape_w, back(&qw, factor)));
-            if let Some(qb) = qb {
-                let bias_name = format!("{}.bias", layer.name);
-                let shape_b = shape(&bias_name).ok_or_else(|| QuantError::MissingTensor(bias_name.clone()))?;
-                seen.insert(bias_name, Tensor::new(shape_b, back(&qb, self.scales[i])));
+            seen.insert(weight_name, Tensor::new(w.shape.clone(), back(&qw, l.weight_factor)));
+            if let (Some(b), Some(qb)) = (b, qb) {
+                seen.insert(bias_name, Tensor::new(b.shape.clone(), back(&qb, l.bias_factor)));
             }
         }
         Ok(seen)

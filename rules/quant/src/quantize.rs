@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::QuantError;
-use crate::forward::layer_outputs;
 use kflow_ai8x::network::WeightBits;
 
+use crate::forward::layer_outputs;
 use crate::fuse::{Fused, FusedLayer, HwOp, HwSource};
 
 /// A weight width as graph files and `quant.json` spell it: 1, 2, 4, 8, or
@@ -172,23 +172,30 @@ impl QuantOptions {
     }
 }
 
-/// Layer `i`'s weight and bias as its quantizer sees them: multiplied by
-/// the calibration factors (`s_L/s_in` and `s_L`, see the module docs).
-/// `None` for a layer without parameters.
-pub(crate) fn scaled_parameters(fused: &Fused, scales: &[f64], i: usize) -> Option<(Vec<f64>, Option<Vec<f64>>)> {
+/// The calibration factors of layer `i`'s weight and bias, `s_L/s_in` and
+/// `s_L` (see the module docs); `None` for a layer without parameters.
+pub(crate) fn factors(fused: &Fused, scales: &[f64], i: usize) -> Option<(f64, f64)> {
     let layer = &fused.layers[i];
-    let w = layer.weight.as_ref().filter(|_| layer.op != HwOp::Passthrough)?;
-    let factor = scales[i] / input_scale(layer, scales);
-    let weight = w.data.iter().map(|&v| f64::from(v) * factor).collect();
-    let bias = layer
-        .bias
-        .as_ref()
-        .map(|b| b.data.iter().map(|&v| f64::from(v) * scales[i]).collect());
+    (layer.weight.is_some() && layer.op != HwOp::Passthrough)
+        .then(|| (scales[i] / input_scale(layer, scales), scales[i]))
+}
+
+/// Layer `i`'s weight and bias as its quantizer sees them: multiplied by
+/// their calibration factors. `None` for a layer without parameters.
+fn scaled_parameters(fused: &Fused, scales: &[f64], i: usize) -> Option<(Vec<f64>, Option<Vec<f64>>)> {
+    let (weight_factor, bias_factor) = factors(fused, scales, i)?;
+    let layer = &fused.layers[i];
+    let weight = scaled(&layer.weight.as_ref()?.data, weight_factor);
+    let bias = layer.bias.as_ref().map(|b| scaled(&b.data, bias_factor));
     Some((weight, bias))
 }
 
+pub(crate) fn scaled(values: &[f32], factor: f64) -> Vec<f64> {
+    values.iter().map(|&v| f64::from(v) * factor).collect()
+}
+
 /// The calibration factor of a layer's input.
-pub(crate) fn input_scale(layer: &FusedLayer, scales: &[f64]) -> f64 {
+fn input_scale(layer: &FusedLayer, scales: &[f64]) -> f64 {
     match layer.sources.first() {
         Some(HwSource::Layer(j)) => scales[*j],
         _ => 1.0,
