@@ -10,6 +10,9 @@ with cross-entropy and `torch.optim.AdamW` on CPU, one epoch at a time, the
 way kflow's `train_epoch` does: shuffle, mini-batches (a last batch of one
 sample is skipped), forward, backward, optimizer step, then an
 evaluation-mode pass over the validation split (loss and F1 of class 1).
+With `--order`, epoch k visits the training windows in kflow's order for
+epoch k (`Hyper::sample_order`, written by the bench), so that both tools
+take the same batches; without it, torch.randperm shuffles.
 
 Output: JSON lines on stdout. First a `ready` line (torch version, thread
 counts, the model's tensors), then one `epoch` line per epoch with its
@@ -49,10 +52,22 @@ def parse_args():
     p.add_argument("--eps", type=float, default=1e-8)
     p.add_argument("--seed", type=int, default=0, help="seeds the shuffle (and random data)")
     p.add_argument(
+        "--order",
+        help="raw little-endian uint32 file: a permutation of the training windows per epoch, "
+        "epoch 1 first (kflow's batch order); replaces the shuffle",
+    )
+    p.add_argument(
         "--adamw",
         choices=["default", "for-loop", "foreach", "fused"],
         default="default",
         help="AdamW's implementation: torch's default (the for-loop one for CPU tensors), or forced",
+    )
+    p.add_argument(
+        "--numerics",
+        choices=["float32", "float64", "no-onednn"],
+        default="float32",
+        help="float32 (the comparison); float64, or float32 with the oneDNN (mkldnn) kernels off, "
+        "give a PyTorch that rounds differently, to see how far rounding alone moves the losses",
     )
     p.add_argument("--epochs", type=int, help="run this many epochs and exit instead of reading stdin")
     return p.parse_args()
@@ -67,6 +82,8 @@ import torch.nn.functional as F  # noqa: E402
 
 torch.set_num_threads(args.threads)
 torch.set_num_interop_threads(args.threads)
+if args.numerics == "no-onednn":
+    torch.backends.mkldnn.enabled = False
 
 
 def emit(record):
@@ -187,6 +204,8 @@ if args.weights:
                 fail(f"weights: `{k}` has shape {list(weights[k].shape)}, the module {list(state[k].shape)}")
             state[k] = weights[k]
     net.load_state_dict(state)
+dtype = torch.float64 if args.numerics == "float64" else torch.float32
+net = net.to(dtype)
 net.train()
 
 per_sample = 1
@@ -195,6 +214,23 @@ for v in input_shape:
 data_gen = torch.Generator().manual_seed(args.seed + 1)
 train_x, train_y = load_split(args.train, per_sample) if args.train else random_split(args.samples, data_gen)
 val_x, val_y = load_split(args.val, per_sample) if args.val else random_split(args.val_samples, data_gen)
+train_x, val_x = train_x.to(dtype), val_x.to(dtype)
+
+
+def load_order(path, n):
+    """[epochs, n] int64 permutations from a raw uint32 file."""
+    with open(path, "rb") as f:
+        raw = bytearray(f.read())
+    if n == 0 or not raw or len(raw) % (4 * n) != 0:
+        fail(f"--order {path}: {len(raw)} bytes is not a whole number of permutations of {n} windows")
+    # uint32 is read as int32: n < 2^31, so every index fits.
+    rows = torch.frombuffer(raw, dtype=torch.int32).to(torch.int64).reshape(-1, n)
+    if not torch.equal(rows.sort(dim=1).values, torch.arange(n).expand_as(rows)):
+        fail(f"--order {path}: a row is not a permutation of 0..{n - 1}")
+    return rows
+
+
+orders = load_order(args.order, len(train_y)) if args.order else None
 
 implementation = {
     "default": {},
@@ -220,12 +256,15 @@ emit(
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "adamw": args.adamw,
+        "numerics": args.numerics,
         "pid": os.getpid(),
         "tensors": {k: list(v.shape) for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")},
         "trainable": sum(p.numel() for p in net.parameters()),
         "output": out_shape,
         "train_samples": len(train_y),
         "val_samples": len(val_y),
+        "order": "given" if orders is not None else "randperm",
+        "order_epochs": len(orders) if orders is not None else None,
     }
 )
 
@@ -238,7 +277,12 @@ def run_epoch():
     epoch += 1
     cpu0, wall0 = time.process_time(), time.perf_counter()
     n = len(train_y)
-    order = torch.randperm(n, generator=shuffle)
+    if orders is None:
+        order = torch.randperm(n, generator=shuffle)
+    elif epoch <= len(orders):
+        order = orders[epoch - 1]
+    else:
+        fail(f"--order has {len(orders)} epochs; epoch {epoch} was asked for")
     loss_sum, samples = 0.0, 0
     for start in range(0, n, args.batch_size):
         idx = order[start : start + args.batch_size]

@@ -15,7 +15,10 @@
 //! mini-batches of 64 with forward, cross-entropy, backward and AdamW
 //! (lr 1e-3, betas 0.9/0.999, eps 1e-8, weight decay 1e-2), then an
 //! evaluation-mode pass over a small validation split (loss and F1).
-//! Samples/s is training samples over that wall time.
+//! Samples/s is training samples over that wall time. PyTorch is given
+//! kflow's batch order (`Hyper::sample_order`), so that both see the same
+//! batches and their losses can be compared epoch by epoch; the time each
+//! takes to reach a validation loss is measured on the same epochs.
 //!
 //! Run it with `cargo bench --bench train_vs_torch`; see benches/README.md.
 
@@ -46,6 +49,9 @@ struct Settings {
     epochs: usize,
     extra_threads: Option<usize>,
     adamw: String,
+    /// `torch_train.py --numerics` of an extra one-thread worker.
+    reference: Option<String>,
+    target_val_loss: f64,
 }
 
 fn main() -> ExitCode {
@@ -79,6 +85,16 @@ fn run() -> Result<(), String> {
             n => Some(n),
         },
         adamw: std::env::var("KFLOW_BENCH_TORCH_ADAMW").unwrap_or_else(|_| "default".to_owned()),
+        reference: match std::env::var("KFLOW_BENCH_TORCH_REFERENCE").as_deref() {
+            Err(_) | Ok("" | "none") => None,
+            Ok(numerics @ ("float64" | "no-onednn")) => Some(numerics.to_owned()),
+            Ok(other) => {
+                return Err(format!(
+                    "KFLOW_BENCH_TORCH_REFERENCE must be none, float64 or no-onednn, got `{other}`"
+                ));
+            }
+        },
+        target_val_loss: env_loss("KFLOW_BENCH_TARGET_VAL_LOSS", DEFAULT_TARGET_VAL_LOSS)?,
     };
     let hyper = Hyper {
         seed: env_count_or_zero("KFLOW_BENCH_SEED", 0)? as u64,
@@ -124,8 +140,16 @@ fn run() -> Result<(), String> {
     )?;
     let train_arg = train.write(dir.path(), "train")?;
     let val_arg = val.write(dir.path(), "val")?;
+    // kflow's batch order for every epoch either tool will run, for PyTorch.
+    let total_epochs = 1 + settings.rounds * settings.epochs;
+    let order_path = dir.path().join("order.u32");
+    let order: Vec<u8> = (1..=total_epochs as u32)
+        .flat_map(|epoch| hyper.sample_order(settings.samples, epoch))
+        .flat_map(u32::to_le_bytes)
+        .collect();
+    write_file(&order_path, &order)?;
 
-    let torch_command = |threads: usize| {
+    let torch_command = |threads: usize, numerics: &str| {
         let mut command = Command::new(&python);
         command
             .arg(SCRIPT)
@@ -134,6 +158,8 @@ fn run() -> Result<(), String> {
             .arg("--weights")
             .arg(&weights_path)
             .args(["--train", &train_arg, "--val", &val_arg])
+            .arg("--order")
+            .arg(&order_path)
             .args(["--threads", &threads.to_string()])
             .args(["--batch-size", &hyper.batch_size.to_string()])
             .args(["--lr", &hyper.lr.to_string()])
@@ -142,12 +168,16 @@ fn run() -> Result<(), String> {
             .args(["--beta2", &hyper.beta2.to_string()])
             .args(["--eps", &hyper.eps.to_string()])
             .args(["--seed", &hyper.seed.to_string()])
-            .args(["--adamw", &settings.adamw]);
+            .args(["--adamw", &settings.adamw])
+            .args(["--numerics", numerics]);
         command
     };
-    let mut torch = vec![Torch::start(torch_command(1), 1)?];
+    let mut torch = vec![Torch::start(torch_command(1, "float32"), 1, Role::Peer)?];
     if let Some(threads) = settings.extra_threads {
-        torch.push(Torch::start(torch_command(threads), threads)?);
+        torch.push(Torch::start(torch_command(threads, "float32"), threads, Role::Threads)?);
+    }
+    if let Some(numerics) = &settings.reference {
+        torch.push(Torch::start(torch_command(1, numerics), 1, Role::Reference)?);
     }
     let kflow_params = check_same_model(&model, &torch[0].tensors)?;
     println!(
@@ -156,8 +186,8 @@ fn run() -> Result<(), String> {
     );
     for worker in &torch {
         println!(
-            "torch worker: pid {}, torch.get_num_threads() = {}, get_num_interop_threads() = {}, AdamW {}",
-            worker.pid, worker.threads, worker.interop_threads, settings.adamw
+            "torch worker: pid {}, torch.get_num_threads() = {}, get_num_interop_threads() = {}, AdamW {}, {}",
+            worker.pid, worker.threads, worker.interop_threads, settings.adamw, worker.numerics
         );
     }
 
@@ -169,19 +199,23 @@ fn run() -> Result<(), String> {
         hyper: &hyper,
         clock_ticks: clock_ticks(),
     };
-    // One untimed epoch of each: first-touch allocations, caches, lazy setup.
-    // Same initial weights and data, so their losses should be close (the
-    // shuffles differ).
-    let first = kflow.epoch()?;
-    print!("epoch 1 (untimed) train loss: kflow {:.4}", first.train_loss);
+    // One epoch of each left out of samples/s: first-touch allocations,
+    // caches, lazy setup. It counts towards the time to a validation loss,
+    // which is measured from the start of training.
+    let mut kflow_epochs = vec![kflow.epoch()?];
+    let mut torch_epochs: Vec<Vec<Epoch>> = Vec::new();
     for worker in &mut torch {
-        let first = worker.epoch()?;
-        print!(", torch on {} thread(s) {:.4}", worker.threads, first.train_loss);
+        torch_epochs.push(vec![worker.epoch()?]);
+    }
+    print!(
+        "epoch 1 (not in samples/s) train loss: kflow {:.4}",
+        kflow_epochs[0].train_loss
+    );
+    for (worker, epochs) in torch.iter().zip(&torch_epochs) {
+        print!(", {} {:.4}", worker.name(), epochs[0].train_loss);
     }
     println!();
 
-    let mut kflow_epochs = Vec::new();
-    let mut torch_epochs: Vec<Vec<Epoch>> = torch.iter().map(|_| Vec::new()).collect();
     for round in 0..settings.rounds {
         // Alternate which tool goes first, so that neither always follows the other.
         let kflow_first = round % 2 == 0;
@@ -209,17 +243,16 @@ fn run() -> Result<(), String> {
     println!("load average at end:   {}", load_average());
     println!();
     println!(
-        "{:<22} {:>12} {:>12} {:>12} {:>12} {:>9} {:>11} {:>8}",
+        "{:<28} {:>12} {:>12} {:>12} {:>12} {:>9} {:>11} {:>8}",
         "training, samples/s", "median", "min", "max", "median epoch", "cpu/wall", "train loss", "val F1"
     );
-    let kflow_summary = Summary::of(&kflow_epochs);
+    let kflow_summary = Summary::of(&kflow_epochs[1..]);
     kflow_summary.print("kflow (1 thread)");
     let mut torch_summaries = Vec::new();
     for (worker, epochs) in torch.iter().zip(&torch_epochs) {
-        let summary = Summary::of(epochs);
-        let plural = if worker.threads == 1 { "" } else { "s" };
-        summary.print(&format!("torch ({} thread{plural})", worker.threads));
-        torch_summaries.push((worker.threads, summary));
+        let summary = Summary::of(&epochs[1..]);
+        summary.print(&worker.name());
+        torch_summaries.push(summary);
     }
     println!();
     println!(
@@ -227,15 +260,121 @@ fn run() -> Result<(), String> {
          about 1.00 on one thread; loss and F1 after the last epoch)",
         settings.samples
     );
-    for (threads, summary) in &torch_summaries {
+    for (worker, summary) in torch.iter().zip(&torch_summaries) {
         let ratio = kflow_summary.median / summary.median;
-        if *threads == 1 {
-            println!("ratio (kflow / torch, samples/s, medians, 1 thread each) = {ratio:.2}");
-        } else {
-            println!("for information: kflow on 1 thread / torch on {threads} threads = {ratio:.2}");
+        match worker.role {
+            Role::Peer => println!("ratio (kflow / torch, samples/s, medians, 1 thread each) = {ratio:.2}"),
+            Role::Threads => println!(
+                "for information: kflow on 1 thread / torch on {} threads = {ratio:.2}",
+                worker.threads
+            ),
+            Role::Reference => println!("for information: kflow / {} = {ratio:.2}", worker.name()),
+        }
+    }
+
+    println!();
+    println!(
+        "loss per epoch (same initial weights, same batches; val: evaluation mode, {} windows):",
+        settings.val_samples
+    );
+    // The reference worker, if any: PyTorch against itself with other rounding.
+    let reference = torch
+        .iter()
+        .zip(&torch_epochs)
+        .find(|(worker, _)| worker.role == Role::Reference);
+    print!(
+        "{:>5} {:>12} {:>12} {:>13} {:>10} {:>10}",
+        "epoch", "kflow train", "torch train", "kflow/torch", "kflow val", "torch val"
+    );
+    match reference {
+        Some((worker, _)) => println!(" {:>15} {:>10}", format!("{} train", worker.numerics), "ref/torch"),
+        None => println!(),
+    }
+    for (i, (k, t)) in kflow_epochs.iter().zip(&torch_epochs[0]).enumerate() {
+        print!(
+            "{:>5} {:>12.4} {:>12.4} {:>13.3} {:>10.4} {:>10.4}",
+            i + 1,
+            k.train_loss,
+            t.train_loss,
+            k.train_loss / t.train_loss,
+            k.val_loss,
+            t.val_loss
+        );
+        match reference.and_then(|(_, epochs)| epochs.get(i)) {
+            Some(r) => println!(" {:>15.4} {:>10.3}", r.train_loss, r.train_loss / t.train_loss),
+            None => println!(),
+        }
+    }
+
+    let target = settings.target_val_loss;
+    println!();
+    println!(
+        "time to validation loss <= {target} (wall time of the tool's epochs from the start of training, \
+         the first included, to the end of the first epoch that reaches it):"
+    );
+    let kflow_time = TimeTo::of(&kflow_epochs, target);
+    kflow_time.print("kflow (1 thread)");
+    for (worker, epochs) in torch.iter().zip(&torch_epochs) {
+        let torch_time = TimeTo::of(epochs, target);
+        torch_time.print(&worker.name());
+        if worker.role == Role::Peer {
+            match (kflow_time.reached, torch_time.reached) {
+                (Some((_, k)), Some((_, t))) => {
+                    println!(
+                        "ratio (torch / kflow, time to validation loss <= {target}, 1 thread each) = {:.2}",
+                        t / k
+                    );
+                }
+                _ => println!(
+                    "ratio (time to validation loss <= {target}): not measured, a tool did not reach it \
+                     (set KFLOW_BENCH_TARGET_VAL_LOSS)"
+                ),
+            }
         }
     }
     Ok(())
+}
+
+/// The default of `KFLOW_BENCH_TARGET_VAL_LOSS`: near the lowest validation
+/// loss of the default seed's data and order, which comes in the first few
+/// epochs (later the network memorizes the training noise).
+const DEFAULT_TARGET_VAL_LOSS: f64 = 0.437;
+
+/// When a tool's validation loss first reached a target.
+struct TimeTo {
+    /// The epoch (1-based) and the seconds of epochs 1 to it.
+    reached: Option<(usize, f64)>,
+    epochs: usize,
+    best: f64,
+}
+
+impl TimeTo {
+    fn of(epochs: &[Epoch], target: f64) -> TimeTo {
+        let mut seconds = 0.0;
+        let mut reached = None;
+        for (i, epoch) in epochs.iter().enumerate() {
+            seconds += epoch.seconds;
+            if epoch.val_loss <= target {
+                reached = Some((i + 1, seconds));
+                break;
+            }
+        }
+        TimeTo {
+            reached,
+            epochs: epochs.len(),
+            best: epochs.iter().map(|e| e.val_loss).fold(f64::INFINITY, f64::min),
+        }
+    }
+
+    fn print(&self, name: &str) {
+        match self.reached {
+            Some((epoch, seconds)) => println!("{name:<28} {seconds:>8.2} s (epoch {epoch})"),
+            None => println!(
+                "{name:<28} not reached in {} epochs (best validation loss {:.4})",
+                self.epochs, self.best
+            ),
+        }
+    }
 }
 
 /// The venv `benches/install-peers.sh torch` makes.
@@ -385,6 +524,7 @@ struct Epoch {
     seconds: f64,
     cpu_seconds: Option<f64>,
     train_loss: f64,
+    val_loss: f64,
     val_f1: f64,
 }
 
@@ -418,6 +558,7 @@ impl Kflow<'_> {
             seconds,
             cpu_seconds,
             train_loss: stats.train_loss,
+            val_loss: stats.val_loss,
             val_f1: stats.val_metric,
         })
     }
@@ -431,18 +572,32 @@ struct Torch {
     pid: u32,
     threads: usize,
     interop_threads: usize,
+    numerics: String,
+    role: Role,
     tensors: BTreeMap<String, Vec<usize>>,
+}
+
+/// What a PyTorch worker is measured for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The peer: one thread, float32.
+    Peer,
+    /// More threads, for information.
+    Threads,
+    /// Other rounding (`--numerics`), to show how far that alone moves the losses.
+    Reference,
 }
 
 #[derive(Deserialize)]
 struct Ready {
     threads: usize,
     interop_threads: usize,
+    numerics: String,
     tensors: BTreeMap<String, Vec<usize>>,
 }
 
 impl Torch {
-    fn start(mut command: Command, threads: usize) -> Result<Torch, String> {
+    fn start(mut command: Command, threads: usize, role: Role) -> Result<Torch, String> {
         let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -457,6 +612,8 @@ impl Torch {
             stdout,
             threads,
             interop_threads: 0,
+            numerics: String::new(),
+            role,
             tensors: BTreeMap::new(),
         };
         let ready: Ready = torch.read("ready")?;
@@ -467,8 +624,17 @@ impl Torch {
             ));
         }
         torch.interop_threads = ready.interop_threads;
+        torch.numerics = ready.numerics;
         torch.tensors = ready.tensors;
         Ok(torch)
+    }
+
+    fn name(&self) -> String {
+        let plural = if self.threads == 1 { "" } else { "s" };
+        match self.role {
+            Role::Reference => format!("torch ({} thread{plural}, {})", self.threads, self.numerics),
+            Role::Peer | Role::Threads => format!("torch ({} thread{plural})", self.threads),
+        }
     }
 
     fn epoch(&mut self) -> Result<Epoch, String> {
@@ -556,7 +722,7 @@ impl Summary {
 
     fn print(&self, name: &str) {
         println!(
-            "{name:<22} {:>12.0} {:>12.0} {:>12.0} {:>10.1} ms {:>9} {:>11.4} {:>8.3}",
+            "{name:<28} {:>12.0} {:>12.0} {:>12.0} {:>10.1} ms {:>9} {:>11.4} {:>8.3}",
             self.median,
             self.min,
             self.max,
@@ -633,6 +799,18 @@ fn env_count(name: &str, default: usize) -> Result<usize, String> {
     match env_count_or_zero(name, default)? {
         0 => Err(format!("{name} must be a positive integer")),
         n => Ok(n),
+    }
+}
+
+/// A positive loss from the environment, or its default.
+fn env_loss(name: &str, default: f64) -> Result<f64, String> {
+    match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => Ok(default),
+        Ok(value) => match value.trim().parse::<f64>() {
+            Ok(loss) if loss.is_finite() && loss > 0.0 => Ok(loss),
+            _ => Err(format!("{name} must be a positive number, got `{value}`")),
+        },
+        Err(e) => Err(format!("{name}: {e}")),
     }
 }
 

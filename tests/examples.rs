@@ -52,6 +52,31 @@ fn cmd_rule_example_counts_words() {
 }
 
 #[test]
+fn search_example_rejects_what_its_check_refuses_and_deploys_the_rest() {
+    let ws = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    copy_tree(&repo().join("examples/search-with-checks"), ws.path());
+    let out = kflow_in(ws.path(), cache.path())
+        .args(["build", "example//search:detector"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = ws.path().join("kflow-out/search/detector");
+    let candidates: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("candidates.json")).unwrap()).unwrap();
+    let candidates = candidates.as_array().unwrap();
+    assert!(
+        candidates.iter().any(|c| c["status"] == "rejected-incompatible"
+            && c["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("too wide for our firmware"))),
+        "{candidates:?}"
+    );
+    assert!(candidates.iter().any(|c| c["status"] == "evaluated"), "{candidates:?}");
+    assert!(dir.join("kept/1/cnn_model.c").is_file());
+}
+
+#[test]
 fn demo_graph_builds_and_rebuilds_as_a_no_op() {
     let ws = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();

@@ -98,12 +98,13 @@ model = ":cnn2d"
 weights = ":train2d"
 dataset = "//data:small"
 
-[[search]]
+[[automl]]
 name = "search"
 space = "//spaces:cnn"
 dataset = "//data:small"
 strategy = {{ kind = "random", candidates = 3, seed = 42 }}
-epochs = 1
+budget = {{ kind = "epochs", epochs = 1 }}
+keep = 1
 "#
         ),
     );
@@ -227,15 +228,15 @@ fn more_epochs_resume_training_and_a_new_data_seed_reruns_everything_downstream(
 }
 
 #[test]
-fn search_gives_identical_artifacts_from_separate_empty_caches_and_any_jobs() {
+fn a_host_search_gives_identical_artifacts_from_separate_empty_caches_and_any_jobs() {
     let digests = |jobs: &str| {
         let ws = Ws::new();
         small_graphs(&ws, 1, 1);
         let report = ws.build_ok(&["//host:search", "--jobs", jobs]);
         assert!(report.count("executed") >= 7, "3 candidates, generated and trained");
-        let leaderboard: Value =
-            serde_json::from_str(&ws.read_output("host", "search", "leaderboard.json")).expect("leaderboard");
-        assert_eq!(leaderboard.as_array().map(Vec::len), Some(3), "{leaderboard}");
+        let candidates: Value =
+            serde_json::from_str(&ws.read_output("host", "search", "candidates.json")).expect("candidates");
+        assert_eq!(candidates.as_array().map(Vec::len), Some(3), "{candidates}");
         report.output_digests()
     };
     let one = digests("1");

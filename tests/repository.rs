@@ -3,7 +3,8 @@
 //! detector, and the same model taken to the MAX78002 (pruned, quantized,
 //! checked, simulated, synthesized, generated as C) still decides as the
 //! float model does; at 4-bit weights, quantization-aware fine-tuning
-//! recovers what plain quantization loses.
+//! recovers what plain quantization loses. The main job's search finds a
+//! model that beats that baseline on the accelerator.
 
 mod common;
 
@@ -29,6 +30,7 @@ fn baseline_beats_the_zscore_detector_and_deploys_to_the_max78002() {
         "//max78002:baseline_deploy",
         "//max78002:baseline_4bit_accelerator",
         "//max78002:baseline_4bit_qat_accelerator",
+        "//max78002:anomaly",
     ];
     let first = ws.build_ok(&targets);
     assert!(first.count("executed") > 0);
@@ -78,6 +80,43 @@ fn baseline_beats_the_zscore_detector_and_deploys_to_the_max78002() {
     );
     let yaml = ws.read_output("max78002", "baseline_synth", "network.yaml");
     assert!(yaml.contains("output_shift:"));
+
+    // The main job: its best model beats the hand-made baseline on the
+    // accelerator, some candidates were rejected before training, and the
+    // kept model is ready for a device.
+    let summary = json(&ws, "max78002", "anomaly", "summary.json");
+    let best = &summary["kept"][0];
+    let searched = best["f1"].as_f64().expect("f1 of the best kept model");
+    let baseline = acc["accelerator"]["quality"]["f1"]
+        .as_f64()
+        .expect("baseline accelerator f1");
+    assert!(
+        searched >= baseline + 0.05,
+        "the search's best model: F1 {searched} on the accelerator; the baseline's {baseline}\n{summary}"
+    );
+    let rejected = summary["counts"]["rejected-too-big"].as_u64().unwrap_or(0)
+        + summary["counts"]["rejected-incompatible"].as_u64().unwrap_or(0);
+    assert!(
+        rejected > 0,
+        "the default search rejects some candidates before training: {summary}"
+    );
+    let kept = ws.out_dir().join("max78002/anomaly/kept/1");
+    for file in [
+        "network.yaml",
+        "cnn_model.c",
+        "cnn_model.h",
+        "cnn_model.bin",
+        "model.onnx",
+        "metrics.json",
+    ] {
+        assert!(kept.join(file).is_file(), "kept/1/{file}");
+    }
+    common::compile_c(
+        "arm-none-eabi-gcc",
+        &["-mcpu=cortex-m4", "-mthumb", "-Os"],
+        &kept,
+        &ws.root().join("kept.o"),
+    );
 
     let second = ws.build_ok(&targets);
     assert_eq!(second.count("executed"), 0, "{:?}", second.ids("executed"));

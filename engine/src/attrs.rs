@@ -25,6 +25,8 @@ pub enum AttrType {
     StringMap,
     Label,
     LabelList,
+    /// A label, or a list of labels; always read as a list.
+    Labels,
     /// A list whose entries are files of the package (`data/x.csv`) or labels
     /// of targets whose outputs are used (`:gen`, `//pkg:t`).
     Sources,
@@ -47,6 +49,7 @@ impl AttrType {
             AttrType::StringMap => "a table of strings",
             AttrType::Label => "a label string",
             AttrType::LabelList => "a list of label strings",
+            AttrType::Labels => "a label string or a list of them",
             AttrType::Sources => "a list of file paths and labels",
             AttrType::Table => "a table",
             AttrType::Any => "a value",
@@ -370,6 +373,14 @@ pub(crate) fn check_value(
         },
         AttrType::Label => AttrValue::Label(label(value)?),
         AttrType::LabelList => AttrValue::List(
+            list()?
+                .map(|v| label(v).map(AttrValue::Label))
+                .collect::<Result<_, _>>()?,
+        ),
+        AttrType::Labels if value.get_ref().as_str().is_some() => {
+            AttrValue::List(vec![AttrValue::Label(label(value)?)])
+        }
+        AttrType::Labels => AttrValue::List(
             list()?
                 .map(|v| label(v).map(AttrValue::Label))
                 .collect::<Result<_, _>>()?,

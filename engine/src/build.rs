@@ -331,8 +331,12 @@ impl<'a, 'c> Materializer<'a, 'c> {
         let mut blobs: Vec<(&Arc<str>, BlobRef)> = Vec::with_capacity(exposed.len());
         for (name, source) in exposed {
             let blob = match source {
-                InputSource::Output { node, output } => match result(node.index()).and_then(|r| r.output(output)) {
-                    Some(b) => b,
+                InputSource::Output { node, output } => match result(node.index()) {
+                    Some(r) if r.omitted(output) => continue,
+                    Some(r) => match r.output(output) {
+                        Some(b) => b,
+                        None => return Ok(Materialized::No),
+                    },
                     None => return Ok(Materialized::No),
                 },
                 InputSource::Blob(blob) => *blob,

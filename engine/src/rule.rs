@@ -285,6 +285,7 @@ pub(crate) trait Runtime: Sync {
 #[derive(Default)]
 pub(crate) struct Produced {
     pub output_blobs: BTreeMap<String, BlobRef>,
+    pub omitted: std::collections::BTreeSet<String>,
     pub logs: BTreeMap<String, BlobRef>,
     pub metadata: serde_json::Value,
 }
@@ -362,6 +363,14 @@ impl ActionContext<'_> {
     /// declared output `name`, without copying it.
     pub fn set_output_blob(&self, name: &str, blob: BlobRef) {
         self.lock().output_blobs.insert(name.to_owned(), blob);
+    }
+
+    /// Leaves declared output `name` out of this result on purpose: what a
+    /// target declares at planning time may be more than one run has (a
+    /// search asked for five models that found three). An omitted output is
+    /// not materialized, and an action that reads it fails.
+    pub fn omit_output(&self, name: &str) {
+        self.lock().omitted.insert(name.to_owned());
     }
 
     /// Keeps `bytes` as the action's log `name` (e.g. `stdout`). Empty logs

@@ -47,6 +47,9 @@ fn find(blobs: &NamedBlobs, name: &str) -> Option<BlobRef> {
 pub(crate) struct JobResult {
     pub status: Status,
     pub outputs: NamedBlobs,
+    /// Declared outputs the action left out on purpose (see
+    /// [`ActionContext::omit_output`]), sorted.
+    pub absent: Arc<[Arc<str>]>,
     pub logs: NamedBlobs,
     pub metadata: Option<Arc<RawValue>>,
     pub reason: Option<String>,
@@ -60,6 +63,7 @@ impl JobResult {
         JobResult {
             status: Status::Skipped,
             outputs: Arc::new([]),
+            absent: Arc::new([]),
             logs: Arc::new([]),
             metadata: None,
             reason: Some(reason),
@@ -79,10 +83,16 @@ impl JobResult {
         find(&self.outputs, name)
     }
 
+    /// Whether a successful action left declared output `name` out.
+    pub fn omitted(&self, name: &str) -> bool {
+        self.status.succeeded() && self.absent.iter().any(|a| **a == *name)
+    }
+
     fn remembered(&self, key: Digest) -> Remembered {
         Remembered {
             key,
             outputs: self.outputs.clone(),
+            absent: self.absent.clone(),
             logs: self.logs.clone(),
             rejected: self.reason.clone().filter(|_| self.status == Status::Rejected),
             metadata: self.metadata.as_ref().map(|m| m.get().to_owned()),
@@ -97,6 +107,7 @@ impl JobResult {
                 Status::Cached
             },
             outputs: r.outputs.clone(),
+            absent: r.absent.clone(),
             logs: r.logs.clone(),
             metadata: r
                 .metadata
@@ -122,7 +133,8 @@ fn result_of_entry(entry: ActionEntry, job: &Job, status: Status) -> Option<JobR
             .collect()
     };
     let outputs = with_prefix(OUTPUT_PREFIX);
-    let complete = meta.rejected.is_some() || job.node.outputs.iter().all(|o| find(&outputs, o).is_some());
+    let absent: Arc<[Arc<str>]> = meta.absent.iter().map(|a| Arc::from(a.as_str())).collect();
+    let complete = meta.rejected.is_some() || complete(&job.node.outputs, &outputs, &absent);
     complete.then(|| JobResult {
         status: if meta.rejected.is_some() {
             Status::Rejected
@@ -130,6 +142,7 @@ fn result_of_entry(entry: ActionEntry, job: &Job, status: Status) -> Option<JobR
             status
         },
         outputs,
+        absent,
         logs: with_prefix(LOG_PREFIX),
         metadata: raw_json(&meta.metadata),
         reason: meta.rejected,
@@ -141,10 +154,21 @@ fn result_of_entry(entry: ActionEntry, job: &Job, status: Status) -> Option<JobR
 /// The environment variable holding the remote cache's bearer token.
 pub const REMOTE_TOKEN_ENV: &str = "KFLOW_REMOTE_CACHE_TOKEN";
 
+/// Whether a result accounts for every declared output: produced, or left
+/// out on purpose. An entry written by another version of a rule may not.
+fn complete(declared: &[Arc<str>], outputs: &NamedBlobs, absent: &[Arc<str>]) -> bool {
+    declared
+        .iter()
+        .all(|o| find(outputs, o).is_some() || absent.iter().any(|a| a == o))
+}
+
 /// What the action cache keeps about an action besides its blobs.
 #[derive(Serialize, Deserialize)]
 struct EntryMeta {
     rejected: Option<String>,
+    /// Declared outputs the action left out on purpose.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    absent: Vec<String>,
     #[serde(default)]
     metadata: serde_json::Value,
     duration_ms: u64,
@@ -366,7 +390,7 @@ impl Scheduler<'_> {
     /// The result the workspace remembers for this identity and key.
     fn remembered(&self, key: &Digest, job: &Job) -> Option<JobResult> {
         let r = self.state?.action(&job.node.id)?;
-        let complete = r.rejected.is_some() || job.node.outputs.iter().all(|o| find(&r.outputs, o).is_some());
+        let complete = r.rejected.is_some() || complete(&job.node.outputs, &r.outputs, &r.absent);
         (r.key == *key && complete).then(|| JobResult::from_remembered(r))
     }
 
@@ -511,9 +535,14 @@ impl Scheduler<'_> {
             Outcome::Rejected { reason } => Some(reason),
         };
         let mut outputs = Vec::new();
+        let mut absent: Vec<Arc<str>> = Vec::new();
         for name in &job.node.outputs {
             if let Some(blob) = produced.output_blobs.get(&**name) {
                 outputs.push((name.clone(), *blob));
+                continue;
+            }
+            if produced.omitted.contains(&**name) {
+                absent.push(name.clone());
                 continue;
             }
             let path = scratch.path().join(&**name);
@@ -537,8 +566,10 @@ impl Scheduler<'_> {
             .map(|(n, b)| (format!("{OUTPUT_PREFIX}{n}"), *b))
             .collect();
         blobs.extend(logs.iter().map(|(n, b)| (format!("{LOG_PREFIX}{n}"), *b)));
+        absent.sort();
         let meta = EntryMeta {
             rejected: rejected.clone(),
+            absent: absent.iter().map(|a| a.to_string()).collect(),
             metadata: produced.metadata.clone(),
             duration_ms: elapsed_ms(started),
             kflow_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -555,6 +586,7 @@ impl Scheduler<'_> {
                 Status::Executed
             },
             outputs: outputs.into(),
+            absent: absent.into(),
             logs: std::mem::take(logs).into(),
             metadata: raw_json(&produced.metadata),
             reason: rejected,
@@ -815,6 +847,19 @@ mod tests {
         }
     }
 
+    /// The build log of a scheduler under test, in `out_dir`.
+    fn test_log(out_dir: &Path) -> BuildLog {
+        let header = BuildHeader {
+            build: String::new(),
+            started_unix_ms: 0,
+            targets: Vec::new(),
+            jobs: 2,
+            kflow_version: String::new(),
+            parsed_packages: Vec::new(),
+        };
+        BuildLog::create(out_dir, header).unwrap()
+    }
+
     /// Roots first, then one dependent per root. While the loop that starts
     /// the ready jobs is still spawning roots, the first roots finish and
     /// release their dependents, which the loop then reaches with nothing
@@ -858,15 +903,7 @@ mod tests {
         let cache_dir = dir.path().join("cache");
         let cache = LazyCache::new(&cache_dir, &on_wait);
         let out_dir = dir.path().join("out");
-        let header = BuildHeader {
-            build: String::new(),
-            started_unix_ms: 0,
-            targets: Vec::new(),
-            jobs: 2,
-            kflow_version: String::new(),
-            parsed_packages: Vec::new(),
-        };
-        let log = BuildLog::create(&out_dir, header).unwrap();
+        let log = test_log(&out_dir);
         let sources = MemoryIndex::from_entries([]);
         let rules = RuleRegistry::new();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
@@ -887,5 +924,79 @@ mod tests {
             assert_eq!(lock(&again.records).len(), jobs.len());
         }
         assert_eq!(rule.0.load(Ordering::SeqCst), jobs.len());
+    }
+
+    /// Declares `kept` and `spare`, writes `kept` only and omits `spare`.
+    struct Omitting;
+
+    impl Rule for Omitting {
+        fn name(&self) -> &'static str {
+            "omitting"
+        }
+        fn version(&self) -> u32 {
+            1
+        }
+        fn summary(&self) -> &'static str {
+            "test rule"
+        }
+        fn attrs(&self) -> &'static [AttrSpec] {
+            &[]
+        }
+        fn plan(&self, _: &Target, _: &mut Planner<'_>) -> Result<(), Diagnostic> {
+            Ok(())
+        }
+        fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
+            cx.write_output("kept", b"k")?;
+            cx.omit_output("spare");
+            Ok(Outcome::Done)
+        }
+    }
+
+    #[test]
+    fn an_omitted_output_is_a_complete_result_from_the_cache_and_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = Job {
+            node: Arc::new(ActionNode {
+                id: Arc::from("t//p:x"),
+                target: Label::new("t", "p", "x").unwrap(),
+                rule: Arc::from("omitting"),
+                rule_version: 1,
+                params: Params::new(&serde_json::Value::Null),
+                inputs: Vec::new(),
+                outputs: vec![Arc::from("kept"), Arc::from("spare")],
+            }),
+            rule: Arc::new(Omitting),
+            parent: None,
+        };
+        let jobs = [job];
+        let on_wait = |_: &str| {};
+        let cache_dir = dir.path().join("cache");
+        let cache = LazyCache::new(&cache_dir, &on_wait);
+        let out_dir = dir.path().join("out");
+        let log = test_log(&out_dir);
+        let sources = MemoryIndex::from_entries([]);
+        let rules = RuleRegistry::new();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+
+        let first = scheduler(&cache, None, &log, &sources, &rules);
+        let run = pool.install(|| first.run_dag(&jobs, true));
+        assert_eq!(run[0].status, Status::Executed);
+        assert!(run[0].output("kept").is_some() && run[0].omitted("spare") && !run[0].omitted("kept"));
+
+        // From the action cache: a hit, not a re-execution.
+        let again = scheduler(&cache, None, &log, &sources, &rules);
+        let run = pool.install(|| again.run_dag(&jobs, true));
+        assert_eq!(run[0].status, Status::Cached);
+        assert!(run[0].omitted("spare"));
+
+        // From the workspace state, saved and loaded again.
+        let mut state = BuildState::load(&out_dir);
+        let epoch = kflow_cache::read_epoch(&cache_dir).unwrap();
+        state.remember((cache_dir.clone(), epoch), again.fresh.into_inner().unwrap());
+        state.save().unwrap();
+        let state = BuildState::load(&out_dir);
+        let third = scheduler(&cache, Some(&state), &log, &sources, &rules);
+        let run = pool.install(|| third.run_dag(&jobs, true));
+        assert!(run[0].remembered && run[0].omitted("spare"));
     }
 }

@@ -20,7 +20,7 @@ use crate::Digest;
 use crate::materialize::{Placed, Placement};
 use crate::packing::{StringTable, Strings};
 
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 
 /// Named blobs, sorted by name; shared between the state and the results
 /// that come from it.
@@ -31,6 +31,8 @@ pub type NamedBlobs = Arc<[(Arc<str>, BlobRef)]>;
 pub struct Remembered {
     pub key: Digest,
     pub outputs: NamedBlobs,
+    /// Declared outputs the action left out on purpose.
+    pub absent: Arc<[Arc<str>]>,
     pub logs: NamedBlobs,
     /// Why it was rejected, if it was.
     pub rejected: Option<String>,
@@ -63,6 +65,7 @@ struct Packed<'a> {
 struct PackedRemembered {
     key: Digest,
     outputs: Vec<(u32, BlobRef)>,
+    absent: Vec<u32>,
     logs: Vec<(u32, BlobRef)>,
     rejected: Option<String>,
     metadata: Option<String>,
@@ -81,6 +84,7 @@ impl Stored {
                 let packed = PackedRemembered {
                     key: r.key,
                     outputs: blobs(&mut strings, &r.outputs),
+                    absent: r.absent.iter().map(|a| strings.intern(a)).collect(),
                     logs: blobs(&mut strings, &r.logs),
                     rejected: r.rejected.clone(),
                     metadata: r.metadata.clone(),
@@ -125,6 +129,11 @@ impl Stored {
             let remembered = Remembered {
                 key: r.key,
                 outputs: blobs(r.outputs)?,
+                absent: r
+                    .absent
+                    .into_iter()
+                    .map(|a| strings.get(a).cloned())
+                    .collect::<Option<_>>()?,
                 logs: blobs(r.logs)?,
                 rejected: r.rejected,
                 metadata: r.metadata,
@@ -296,6 +305,7 @@ mod tests {
                     size: 1,
                 },
             )]),
+            absent: Arc::new([Arc::from("maybe.txt")]),
             logs: Arc::new([]),
             rejected: None,
             metadata: Some("{\"f1\":0.5}".to_owned()),

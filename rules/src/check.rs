@@ -30,6 +30,19 @@ const ATTRS: &[AttrSpec] = &[
         "the `[[model]]`, `[[generate]]` or `[[prune]]` target of the network",
     ),
     AttrSpec::required("platform", AttrType::Label, "the `[[platform]]` to check against"),
+    USER_CHECKS[0],
+    USER_CHECKS[1],
+    USER_CHECKS[2],
+    AttrSpec::optional(
+        "quantized",
+        AttrType::Label,
+        "a `[[quantize]]` target: check its integer layers (bits, shifts, values), not only the float model's structure",
+    ),
+];
+
+/// The checks of a user's own, besides the platform's: also attributes of
+/// `[[automl]]`, which checks every candidate with this rule.
+pub const USER_CHECKS: [AttrSpec; 3] = [
     AttrSpec::optional(
         "constraints",
         AttrType::StringList,
@@ -44,11 +57,6 @@ const ATTRS: &[AttrSpec] = &[
         "check_timeout_s",
         AttrType::Int,
         "seconds an external check may take (default 60)",
-    ),
-    AttrSpec::optional(
-        "quantized",
-        AttrType::Label,
-        "a `[[quantize]]` target: check its integer layers (bits, shifts, values), not only the float model's structure",
     ),
 ];
 
@@ -68,22 +76,62 @@ struct Attrs {
     _quantized: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Params {
-    constraints: Vec<String>,
-    checks: Vec<String>,
-    check_timeout_s: u64,
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Params {
+    pub constraints: Vec<String>,
+    pub checks: Vec<String>,
+    pub check_timeout_s: u64,
 }
 
 /// `check.json`.
-#[derive(Serialize)]
-struct Report {
-    platform: String,
-    fits: bool,
+#[derive(Serialize, Deserialize)]
+pub struct Report {
+    pub platform: String,
+    pub fits: bool,
     /// Why not, one line each.
-    reasons: Vec<String>,
+    pub reasons: Vec<String>,
+    /// What kind of misfit it is, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub misfit: Option<Misfit>,
     /// The numbers constraints can name.
-    resources: Resources,
+    pub resources: Resources,
+}
+
+/// Why a model does not fit, for a search to count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Misfit {
+    /// Every reason is a limit of size: a memory, the layer count, a user's
+    /// constraint. A smaller network of the same kind could fit.
+    TooBig,
+    /// Something the platform cannot run at all, or an external check's
+    /// refusal.
+    Incompatible,
+}
+
+/// One reason a model does not fit, and whether it is a matter of size.
+struct Reason {
+    message: String,
+    size: bool,
+}
+
+impl Reason {
+    fn size(message: String) -> Reason {
+        Reason { message, size: true }
+    }
+
+    fn other(message: String) -> Reason {
+        Reason { message, size: false }
+    }
+}
+
+/// The ai8x rules that are limits of size rather than of structure.
+fn is_size_rule(rule: kflow_ai8x::Rule) -> bool {
+    use kflow_ai8x::Rule as R;
+    matches!(
+        rule,
+        R::LayerCount | R::Channels | R::Passes | R::BiasMemory | R::KernelMemory | R::DataMemory
+    )
 }
 
 impl Rule for CheckRule {
@@ -92,7 +140,7 @@ impl Rule for CheckRule {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn summary(&self) -> &'static str {
@@ -148,10 +196,12 @@ impl Rule for CheckRule {
             }
         };
         let constraints = platform.constraints.iter().chain(&params.constraints);
-        for expression in constraints {
+        // Without resources (a structure the platform cannot take) no
+        // expression can be evaluated, and the reason is already given.
+        for expression in constraints.filter(|_| !resources.is_empty()) {
             match kflow_platform::evaluate(expression, &resources) {
                 Ok(true) => {}
-                Ok(false) => reasons.push(format!("constraint `{expression}` does not hold")),
+                Ok(false) => reasons.push(Reason::size(format!("constraint `{expression}` does not hold"))),
                 Err(e) => return Err(ActionError::new(e.to_string())),
             }
         }
@@ -162,14 +212,22 @@ impl Rule for CheckRule {
             match kflow_platform::run_check(command, &input, timeout).map_err(|e| ActionError::new(e.to_string()))? {
                 ExternalVerdict::Accept => {}
                 ExternalVerdict::Reject { code, message } => {
-                    reasons.push(format!("check `{command}` rejected it (exit {code}): {message}"));
+                    reasons.push(Reason::other(format!(
+                        "check `{command}` rejected it (exit {code}): {message}"
+                    )));
                 }
             }
         }
+        let misfit = match (reasons.is_empty(), reasons.iter().all(|r| r.size)) {
+            (true, _) => None,
+            (false, true) => Some(Misfit::TooBig),
+            (false, false) => Some(Misfit::Incompatible),
+        };
         let report = Report {
             platform: platform.name.clone(),
             fits: reasons.is_empty(),
-            reasons,
+            reasons: reasons.into_iter().map(|r| r.message).collect(),
+            misfit,
             resources,
         };
         cx.write_output(CHECK, &json::pretty(&report)?)?;
@@ -191,7 +249,7 @@ fn accelerator_resources(
     quantized: Option<Quantized>,
     device: Device,
     platform: &Platform,
-) -> Result<(Vec<String>, Resources), ActionError> {
+) -> Result<(Vec<Reason>, Resources), ActionError> {
     let q = match quantized {
         Some(q) => q,
         None => {
@@ -201,7 +259,7 @@ fn accelerator_resources(
                 Ok(fused) => kflow_quant::unquantized(&fused),
                 // A layer the accelerator cannot run is a rejection.
                 Err(e @ kflow_quant::QuantError::Unmappable { .. }) => {
-                    return Ok((vec![e.to_string()], Resources::new()));
+                    return Ok((vec![Reason::other(e.to_string())], Resources::new()));
                 }
                 Err(e) => return Err(ActionError::new(e.to_string())),
             }
@@ -210,20 +268,34 @@ fn accelerator_resources(
     let (layers, weights, input) = kflow_quant::to_ai8x(&q);
     let allocation = match kflow_ai8x::allocate(device, &layers) {
         Ok(a) => a,
-        Err(e) => return Ok((vec![format!("allocation: {e}")], Resources::new())),
+        Err(e) => {
+            let message = format!("allocation: {e}");
+            let reason = match e {
+                kflow_ai8x::AllocError::Unsupported { .. } => Reason::other(message),
+                _ => Reason::size(message),
+            };
+            return Ok((vec![reason], Resources::new()));
+        }
     };
     let network = allocation.to_network(&model.name, "kflow");
     let report = kflow_ai8x::check(device, &network, &weights, input);
-    let mut reasons: Vec<String> = report.violations.iter().map(ToString::to_string).collect();
+    let mut reasons: Vec<Reason> = report
+        .violations
+        .iter()
+        .map(|v| Reason {
+            message: v.to_string(),
+            size: is_size_rule(v.rule),
+        })
+        .collect();
     let mut resources = Resources::new();
     if let Some(r) = &report.resources {
         let timing = report.allocation.as_ref().map(kflow_ai8x::timing::accelerator);
         let flash_bytes = r.total_bytes + platform.firmware_flash_kb * 1024;
         if flash_bytes > platform.flash_kb * 1024 {
-            reasons.push(format!(
+            reasons.push(Reason::size(format!(
                 "flash: {} B of weights + {} KiB of firmware exceed {} KiB",
                 r.total_bytes, platform.firmware_flash_kb, platform.flash_kb
-            ));
+            )));
         }
         let max_columns = r.kernel_columns_per_processor.iter().copied().max().unwrap_or(0);
         resources.extend(
@@ -247,7 +319,7 @@ fn accelerator_resources(
 
 /// The resource report of an int8 model run by the platform's CPU, and
 /// what does not fit.
-fn cpu_resources(model: &Model, platform: &Platform) -> Result<(Vec<String>, Resources), ActionError> {
+fn cpu_resources(model: &Model, platform: &Platform) -> Result<(Vec<Reason>, Resources), ActionError> {
     let fit = kflow_platform::cpu_fit(model, platform).map_err(|e| ActionError::new(e.to_string()))?;
     let counts = kflow_model::counts(model).map_err(|e| ActionError::new(e.to_string()))?;
     let layers = counts.layers.iter().filter(|t| t.macs > 0).count();
@@ -263,5 +335,5 @@ fn cpu_resources(model: &Model, platform: &Platform) -> Result<(Vec<String>, Res
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    Ok((fit.problems, resources))
+    Ok((fit.problems.into_iter().map(Reason::size).collect(), resources))
 }

@@ -49,6 +49,11 @@ const ATTRS: &[AttrSpec] = &[
         "values become (x - mean) / (scale * std) (default 3)",
     ),
     AttrSpec::optional(
+        "int8_grid",
+        AttrType::Bool,
+        "round values to the accelerators' int8 input grid, as a device receives them (default true)",
+    ),
+    AttrSpec::optional(
         "split",
         AttrType::Table,
         "`{ train, val, test, seed, block }`: fractions, seed and block size (windows) of the stratified split",
@@ -72,6 +77,7 @@ struct Attrs {
     stride: Option<usize>,
     label: Option<String>,
     scale: Option<f32>,
+    int8_grid: Option<bool>,
     split: Option<SplitAttrs>,
     skip_rows: Option<u64>,
     max_rows: Option<u64>,
@@ -101,7 +107,7 @@ impl Rule for DatasetRule {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {
@@ -185,6 +191,7 @@ fn window_params(attrs: &Attrs) -> Result<WindowParams, (&'static str, String)> 
     if let Some(scale) = attrs.scale {
         p.scale = scale;
     }
+    p.int8_grid = attrs.int8_grid.unwrap_or(p.int8_grid);
     if let Some(split) = &attrs.split {
         let [train, val, test] = &mut p.fractions;
         *train = split.train.unwrap_or(*train);

@@ -14,7 +14,7 @@ use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
 use kflow_host::OnnxModel;
-use kflow_model::{Model, Task};
+use kflow_model::{ErrorScale, Forecast, Model, Task};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{META, TEST, VAL};
@@ -51,7 +51,7 @@ const ATTRS: &[AttrSpec] = &[
     AttrSpec::optional(
         "latency_samples",
         AttrType::Int,
-        "single-sample inferences timed (default 1000)",
+        "single-sample inferences timed (default 1000; 0: none, for a reproducible `metrics.json`)",
     ),
     AttrSpec::optional(
         "quantized",
@@ -82,12 +82,13 @@ struct Attrs {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Params {
-    threshold_percentile: f64,
-    latency_samples: usize,
+pub(crate) struct Params {
+    pub threshold_percentile: f64,
+    /// 0: no timing, and `metrics.json` is the same on every run.
+    pub latency_samples: usize,
     /// Set when a quantized network is evaluated too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    device: Option<Device>,
+    pub device: Option<Device>,
 }
 
 #[derive(Serialize)]
@@ -98,11 +99,16 @@ struct Metrics {
     threshold: f32,
     quality: Quality,
     baseline: Baseline,
-    latency_us: Latency,
+    /// Measured, so different on every run; absent when not asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_us: Option<Latency>,
     size: Size,
     /// Largest difference between ONNX Runtime's and candle's outputs over
     /// the first test windows: the export is checked on every evaluation.
     onnx_vs_candle_max_abs_diff: f64,
+    /// A forecaster's score: the weight of each predicted channel's error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forecast_weights: Option<Vec<f64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     accelerator: Option<crate::evaluate_sim::Simulated>,
 }
@@ -139,7 +145,7 @@ impl Rule for EvaluateRule {
     }
 
     fn version(&self) -> u32 {
-        1
+        3
     }
 
     fn summary(&self) -> &'static str {
@@ -197,6 +203,14 @@ impl Rule for EvaluateRule {
         let params: Params = cx.params_as()?;
         let model = inputs::model(cx)?;
         let weights = inputs::weights(cx, WEIGHTS)?;
+        if let Some(mask) = kflow_model::ForecastMask::of(&model)
+            && !mask.holds(&weights)
+        {
+            return Err(ActionError::new(format!(
+                "forecaster `{}`: `{}` weighs the readings of the row it predicts (the last kernel tap of channels {}.. must be zero)",
+                model.name, mask.tensor, mask.from_channel
+            )));
+        }
         let meta: kflow_data::DatasetMeta = json::input(cx, META)?;
         let (val, test) = (read_split(cx, VAL)?, read_split(cx, TEST)?);
         let model_err = |e: kflow_model::ModelError| ActionError::new(format!("model `{}`: {e}", model.name));
@@ -206,20 +220,15 @@ impl Rule for EvaluateRule {
         let runtime = OnnxModel::load(&onnx, &model.input).map_err(host_err)?;
 
         cx.progress("scoring the validation and test splits with ONNX Runtime");
-        let val_scores = scores(
-            &model,
-            &runtime.run_batched(&val.x, val.len(), BATCH).map_err(host_err)?,
-            &val,
-        );
+        let val_out = runtime.run_batched(&val.x, val.len(), BATCH).map_err(host_err)?;
+        let scorer = Scorer::fit(&model, &val_out, &val);
+        let val_scores = scorer.scores(&val_out, &val);
         let test_out = runtime.run_batched(&test.x, test.len(), BATCH).map_err(host_err)?;
-        let test_scores = scores(&model, &test_out, &test);
+        let test_scores = scorer.scores(&test_out, &test);
         // A classifier's threshold is chosen on the validation split to
         // maximize F1, exactly as the baseline's is, so that the two are
         // compared on equal terms.
-        let threshold = match model.task {
-            Task::Classifier { .. } => best_f1_threshold(&val.labels(), &val_scores),
-            Task::Autoencoder => nominal_percentile(&val, &val_scores, params.threshold_percentile),
-        };
+        let threshold = threshold(&model, &val, &val_scores, params.threshold_percentile);
         let quality = Quality::at_threshold(&test.labels(), &test_scores, threshold);
         let baseline = zscore_baseline(&val, &test, meta.scale).map_err(|e| ActionError::new(e.to_string()))?;
 
@@ -256,10 +265,14 @@ impl Rule for EvaluateRule {
             None => None,
         };
 
-        cx.progress("timing single-sample inference");
-        let mut times = runtime
-            .latencies_us(&test.x, test.len(), params.latency_samples)
-            .map_err(host_err)?;
+        let latency_us = match params.latency_samples {
+            0 => None,
+            samples => {
+                cx.progress("timing single-sample inference");
+                let mut times = runtime.latencies_us(&test.x, test.len(), samples).map_err(host_err)?;
+                Some(latency(&mut times))
+            }
+        };
         let counts = kflow_model::counts(&model).map_err(model_err)?;
         let metrics = Metrics {
             model: model.name.clone(),
@@ -272,19 +285,20 @@ impl Rule for EvaluateRule {
                 threshold: baseline.threshold,
                 quality: baseline.test,
             },
-            latency_us: latency(&mut times),
+            latency_us,
             size: Size {
                 params: counts.total.params,
                 macs: counts.total.macs,
             },
             onnx_vs_candle_max_abs_diff: onnx_vs_candle,
+            forecast_weights: scorer.weights().map(<[f64]>::to_vec),
             accelerator,
         };
         cx.write_output(METRICS, &json::pretty(&metrics)?)?;
         cx.set_metadata(serde_json::json!({
             "f1": metrics.quality.f1,
             "baseline_f1": metrics.baseline.f1,
-            "latency_us": metrics.latency_us.median,
+            "latency_us": metrics.latency_us.as_ref().map(|l| l.median),
         }));
         Ok(Outcome::Done)
     }
@@ -298,10 +312,61 @@ pub struct Decisions<'a> {
     pub threshold: f32,
 }
 
-/// Anomaly scores from the network's outputs: the probability of class 1
-/// for a classifier, the mean squared reconstruction error for an
-/// autoencoder.
-pub fn scores(model: &Model, outputs: &[f32], split: &Split) -> Vec<f32> {
+/// Turns a network's outputs into anomaly scores: the probability of class
+/// 1 for a classifier, the mean squared reconstruction error for an
+/// autoencoder, and for a forecaster the error of its checked predictions,
+/// each channel's weighted by how well it is predicted on the nominal
+/// windows of the validation split.
+pub struct Scorer<'m> {
+    model: &'m Model,
+    forecast: Option<(Forecast, ErrorScale)>,
+}
+
+impl<'m> Scorer<'m> {
+    /// Fitted (for a forecaster) on the outputs of the validation split.
+    pub fn fit(model: &'m Model, val_outputs: &[f32], val: &Split) -> Scorer<'m> {
+        let forecast = match model.task {
+            Task::Forecaster { from_channel } => {
+                let f = forecast_of(from_channel, val_outputs, val);
+                let nominal: Vec<bool> = val.y.iter().map(|&y| y == 0).collect();
+                Some((f, ErrorScale::fit(&f, val_outputs, &val.x, &nominal)))
+            }
+            _ => None,
+        };
+        Scorer { model, forecast }
+    }
+
+    /// The forecaster's channel weights, for the record.
+    pub fn weights(&self) -> Option<&[f64]> {
+        self.forecast.as_ref().map(|(_, scale)| scale.weights.as_slice())
+    }
+
+    pub fn scores(&self, outputs: &[f32], split: &Split) -> Vec<f32> {
+        match &self.forecast {
+            Some((f, scale)) => {
+                let per_out = (f.predicted_channels() * f.output_length).max(1);
+                outputs
+                    .chunks(per_out)
+                    .zip(split.x.chunks((f.channels * f.input_length).max(1)))
+                    .map(|(y, x)| scale.score(f, y, x) as f32)
+                    .collect()
+            }
+            None => scores(self.model, outputs, split),
+        }
+    }
+}
+
+/// A forecaster's alignment, from its outputs over `split`.
+fn forecast_of(from_channel: usize, outputs: &[f32], split: &Split) -> Forecast {
+    let [n, channels, length] = split.shape;
+    let predicted = channels.saturating_sub(from_channel).max(1);
+    let output_length = outputs.len() / (n * predicted).max(1);
+    Forecast::new(from_channel, &[channels, length], &[predicted, output_length])
+}
+
+/// Anomaly scores from the network's outputs, without a fitted scale (every
+/// forecast channel weighted alike).
+fn scores(model: &Model, outputs: &[f32], split: &Split) -> Vec<f32> {
     match model.task {
         Task::Classifier { classes } => outputs
             .chunks(classes.max(1))
@@ -319,6 +384,25 @@ pub fn scores(model: &Model, outputs: &[f32], split: &Split) -> Vec<f32> {
                 .map(|(y, x)| y.iter().zip(x).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / per as f32)
                 .collect()
         }
+        Task::Forecaster { from_channel } => {
+            let f = forecast_of(from_channel, outputs, split);
+            outputs
+                .chunks((f.predicted_channels() * f.output_length).max(1))
+                .zip(split.x.chunks((f.channels * f.input_length).max(1)))
+                .map(|(y, x)| f.error(y, x) as f32)
+                .collect()
+        }
+    }
+}
+
+/// The anomaly threshold, chosen on the validation split: the one that
+/// maximizes F1 (as the z-score baseline's is chosen, so that the two are
+/// compared on equal terms), or for an autoencoder the `percentile` of its
+/// nominal windows' errors.
+pub fn threshold(model: &Model, val: &Split, val_scores: &[f32], percentile: f64) -> f32 {
+    match model.task {
+        Task::Classifier { .. } | Task::Forecaster { .. } => best_f1_threshold(&val.labels(), val_scores),
+        Task::Autoencoder => nominal_percentile(val, val_scores, percentile),
     }
 }
 

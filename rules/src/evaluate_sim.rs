@@ -3,13 +3,13 @@
 //! float model does.
 
 use kflow_ai8x::Device;
-use kflow_data::{Quality, Split, best_f1_threshold};
+use kflow_data::{Quality, Split};
 use kflow_engine::ActionError;
 use kflow_model::{Model, Task};
 use kflow_quant::Quantized;
 use serde::Serialize;
 
-use crate::evaluate::{Decisions, nominal_percentile, scores};
+use crate::evaluate::{Decisions, Scorer, threshold};
 
 #[derive(Serialize)]
 pub struct Simulated {
@@ -26,6 +26,10 @@ pub struct Simulated {
     argmax_agreement: Option<f64>,
     /// Largest difference of an output value from the float model's.
     max_abs_diff: f64,
+    /// A forecaster's score on the device: the weight of each predicted
+    /// channel's error, fitted on the accelerator's own validation outputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forecast_weights: Option<Vec<f64>>,
 }
 
 pub fn simulated(
@@ -49,11 +53,11 @@ pub fn simulated(
         Ok(out)
     };
     let (val_out, test_out) = (run(val)?, run(test)?);
-    let (val_scores, test_scores) = (scores(model, &val_out, val), scores(model, &test_out, test));
-    let threshold = match model.task {
-        Task::Classifier { .. } => best_f1_threshold(&val.labels(), &val_scores),
-        Task::Autoencoder => nominal_percentile(val, &val_scores, threshold_percentile),
-    };
+    // The accelerator's own errors set its forecast weights, as they would
+    // on a device.
+    let scorer = Scorer::fit(model, &val_out, val);
+    let (val_scores, test_scores) = (scorer.scores(&val_out, val), scorer.scores(&test_out, test));
+    let threshold = threshold(model, val, &val_scores, threshold_percentile);
     let quality = Quality::at_threshold(&test.labels(), &test_scores, threshold);
     let n = test_scores.len().max(1) as f64;
     let alike = test_scores
@@ -86,5 +90,6 @@ pub fn simulated(
         decision_agreement: alike as f64 / n,
         argmax_agreement,
         max_abs_diff,
+        forecast_weights: scorer.weights().map(<[f64]>::to_vec),
     })
 }

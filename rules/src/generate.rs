@@ -52,6 +52,26 @@ pub enum Strategy {
     Random,
     /// Reads the history (`history.json`: evaluated genomes, oldest first).
     Evolution(Evolution),
+    /// Point `index` of the grid of the spaces, one after another.
+    Grid,
+}
+
+/// What `space.json` holds: one space (the `space` rule's output), or
+/// several searched together.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Spaces {
+    One(Box<Space>),
+    Many(Vec<Space>),
+}
+
+impl Spaces {
+    fn into_vec(self) -> Vec<Space> {
+        match self {
+            Spaces::One(space) => vec![*space],
+            Spaces::Many(spaces) => spaces,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -69,7 +89,7 @@ impl Rule for GenerateRule {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {
@@ -103,13 +123,25 @@ impl Rule for GenerateRule {
 
     fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
         let params: Params = cx.params_as()?;
-        let space: Space = json::input(cx, SPACE_INPUT)?;
+        let spaces = json::input::<Spaces>(cx, SPACE_INPUT)?.into_vec();
+        if spaces.is_empty() {
+            return Err(ActionError::new("no search space to draw from"));
+        }
         let input = sample_shape(&json::input(cx, META_INPUT)?);
         let genome = match params.strategy {
-            Strategy::Random => kflow_search::random(&space, &input, params.seed, params.index),
+            Strategy::Random => kflow_search::random(&spaces, &input, params.seed, params.index),
             Strategy::Evolution(evolution) => {
                 let history: Vec<Evaluated> = json::input(cx, HISTORY_INPUT)?;
-                kflow_search::evolve(&space, &input, &history, evolution, params.seed, params.index)
+                kflow_search::evolve(&spaces, &input, &history, evolution, params.seed, params.index)
+            }
+            Strategy::Grid => {
+                kflow_search::grid::point(&spaces, &input, u128::from(params.index)).ok_or_else(|| {
+                    ActionError::new(format!(
+                        "the grid has {} points; there is no point {}",
+                        kflow_search::grid::total_size(&spaces),
+                        params.index
+                    ))
+                })?
             }
         };
         let model = genome.to_model(&params.name, &input);

@@ -3,6 +3,7 @@
 //! The domain code lives in the crates beside this one (`model`, `data`,
 //! `train`, `search`, `host`, `quant`, `platform`); these modules connect it to the engine.
 
+mod automl;
 mod check;
 pub mod cmd;
 mod codegen;
@@ -17,7 +18,6 @@ mod model;
 mod platform;
 mod prune;
 mod quantize;
-mod search;
 mod space;
 mod split;
 mod synthesize;
@@ -37,13 +37,13 @@ pub fn registry() -> RuleRegistry {
     rules.register(Arc::new(generate::GenerateRule));
     rules.register(Arc::new(train::TrainRule));
     rules.register(Arc::new(evaluate::EvaluateRule));
-    rules.register(Arc::new(search::SearchRule));
     rules.register(Arc::new(prune::PruneRule));
     rules.register(Arc::new(quantize::QuantizeRule));
     rules.register(Arc::new(platform::PlatformRule));
     rules.register(Arc::new(check::CheckRule));
     rules.register(Arc::new(synthesize::SynthesizeRule));
     rules.register(Arc::new(codegen::CodegenRule));
+    rules.register(Arc::new(automl::AutomlRule));
     rules
 }
 

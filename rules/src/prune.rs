@@ -65,11 +65,11 @@ struct Attrs {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Params {
-    kind: PruneKind,
-    amount: f64,
-    epochs: u32,
-    hyper: Hyper,
+pub(crate) struct Params {
+    pub kind: PruneKind,
+    pub amount: f64,
+    pub epochs: u32,
+    pub hyper: Hyper,
 }
 
 impl Rule for PruneRule {
@@ -78,7 +78,7 @@ impl Rule for PruneRule {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn summary(&self) -> &'static str {

@@ -105,17 +105,17 @@ struct Attrs {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Params {
-    options: QuantOptions,
-    calibration_samples: usize,
+pub(crate) struct Params {
+    pub options: QuantOptions,
+    pub calibration_samples: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    qat: Option<Qat>,
+    pub qat: Option<Qat>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct Qat {
-    epochs: u32,
-    hyper: Hyper,
+pub(crate) struct Qat {
+    pub epochs: u32,
+    pub hyper: Hyper,
 }
 
 impl Rule for QuantizeRule {
@@ -124,7 +124,7 @@ impl Rule for QuantizeRule {
     }
 
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn summary(&self) -> &'static str {

@@ -15,11 +15,19 @@ pub struct SpaceRule;
 pub const OUTPUT: &str = "space.json";
 
 const ATTRS: &[AttrSpec] = &[
-    AttrSpec::required("family", AttrType::String, "`cnn` (classifiers) or `autoencoder`"),
+    AttrSpec::required(
+        "family",
+        AttrType::String,
+        "`cnn` (classifiers), `autoencoder` or `forecaster` (one-step predictors)",
+    ),
     AttrSpec::optional("blocks", AttrType::Table, "`{ min, max }` convolution blocks"),
     AttrSpec::optional("conv", AttrType::StringList, "cnn: `conv1d` and/or `conv2d`"),
     AttrSpec::optional("filters", AttrType::IntList, "output channels a block may have"),
-    AttrSpec::optional("kernel", AttrType::IntList, "kernel sizes, 1 and/or 3"),
+    AttrSpec::optional(
+        "kernel",
+        AttrType::IntList,
+        "kernel sizes: 1 and/or 3 (forecaster: 1..=9)",
+    ),
     AttrSpec::optional("padding", AttrType::IntList, "cnn: paddings, 0..=2"),
     AttrSpec::optional("pool", AttrType::StringList, "cnn: `none`, `max`, `avg`"),
     AttrSpec::optional("activation", AttrType::StringList, "`none`, `relu`, `abs`"),
@@ -36,6 +44,21 @@ const ATTRS: &[AttrSpec] = &[
         "cnn: output classes (2 for anomaly detection)",
     ),
     AttrSpec::optional("bottleneck", AttrType::IntList, "autoencoder: bottleneck channels"),
+    AttrSpec::optional(
+        "out_kernel",
+        AttrType::IntList,
+        "forecaster: kernel sizes of the output convolution",
+    ),
+    AttrSpec::optional(
+        "predict",
+        AttrType::StringList,
+        "forecaster: `telemetry` (the channels after the exogenous ones) and/or `all`",
+    ),
+    AttrSpec::optional(
+        "exogenous",
+        AttrType::Int,
+        "forecaster: leading channels that are inputs only (default 7, CATS' commands and stimuli)",
+    ),
 ];
 
 impl Rule for SpaceRule {
@@ -48,7 +71,7 @@ impl Rule for SpaceRule {
     }
 
     fn summary(&self) -> &'static str {
-        "a search space of networks (a CNN classifier or an autoencoder family)"
+        "a search space of networks (CNN classifiers, autoencoders or forecasters)"
     }
 
     fn attrs(&self) -> &'static [AttrSpec] {

@@ -20,11 +20,12 @@ pub fn data(split: &Split) -> Data<'_> {
 }
 
 /// What a model of `task` trains on: every window for a classifier; for an
-/// autoencoder, which learns what nominal windows look like, those only.
+/// autoencoder or a forecaster, which learn what nominal data looks like,
+/// the nominal windows only.
 pub fn training_windows(split: Split, task: Task) -> Split {
     match task {
         Task::Classifier { .. } => split,
-        Task::Autoencoder => nominal(&split),
+        Task::Autoencoder | Task::Forecaster { .. } => nominal(&split),
     }
 }
 

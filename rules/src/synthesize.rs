@@ -41,8 +41,8 @@ struct Attrs {
 }
 
 #[derive(Serialize, Deserialize)]
-struct Params {
-    arch: String,
+pub(crate) struct Params {
+    pub arch: String,
 }
 
 impl Rule for SynthesizeRule {

@@ -116,7 +116,7 @@ impl Rule for TrainRule {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn summary(&self) -> &'static str {
@@ -193,16 +193,17 @@ fn epoch(cx: &ActionContext<'_>, hyper: &Hyper) -> Result<Outcome, ActionError> 
     Ok(Outcome::Done)
 }
 
-/// Better is a larger validation F1 for a classifier, a smaller validation
-/// loss for an autoencoder.
+/// Better is a larger validation F1: at argmax for a classifier, at the
+/// best threshold of the prediction error for a forecaster. An autoencoder
+/// is better at a smaller validation loss.
 fn improves(task: Task, stats: &EpochStats, best: Option<&EpochStats>) -> bool {
+    // Early on the F1 is often tied (0 until the model first flags an
+    // anomaly); the loss then says which epoch is better.
+    let by_f1 = |f1: f64, best_f1: f64, b: &EpochStats| f1 > best_f1 || (f1 == best_f1 && stats.val_loss < b.val_loss);
     match (task, best) {
         (_, None) => true,
-        // Early on the metric is often tied (an F1 of 0 until the model
-        // first flags an anomaly); the loss then says which epoch is better.
-        (Task::Classifier { .. }, Some(b)) => {
-            stats.val_metric > b.val_metric || (stats.val_metric == b.val_metric && stats.val_loss < b.val_loss)
-        }
+        (Task::Classifier { .. }, Some(b)) => by_f1(stats.val_metric, b.val_metric, b),
+        (Task::Forecaster { .. }, Some(b)) => by_f1(stats.val_f1, b.val_f1, b),
         (Task::Autoencoder, Some(b)) => stats.val_loss < b.val_loss,
     }
 }
@@ -256,12 +257,11 @@ fn run(cx: &ActionContext<'_>, hyper: &Hyper, budget: &Budget) -> Result<Outcome
             .get(CHECKPOINT)
             .ok_or_else(|| ActionError::new(format!("epoch {epoch} produced no checkpoint")))?;
         cx.progress(&format!(
-            "epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val {} {:.4} ({:.1} s)",
+            "epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val F1 {:.4} ({:.1} s)",
             budget.epochs,
             meta.stats.train_loss,
             meta.stats.val_loss,
-            metric_name(model.task),
-            meta.stats.val_metric,
+            meta.stats.val_f1,
             meta.wall_ms as f64 / 1000.0
         ));
         if improves(model.task, &meta.stats, best.map(|(i, _)| &log[i])) {
@@ -305,11 +305,4 @@ fn run(cx: &ActionContext<'_>, hyper: &Hyper, budget: &Budget) -> Result<Outcome
         "stopped": stopped,
     }));
     Ok(Outcome::Done)
-}
-
-fn metric_name(task: Task) -> &'static str {
-    match task {
-        Task::Classifier { .. } => "F1",
-        Task::Autoencoder => "MSE",
-    }
 }

@@ -12,6 +12,9 @@ use kflow_engine::{Diagnostic, Status, Workspace};
 
 use super::{announce_wait, cache_dir, open_workspace};
 use crate::Failure;
+
+/// The file a target's results start at, when it has one (a search's).
+const SUMMARY: &str = "summary.json";
 use crate::cli::{BuildArgs, ColorMode};
 use crate::{progress, render};
 
@@ -88,7 +91,10 @@ fn build_once(cwd: &Path, ws: &Workspace, args: &BuildArgs, opts: &BuildOptions,
         eprintln!("{}", progress::summary(result.success, &result.counts, result.duration));
         const SHOWN: usize = 10;
         for label in result.outputs.iter().take(SHOWN) {
-            let dir = target_out_dir(&ws.out_dir(), label);
+            let mut dir = target_out_dir(&ws.out_dir(), label);
+            if dir.join(SUMMARY).is_file() {
+                dir.push(SUMMARY);
+            }
             let shown = dir.strip_prefix(cwd).unwrap_or(&dir);
             eprintln!("  {label} -> {}", shown.display());
         }

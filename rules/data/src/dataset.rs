@@ -93,7 +93,7 @@ pub fn build_dataset(source: &mut impl RowSource, params: &WindowParams) -> Resu
         )));
     }
 
-    let normalization = fit.finish(params.scale)?;
+    let normalization = fit.finish(params.scale, params.int8_grid)?;
     let length = params.length;
     for split in &mut splits {
         for (k, x) in split.x.iter_mut().enumerate() {
@@ -109,6 +109,7 @@ pub fn build_dataset(source: &mut impl RowSource, params: &WindowParams) -> Resu
         stride: params.stride,
         label_rule: params.label,
         scale: params.scale,
+        int8_grid: params.int8_grid,
         mean: normalization.mean,
         std: normalization.std,
         block: params.block,

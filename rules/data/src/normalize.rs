@@ -15,6 +15,9 @@ pub struct Normalization {
     /// Population standard deviation; a channel that never varies in training gets 1, so it maps to x − mean.
     pub std: [f32; NUM_CHANNELS],
     pub scale: f32,
+    /// Values are rounded to the int8 input grid (see `WindowParams::int8_grid`).
+    #[serde(default)]
+    pub int8_grid: bool,
 }
 
 impl Normalization {
@@ -24,7 +27,12 @@ impl Normalization {
         let (Some(&mean), Some(&std)) = (self.mean.get(channel), self.std.get(channel)) else {
             return x;
         };
-        ((f64::from(x) - f64::from(mean)) / (f64::from(self.scale) * f64::from(std))) as f32
+        let v = (f64::from(x) - f64::from(mean)) / (f64::from(self.scale) * f64::from(std));
+        if self.int8_grid {
+            ((v * 128.0).round().clamp(-128.0, 127.0) / 128.0) as f32
+        } else {
+            v as f32
+        }
     }
 }
 
@@ -49,7 +57,7 @@ impl Fit {
         }
     }
 
-    pub(crate) fn finish(&self, scale: f32) -> Result<Normalization, DataError> {
+    pub(crate) fn finish(&self, scale: f32, int8_grid: bool) -> Result<Normalization, DataError> {
         if self.count == 0 {
             return Err(DataError::Dataset(
                 "the training split has no rows to fit the normalization on".into(),
@@ -66,6 +74,11 @@ impl Fit {
                 std[c] = s;
             }
         }
-        Ok(Normalization { mean, std, scale })
+        Ok(Normalization {
+            mean,
+            std,
+            scale,
+            int8_grid,
+        })
     }
 }

@@ -150,6 +150,9 @@ pub struct DatasetMeta {
     pub stride: usize,
     pub label_rule: LabelRule,
     pub scale: f32,
+    /// Whether values are on the int8 input grid (`WindowParams::int8_grid`).
+    #[serde(default)]
+    pub int8_grid: bool,
     /// Per-channel training mean and std; inputs are `(x − mean) / (scale · std)`.
     pub mean: [f32; NUM_CHANNELS],
     pub std: [f32; NUM_CHANNELS],
@@ -189,6 +192,7 @@ impl DatasetMeta {
             mean: self.mean,
             std: self.std,
             scale: self.scale,
+            int8_grid: self.int8_grid,
         }
     }
 }

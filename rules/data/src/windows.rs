@@ -47,6 +47,11 @@ pub struct WindowParams {
     /// Normalized values are `(x − mean) / (scale · std)`; 3 is Kenning's choice, so int8 input quantization
     /// saturates at ±3σ.
     pub scale: f32,
+    /// Round normalized values to the accelerators' int8 input grid (`x·128`
+    /// rounded, clamped to −128..=127, divided by 128): models are trained
+    /// and judged on exactly the values a device receives, so clipping and
+    /// rounding at the device's input cost no accuracy there.
+    pub int8_grid: bool,
     /// Shares of blocks (per class) for train, validation and test; they must add up to 1.
     pub fractions: [f64; 3],
     /// Consecutive windows per split block; windows at a block's end that share rows with the next block are
@@ -67,6 +72,7 @@ impl Default for WindowParams {
             stride: 4,
             label: LabelRule::Any,
             scale: 3.0,
+            int8_grid: true,
             fractions: [0.7, 0.15, 0.15],
             block: 64,
             seed: 0,

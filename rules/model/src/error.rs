@@ -60,6 +60,22 @@ pub enum ModelError {
         input: Vec<usize>,
     },
 
+    #[error("the model output (layer {index} `{name}`) is {output:?}, but {problem}")]
+    ForecasterOutput {
+        index: usize,
+        name: String,
+        output: Vec<usize>,
+        problem: String,
+    },
+
+    #[error("layer {index} `{name}` ({op}) {problem}: a forecaster's positions must not see the rows they predict")]
+    ForecasterLayer {
+        index: usize,
+        name: String,
+        op: &'static str,
+        problem: &'static str,
+    },
+
     #[error("the weights do not match the model: {}", Listed(problems))]
     Weights { problems: Vec<TensorProblem> },
 

@@ -48,6 +48,9 @@ impl Weights {
             }
             weights.insert(tensor.name, Tensor::new(tensor.spec.shape, data));
         }
+        if let Some(mask) = crate::ForecastMask::of(model) {
+            mask.apply_to(&mut weights);
+        }
         Ok(weights)
     }
 }

@@ -51,6 +51,15 @@ pub enum Task {
     /// The output has the input's shape; the anomaly score is the mean
     /// squared reconstruction error.
     Autoencoder,
+    /// A 1-D network over input `[C, L]` that predicts channels
+    /// `from_channel..C`: output `[C − from_channel, L_out]`, where position
+    /// `j` has seen rows `j ..= j + L − L_out` and predicts how the readings
+    /// changed into the last of them. Its first layer is a convolution whose last kernel
+    /// tap is zero for the predicted channels (`ForecastMask`), so that a
+    /// reading is predicted from its own past and from the commands and
+    /// stimuli up to its own row; no layer pads or pools. The anomaly score
+    /// is the prediction error.
+    Forecaster { from_channel: usize },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 
 mod counts;
 mod error;
+mod forecast;
 mod init;
 pub mod ir;
 pub mod onnx;
@@ -17,6 +18,7 @@ mod fixtures;
 
 pub use counts::{Counts, Tally, counts};
 pub use error::{LayerProblem, ModelError, TensorProblem};
+pub use forecast::{ErrorScale, Forecast, ForecastMask};
 pub use ir::{FORMAT, Layer, Model, Op, Task};
 pub use onnx::to_onnx;
 pub use shape::{LayerShapes, Shapes, Source};

@@ -167,8 +167,60 @@ fn check_task(model: &Model, last: usize, output: &[usize]) -> Result<(), ModelE
             output: output.to_vec(),
             input: model.input.clone(),
         }),
+        Task::Forecaster { from_channel } => check_forecaster(model, last, output, from_channel),
         _ => Ok(()),
     }
+}
+
+/// A forecaster reads `[C, L]` and writes `[C − from_channel, L_out]`
+/// through layers that keep position `j` aligned with rows `j ..`: a first
+/// convolution of kernel 2 or more (its last tap is masked), then no
+/// padding, pooling or flattening.
+fn check_forecaster(model: &Model, last: usize, output: &[usize], from_channel: usize) -> Result<(), ModelError> {
+    let problem = |problem: String| ModelError::ForecasterOutput {
+        index: last,
+        name: model.layers[last].name.clone(),
+        output: output.to_vec(),
+        problem,
+    };
+    let &[channels, length] = model.input.as_slice() else {
+        return Err(problem(format!(
+            "a forecaster reads 1-D windows [C, L], not {:?}",
+            model.input
+        )));
+    };
+    if from_channel >= channels {
+        return Err(problem(format!(
+            "it predicts channels {from_channel}.. of an input with {channels}"
+        )));
+    }
+    match output {
+        [c, l] if *c == channels - from_channel && (1..length).contains(l) => {}
+        _ => {
+            return Err(problem(format!(
+                "a forecaster of channels {from_channel}..{channels} over {length} rows must output [{}, L] with 1 ≤ L < {length}",
+                channels - from_channel
+            )));
+        }
+    }
+    for (index, layer) in model.layers.iter().enumerate() {
+        let problem = match &layer.op {
+            Op::Conv1d { kernel, .. } if index == 0 && *kernel < 2 => "has kernel 1 (a first layer needs a past row)",
+            Op::Conv1d { padding, .. } if *padding > 0 => "pads",
+            _ if index == 0 && !matches!(layer.op, Op::Conv1d { .. }) => "is not a 1-D convolution",
+            Op::Conv2d { .. } | Op::ConvTranspose2d { .. } => "is 2-D",
+            Op::MaxPool { .. } | Op::AvgPool { .. } => "pools",
+            Op::Flatten | Op::Linear { .. } => "mixes positions",
+            _ => continue,
+        };
+        return Err(ModelError::ForecasterLayer {
+            index,
+            name: layer.name.clone(),
+            op: layer.op.kind(),
+            problem,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

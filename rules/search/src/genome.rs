@@ -7,13 +7,14 @@ use kflow_model::{FORMAT, Layer, Model, Op, Task};
 use rand::{Rng, RngExt};
 use serde::{Deserialize, Serialize};
 
-use crate::space::{Activation, AutoencoderSpace, CnnSpace, ConvKind, Pool, Space};
+use crate::space::{Activation, AutoencoderSpace, CnnSpace, ConvKind, ForecasterSpace, Pool, Predict, Space};
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "family", rename_all = "snake_case")]
 pub enum Genome {
     Cnn(CnnGenome),
     Autoencoder(AutoencoderGenome),
+    Forecaster(ForecasterGenome),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -38,16 +39,80 @@ pub struct CnnBlock {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AutoencoderGenome {
     /// Encoder blocks, input side first; the decoder mirrors them.
-    pub blocks: Vec<AutoencoderBlock>,
+    pub blocks: Vec<PlainBlock>,
     pub bottleneck: usize,
 }
 
+/// A convolution with its activation and optional batch norm, and no
+/// padding or pooling of its own to choose: the blocks of autoencoders and
+/// forecasters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct AutoencoderBlock {
+pub struct PlainBlock {
     pub filters: usize,
     pub kernel: usize,
     pub activation: Activation,
     pub batchnorm: bool,
+}
+
+/// What a space lets a [`PlainBlock`] be.
+pub(crate) struct BlockChoices<'a> {
+    pub filters: &'a [usize],
+    pub kernel: &'a [usize],
+    pub activation: &'a [Activation],
+    pub batchnorm: &'a [bool],
+}
+
+impl BlockChoices<'_> {
+    fn sample(&self, rng: &mut impl Rng) -> PlainBlock {
+        PlainBlock {
+            filters: pick(rng, self.filters).unwrap_or(16),
+            kernel: pick(rng, self.kernel).unwrap_or(3),
+            activation: pick(rng, self.activation).unwrap_or(Activation::Relu),
+            batchnorm: pick(rng, self.batchnorm).unwrap_or(false),
+        }
+    }
+
+    /// One of the block's genes, re-drawn.
+    fn mutate(&self, b: &mut PlainBlock, rng: &mut impl Rng) {
+        match rng.random_range(0..4) {
+            0 => b.filters = pick(rng, self.filters).unwrap_or(b.filters),
+            1 => b.kernel = pick(rng, self.kernel).unwrap_or(b.kernel),
+            2 => b.activation = pick(rng, self.activation).unwrap_or(b.activation),
+            _ => b.batchnorm = pick(rng, self.batchnorm).unwrap_or(b.batchnorm),
+        }
+    }
+}
+
+impl AutoencoderSpace {
+    pub(crate) fn choices(&self) -> BlockChoices<'_> {
+        BlockChoices {
+            filters: &self.filters,
+            kernel: &self.kernel,
+            activation: &self.activation,
+            batchnorm: &self.batchnorm,
+        }
+    }
+}
+
+impl ForecasterSpace {
+    pub(crate) fn choices(&self) -> BlockChoices<'_> {
+        BlockChoices {
+            filters: &self.filters,
+            kernel: &self.kernel,
+            activation: &self.activation,
+            batchnorm: &self.batchnorm,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ForecasterGenome {
+    /// Hidden blocks, input side first.
+    pub blocks: Vec<PlainBlock>,
+    pub out_kernel: usize,
+    pub predict: Predict,
+    /// The first predicted channel (the ones before it are inputs only).
+    pub from_channel: usize,
 }
 
 /// Pooling windows are 2 wide with stride 2: the common choice, and one the
@@ -121,6 +186,12 @@ impl CnnGenome {
         };
         g.fit(input);
         g
+    }
+
+    /// `genome`, made valid for `input`.
+    pub(crate) fn fitted(mut genome: CnnGenome, input: &[usize]) -> Genome {
+        genome.fit(input);
+        Genome::Cnn(genome)
     }
 
     fn fit(&mut self, input: &[usize]) {
@@ -244,12 +315,7 @@ impl CnnGenome {
 impl AutoencoderGenome {
     fn sample(space: &AutoencoderSpace, rng: &mut impl Rng) -> AutoencoderGenome {
         let blocks = (0..count(rng, space.blocks))
-            .map(|_| AutoencoderBlock {
-                filters: pick(rng, &space.filters).unwrap_or(16),
-                kernel: pick(rng, &space.kernel).unwrap_or(3),
-                activation: pick(rng, &space.activation).unwrap_or(Activation::Relu),
-                batchnorm: pick(rng, &space.batchnorm).unwrap_or(false),
-            })
+            .map(|_| space.choices().sample(rng))
             .collect();
         AutoencoderGenome {
             blocks,
@@ -272,13 +338,7 @@ impl AutoencoderGenome {
             1 => self.bottleneck = pick(rng, &space.bottleneck).unwrap_or(self.bottleneck),
             _ => {
                 let i = rng.random_range(0..self.blocks.len());
-                let b = &mut self.blocks[i];
-                match rng.random_range(0..4) {
-                    0 => b.filters = pick(rng, &space.filters).unwrap_or(b.filters),
-                    1 => b.kernel = pick(rng, &space.kernel).unwrap_or(b.kernel),
-                    2 => b.activation = pick(rng, &space.activation).unwrap_or(b.activation),
-                    _ => b.batchnorm = pick(rng, &space.batchnorm).unwrap_or(b.batchnorm),
-                }
+                space.choices().mutate(&mut self.blocks[i], rng);
             }
         }
     }
@@ -293,7 +353,7 @@ impl AutoencoderGenome {
             padding: (kernel - 1) / 2,
             bias,
         };
-        let block = |layers: &mut Vec<Layer>, tag: String, b: &AutoencoderBlock| {
+        let block = |layers: &mut Vec<Layer>, tag: String, b: &PlainBlock| {
             push(layers, format!("{tag}_conv"), conv(b.filters, b.kernel, !b.batchnorm));
             if b.batchnorm {
                 push(layers, format!("{tag}_bn"), batch_norm());
@@ -308,6 +368,126 @@ impl AutoencoderGenome {
             block(layers, format!("dec{i}"), b);
         }
         push(layers, "out".to_owned(), conv(channels, 1, true));
+    }
+}
+
+impl ForecasterGenome {
+    fn sample(space: &ForecasterSpace, input: &[usize], rng: &mut impl Rng) -> ForecasterGenome {
+        let blocks = (0..count(rng, space.blocks))
+            .map(|_| space.choices().sample(rng))
+            .collect();
+        let mut g = ForecasterGenome {
+            blocks,
+            out_kernel: pick(rng, &space.out_kernel).unwrap_or(1),
+            predict: pick(rng, &space.predict).unwrap_or(Predict::Telemetry),
+            from_channel: 0,
+        };
+        g.fit(space, input);
+        g
+    }
+
+    /// `genome`, made valid for `input`.
+    pub(crate) fn fitted(mut genome: ForecasterGenome, space: &ForecasterSpace, input: &[usize]) -> Genome {
+        genome.fit(space, input);
+        Genome::Forecaster(genome)
+    }
+
+    /// Rows one output position sees.
+    fn receptive_field(&self) -> usize {
+        self.blocks.iter().map(|b| b.kernel - 1).sum::<usize>() + self.out_kernel
+    }
+
+    /// Makes the genome valid for `input`: the predicted channels follow
+    /// from `predict`; the first convolution sees at least two rows (its
+    /// last tap is masked for the predicted channels); and kernels shrink
+    /// (largest first, to the next smaller size the space offers) until the
+    /// receptive field fits the window.
+    fn fit(&mut self, space: &ForecasterSpace, input: &[usize]) {
+        let channels = input.first().copied().unwrap_or(1);
+        let length = input.get(1).copied().unwrap_or(1);
+        self.from_channel = match self.predict {
+            Predict::Telemetry => space.exogenous.min(channels.saturating_sub(1)),
+            Predict::All => 0,
+        };
+        let first_choices = if self.blocks.is_empty() {
+            &space.out_kernel
+        } else {
+            &space.kernel
+        };
+        let first = self.kernels_mut().next();
+        if let Some(k) = first.filter(|k| **k < 2) {
+            *k = first_choices.iter().copied().filter(|&c| c >= 2).min().unwrap_or(2);
+        }
+        while self.receptive_field() > length {
+            let Some((i, k)) = self.kernels_mut().enumerate().max_by_key(|(_, k)| **k) else {
+                break;
+            };
+            let floor = if i == 0 { 2 } else { 1 };
+            if *k <= floor {
+                break;
+            }
+            *k = space
+                .kernel
+                .iter()
+                .copied()
+                .filter(|c| c < k && *c >= floor)
+                .max()
+                .unwrap_or(floor);
+        }
+    }
+
+    /// Every convolution's kernel, input side first.
+    fn kernels_mut(&mut self) -> impl Iterator<Item = &mut usize> {
+        self.blocks
+            .iter_mut()
+            .map(|b| &mut b.kernel)
+            .chain(std::iter::once(&mut self.out_kernel))
+    }
+
+    fn mutate(&mut self, space: &ForecasterSpace, input: &[usize], rng: &mut impl Rng) {
+        match rng.random_range(0..4) {
+            0 if space.blocks.min < space.blocks.max => {
+                let grow = self.blocks.len() < space.blocks.max
+                    && (self.blocks.len() == space.blocks.min || rng.random_bool(0.5));
+                if grow {
+                    let block = space.choices().sample(rng);
+                    self.blocks.insert(rng.random_range(0..=self.blocks.len()), block);
+                } else {
+                    self.blocks.remove(rng.random_range(0..self.blocks.len()));
+                }
+            }
+            1 => self.out_kernel = pick(rng, &space.out_kernel).unwrap_or(self.out_kernel),
+            2 if space.predict.len() > 1 => self.predict = pick(rng, &space.predict).unwrap_or(self.predict),
+            _ if !self.blocks.is_empty() => {
+                let i = rng.random_range(0..self.blocks.len());
+                space.choices().mutate(&mut self.blocks[i], rng);
+            }
+            _ => self.out_kernel = pick(rng, &space.out_kernel).unwrap_or(self.out_kernel),
+        }
+        self.fit(space, input);
+    }
+
+    fn to_layers(&self, channels: usize, layers: &mut Vec<Layer>) {
+        for (i, b) in self.blocks.iter().enumerate() {
+            let op = Op::Conv1d {
+                out_channels: b.filters,
+                kernel: b.kernel,
+                padding: 0,
+                bias: !b.batchnorm,
+            };
+            push(layers, format!("conv{i}"), op);
+            if b.batchnorm {
+                push(layers, format!("bn{i}"), batch_norm());
+            }
+            activation(layers, format!("act{i}"), b.activation);
+        }
+        let out = Op::Conv1d {
+            out_channels: channels - self.from_channel,
+            kernel: self.out_kernel,
+            padding: 0,
+            bias: true,
+        };
+        push(layers, "out".to_owned(), out);
     }
 }
 
@@ -340,7 +520,18 @@ impl Genome {
         match space {
             Space::Cnn(s) => Genome::Cnn(CnnGenome::sample(s, input, rng)),
             Space::Autoencoder(s) => Genome::Autoencoder(AutoencoderGenome::sample(s, rng)),
+            Space::Forecaster(s) => Genome::Forecaster(ForecasterGenome::sample(s, input, rng)),
         }
+    }
+
+    /// Whether this genome belongs to `space`'s family.
+    pub fn is_of(&self, space: &Space) -> bool {
+        matches!(
+            (self, space),
+            (Genome::Cnn(_), Space::Cnn(_))
+                | (Genome::Autoencoder(_), Space::Autoencoder(_))
+                | (Genome::Forecaster(_), Space::Forecaster(_))
+        )
     }
 
     /// The genome with one gene re-drawn from `space`. A genome of another
@@ -356,6 +547,11 @@ impl Genome {
                 let mut g = g.clone();
                 g.mutate(s, rng);
                 Genome::Autoencoder(g)
+            }
+            (Genome::Forecaster(g), Space::Forecaster(s)) => {
+                let mut g = g.clone();
+                g.mutate(s, input, rng);
+                Genome::Forecaster(g)
             }
             _ => Genome::sample(space, input, rng),
         }
@@ -377,6 +573,13 @@ impl Genome {
             Genome::Autoencoder(g) => {
                 g.to_layers(input.first().copied().unwrap_or(1), &mut layers);
                 (Task::Autoencoder, input.to_vec())
+            }
+            Genome::Forecaster(g) => {
+                g.to_layers(input.first().copied().unwrap_or(1), &mut layers);
+                let task = Task::Forecaster {
+                    from_channel: g.from_channel,
+                };
+                (task, input.to_vec())
             }
         };
         Model {

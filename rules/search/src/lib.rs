@@ -3,6 +3,7 @@
 
 mod error;
 pub mod genome;
+pub mod grid;
 pub mod space;
 pub mod strategy;
 

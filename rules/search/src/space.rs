@@ -42,6 +42,18 @@ pub enum Activation {
 pub enum Space {
     Cnn(CnnSpace),
     Autoencoder(AutoencoderSpace),
+    Forecaster(ForecasterSpace),
+}
+
+/// Which channels a forecaster predicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Predict {
+    /// The channels after the first `exogenous` (CATS' ten telemetry
+    /// readings, which respond to the commands and stimuli before them).
+    Telemetry,
+    /// Every channel.
+    All,
 }
 
 /// Classifiers: 1–6 convolution blocks (convolution, optional batch norm,
@@ -77,11 +89,40 @@ pub struct AutoencoderSpace {
     pub bottleneck: Vec<usize>,
 }
 
+/// One-step-ahead predictors: 0–4 hidden 1-D convolution blocks without
+/// padding (a block's kernel is how many more past rows the prediction
+/// sees), then a convolution to the predicted channels. The anomaly score is
+/// the prediction error: label-free training that learns how the readings
+/// follow the commands and each other.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForecasterSpace {
+    pub blocks: Range,
+    pub filters: Vec<usize>,
+    pub kernel: Vec<usize>,
+    pub activation: Vec<Activation>,
+    pub batchnorm: Vec<bool>,
+    /// Kernel sizes of the output convolution.
+    pub out_kernel: Vec<usize>,
+    pub predict: Vec<Predict>,
+    /// Leading channels that are inputs only (CATS: the 7 `a*` commands and
+    /// stimuli).
+    #[serde(default = "cats_exogenous")]
+    pub exogenous: usize,
+}
+
+fn cats_exogenous() -> usize {
+    7
+}
+
 /// Limits a space may not exceed (what the target accelerators and the
 /// issue's families allow).
 const MAX_CNN_BLOCKS: usize = 6;
 const MAX_LINEAR_LAYERS: usize = 3;
 const MAX_AE_BLOCKS: usize = 3;
+const MAX_FORECASTER_BLOCKS: usize = 4;
+/// The accelerators' 1-D kernels (spec/max78002.md §2.3).
+const MAX_CONV1D_KERNEL: usize = 9;
 const MAX_CHANNELS: usize = 1024;
 
 impl Space {
@@ -90,6 +131,16 @@ impl Space {
         match self {
             Space::Cnn(s) => s.validate(),
             Space::Autoencoder(s) => s.validate(),
+            Space::Forecaster(s) => s.validate(),
+        }
+    }
+
+    /// The family's name, as graph files write it.
+    pub fn family(&self) -> &'static str {
+        match self {
+            Space::Cnn(_) => "cnn",
+            Space::Autoencoder(_) => "autoencoder",
+            Space::Forecaster(_) => "forecaster",
         }
     }
 }
@@ -171,6 +222,20 @@ impl AutoencoderSpace {
     }
 }
 
+impl ForecasterSpace {
+    fn validate(&self) -> Result<(), SpaceError> {
+        range("blocks", self.blocks, 0, MAX_FORECASTER_BLOCKS)?;
+        channels("filters", &self.filters)?;
+        let kernels = |k: &usize| (1..=MAX_CONV1D_KERNEL).contains(k);
+        choices("kernel", &self.kernel, kernels, "1..=9")?;
+        choices("out_kernel", &self.out_kernel, kernels, "1..=9")?;
+        choices("activation", &self.activation, |_| true, "none, relu, abs")?;
+        choices("batchnorm", &self.batchnorm, |_| true, "true, false")?;
+        choices("predict", &self.predict, |_| true, "telemetry, all")?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -202,10 +267,33 @@ pub(crate) mod tests {
         }
     }
 
+    pub fn forecaster() -> ForecasterSpace {
+        ForecasterSpace {
+            blocks: Range { min: 0, max: 2 },
+            filters: vec![16, 32],
+            kernel: vec![1, 3, 5],
+            activation: vec![Activation::Relu, Activation::None],
+            batchnorm: vec![true, false],
+            out_kernel: vec![1, 3],
+            predict: vec![Predict::Telemetry, Predict::All],
+            exogenous: 7,
+        }
+    }
+
     #[test]
     fn the_issue_families_are_valid() {
         Space::Cnn(cnn()).validate().unwrap();
         Space::Autoencoder(autoencoder()).validate().unwrap();
+        Space::Forecaster(forecaster()).validate().unwrap();
+    }
+
+    #[test]
+    fn a_forecaster_kernel_is_a_1d_kernel_of_the_accelerator() {
+        let mut s = forecaster();
+        s.out_kernel = vec![11];
+        let e = Space::Forecaster(s).validate().unwrap_err();
+        assert_eq!(e.field, "out_kernel");
+        assert!(e.message.contains("1..=9"), "{e}");
     }
 
     #[test]

@@ -3,20 +3,25 @@
 //! evolution) the history of results, so a search replayed from the cache
 //! proposes exactly the same candidates.
 
-use rand::SeedableRng;
-use rand::seq::index::sample;
+use rand::seq::index::sample as draw_indices;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::genome::Genome;
 use crate::space::Space;
 
-/// A candidate with its result (higher fitness is better).
+/// A candidate proposed before, with its result (higher fitness is
+/// better); `None` for one that was never trained (rejected, crashed).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluated {
     pub genome: Genome,
-    pub fitness: f64,
+    pub fitness: Option<f64>,
 }
+
+/// Attempts at a network not proposed before, before settling for one that
+/// was (a small space may have none left).
+const FRESH_ATTEMPTS: usize = 32;
 
 /// Regularized (aging) evolution's parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,16 +43,28 @@ pub fn rng_for(seed: u64, index: u64) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(key)
 }
 
-/// Candidate `index` of a random search.
-pub fn random(space: &Space, input: &[usize], seed: u64, index: u64) -> Genome {
-    Genome::sample(space, input, &mut rng_for(seed, index))
+/// A random member of one of `spaces` (each family equally likely).
+fn sample(spaces: &[Space], input: &[usize], rng: &mut ChaCha8Rng) -> Genome {
+    // One space draws nothing, so single-space searches keep their streams.
+    let space = match spaces {
+        [one] => one,
+        _ => &spaces[rng.random_range(0..spaces.len())],
+    };
+    Genome::sample(space, input, rng)
+}
+
+/// Candidate `index` of a random search over `spaces` (at least one).
+pub fn random(spaces: &[Space], input: &[usize], seed: u64, index: u64) -> Genome {
+    sample(spaces, input, &mut rng_for(seed, index))
 }
 
 /// Candidate `index` of a regularized evolution (Real et al., 2019): until
 /// the population is full, random; then the best of a random sample of the
-/// `population` most recent candidates (the oldest die), with one mutation.
+/// `population` most recent trained candidates (the oldest die), with one
+/// mutation. Either way it draws again (up to a limit) while the network
+/// is one the history already holds.
 pub fn evolve(
-    space: &Space,
+    spaces: &[Space],
     input: &[usize],
     history: &[Evaluated],
     evolution: Evolution,
@@ -55,19 +72,35 @@ pub fn evolve(
     index: u64,
 ) -> Genome {
     let mut rng = rng_for(seed, index);
+    let seen = |g: &Genome| history.iter().any(|e| e.genome == *g);
+    let fresh = |rng: &mut ChaCha8Rng, draw: &dyn Fn(&mut ChaCha8Rng) -> Genome| {
+        let mut genome = draw(rng);
+        for _ in 1..FRESH_ATTEMPTS {
+            if !seen(&genome) {
+                break;
+            }
+            genome = draw(rng);
+        }
+        genome
+    };
     let population = evolution.population.max(1);
-    if history.len() < population {
-        return Genome::sample(space, input, &mut rng);
+    let trained: Vec<(&Genome, f64)> = history.iter().filter_map(|e| Some((&e.genome, e.fitness?))).collect();
+    if trained.len() < population {
+        return fresh(&mut rng, &|rng| sample(spaces, input, rng));
     }
-    let alive = &history[history.len() - population..];
-    let drawn = sample(&mut rng, alive.len(), evolution.sample.clamp(1, alive.len()));
+    let alive = &trained[trained.len() - population..];
+    let drawn = draw_indices(&mut rng, alive.len(), evolution.sample.clamp(1, alive.len()));
     // Ties go to the younger candidate, so the order of `history` decides
     // and nothing depends on floating-point noise beyond it.
     let parent = drawn
         .iter()
-        .max_by(|&a, &b| alive[a].fitness.total_cmp(&alive[b].fitness).then(a.cmp(&b)))
-        .map_or(&alive[alive.len() - 1], |i| &alive[i]);
-    parent.genome.mutated(space, input, &mut rng)
+        .max_by(|&a, &b| alive[a].1.total_cmp(&alive[b].1).then(a.cmp(&b)))
+        .map_or(alive[alive.len() - 1].0, |i| alive[i].0);
+    // A parent mutates within its own family's space.
+    match spaces.iter().find(|s| parent.is_of(s)) {
+        Some(space) => fresh(&mut rng, &|rng| parent.mutated(space, input, rng)),
+        None => fresh(&mut rng, &|rng| sample(spaces, input, rng)),
+    }
 }
 
 #[cfg(test)]
@@ -79,7 +112,7 @@ mod tests {
 
     #[test]
     fn a_random_candidate_is_a_function_of_seed_and_index() {
-        let space = Space::Cnn(cnn());
+        let space = [Space::Cnn(cnn())];
         assert_eq!(random(&space, &INPUT, 7, 3), random(&space, &INPUT, 7, 3));
         let distinct: std::collections::HashSet<Genome> = (0..20).map(|i| random(&space, &INPUT, 7, i)).collect();
         assert!(distinct.len() > 15, "only {} distinct of 20", distinct.len());
@@ -90,25 +123,25 @@ mod tests {
     fn the_candidate_stream_is_pinned() {
         // A change here changes every search's candidates: it must be a
         // deliberate one (and bump the generate rule's version).
-        let g = random(&Space::Autoencoder(autoencoder()), &INPUT, 1234, 0);
+        let g = random(&[Space::Autoencoder(autoencoder())], &INPUT, 1234, 0);
         let json = serde_json::to_string(&g).unwrap();
         assert_eq!(json, PINNED_AE, "{json}");
     }
 
     const PINNED_AE: &str = r#"{"family":"autoencoder","blocks":[{"filters":8,"kernel":1,"activation":"relu","batchnorm":false},{"filters":8,"kernel":3,"activation":"relu","batchnorm":false}],"bottleneck":4}"#;
 
-    fn history(space: &Space, n: u64) -> Vec<Evaluated> {
+    fn history(space: &[Space], n: u64) -> Vec<Evaluated> {
         (0..n)
             .map(|i| Evaluated {
                 genome: random(space, &INPUT, 99, i),
-                fitness: (i % 7) as f64,
+                fitness: Some((i % 7) as f64),
             })
             .collect()
     }
 
     #[test]
     fn evolution_samples_randomly_until_the_population_is_full() {
-        let space = Space::Cnn(cnn());
+        let space = [Space::Cnn(cnn())];
         let evo = Evolution {
             population: 10,
             sample: 3,
@@ -119,7 +152,7 @@ mod tests {
 
     #[test]
     fn evolution_mutates_a_living_candidate_and_replays_exactly() {
-        let space = Space::Cnn(cnn());
+        let space = [Space::Cnn(cnn())];
         let evo = Evolution {
             population: 10,
             sample: 10,
@@ -130,7 +163,7 @@ mod tests {
         // With the whole population in the tournament, the parent is the
         // fittest living one: the younger of the two with fitness 6.
         let alive = &h[20..];
-        let best = alive.iter().rposition(|e| e.fitness == 6.0).unwrap();
+        let best = alive.iter().rposition(|e| e.fitness == Some(6.0)).unwrap();
         let parent = &alive[best].genome;
         let (Genome::Cnn(c), Genome::Cnn(p)) = (&child, parent) else {
             panic!("family changed")
@@ -144,7 +177,7 @@ mod tests {
 
     #[test]
     fn candidates_that_aged_out_of_the_population_do_not_matter() {
-        let space = Space::Cnn(cnn());
+        let space = [Space::Cnn(cnn())];
         let evo = Evolution {
             population: 5,
             sample: 5,
@@ -153,11 +186,34 @@ mod tests {
         let mut changed = h.clone();
         changed[0] = Evaluated {
             genome: random(&space, &INPUT, 1, 1),
-            fitness: 1e9,
+            fitness: Some(1e9),
         };
         assert_eq!(
             evolve(&space, &INPUT, &h, evo, 5, 20),
             evolve(&space, &INPUT, &changed, evo, 5, 20)
         );
+    }
+
+    #[test]
+    fn evolution_proposes_networks_it_has_not_tried() {
+        let space = [Space::Cnn(cnn())];
+        let evo = Evolution {
+            population: 4,
+            sample: 2,
+        };
+        let mut h = history(&space, 6);
+        // Untrained candidates count as tried, but not as parents.
+        h.push(Evaluated {
+            genome: random(&space, &INPUT, 1, 99),
+            fitness: None,
+        });
+        for index in 7..40 {
+            let child = evolve(&space, &INPUT, &h, evo, 5, index);
+            assert!(h.iter().all(|e| e.genome != child), "candidate {index} repeats one");
+            h.push(Evaluated {
+                genome: child,
+                fitness: Some(index as f64 % 5.0),
+            });
+        }
     }
 }

@@ -51,7 +51,7 @@ impl Data<'_> {
                     ));
                 }
             }
-            Task::Autoencoder => {
+            Task::Autoencoder | Task::Forecaster { .. } => {
                 if !self.y.is_empty() && self.y.len() != n {
                     return Err(TrainError::data(
                         split,

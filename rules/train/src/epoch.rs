@@ -3,7 +3,7 @@
 //! is decided between epochs by the caller.
 
 use candle_core::{Device, Tensor, Var};
-use kflow_model::{Model, Task, Tensor as ModelTensor, Weights};
+use kflow_model::{Forecast, Model, Task, Tensor as ModelTensor, Weights};
 use serde::{Deserialize, Serialize};
 
 use crate::adamw::AdamStep;
@@ -23,8 +23,14 @@ pub struct EpochStats {
     pub train_loss: f64,
     /// Mean validation loss at the end of the epoch (evaluation mode).
     pub val_loss: f64,
-    /// Classifier: F1 of class 1 at argmax; autoencoder: validation MSE.
+    /// Classifier: F1 of class 1 at argmax; autoencoder, forecaster:
+    /// validation MSE.
     pub val_metric: f64,
+    /// F1 of the anomaly scores at the threshold that maximizes it on the
+    /// validation split (what evaluation chooses), for every task alike; 0
+    /// when the split has no labels.
+    #[serde(default)]
+    pub val_f1: f64,
     /// Training samples the epoch updated the weights with.
     pub samples: u64,
 }
@@ -133,6 +139,9 @@ fn run_epoch(
                 candle_nn::loss::cross_entropy(&out, &y)?
             }
             Task::Autoencoder => (out - &x)?.sqr()?.mean_all()?,
+            Task::Forecaster { from_channel } => {
+                crate::forecast::loss(&Forecast::new(from_channel, &net.input, &net.output), &out, &x)?
+            }
         };
         let loss_value = loss.to_scalar::<f32>()?;
         step += 1;
@@ -154,6 +163,9 @@ fn run_epoch(
                 let grad = grad.flatten_all()?.to_vec1::<f32>()?;
                 update.apply(&mut slot.value, &grad, &mut slot.m, &mut slot.v);
             }
+        }
+        if let Some((i, mask)) = &net.mask {
+            mask.apply(&mut slots[*i].value);
         }
         for batch_stats in stats {
             let norm = &net.norms[batch_stats.norm];
@@ -201,7 +213,7 @@ fn run_epoch(
     checkpoint.step = step;
     checkpoint.epochs_done = epoch;
 
-    let (val_loss, val_metric) = match view {
+    let (val_loss, val_metric, val_f1) = match view {
         Some(view) => validate(net, &view(&checkpoint.weights).map_err(TrainError::View)?, val)?,
         None => validate(net, &checkpoint.weights, val)?,
     };
@@ -210,6 +222,7 @@ fn run_epoch(
         train_loss: loss_sum / samples as f64,
         val_loss,
         val_metric,
+        val_f1,
         samples,
     };
     Ok((checkpoint, stats))

@@ -2,7 +2,7 @@
 //! loss and metric of an epoch.
 
 use candle_core::{Device, Tensor};
-use kflow_model::{Model, Task, Weights};
+use kflow_model::{ErrorScale, Forecast, Model, Task, Weights};
 
 use crate::network::{Mode, Network};
 use crate::{Data, TrainError};
@@ -100,6 +100,21 @@ pub(crate) fn judge(net: &Network, outputs: &[f32], data: &Data) -> Judged {
                 judged.score.push(mse as f32);
             }
         }
+        Task::Forecaster { from_channel } => {
+            // Scores weigh each channel by its error on this split's nominal
+            // samples, as evaluation does on the validation split.
+            let forecast = Forecast::new(from_channel, &net.input, &net.output);
+            let nominal: Vec<bool> = (0..n).map(|i| data.y.get(i).is_none_or(|&y| y == 0)).collect();
+            let scale = ErrorScale::fit(&forecast, outputs, data.x, &nominal);
+            let per_output: usize = net.output.iter().product();
+            for (out, input) in outputs
+                .chunks_exact(per_output)
+                .zip(data.x.chunks_exact(data.sample_len()))
+            {
+                judged.loss.push(forecast.error(out, input));
+                judged.score.push(scale.score(&forecast, out, input) as f32);
+            }
+        }
     }
     judged
 }
@@ -124,17 +139,25 @@ pub(crate) fn f1_of_class_one(predicted: &[usize], labels: &[u8]) -> f64 {
     }
 }
 
-/// Validation loss (mean over samples) and metric: F1 of class 1 for a
-/// classifier, the mean squared reconstruction error for an autoencoder.
-pub(crate) fn validate(net: &Network, weights: &Weights, val: &Data) -> Result<(f64, f64), TrainError> {
+/// Validation loss (mean over samples) and metric (F1 of class 1 for a
+/// classifier, the mean squared error for the others),
+/// and the F1 of the scores at the threshold best for them.
+pub(crate) fn validate(net: &Network, weights: &Weights, val: &Data) -> Result<(f64, f64, f64), TrainError> {
     let outputs = Evaluator::new(net, weights)?.outputs(val.x, val.len())?;
     let judged = judge(net, &outputs, val);
     let loss = judged.loss.iter().sum::<f64>() / val.len() as f64;
     let metric = match net.task {
         Task::Classifier { .. } => f1_of_class_one(&judged.predicted, val.y),
-        Task::Autoencoder => loss,
+        Task::Autoencoder | Task::Forecaster { .. } => loss,
     };
-    Ok((loss, metric))
+    let best_f1 = if val.y.len() == val.len() {
+        let labels: Vec<bool> = val.y.iter().map(|&y| y == 1).collect();
+        let threshold = kflow_data::best_f1_threshold(&labels, &judged.score);
+        kflow_data::Quality::at_threshold(&labels, &judged.score, threshold).f1
+    } else {
+        0.0
+    };
+    Ok((loss, metric, best_f1))
 }
 
 /// Forward pass in evaluation mode over `n` samples: a classifier's logits

@@ -9,6 +9,7 @@
 //! - `adamw.rs`, `shuffle.rs`, `checkpoint.rs`: the update, the order, the
 //!   state between epochs;
 //! - `evaluate.rs`: evaluation-mode outputs, scores and metrics;
+//! - `forecast.rs`: which outputs of a forecaster are scored, against what;
 //! - `threads.rs`: why results do not depend on thread counts.
 
 mod adamw;
@@ -17,6 +18,7 @@ mod data;
 mod epoch;
 mod error;
 mod evaluate;
+mod forecast;
 mod hyper;
 mod kernels;
 mod network;

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
-use kflow_model::{Model, Op, Task, Weights};
+use kflow_model::{ForecastMask, Model, Op, Task, Weights};
 
 use crate::TrainError;
 use crate::checkpoint::is_trainable;
@@ -92,6 +92,9 @@ pub(crate) struct Network {
     /// The trainable tensors' names; `forward` takes their values in this order.
     pub params: Vec<String>,
     pub norms: Vec<Norm>,
+    /// A forecaster's masked weights, with the index of their tensor in
+    /// `params`: kept at zero by every update.
+    pub mask: Option<(usize, ForecastMask)>,
 }
 
 /// Resolves a layer's tensors by name and checks their shapes.
@@ -168,6 +171,15 @@ impl Network {
                     model.input
                 )
             }
+            Task::Forecaster { from_channel } => match (model.input.as_slice(), output.as_slice()) {
+                ([c, l], [oc, ol]) if from_channel < *c && *oc == c - from_channel && (2..=*l).contains(ol) => {
+                    return Ok(net);
+                }
+                _ => format!(
+                    "a forecaster of channels {from_channel}.. of input {:?} must end in [channels, 2..=length], the last layer gives {output:?}",
+                    model.input
+                ),
+            },
             _ => return Ok(net),
         };
         Err(TrainError::Model(problem))
@@ -380,6 +392,8 @@ impl Network {
             nodes.push(Node { inputs, kind });
         }
         let output = shapes.pop().unwrap_or_default();
+        let mask = ForecastMask::of(model)
+            .and_then(|mask| Some((planner.params.iter().position(|p| *p == mask.tensor)?, mask)));
         Ok(Network {
             task: model.task,
             input: model.input.clone(),
@@ -387,6 +401,7 @@ impl Network {
             nodes,
             params: planner.params,
             norms,
+            mask,
         })
     }
 

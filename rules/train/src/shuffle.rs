@@ -8,6 +8,17 @@
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
+use crate::Hyper;
+
+impl Hyper {
+    /// The order in which epoch `epoch` (1-based) visits `n` training
+    /// samples: what `train_epoch` cuts into mini-batches. Public so that
+    /// another trainer can be fed the same batches (the PyTorch bench).
+    pub fn sample_order(&self, n: usize, epoch: u32) -> Vec<u32> {
+        permutation(n, self.seed, epoch)
+    }
+}
+
 /// A permutation of `0..n`, the same on every platform and run.
 pub(crate) fn permutation(n: usize, seed: u64, epoch: u32) -> Vec<u32> {
     let mut key = [0u8; 32];
