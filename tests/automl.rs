@@ -292,10 +292,13 @@ fn a_second_platform_retrains_only_the_candidates_new_to_it() {
 }
 
 #[test]
-fn two_cold_builds_at_any_jobs_give_identical_artifacts() {
+fn two_cold_builds_of_the_smoke_search_at_any_jobs_give_identical_artifacts() {
     let digests = |jobs: &str| {
-        let ws = workspace(1_000_000, 1);
-        let report = ws.build_ok(&["//s:a2", "--jobs", jobs]);
+        let ws = Ws::new();
+        for package in ["datasets", "host", "spaces", "platforms", "max78002"] {
+            ws.repository_package(package);
+        }
+        let report = ws.build_ok(&["//max78002:anomaly_smoke", "--jobs", jobs]);
         report.output_digests()
     };
     let one = digests("1");
@@ -430,4 +433,44 @@ ram_kb = 128
     let build = ws.build(&["//s:host"]);
     assert_eq!(build.run.code, 2, "{}", build.run.stderr);
     assert!(build.run.stderr.contains("need a `platform`"), "{}", build.run.stderr);
+}
+
+#[test]
+fn a_grid_search_visits_every_network_of_a_small_space_once() {
+    let ws = workspace(1_000_000, 1);
+    ws.package(
+        "g",
+        r#"
+[[space]]
+name = "tiny"
+family = "forecaster"
+blocks = { min = 0, max = 1 }
+filters = [8]
+kernel = [2]
+activation = ["relu"]
+batchnorm = [false]
+out_kernel = [2, 3]
+predict = ["telemetry"]
+
+[[automl]]
+name = "grid"
+dataset = "//data:small"
+platform = "//platforms:max78002"
+space = ":tiny"
+strategy = { kind = "grid" }
+budget = { kind = "epochs", epochs = 1 }
+keep = 1
+"#,
+    );
+    ws.build_ok(&["//g:grid"]);
+    let candidates: Value = serde_json::from_str(&ws.read_output("g", "grid", "candidates.json")).expect("JSON");
+    let genomes: BTreeSet<String> = candidates
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|c| c["genome"].to_string())
+        .collect();
+    // No block or one block, times two output kernels.
+    assert_eq!(genomes.len(), 4, "{candidates}");
+    assert_eq!(candidates.as_array().map(Vec::len), Some(4));
 }

@@ -152,11 +152,15 @@ impl Ws {
     /// Runs `kflow build ARGS --build-report FILE` and reads the report
     /// (absent when the build never got as far as writing one).
     pub fn build(&self, args: &[&str]) -> Build {
+        self.build_within(args, TIMEOUT)
+    }
+
+    fn build_within(&self, args: &[&str], timeout: Duration) -> Build {
         let n = self.report_count.fetch_add(1, Ordering::Relaxed);
         let report_path = self.reports.path().join(format!("report-{n}.json"));
         let mut cmd = self.kflow();
         cmd.arg("build").args(args).arg("--build-report").arg(&report_path);
-        let run = run_with_timeout(&mut cmd, TIMEOUT);
+        let run = run_with_timeout(&mut cmd, timeout);
         let report = std::fs::read(&report_path)
             .ok()
             .map(|bytes| Report(serde_json::from_slice(&bytes).expect("the build report is JSON")));
@@ -165,7 +169,13 @@ impl Ws {
 
     /// Like [`Ws::build`], asserting success.
     pub fn build_ok(&self, args: &[&str]) -> Report {
-        let b = self.build(args);
+        self.build_ok_within(args, TIMEOUT)
+    }
+
+    /// Like [`Ws::build_ok`], for a build allowed `timeout` (a search at its
+    /// real size).
+    pub fn build_ok_within(&self, args: &[&str], timeout: Duration) -> Report {
+        let b = self.build_within(args, timeout);
         assert_eq!(b.run.code, 0, "kflow build {args:?} failed:\n{}", b.run.stderr);
         let report = b.report.expect("a successful build writes its report");
         assert_eq!(report.0["success"], Value::Bool(true), "{}", b.run.stderr);
