@@ -81,6 +81,11 @@ const ATTRS: &[AttrSpec] = &[
         AttrType::Bool,
         "last layer writes 32-bit values (default true)",
     ),
+    AttrSpec::optional(
+        "align_shifts",
+        AttrType::Bool,
+        "move each layer's calibration factor so that its weights fill the int8 range their shift leaves (default false)",
+    ),
 ];
 
 #[derive(Deserialize)]
@@ -99,6 +104,7 @@ struct Attrs {
     calibration_samples: Option<usize>,
     calibration_percentile: Option<f64>,
     wide_output: Option<bool>,
+    align_shifts: Option<bool>,
     qat_epochs: Option<u32>,
     qat_lr: Option<f64>,
     qat_seed: Option<u64>,
@@ -145,6 +151,7 @@ impl Rule for QuantizeRule {
             calibration_percentile: attrs.calibration_percentile.unwrap_or(defaults.calibration_percentile),
             target: defaults.target,
             wide_output: attrs.wide_output.unwrap_or(defaults.wide_output),
+            align_shifts: attrs.align_shifts.unwrap_or(defaults.align_shifts),
         };
         let calibration_samples = attrs.calibration_samples.unwrap_or(256);
         if calibration_samples == 0 {

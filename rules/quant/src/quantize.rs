@@ -81,6 +81,9 @@ pub struct QuantOptions {
     /// Whether the last layer writes its raw 32-bit accumulator (as
     /// ai8x-training's `wide=True` classifiers do) when it can.
     pub wide_output: bool,
+    /// Adjust each layer's calibration factor so that its weights fill the
+    /// int8 range their power-of-two shift leaves (see `align_shifts`).
+    pub align_shifts: bool,
 }
 
 impl Default for QuantOptions {
@@ -92,6 +95,7 @@ impl Default for QuantOptions {
             calibration_percentile: 99.9,
             target: 0.9,
             wide_output: true,
+            align_shifts: false,
         }
     }
 }
@@ -136,14 +140,10 @@ pub fn quantize_input(x: f32) -> i8 {
 pub fn quantize(fused: &Fused, x: &[f32], n: usize, options: &QuantOptions) -> Result<Quantized, QuantError> {
     check_options(options)?;
     let scales = calibrate(fused, x, n, options)?;
-    let last = fused.layers.len().saturating_sub(1);
     let mut layers = Vec::with_capacity(fused.layers.len());
     for (i, layer) in fused.layers.iter().enumerate() {
         let bits = options.bits_of(layer);
-        let wide = options.wide_output
-            && i == last
-            && layer.op.has_weights()
-            && layer.activation == crate::fuse::Activation::None;
+        let wide = is_wide(fused, i, options);
         let (weight, bias, output_shift) = match scaled_parameters(fused, &scales, i) {
             Some((w, b)) => quantize_layer(&w, b.as_deref(), bits.0, options.shift_quantile),
             None => (Vec::new(), None, 0),
@@ -169,6 +169,49 @@ pub fn quantize(fused: &Fused, x: &[f32], n: usize, options: &QuantOptions) -> R
 impl QuantOptions {
     pub(crate) fn bits_of(&self, layer: &FusedLayer) -> Bits {
         self.layer_bits.get(&layer.name).copied().unwrap_or(self.weight_bits)
+    }
+}
+
+/// Whether layer `i` writes its raw 32-bit accumulator.
+fn is_wide(fused: &Fused, i: usize, options: &QuantOptions) -> bool {
+    let layer = &fused.layers[i];
+    options.wide_output
+        && i + 1 == fused.layers.len()
+        && layer.op.has_weights()
+        && layer.activation == crate::fuse::Activation::None
+}
+
+/// A power-of-two shift (spec §3.10) leaves a layer's largest scaled weight
+/// between half and all of the int8 range, depending only on where its
+/// magnitude falls between two powers of two: up to a bit of weight
+/// precision lost by chance. A wide last layer's output factor is free (its
+/// 32-bit output has room in either direction and nothing downstream reads
+/// it), so it is moved until the weights fill the range. Hidden layers keep
+/// theirs: halving an 8-bit activation's range costs as much as the weights
+/// gain.
+fn align_shifts(fused: &Fused, scales: &mut [f64], options: &QuantOptions) {
+    let Some(i) = fused.layers.len().checked_sub(1) else {
+        return;
+    };
+    if !is_wide(fused, i, options) || options.bits_of(&fused.layers[i]).0 == WeightBits::Binary {
+        return;
+    }
+    let Some((weight, bias)) = scaled_parameters(fused, scales, i) else {
+        return;
+    };
+    let mut magnitudes: Vec<f32> = weight
+        .iter()
+        .chain(bias.iter().flatten())
+        .map(|v| v.abs() as f32)
+        .collect();
+    magnitudes.sort_unstable_by(f32::total_cmp);
+    let t = quantile_sorted(&magnitudes, options.shift_quantile);
+    if t > 0.0 {
+        // The share of the range the largest weight fills, in [0.5, 1); the
+        // target stays just below a power of two so that rounding keeps the
+        // shift.
+        let filled = t * 2f64.powf((1.0 / t).log2().floor());
+        scales[i] *= 0.999 / filled;
     }
 }
 
@@ -280,6 +323,9 @@ pub(crate) fn calibrate(fused: &Fused, x: &[f32], n: usize, o: &QuantOptions) ->
     for (i, layer) in fused.layers.iter().enumerate() {
         let s = desired[i].unwrap_or_else(|| input_scale(layer, &scales));
         scales.push(s);
+    }
+    if o.align_shifts {
+        align_shifts(fused, &mut scales, o);
     }
     Ok(scales)
 }

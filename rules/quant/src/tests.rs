@@ -313,6 +313,63 @@ fn the_simulated_accelerator_agrees_with_the_float_model() {
     assert!(max_err < 0.2, "max error {max_err}");
 }
 
+/// The mean absolute difference of the simulated accelerator's outputs from
+/// the float model's, over `n` seeded samples.
+fn simulation_error(m: &Model, w: &Weights, options: &QuantOptions) -> f64 {
+    let f = fuse(m, w).unwrap();
+    let q = quantize(&f, &samples(m, 64, 12), 64, options).unwrap();
+    let (net, sim_weights) = to_sim(&q, kflow_ai8x::Device::Max78002);
+    let n = 200;
+    let x = samples(m, n, 13);
+    let per: usize = m.input.iter().product();
+    let float = kflow_train::forward(m, w, &x, n).unwrap();
+    let outputs = float.len() / n;
+    let mut sum = 0.0;
+    for (s, sample) in x.chunks_exact(per).enumerate() {
+        let got = simulate_sample(&q, &net, &sim_weights, sample).unwrap();
+        sum += got
+            .iter()
+            .zip(&float[s * outputs..(s + 1) * outputs])
+            .map(|(g, w)| (g - f64::from(*w)).abs())
+            .sum::<f64>();
+    }
+    sum / float.len() as f64
+}
+
+#[test]
+fn aligned_shifts_fill_the_weight_range_and_lose_no_accuracy() {
+    let m = cnn1d();
+    let (plain, aligned) = (
+        QuantOptions::default(),
+        QuantOptions {
+            align_shifts: true,
+            ..QuantOptions::default()
+        },
+    );
+    let mut totals = (0.0, 0.0);
+    for seed in [11, 21, 31, 41, 51, 61, 71] {
+        let w = weights(&m, seed);
+        let f = fuse(&m, &w).unwrap();
+        let q = quantize(&f, &samples(&m, 64, 12), 64, &aligned).unwrap();
+        let last = q.layers.last().unwrap();
+        let largest = last
+            .weight
+            .iter()
+            .chain(last.bias.iter().flatten())
+            .map(|v| i32::from(*v).abs())
+            .max()
+            .unwrap_or(0);
+        assert!(
+            largest >= 126,
+            "seed {seed}: largest weight of the last layer {largest}"
+        );
+        let (before, after) = (simulation_error(&m, &w, &plain), simulation_error(&m, &w, &aligned));
+        totals.0 += before;
+        totals.1 += after;
+    }
+    assert!(totals.1 < 0.9 * totals.0, "mean error {totals:?} (before, aligned)");
+}
+
 /// The quantized baseline, allocated for the MAX78002, written as ai8x
 /// YAML and read back, passes the constraint checker; so does the float
 /// model judged by shapes alone.

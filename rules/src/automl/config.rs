@@ -53,7 +53,7 @@ pub const ATTRS: &[AttrSpec] = &[
     AttrSpec::optional(
         "quantize",
         AttrType::Table,
-        "`{ weight_bits, shift_quantile, calibration_samples, calibration_percentile, qat_epochs, qat_lr, precheck_samples }`",
+        "`{ weight_bits, shift_quantile, calibration_samples, calibration_percentile, align_shifts, qat_epochs, qat_lr, precheck_samples }`",
     ),
     AttrSpec::optional(
         "objectives",
@@ -129,6 +129,7 @@ struct QuantizeAttrs {
     shift_quantile: Option<f64>,
     calibration_samples: Option<usize>,
     calibration_percentile: Option<f64>,
+    align_shifts: Option<bool>,
     qat_epochs: Option<u32>,
     qat_lr: Option<f64>,
     precheck_samples: Option<usize>,
@@ -256,6 +257,7 @@ pub fn params(planner: &Planner<'_>) -> Result<Params, Diagnostic> {
             calibration_percentile: q.calibration_percentile.unwrap_or(defaults.calibration_percentile),
             target: defaults.target,
             wide_output: defaults.wide_output,
+            align_shifts: q.align_shifts.unwrap_or(defaults.align_shifts),
         },
         calibration_samples: q.calibration_samples.unwrap_or(256),
         precheck_samples: q.precheck_samples.unwrap_or(32),

@@ -21,6 +21,15 @@ fn window_rows(split: &Split, meta: &DatasetMeta) -> Vec<Vec<u64>> {
         .collect()
 }
 
+/// The default parameters without the int8 grid, so that the tests can read row indices and statistics back from the
+/// values exactly.
+fn exact() -> WindowParams {
+    WindowParams {
+        int8_grid: false,
+        ..WindowParams::default()
+    }
+}
+
 fn one_split(length: usize, stride: usize, label: LabelRule) -> WindowParams {
     WindowParams {
         length,
@@ -28,7 +37,7 @@ fn one_split(length: usize, stride: usize, label: LabelRule) -> WindowParams {
         label,
         fractions: [1.0, 0.0, 0.0],
         block: 1000,
-        ..WindowParams::default()
+        ..exact()
     }
 }
 
@@ -116,7 +125,7 @@ fn segmented_rows() -> MemoryRows {
 #[test]
 fn splits_are_stratified_and_share_no_row() {
     let mut rows = segmented_rows();
-    let params = WindowParams::default();
+    let params = exact();
     let d = build_dataset(&mut rows, &params).unwrap();
     let total: usize = [&d.train, &d.val, &d.test].iter().map(|s| s.len()).sum();
     assert_eq!(total as u64, d.meta.windows - d.meta.dropped_windows);
@@ -167,7 +176,7 @@ fn the_seed_changes_the_assignment_not_the_counts_much() {
 
 #[test]
 fn normalization_is_fitted_on_train_rows_only() {
-    let params = WindowParams::default();
+    let params = exact();
     let mut rows = segmented_rows();
     let a = build_dataset(&mut rows, &params).unwrap();
     // A row used only by test windows: change it wildly.
@@ -192,10 +201,7 @@ fn normalized_training_data_has_zero_mean_and_unit_scaled_std() {
     for (v, _) in &mut rows.rows {
         v[5] = 42.0;
     }
-    let p = WindowParams {
-        stride: 16,
-        ..WindowParams::default()
-    };
+    let p = WindowParams { stride: 16, ..exact() };
     let d = build_dataset(&mut rows, &p).unwrap();
     assert_eq!(d.meta.std[5], 1.0);
     assert_eq!(d.meta.mean[5], 42.0);
@@ -211,6 +217,22 @@ fn normalized_training_data_has_zero_mean_and_unit_scaled_std() {
         let want = if c == 5 { 0.0 } else { 1.0 / 9.0 };
         assert!((var - want).abs() < 1e-4, "channel {c}: var {var}");
     }
+}
+
+#[test]
+fn the_int8_grid_holds_exactly_what_a_device_receives() {
+    let mut rows = segmented_rows();
+    let grid = build_dataset(&mut rows, &WindowParams::default()).unwrap();
+    let plain = build_dataset(&mut rows, &exact()).unwrap();
+    assert_eq!(grid.meta.mean, plain.meta.mean);
+    let mut moved = 0;
+    for (g, p) in grid.train.window(0).iter().zip(plain.train.window(0)) {
+        let q = (p * 128.0).round().clamp(-128.0, 127.0);
+        assert_eq!(*g, q / 128.0, "{p} rounds to {q}/128");
+        assert!((-1.0..=127.0 / 128.0).contains(g));
+        moved += usize::from(g != p);
+    }
+    assert!(moved > 0, "the grid changed no value");
 }
 
 #[test]
