@@ -269,50 +269,85 @@ static volatile int cnn_complete;
 }
 
 fn init(model: &Model<'_>) -> String {
-    let device = model.checked.program.device;
-    // §6.3 cnn_init, in the izer's grouping; all four quadrants, because
-    // KZR's fixed cnn_start enables all four (§6.6).
-    let bist = if device == Device::Max78002 {
-        r#"    for (q = 0u; q < CNN_QUADRANTS; q++) {
-        CNN_WRITE32(CNN_SRAM_TEST(q), 0x00001c80u);
-    }
-    for (q = 0u; q < CNN_QUADRANTS; q++) {
-        uint32_t polls = CNN_BIST_POLLS;
-        while ((CNN_READ32(CNN_SRAM_TEST(q)) & (1u << 25)) == 0u) {
-            if (--polls == 0u) {
-                return CNN_FAIL;
-            }
-        }
-    }
-    for (q = 0u; q < CNN_QUADRANTS; q++) {
-        CNN_WRITE32(CNN_SRAM_TEST(q), 0u);
-    }
-"#
+    let program = model.checked.program;
+    // izer max7800x.py:1251-1252: the memory-clear word also clears the
+    // bias memory (bit 10) only when some layer has a bias.
+    let sram_test = if program.layers.iter().any(|l| l.bias.is_some()) {
+        0x1c80
     } else {
-        ""
+        0x1880
+    };
+    // §6.3: LCNT_MAX = last layer | start layer << 8; like every zero value
+    // the izer leaves it unwritten for a one-layer network.
+    let lcnt = program.layers.len() - 1;
+    let lcnt_write = if lcnt == 0 {
+        String::new()
+    } else {
+        format!("\n        CNN_WRITE32(CNN_LCNT_MAX(q), 0x{lcnt:08x}u);")
+    };
+    // §6.3 cnn_init in the izer's grouping (max7800x.py:1230-1362); the
+    // MAX78000 has no clock-enable and memory-clear steps.
+    let body = match program.device {
+        Device::Max78002 => format!(
+            r#"    for (i = 0u; i < CNN_INIT_QUADRANTS; i++) {{
+        CNN_WRITE32(CNN_CTL(cnn_init_quadrants[i]), 0x00000008u);
+    }}
+    CNN_WRITE32(CNN_AON_CTL, 0u);
+    for (i = 0u; i < CNN_INIT_QUADRANTS; i++) {{
+        CNN_WRITE32(CNN_SRAM(cnn_init_quadrants[i]), 0x0000040eu);
+    }}
+    for (i = 0u; i < CNN_INIT_QUADRANTS; i++) {{
+        CNN_WRITE32(CNN_SRAM_TEST(cnn_init_quadrants[i]), 0x{sram_test:08x}u);
+    }}
+    for (i = 0u; i < CNN_INIT_QUADRANTS; i++) {{
+        uint32_t polls = CNN_BIST_POLLS;
+
+        while ((CNN_READ32(CNN_SRAM_TEST(cnn_init_quadrants[i])) & (1u << 25)) == 0u) {{
+            if (--polls == 0u) {{
+                return CNN_FAIL;
+            }}
+        }}
+    }}
+    for (i = 0u; i < CNN_INIT_QUADRANTS; i++) {{
+        CNN_WRITE32(CNN_SRAM_TEST(cnn_init_quadrants[i]), 0u);
+    }}
+    for (i = 0u; i < CNN_INIT_QUADRANTS; i++) {{
+        uint32_t q = cnn_init_quadrants[i];
+
+        CNN_WRITE32(CNN_CTL(q), CNN_CTL_INIT);{lcnt_write}
+    }}
+"#
+        ),
+        Device::Max78000 => format!(
+            r#"    CNN_WRITE32(CNN_AON_CTL, 0u);
+    for (i = 0u; i < CNN_INIT_QUADRANTS; i++) {{
+        uint32_t q = cnn_init_quadrants[i];
+
+        CNN_WRITE32(CNN_CTL(q), CNN_CTL_INIT);
+        CNN_WRITE32(CNN_SRAM(q), 0x0000040eu);{lcnt_write}
+    }}
+"#
+        ),
     };
     format!(
         r#"
+/* The quadrants cnn_init() prepares: the used ones, as the izer does; all
+ * four when KZR's own cnn_start(), which enables all four, runs the
+ * network (spec §6.6; the Zephyr module defines CNN_INIT_ALL_QUADRANTS). */
+#ifdef CNN_INIT_ALL_QUADRANTS
+static const uint32_t cnn_init_quadrants[] = {{ 0u, 1u, 2u, 3u }};
+#else
+#define cnn_init_quadrants cnn_used_quadrants
+#endif
+#define CNN_INIT_QUADRANTS ((uint32_t)(sizeof cnn_init_quadrants / sizeof cnn_init_quadrants[0]))
+
 int cnn_init(void)
 {{
-    uint32_t q;
+    uint32_t i;
 
-    for (q = 0u; q < CNN_QUADRANTS; q++) {{
-        CNN_WRITE32(CNN_CTL(q), 0x00000008u);
-    }}
-    CNN_WRITE32(CNN_AON_CTL, 0u);
-    for (q = 0u; q < CNN_QUADRANTS; q++) {{
-        CNN_WRITE32(CNN_SRAM(q), 0x0000040eu);
-    }}
-{bist}    for (q = 0u; q < CNN_QUADRANTS; q++) {{
-        CNN_WRITE32(CNN_CTL(q), CNN_CTL_INIT);
-        /* last layer | start layer << 8 */
-        CNN_WRITE32(CNN_LCNT_MAX(q), 0x{lcnt:08x}u);
-    }}
-    return CNN_OK;
+{body}    return CNN_OK;
 }}
-"#,
-        lcnt = model.checked.program.layers.len() - 1,
+"#
     )
 }
 

@@ -50,8 +50,10 @@ pub struct LayerGeometry {
 pub struct Checked<'a> {
     pub program: &'a Program,
     pub layers: Vec<LayerGeometry>,
-    /// Quadrants with an enabled input processor in any layer, ascending
-    /// (§5.1 "used quadrants").
+    /// Quadrants with an enabled input processor in any layer, or with an
+    /// output processor of the last layer, ascending: the izer initialises,
+    /// configures and starts these (§5.1 "used quadrants"; ai8x-synthesis
+    /// izer/backend/max7800x.py:997-1001 adds the final output map).
     pub used_quadrants: Vec<u32>,
 }
 
@@ -73,8 +75,11 @@ pub fn check(program: &Program) -> Result<Checked<'_>, CodegenError> {
         .enumerate()
         .map(|(i, layer)| layer_geometry(program.device, i, layer, program.input_format))
         .collect::<Result<Vec<_>, _>>()?;
+    let last_output = program.layers.last().map_or(0, |l| l.output_processors);
     let used_quadrants: Vec<u32> = (0..QUADRANTS)
-        .filter(|q| program.layers.iter().any(|l| quadrant_map(l.processors, *q) != 0))
+        .filter(|q| {
+            quadrant_map(last_output, *q) != 0 || program.layers.iter().any(|l| quadrant_map(l.processors, *q) != 0)
+        })
         .collect();
     let at = |i: usize, problem: String| CodegenError::Invalid {
         layer: i,

@@ -16,6 +16,8 @@ if(CONFIG_KFLOW_CNN_MODEL)
   zephyr_library()
   zephyr_library_sources(cnn_model.c)
   zephyr_include_directories(.)
+  # KZR's own cnn_start() enables all four quadrants (spec §6.6).
+  zephyr_library_compile_definitions(CNN_INIT_ALL_QUADRANTS)
   if(CONFIG_KFLOW_CNN_MODEL_EMBED_WEIGHTS)
     zephyr_library_compile_definitions(CNN_MODEL_EMBED_WEIGHTS)
   endif()
