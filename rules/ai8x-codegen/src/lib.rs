@@ -16,12 +16,13 @@
 //! Anything else is `CodegenError::Unsupported` or `Invalid`, never code
 //! with register values the spec does not give.
 //!
-//! Passthrough registers: ONED `1 << 8`, POST `3 << 24`, LCTL without the
-//! operator-only bits 12–15 are §6.3's; the counters, pointers, LCTL and
-//! LCTL2 follow §6.3's general formulas. MCNT1/MCNT2/OCHAN are 0 (not
-//! written) because the layer has no kernel memory and, like a depthwise
-//! layer (§5.5), one output per input channel: kc = in_expand = 1. That
-//! last step is a derivation, not an observed izer value.
+//! Passthrough registers follow what ADI's izer writes (ai8x-synthesis
+//! izer/backend/max7800x.py, checked against the reference cases in
+//! `kflow-ai8x`'s tests/data/izer-reference): ONED `1 << 8` plus the time
+//! slots of the widest quadrant, which OCHAN repeats; POST `3 << 24`; a
+//! per-quadrant WPTR_BASE; WPTR_TOFFS instead of WPTR_MOFFS; processor
+//! enables without mask enables; no kernel memory, so no MCNT1 and no
+//! weight-width span in LCTL2.
 
 mod bias;
 mod blob;

@@ -131,13 +131,14 @@ pub fn layer_registers(program: &crate::program::Program) -> Result<Vec<Register
 
 pub(crate) fn register_writes(checked: &Checked<'_>) -> Vec<RegisterWrite> {
     let device = checked.program.device;
+    let master = checked.used_quadrants.first().copied().unwrap_or(0);
     let mut writes = Vec::new();
     for (index, (layer, geometry)) in checked.program.layers.iter().zip(&checked.layers).enumerate() {
         let chw = index == 0 && checked.program.input_format == DataFormat::Chw;
-        let common = LayerValues::new(device, layer, geometry, chw);
+        let common = LayerValues::new(device, layer, geometry, chw, &checked.used_quadrants);
         for &quadrant in &checked.used_quadrants {
             for register in WRITE_ORDER {
-                let (Some(r), value) = (register.index(device), common.value(register, layer, quadrant)) else {
+                let (Some(r), value) = (register.index(device), common.value(register, layer, quadrant, master)) else {
                     continue;
                 };
                 if value != 0 {
@@ -164,14 +165,14 @@ fn pad_bits(pad: u32) -> u32 {
     if pad > 0 { 1 << 15 | (pad - 1) << 13 } else { 0 }
 }
 
-/// The values shared by all quadrants; LCTL, POST and ENA get their
-/// per-quadrant bits in `value`.
+/// The values shared by all quadrants; LCTL, POST, ENA and a passthrough
+/// layer's WPTR_BASE get their per-quadrant bits in `value`.
 struct LayerValues {
     device: Device,
     rcnt: u32,
     ccnt: u32,
     stride: u32,
-    wptr_base: u32,
+    wptr_toffs: u32,
     lctl: u32,
     lctl2: u32,
     mcnt1: u32,
@@ -186,8 +187,15 @@ struct LayerValues {
 }
 
 impl LayerValues {
-    fn new(device: Device, layer: &Layer, g: &LayerGeometry, chw: bool) -> LayerValues {
-        let (h, w) = (layer.input.height, layer.input.width);
+    fn new(device: Device, layer: &Layer, g: &LayerGeometry, chw: bool, used_quadrants: &[u32]) -> LayerValues {
+        let passthrough = layer.operator == Operator::Passthrough;
+        // izer max7800x.py (row count): a flatten layer reads its whole
+        // input as one 1×1 pixel per pass.
+        let (h, w) = if layer.flatten {
+            (1, 1)
+        } else {
+            (layer.input.height, layer.input.width)
+        };
         let [ph, pw] = g.pool;
         let s = g.pool_stride;
         let [kh, kw] = layer.kernel;
@@ -243,53 +251,93 @@ impl LayerValues {
         if device == Device::Max78002 {
             lctl |= (kw - 1) << 18 | (kh - 1) << 22;
         }
-        // §6.3 LCTL2: ((fls(outmap) − (ffs(outmap) & ~3))·8) << 12 (MAX78000:
-        // << 8) | (out_expand·(write_gap + 1) − 1) << 4 | (in_expand − 1).
-        let span_shift = if device == Device::Max78002 { 12 } else { 8 };
-        let lctl2 = ((fls(layer.output_processors) - (first_out & !3)) * 8) << span_shift
-            | (out_expand - 1) << 4
-            | (in_expand - 1);
-        // §6.3 MCNT: koffs = 9·kern_offs/ksize·8, kl = (kern_count − 1)·8.
-        // A passthrough layer has no kernel memory: koffs = kl = 0 (kc = 1).
-        let passthrough = layer.operator == Operator::Passthrough;
-        let koffs = if passthrough {
-            0
+        // izer max7800x.py (LCTL2): a flatten layer's pass count is its
+        // pixels times its passes ("flatten_prod"); bits 3–0 hold its low
+        // four bits, POST and TPTR the rest.
+        let flatten_prod = if layer.flatten {
+            in_expand * g.pooled[0] * g.pooled[1] - 1
         } else {
-            9 * layer.kernel_offset / g.taps * 8
+            0
         };
-        let kl = (g.kernel_count - 1) * 8;
-        let (mcnt1, mcnt2) = match device {
-            Device::Max78000 => (koffs << 16 | (koffs + kl), 0),
-            Device::Max78002 => (koffs + kl, koffs),
+        let in_count = if layer.flatten {
+            flatten_prod & 0xf
+        } else {
+            in_expand - 1
+        };
+        // §6.3 LCTL2: ((fls(outmap) − (ffs(outmap) & ~3))·b) << 12 (MAX78000:
+        // << 8) | wptr_skip << 4 | in_count. b is the weight width, 0 for
+        // a passthrough layer, which also skips only its write gap (0)
+        // instead of out_expand − 1 (izer max7800x.py, LCTL2).
+        let span_shift = if device == Device::Max78002 { 12 } else { 8 };
+        let bits = if passthrough { 0 } else { layer.weight_bits };
+        let wptr_skip = if passthrough { 0 } else { out_expand - 1 };
+        let lctl2 =
+            ((fls(layer.output_processors) - (first_out & !3)) * bits) << span_shift | wptr_skip << 4 | in_count;
+        // §6.3 MCNT: koffs = ⌊9·kern_offs/ksize⌋·8, kl = (kern_count − 1)·b;
+        // the remainder of that division starts the kernel inside its
+        // column and goes to ONED bits 7–4 (izer max7800x.py, "oned_sad").
+        // A passthrough layer has no kernel memory; its mask offset is
+        // (out_expand − 1)·8.
+        let (koffs, oned_sad) = if passthrough {
+            (0, 0)
+        } else {
+            (9 * layer.kernel_offset / g.taps * 8, 9 * layer.kernel_offset % g.taps)
+        };
+        let kl = (g.kernel_count - 1) * layer.weight_bits;
+        let (mcnt1, mcnt2) = match (device, passthrough) {
+            (Device::Max78000, false) => (koffs << 16 | (koffs + kl), 0),
+            (Device::Max78000, true) => ((out_expand - 1) * 8, 0),
+            (Device::Max78002, false) => (koffs + kl, koffs),
+            (Device::Max78002, true) => (0, (out_expand - 1) * 8),
+        };
+        // A passthrough layer's time-slot count: the 4-byte words of its
+        // widest quadrant, less one (izer max7800x.py, "tscnt_max"); it is
+        // its OCHAN and ONED bits 3–0.
+        let tscnt_max = if passthrough {
+            used_quadrants
+                .iter()
+                .map(|q| quadrant_map(layer.processors, *q).count_ones())
+                .filter(|n| *n > 0)
+                .map(|n| (n - 1) / 4)
+                .max()
+                .unwrap_or(0)
+        } else {
+            0
         };
         // §6.3 ONED: conv1d k << 8 | 1 << 12; linear, 1×1 and passthrough:
         // 1 << 8.
-        let oned = match (layer.operator, kh * kw) {
-            (Operator::Conv1d, _) => kh << 8 | 1 << 12,
-            (Operator::Linear | Operator::Passthrough, _) | (Operator::Conv2d, 1) => 1 << 8,
-            (Operator::Conv2d, _) => 0,
-        };
-        // TRAM max, 3×3 conv2d only: W_p + 2·pad − 3 (izer output:
-        // 27 for 28-wide MNIST, 36 and 17 for the 37- and 18-wide pooled
-        // layers of ADI's svhn_tinierssd).
+        let one_by_one = kh * kw == 1;
+        let oned = match layer.operator {
+            Operator::Conv1d => kh << 8 | 1 << 12,
+            Operator::Linear | Operator::Passthrough => 1 << 8,
+            Operator::Conv2d if one_by_one => 1 << 8,
+            Operator::Conv2d => 0,
+        } | oned_sad << 4
+            | tscnt_max;
+        // TRAM max: conv1d, linear and 1×1 layers use it only for a flatten
+        // of 16 or more passes (izer max7800x.py, "TRAM ptr max"); 3×3
+        // conv2d: W_p + 2·pad − 3 (27 for 28-wide MNIST, 36 and 17 for the
+        // 37- and 18-wide pooled layers of ADI's svhn_tinierssd).
         let tptr = if layer.operator == Operator::Conv2d && kw == 3 {
             (g.pooled[1] + 2 * layer.pad).saturating_sub(3)
+        } else if flatten_prod >= 16 {
+            flatten_prod << 16 | (2 * flatten_prod + 1)
         } else {
             0
         };
-        let mut post = 0;
-        // §2.11: the shift is ignored for 32-bit outputs.
-        if layer.output_width == OutputWidth::Bits8 {
-            post |= layer.output_shift.unsigned_abs() << 13;
-            if layer.output_shift < 0 {
-                post |= 1 << 17;
-            }
+        // §6.3 POST. The shift field is written for 32-bit outputs too (the
+        // izer does; the hardware ignores it there, §2.11).
+        let mut post = layer.output_shift.unsigned_abs() << 13;
+        if layer.output_shift < 0 {
+            post |= 1 << 17;
         }
         if layer.activation == Activation::Abs {
             post |= 1 << 26;
         }
-        if layer.flatten {
-            post |= 1 << 27;
+        // Flatten enable with the pass count's high bits in 18–21, only
+        // when LCTL2's four bits do not hold it (izer max7800x.py, POST).
+        if flatten_prod >= 16 {
+            post |= 1 << 27 | (flatten_prod >> 4) << 18;
         }
         // §6.3 POST bits 24–25: passthrough 3 << 24.
         if passthrough {
@@ -301,17 +349,27 @@ impl LayerValues {
             (true, OutputWidth::Bits8) => 1,
             (true, OutputWidth::Bits32) => 4,
         };
+        // izer max7800x.py (WPTR_TOFFS): 1 for 1×1 conv2d and linear; for
+        // a passthrough layer one instance (more than 4 processors: four
+        // instances) of data memory in words.
+        let wptr_toffs = match layer.operator {
+            Operator::Linear => 1,
+            Operator::Conv2d if one_by_one => 1,
+            Operator::Passthrough if layer.processors.count_ones() > 4 => 1 << shift,
+            Operator::Passthrough => 1 << (shift - 2),
+            Operator::Conv1d | Operator::Conv2d => 0,
+        };
         LayerValues {
             device,
             rcnt,
             ccnt,
             stride,
-            wptr_base: (layer.out_offset / 4) | ((first_out / 4) << shift),
+            wptr_toffs,
             lctl,
             lctl2,
             mcnt1,
             mcnt2,
-            ochan: g.kernel_count - 1,
+            ochan: if passthrough { tscnt_max } else { g.kernel_count - 1 },
             oned,
             tptr,
             post,
@@ -321,20 +379,35 @@ impl LayerValues {
         }
     }
 
-    fn value(&self, register: LayerRegister, layer: &Layer, quadrant: u32) -> u32 {
+    fn value(&self, register: LayerRegister, layer: &Layer, quadrant: u32, master: u32) -> u32 {
         let enabled = quadrant_map(layer.processors, quadrant);
+        let passthrough = layer.operator == Operator::Passthrough;
+        let shift = self.device.instance_word_shift();
         match register {
             LayerRegister::Rcnt => self.rcnt,
             LayerRegister::Ccnt => self.ccnt,
             LayerRegister::Prcnt => self.prcnt,
             LayerRegister::Pccnt => self.pccnt,
             LayerRegister::Stride => self.stride,
-            LayerRegister::WptrBase => self.wptr_base,
-            LayerRegister::WptrToffs => u32::from(layer.operator == Operator::Linear),
-            LayerRegister::WptrMoffs => 1 << self.device.instance_word_shift(),
+            // §6.3 WPTR_BASE: the first output instance; a passthrough layer
+            // writes each quadrant's share from that quadrant's first output
+            // instance, 0 where it has none (izer max7800x.py, WPTR_BASE).
+            LayerRegister::WptrBase => {
+                let outputs = if passthrough {
+                    layer.output_processors & 0xffff << (16 * quadrant)
+                } else {
+                    layer.output_processors
+                };
+                let instance = if outputs == 0 { 0 } else { outputs.trailing_zeros() / 4 };
+                (layer.out_offset / 4) | (instance << shift)
+            }
+            LayerRegister::WptrToffs => self.wptr_toffs,
+            // Operator layers only (izer max7800x.py, WPTR_MOFFS).
+            LayerRegister::WptrMoffs if passthrough => 0,
+            LayerRegister::WptrMoffs => 1 << shift,
             LayerRegister::WptrChoffs => self.choffs,
             LayerRegister::RptrBase => layer.in_offset / 4,
-            LayerRegister::Lctl => self.lctl | source_quadrants(layer, quadrant),
+            LayerRegister::Lctl => self.lctl | source_quadrants(layer, quadrant, master),
             LayerRegister::Lctl2 => self.lctl2,
             LayerRegister::Mcnt1 => self.mcnt1,
             LayerRegister::Mcnt2 => self.mcnt2,
@@ -345,29 +418,31 @@ impl LayerValues {
                 Some(bias) if bias.quadrant == quadrant => self.post | 1 << 12 | bias.offset,
                 _ => self.post,
             },
+            // §6.3 ENA: processor enables, plus the same mask enables for
+            // operator layers only (izer max7800x.py, ENA).
+            LayerRegister::Ena if passthrough => enabled,
             LayerRegister::Ena => enabled | enabled << 16,
         }
     }
 }
 
-/// LCTL bits 12–15 (§6.3): on the layer's first quadrant only, the other
-/// quadrants with enabled input processors, plus the bias quadrant; for
-/// operator layers only, so never for a passthrough layer.
-fn source_quadrants(layer: &Layer, quadrant: u32) -> u32 {
-    if layer.operator == Operator::Passthrough {
+/// LCTL bits 12–15 (§6.3; izer max7800x.py, LCTL): on the network's first
+/// used quadrant only, for operator layers: the later quadrants with
+/// enabled input processors of this layer, plus the bias quadrant.
+fn source_quadrants(layer: &Layer, quadrant: u32, master: u32) -> u32 {
+    if layer.operator == Operator::Passthrough || quadrant != master {
         return 0;
     }
-    let mut quadrants: u32 = (0..4)
+    let mut quadrants: u32 = (master + 1..4)
         .filter(|q| quadrant_map(layer.processors, *q) != 0)
         .map(|q| 1 << q)
         .sum();
-    if quadrants.trailing_zeros() != quadrant {
-        return 0;
-    }
-    if let Some(bias) = &layer.bias {
+    if let Some(bias) = &layer.bias
+        && bias.quadrant != quadrant
+    {
         quadrants |= 1 << bias.quadrant;
     }
-    (quadrants & !(1 << quadrant)) << 12
+    quadrants << 12
 }
 
 #[cfg(test)]

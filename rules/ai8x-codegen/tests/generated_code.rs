@@ -273,13 +273,16 @@ fn baseline_with_a_passthrough_layer_runs_on_the_host_shim() {
         assert!(column + columns <= 17, "{chunk:?}");
     }
     // §1.1, §6.3: layer 1's ONED (r = 3) and POST (r = 19) in quadrants
-    // 0..2 are 1 << 8 and 3 << 24; no MCNT1/MCNT2/OCHAN (r = 14..16).
+    // 0..2 are 1 << 8 | 3 (four time slots) and 3 << 24; OCHAN (r = 16) is
+    // 3 and no MCNT1/MCNT2 (r = 14, 15), as the izer writes for a
+    // single-pass passthrough layer of 16 processors per quadrant.
     let configure = &trace.writes["configure"];
     for q in 0..3u32 {
         let reg = |r: u32| 0x5110_0000 + 0x100_0000 * q + 4 * r + 0x100;
-        assert!(configure.contains(&(reg(3), 0x100)), "ONED q{q}");
+        assert!(configure.contains(&(reg(3), 0x103)), "ONED q{q}");
         assert!(configure.contains(&(reg(19), 0x0300_0000)), "POST q{q}");
-        assert!(!configure.iter().any(|w| (14..=16).any(|r| w.0 == reg(r))), "MCNT q{q}");
+        assert!(configure.contains(&(reg(16), 3)), "OCHAN q{q}");
+        assert!(!configure.iter().any(|w| (14..=15).any(|r| w.0 == reg(r))), "MCNT q{q}");
     }
     // fc's two logits: lanes 0 and 1 of the word at 0xA000 of instance 0.
     let all: Vec<(u32, u32)> = trace.writes.values().flatten().copied().collect();

@@ -152,12 +152,15 @@ fn pooled_conv2d_matches_izer_output_for_a_3x3_layer() {
 #[test]
 fn flattened_linear_registers_follow_the_spec_formulas() {
     // fc0 of §4.5 (16×4 flattened to 64 → 16, kernels at column 20, bias in
-    // quadrant 1 at 16), computed by hand from §6.3:
-    // RCNT: H = 4, no pool: stop_row 3, step 1 → 0x00010003.
-    // CCNT: c_tail = 1 → 0x00010000.  WPTR_TOFFS = 1 (linear).
+    // quadrant 1 at 16), from §6.3 and the izer's flatten rule (its 1×1
+    // view of the input, the pass count in LCTL2; reference cases
+    // 000-conv1d, 028-flatten, 048-conv1d):
+    // RCNT, CCNT: one 1×1 pixel per pass → 0x00010000.  WPTR_TOFFS = 1.
     // LCTL q0: 0x20 | 0x100 | ReLU 0x200 | 0x800 | bias quadrant 1 << 13.
+    // LCTL2: (15·8) << 12 | (1·4 − 1) = 0x78003.
     // MCNT: koffs = 9·20/1·8 = 0x5A0, kc = 16·4 = 64, kl = 63·8 = 0x1F8.
-    // POST: flatten 1 << 27; q1 adds bias enable 1 << 12 and offset 16.
+    // POST: no flatten bit for fewer than 16 passes; q1 adds bias enable
+    // 1 << 12 and offset 16.
     let mut fc0 = layer(Operator::Linear, [16, 4, 1], 16, [1, 1]);
     fc0.in_offset = 0;
     fc0.out_offset = 0xA000;
@@ -166,27 +169,27 @@ fn flattened_linear_registers_follow_the_spec_formulas() {
     let mut program = spec_4_5_convs();
     program.layers.push(fc0);
     let expected_q0 = [
-        ("RCNT", 0x0001_0003),
+        ("RCNT", 0x0001_0000),
         ("CCNT", 0x0001_0000),
         ("STRIDE", 0x10),
         ("WPTR_BASE", 0x2800),
         ("WPTR_TOFFS", 1),
         ("WPTR_MOFFS", 0x8000),
         ("LCTL", 0x2B20),
-        ("LCTL2", 0x0007_8000),
+        ("LCTL2", 0x0007_8003),
         ("MCNT1", 0x798),
         ("MCNT2", 0x5A0),
         ("OCHAN", 0x3F),
         ("ONED", 0x100),
-        ("POST", 0x0800_0000),
         ("ENA", 0xFFFF_FFFF),
     ];
     let got = writes_of(&program, 2);
     let quadrant = |q: u32| -> Vec<(&str, u32)> { got.iter().filter(|w| w.0 == q).map(|w| (w.1, w.2)).collect() };
     assert_eq!(quadrant(0), expected_q0);
-    let mut expected_q1 = expected_q0[..13].to_vec();
+    // Quadrant 1 has no processor of fc0: no ENA.
+    let mut expected_q1 = expected_q0[..12].to_vec();
     expected_q1[6].1 = 0xB20;
-    expected_q1[12].1 = 0x0800_1010;
+    expected_q1.push(("POST", 0x1010));
     assert_eq!(quadrant(1), expected_q1);
 }
 
@@ -250,37 +253,43 @@ fn baseline_pool(device: Device) -> Program {
 
 #[test]
 fn passthrough_max_pool_registers_follow_the_spec_formulas() {
-    // Hand-computed from §6.3 (MAX78002); no izer dump for a passthrough
-    // layer is in the spec.
+    // §6.3 (MAX78002) with the izer's passthrough rules (max7800x.py;
+    // reference cases 002-pool, 082-pool1d, 014-pool-max78000):
     // RCNT: r_tail = H − ⌊(H − P)/s⌋·s = 8 − 3·2 = 2, stop_row = 6;
     //   c_tail = W − ⌊(W − P_w)/s⌋·s = 1; step = (c_tail + (s − 1)·W)·in_expand = 2
     //   → 6 | 2 << 16; no pad bits.
     // CCNT: (W − c_tail) | c_tail << 16 = 0x10000.  PRCNT = P − 1 = 1.
     // STRIDE: (s − 1) | (s·in_expand) << 4 = 0x21.  RPTR_BASE = 0xA000/4.
-    // WPTR_BASE = out_offset/4 | (ffs(outmap)/4) << 15 = 0 (not written).
-    // LCTL: 0x20 | pool 0x80 | max 0x100 | 0x800; kw − 1 = kh − 1 = 0; no
-    //   bits 12–15 (operator layers only) → 0x9A0.
-    // LCTL2: ((fls − (ffs & ~3))·8) << 12 = (47·8) << 12 = 0x178000.
-    // MCNT1/MCNT2/OCHAN: no kernel memory, kc = in_expand = 1 → 0.
-    // ONED: passthrough 1 << 8.  POST: passthrough 3 << 24, shift 0, no bias.
-    // ENA: (quadrant map) | (quadrant map) << 16, quadrants 0, 1, 2.
-    let expected = [
-        ("RCNT", 0x0002_0006),
-        ("CCNT", 0x0001_0000),
-        ("PRCNT", 1),
-        ("STRIDE", 0x21),
-        ("WPTR_MOFFS", 0x8000),
-        ("RPTR_BASE", 0x2800),
-        ("LCTL", 0x9A0),
-        ("LCTL2", 0x0017_8000),
-        ("ONED", 0x100),
-        ("POST", 0x0300_0000),
-        ("ENA", 0xFFFF_FFFF),
-    ];
+    // WPTR_BASE: each quadrant's first output instance << 15: 0, 4, 8.
+    // WPTR_TOFFS: four instances (1 << 15) for more than 4 processors; no
+    //   WPTR_MOFFS, LCTL2 or mask enables (operator layers only).
+    // LCTL: 0x20 | pool 0x80 | max 0x100 | 0x800 → 0x9A0.
+    // OCHAN = ONED[3:0] = time slots of the widest quadrant − 1 = 15/4 = 3.
+    // ONED: 1 << 8 | 3.  POST: passthrough 3 << 24, shift 0, no bias.
+    // ENA: the quadrant's processor map, quadrants 0, 1, 2.
+    let expected = |q: u32| {
+        let mut regs = vec![
+            ("RCNT", 0x0002_0006),
+            ("CCNT", 0x0001_0000),
+            ("PRCNT", 1),
+            ("STRIDE", 0x21),
+            ("WPTR_TOFFS", 0x8000),
+            ("RPTR_BASE", 0x2800),
+            ("LCTL", 0x9A0),
+            ("OCHAN", 3),
+            ("ONED", 0x103),
+            ("POST", 0x0300_0000),
+            ("ENA", 0xFFFF),
+        ];
+        if q > 0 {
+            regs.insert(4, ("WPTR_BASE", (4 * q) << 15));
+        }
+        regs
+    };
     let got = writes_of(&baseline_pool(Device::Max78002), 0);
     for q in 0..3 {
         let quadrant: Vec<(&str, u32)> = got.iter().filter(|w| w.0 == q).map(|w| (w.1, w.2)).collect();
-        assert_eq!(quadrant, expected, "quadrant {q}");
+        assert_eq!(quadrant, expected(q), "quadrant {q}");
     }
     assert!(got.iter().all(|w| w.0 < 3));
 }
@@ -288,7 +297,8 @@ fn passthrough_max_pool_registers_follow_the_spec_formulas() {
 #[test]
 fn passthrough_registers_on_the_max78000() {
     // §6.3 MAX78000: RCNT = (H − 1 + 2·pad) | pad << 16 = 7; CCNT = W − 1 = 0;
-    // STRIDE = s − 1; WPTR_MOFFS = 1 << 13; LCTL2 span << 8; no MCNT/OCHAN.
+    // STRIDE = s − 1; WPTR_TOFFS = four instances = 1 << 13 (as in
+    // reference case 014-pool-max78000); no MCNT/OCHAN.
     let got = writes_of(&baseline_pool(Device::Max78000), 0);
     let q0: Vec<(&str, u32)> = got.iter().filter(|w| w.0 == 0).map(|w| (w.1, w.2)).collect();
     assert_eq!(
@@ -297,13 +307,12 @@ fn passthrough_registers_on_the_max78000() {
             ("RCNT", 7),
             ("PRCNT", 1),
             ("STRIDE", 1),
-            ("WPTR_MOFFS", 0x2000),
+            ("WPTR_TOFFS", 0x2000),
             ("RPTR_BASE", 0x1000),
             ("LCTL", 0x9A0),
-            ("LCTL2", 0x0001_7800),
-            ("ONED", 0x100),
+            ("ONED", 0x103),
             ("POST", 0x0300_0000),
-            ("ENA", 0xFFFF_FFFF),
+            ("ENA", 0xFFFF),
         ]
     );
 }
@@ -315,7 +324,7 @@ fn passthrough_2d_avg_pool_registers_follow_the_spec_formulas() {
     //   step = (2 + 1·8)·1 = 10 → 0x000A0006.
     // CCNT: (8 − 2) | 2 << 16.  PRCNT = PCCNT = 1.
     // LCTL: avg pool clears bit 8 → 0x20 | 0x80 | 0x800 = 0x8A0.
-    // LCTL2: (15·8) << 12 = 0x78000.  WPTR_BASE = 0x100/4.
+    // WPTR_BASE = 0x100/4; OCHAN 3 and ONED 0x103 for 16 processors.
     let mut pool = crate::test_layers::passthrough([16, 8, 8], PoolKind::Avg, [2, 2], 2);
     pool.out_offset = 0x100;
     let program = Program {
@@ -334,12 +343,12 @@ fn passthrough_2d_avg_pool_registers_follow_the_spec_formulas() {
             ("PCCNT", 1),
             ("STRIDE", 0x21),
             ("WPTR_BASE", 0x40),
-            ("WPTR_MOFFS", 0x8000),
+            ("WPTR_TOFFS", 0x8000),
             ("LCTL", 0x8A0),
-            ("LCTL2", 0x0007_8000),
-            ("ONED", 0x100),
+            ("OCHAN", 3),
+            ("ONED", 0x103),
             ("POST", 0x0300_0000),
-            ("ENA", 0xFFFF_FFFF),
+            ("ENA", 0xFFFF),
         ]
     );
 }
