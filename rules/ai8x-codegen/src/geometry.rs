@@ -119,21 +119,10 @@ const SUB_8_BIT_WEIGHTS: &str = "the spec does not pin down their registers: MCN
      weights only, LCTL2's factor 8 is unverified for b < 8 (§6.3), and the izer's kernel length can be a column short \
      for kc mod (8/b) ≠ 0 and interleaves passes for in_expand > 1 (§5.5, §10 item 19); use 8-bit weights";
 
-enum Refusal {
-    Invalid(String),
-    Unsupported(String, &'static str),
-}
-
-/// §2.6 pooling-only layer, §2.9, §2.11, §2.12, §5.1: what a passthrough
-/// layer must look like for the registers of §6.3 to describe it.
-fn check_passthrough(layer: &Layer) -> Result<(), Refusal> {
-    use Refusal::{Invalid, Unsupported};
-    if layer.pool.is_none() {
-        return Err(Unsupported(
-            "a passthrough layer without pooling".into(),
-            "the spec describes pooling-only layers (§2.6) only, not plain copies",
-        ));
-    }
+/// §2.6 pooling-only layer (or a plain copy), §2.9, §2.11, §2.12, §5.1:
+/// what a passthrough layer must look like for the izer's passthrough
+/// registers to describe it.
+fn check_passthrough(layer: &Layer) -> Result<(), String> {
     let problems = [
         (
             layer.kernel != [1, 1],
@@ -171,15 +160,7 @@ fn check_passthrough(layer: &Layer) -> Result<(), Refusal> {
         ),
     ];
     if let Some((_, problem)) = problems.iter().find(|(bad, _)| *bad) {
-        return Err(Invalid(format!(
-            "a passthrough (pooling-only) layer cannot have {problem}"
-        )));
-    }
-    if layer.input.channels > 64 {
-        return Err(Unsupported(
-            format!("a passthrough layer with {} channels", layer.input.channels),
-            "multi-pass pooling-only layers (MAX_POOL_PASSES, §1; MAX78000 1×1 rule, §2.6) have no register values in the spec",
-        ));
+        return Err(format!("a passthrough (pooling-only) layer cannot have {problem}"));
     }
     // §2.6, §5.1: the output map per quadrant equals the packed input map.
     // Required here in the form every reading of "packed" agrees on: the
@@ -190,10 +171,10 @@ fn check_passthrough(layer: &Layer) -> Result<(), Refusal> {
         map & (map + 1) == 0
     });
     if layer.output_processors != layer.processors || !packed {
-        return Err(Invalid(format!(
+        return Err(format!(
             "a passthrough layer's output map must equal its packed input map (§2.6, §5.1): processors {:#018x}, output_processors {:#018x}",
             layer.processors, layer.output_processors
-        )));
+        ));
     }
     Ok(())
 }
@@ -217,10 +198,7 @@ fn layer_geometry(
     };
     let passthrough = layer.operator == Operator::Passthrough;
     if passthrough {
-        check_passthrough(layer).map_err(|e| match e {
-            Refusal::Invalid(problem) => invalid(problem),
-            Refusal::Unsupported(what, why) => unsupported(what, why),
-        })?;
+        check_passthrough(layer).map_err(invalid)?;
     } else if layer.weight_bits != 8 {
         return Err(unsupported(
             format!("{}-bit weights", layer.weight_bits),

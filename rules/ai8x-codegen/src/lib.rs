@@ -10,11 +10,11 @@
 //! Scope: conv1d, conv2d (1×1, 3×3) and linear (with or without flatten)
 //! layers with 8-bit weights, optional max/avg pooling, 8- or 32-bit
 //! outputs, contiguous output maps starting at a multiple of 4 (§4.4); and
-//! pooling-only (passthrough, §2.6) layers of at most 64 channels whose
-//! output map equals their packed input map. Weights narrower than 8 bits,
-//! element-wise layers and multi-pass pooling-only layers are refused.
-//! Anything else is `CodegenError::Unsupported` or `Invalid`, never code
-//! with register values the spec does not give.
+//! passthrough layers (pooling-only, §2.6, or plain copies, one or more
+//! passes) whose output map equals their packed input map. Weights
+//! narrower than 8 bits and element-wise layers are refused. Anything else
+//! is `CodegenError::Unsupported` or `Invalid`, never code with register
+//! values that neither the spec nor the izer reference gives.
 //!
 //! Passthrough registers follow what ADI's izer writes (ai8x-synthesis
 //! izer/backend/max7800x.py, checked against the reference cases in

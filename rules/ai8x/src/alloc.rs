@@ -100,32 +100,42 @@ fn used_quadrants(maps: &[LayerMaps]) -> Vec<u8> {
 pub fn place(device: Device, layers: &[HwLayer], maps: &[LayerMaps]) -> Result<Allocation, AllocError> {
     let used_quadrants = used_quadrants(maps);
     let mut kernels = KernelMemory::new(device);
-    let mut out = Vec::with_capacity(layers.len());
-    let mut demands = Vec::new();
-    for (layer, m) in layers.iter().zip(maps) {
+    // The izer places the kernels of layers that use all 64 processors
+    // first, then the others in layer order (ai8x-synthesis
+    // izer/kernels.py:139-144); the same order gives the same columns.
+    let mut order: Vec<usize> = (0..layers.len()).collect();
+    order.sort_by_key(|&i| maps[i].processors != u64::MAX);
+    let mut placements: Vec<Option<KernelPlacement>> = vec![None; layers.len()];
+    for i in order {
+        let (layer, m) = (&layers[i], &maps[i]);
+        if layer.operator == Operator::None {
+            continue;
+        }
         let in_passes = Passes::for_channels(layer.in_channels());
         let out_passes = Passes::for_channels(layer.out_channels);
-        let kernel = if layer.operator == Operator::None {
-            None
-        } else {
-            let count = kernel_count(layer, m.output_processors, in_passes.count, out_passes.count);
-            let columns = kernel_columns(layer, count, in_passes.count, out_passes.count, out_passes.per_pass);
-            let offset = kernels.place(m.processors, columns, layer.is_depthwise()).map_err(
-                |KernelOverflow {
-                     processor,
-                     used,
-                     needed,
-                     limit,
-                 }| AllocError::KernelMemory {
-                    layer: layer.index,
-                    processor,
-                    used,
-                    needed,
-                    limit,
-                },
-            )?;
-            Some(KernelPlacement { offset, columns, count })
-        };
+        let count = kernel_count(layer, m.output_processors, in_passes.count, out_passes.count);
+        let columns = kernel_columns(layer, count, in_passes.count, out_passes.count, out_passes.per_pass);
+        let offset = kernels.place(m.processors, columns, layer.is_depthwise()).map_err(
+            |KernelOverflow {
+                 processor,
+                 used,
+                 needed,
+                 limit,
+             }| AllocError::KernelMemory {
+                layer: layer.index,
+                processor,
+                used,
+                needed,
+                limit,
+            },
+        )?;
+        placements[i] = Some(KernelPlacement { offset, columns, count });
+    }
+    let mut out = Vec::with_capacity(layers.len());
+    let mut demands = Vec::new();
+    for ((layer, m), kernel) in layers.iter().zip(maps).zip(placements) {
+        let in_passes = Passes::for_channels(layer.in_channels());
+        let out_passes = Passes::for_channels(layer.out_channels);
         if layer.bias {
             demands.push(BiasDemand {
                 layer: layer.index,

@@ -31,20 +31,26 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
     for a in &allocation.layers {
         let l = &a.layer;
         let fail = |why: String| ProgramError { layer: l.index, why };
+        // Element-wise operands (also fused into an operator) and their
+        // producers' interleaved writes have no place in the program yet.
+        if l.eltwise.is_some() {
+            return Err(fail("the C generator does not emit element-wise layers yet".into()));
+        }
+        if l.write_gap != 0 {
+            return Err(fail(format!(
+                "the C generator does not emit write_gap {} yet",
+                l.write_gap
+            )));
+        }
         let operator = match l.operator {
             Operator::Conv1d => cg::Operator::Conv1d,
             Operator::Conv2d => cg::Operator::Conv2d,
             Operator::Linear => cg::Operator::Linear,
-            Operator::None if l.eltwise.is_none() => cg::Operator::Passthrough,
-            other => {
-                return Err(fail(format!(
-                    "the C generator does not emit {} layers yet",
-                    if other == Operator::None {
-                        "element-wise"
-                    } else {
-                        "transposed convolution"
-                    }
-                )));
+            Operator::None => cg::Operator::Passthrough,
+            Operator::ConvTranspose2d => {
+                return Err(fail(
+                    "the C generator does not emit transposed convolution layers yet".into(),
+                ));
             }
         };
         let weight_bits = match l.weight_bits {

@@ -356,7 +356,7 @@ fn passthrough_2d_avg_pool_registers_follow_the_spec_formulas() {
 #[test]
 fn passthrough_layers_that_the_spec_does_not_describe_are_refused() {
     type Edit = fn(&mut Layer);
-    let cases: [(Edit, &str); 11] = [
+    let cases: [(Edit, &str); 10] = [
         (|l| l.activation = Activation::Relu, "cannot have activation Relu"),
         (|l| l.output_shift = -1, "cannot have output_shift -1"),
         (|l| l.weights = vec![0; 48], "cannot have 48 weights"),
@@ -370,10 +370,6 @@ fn passthrough_layers_that_the_spec_does_not_describe_are_refused() {
             |l| l.output_processors = 0xffff_ffff_ffff << 4,
             "output map must equal its packed input map",
         ),
-        (
-            |l| l.pool = None,
-            "a passthrough layer without pooling is not supported",
-        ),
     ];
     for (edit, message) in cases {
         let mut program = baseline_pool(Device::Max78002);
@@ -381,17 +377,23 @@ fn passthrough_layers_that_the_spec_does_not_describe_are_refused() {
         let err = layer_registers(&program).unwrap_err().to_string();
         assert!(err.contains(message), "expected `{message}` in `{err}`");
     }
-    // More than 64 channels: multi-pass pooling has no register values in
-    // the spec.
+}
+
+#[test]
+fn multi_pass_passthrough_counts_its_passes_as_the_izer() {
+    // 96 channels on 48 processors, two passes: LCTL2 = in_expand − 1 and
+    // MCNT2 = (out_expand − 1)·8, as in reference cases 003-pool-big and
+    // 051-pool-big; the row step and stride advance two words per pixel.
     let mut program = baseline_pool(Device::Max78002);
     program.layers[0] = crate::test_layers::passthrough([96, 8, 1], PoolKind::Max, [2, 1], 2);
     program.layers[0].processors = 0xffff_ffff_ffff;
     program.layers[0].output_processors = 0xffff_ffff_ffff;
-    let err = layer_registers(&program).unwrap_err();
-    assert!(
-        matches!(&err, CodegenError::Unsupported { what, .. } if what.contains("96 channels")),
-        "{err}"
-    );
+    let got = writes_of(&program, 0);
+    let find = |name: &str| got.iter().find(|w| w.0 == 0 && w.1 == name).map(|w| w.2);
+    assert_eq!(find("LCTL2"), Some(1));
+    assert_eq!(find("MCNT2"), Some(8));
+    assert_eq!(find("RCNT"), Some(0x0004_0006));
+    assert_eq!(find("STRIDE"), Some(0x41));
 }
 
 #[test]
