@@ -89,6 +89,11 @@ pub fn check(program: &Program) -> Result<Checked<'_>, CodegenError> {
     if used_quadrants.first() != Some(&0) {
         return Err(at(0, "no layer uses quadrant 0, the master quadrant (§5.1)".into()));
     }
+    // cnn_unload reads the output densely (§5.2).
+    let last = program.layers.len() - 1;
+    if program.layers[last].write_gap != 0 {
+        return Err(at(last, "the output layer cannot have a write gap".into()));
+    }
     for (i, layer) in program.layers.iter().enumerate() {
         if let Some(bias) = &layer.bias
             && !used_quadrants.contains(&bias.quadrant)
@@ -196,6 +201,11 @@ fn layer_geometry(
         what,
         why,
     };
+    if let Some(e) = layer.eltwise
+        && !(2..=16).contains(&e.operands)
+    {
+        return Err(invalid(format!("{} element-wise operands (§2.7: 2 to 16)", e.operands)));
+    }
     let passthrough = layer.operator == Operator::Passthrough;
     if passthrough {
         check_passthrough(layer).map_err(invalid)?;

@@ -11,8 +11,10 @@
 //! layers with 8-bit weights, optional max/avg pooling, 8- or 32-bit
 //! outputs, contiguous output maps starting at a multiple of 4 (§4.4); and
 //! passthrough layers (pooling-only, §2.6, or plain copies, one or more
-//! passes) whose output map equals their packed input map. Weights
-//! narrower than 8 bits and element-wise layers are refused. Anything else
+//! passes) whose output map equals their packed input map; element-wise
+//! stages (§2.7), alone or fused, over operands that their producers
+//! write interleaved (`write_gap`). Weights narrower than 8 bits are
+//! refused. Anything else
 //! is `CodegenError::Unsupported` or `Invalid`, never code with register
 //! values that neither the spec nor the izer reference gives.
 //!
@@ -43,7 +45,9 @@ pub use blob::{BlobError, Chunk, ModelBlob, parse_bin};
 pub use device::{COLUMN_BYTES, ControlRegister, Device};
 pub use error::CodegenError;
 pub use geometry::Passes;
-pub use program::{Activation, Bias, DataFormat, Dims, Layer, Operator, OutputWidth, Pool, PoolKind, Program};
+pub use program::{
+    Activation, Bias, DataFormat, Dims, Eltwise, EltwiseOp, Layer, Operator, OutputWidth, Pool, PoolKind, Program,
+};
 pub use registers::{LayerRegister, RegisterWrite, WRITE_ORDER, layer_registers};
 
 /// The generated files by path, relative to the module's root.

@@ -72,6 +72,47 @@ pub struct Layer {
     pub weights: Vec<i8>,
     /// `None` for a layer without (non-zero) bias.
     pub bias: Option<Bias>,
+    /// Element-wise operands combined before pooling or after it and the
+    /// operator (§2.7): `None` for one input.
+    #[serde(default)]
+    pub eltwise: Option<Eltwise>,
+    /// Words left free after each output word, for another producer's
+    /// interleaved output (the operands of a later element-wise layer,
+    /// §2.7).
+    #[serde(default)]
+    pub write_gap: u32,
+}
+
+/// An element-wise stage: `operands` inputs of `input`'s shape,
+/// interleaved word by word in data memory from `in_offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eltwise {
+    pub op: EltwiseOp,
+    /// 2..=16.
+    pub operands: u32,
+    /// Pool each operand before combining them (the default).
+    pub pool_first: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EltwiseOp {
+    Add,
+    Sub,
+    Xor,
+    Or,
+}
+
+impl EltwiseOp {
+    /// ONED's function code (§6.3): add 01, sub 00, xor 11, or 10.
+    pub fn code(self) -> u32 {
+        match self {
+            EltwiseOp::Add => 0b01,
+            EltwiseOp::Sub => 0b00,
+            EltwiseOp::Xor => 0b11,
+            EltwiseOp::Or => 0b10,
+        }
+    }
 }
 
 /// Channels × rows × columns.

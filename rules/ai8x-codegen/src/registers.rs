@@ -201,6 +201,9 @@ impl LayerValues {
         let [kh, kw] = layer.kernel;
         let in_expand = g.in_passes.count;
         let out_expand = g.out_passes.count;
+        // §2.7: the operands of an element-wise stage are interleaved word
+        // by word, so every read advances over all of them.
+        let operands = layer.eltwise.map_or(1, |e| e.operands);
         let pad_h = layer.pad;
         let pad_w = if layer.operator == Operator::Conv2d {
             layer.pad
@@ -222,12 +225,12 @@ impl LayerValues {
                 let r_tail = h - (h - ph) / s * s;
                 let c_tail = w - (w - pw) / s * s;
                 let row_c_tail = if layer.operator == Operator::Conv1d { 1 } else { c_tail };
-                let step = (row_c_tail + (s - 1) * w) * in_expand;
+                let step = (row_c_tail + (s - 1) * w) * operands * in_expand;
                 (
                     (h - r_tail) | step << 16 | pad_bits(pad_h),
                     (w - c_tail) | c_tail << 16 | pad_bits(pad_w),
                     // STRIDE = (s − 1) | (s·operands·in_expand) << 4.
-                    (s - 1) | (s * in_expand) << 4,
+                    (s - 1) | (s * operands * in_expand) << 4,
                 )
             }
         };
@@ -266,11 +269,15 @@ impl LayerValues {
         };
         // §6.3 LCTL2: ((fls(outmap) − (ffs(outmap) & ~3))·b) << 12 (MAX78000:
         // << 8) | wptr_skip << 4 | in_count. b is the weight width, 0 for
-        // a passthrough layer, which also skips only its write gap (0)
-        // instead of out_expand − 1 (izer max7800x.py, LCTL2).
+        // a passthrough layer; wptr_skip is out_expand·(write_gap + 1) − 1,
+        // for a passthrough layer its write gap (izer max7800x.py, LCTL2).
         let span_shift = if device == Device::Max78002 { 12 } else { 8 };
         let bits = if passthrough { 0 } else { layer.weight_bits };
-        let wptr_skip = if passthrough { 0 } else { out_expand - 1 };
+        let wptr_skip = if passthrough {
+            layer.write_gap
+        } else {
+            out_expand * (layer.write_gap + 1) - 1
+        };
         let lctl2 =
             ((fls(layer.output_processors) - (first_out & !3)) * bits) << span_shift | wptr_skip << 4 | in_count;
         // §6.3 MCNT: koffs = ⌊9·kern_offs/ksize⌋·8, kl = (kern_count − 1)·b;
@@ -304,16 +311,27 @@ impl LayerValues {
         } else {
             0
         };
-        // §6.3 ONED: conv1d k << 8 | 1 << 12; linear, 1×1 and passthrough:
-        // 1 << 8.
+        // §6.3 ONED: conv1d k << 8 | 1 << 12; linear, 1×1 and a one-operand
+        // passthrough: 1 << 8. Element-wise: 1 << 13 | fn << 14 |
+        // pool_first << 16 | operator << 17 | (operands − 1) << 18.
         let one_by_one = kh * kw == 1;
-        let oned = match layer.operator {
+        let mut oned = match layer.operator {
             Operator::Conv1d => kh << 8 | 1 << 12,
+            Operator::Passthrough if operands > 1 => 0,
             Operator::Linear | Operator::Passthrough => 1 << 8,
             Operator::Conv2d if one_by_one => 1 << 8,
             Operator::Conv2d => 0,
         } | oned_sad << 4
             | tscnt_max;
+        if let Some(e) = layer.eltwise {
+            oned |= 1 << 13 | e.op.code() << 14 | (e.operands - 1) << 18;
+            if e.pool_first && layer.pool.is_some() {
+                oned |= 1 << 16;
+            }
+            if !passthrough {
+                oned |= 1 << 17;
+            }
+        }
         // TRAM max: conv1d, linear and 1×1 layers use it only for a flatten
         // of 16 or more passes (izer max7800x.py, "TRAM ptr max"); 3×3
         // conv2d: W_p + 2·pad − 3 (27 for 28-wide MNIST, 36 and 17 for the
@@ -339,23 +357,24 @@ impl LayerValues {
         if flatten_prod >= 16 {
             post |= 1 << 27 | (flatten_prod >> 4) << 18;
         }
-        // §6.3 POST bits 24–25: passthrough 3 << 24.
+        // §6.3 POST bits 24–25: passthrough 3 << 24, element-wise 1 << 24.
         if passthrough {
-            post |= 3 << 24;
+            post |= if operands > 1 { 1 << 24 } else { 3 << 24 };
         }
+        // §6.3 WPTR_CHOFFS: (output_width/8)·(write_gap + 1) between passes.
         let choffs = match (out_expand > 1, layer.output_width) {
             (false, _) => 0,
-            // (output_width/8)·(write_gap + 1)
-            (true, OutputWidth::Bits8) => 1,
-            (true, OutputWidth::Bits32) => 4,
+            (true, OutputWidth::Bits8) => layer.write_gap + 1,
+            (true, OutputWidth::Bits32) => 4 * (layer.write_gap + 1),
         };
         // izer max7800x.py (WPTR_TOFFS): 1 for 1×1 conv2d and linear; for
-        // a passthrough layer one instance (more than 4 processors: four
-        // instances) of data memory in words.
+        // a passthrough layer one instance (more than 4 processors, or
+        // several operands in several passes: four instances) of data
+        // memory in words.
         let wptr_toffs = match layer.operator {
             Operator::Linear => 1,
             Operator::Conv2d if one_by_one => 1,
-            Operator::Passthrough if layer.processors.count_ones() > 4 => 1 << shift,
+            Operator::Passthrough if layer.processors.count_ones() > 4 || (operands > 1 && in_expand > 1) => 1 << shift,
             Operator::Passthrough => 1 << (shift - 2),
             Operator::Conv1d | Operator::Conv2d => 0,
         };

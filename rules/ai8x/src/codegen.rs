@@ -6,7 +6,7 @@ use kflow_ai8x_codegen as cg;
 
 use crate::alloc::Allocation;
 use crate::layer::{Operator, Shape};
-use crate::network::{Activation, DataFormat, OutputWidth, PoolKind, WeightBits};
+use crate::network::{Activation, DataFormat, EltwiseOp, OutputWidth, PoolKind, WeightBits};
 use crate::weights::Int8Layer;
 
 /// A layer the code generator cannot emit, and why.
@@ -31,17 +31,6 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
     for a in &allocation.layers {
         let l = &a.layer;
         let fail = |why: String| ProgramError { layer: l.index, why };
-        // Element-wise operands (also fused into an operator) and their
-        // producers' interleaved writes have no place in the program yet.
-        if l.eltwise.is_some() {
-            return Err(fail("the C generator does not emit element-wise layers yet".into()));
-        }
-        if l.write_gap != 0 {
-            return Err(fail(format!(
-                "the C generator does not emit write_gap {} yet",
-                l.write_gap
-            )));
-        }
         let operator = match l.operator {
             Operator::Conv1d => cg::Operator::Conv1d,
             Operator::Conv2d => cg::Operator::Conv2d,
@@ -103,6 +92,17 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
             kernel_offset: a.kernel.map_or(0, |k| k.offset),
             weights: stored.map(|v| v.weight.clone()).unwrap_or_default(),
             bias,
+            eltwise: l.eltwise.map(|op| cg::Eltwise {
+                op: match op {
+                    EltwiseOp::Add => cg::EltwiseOp::Add,
+                    EltwiseOp::Sub => cg::EltwiseOp::Sub,
+                    EltwiseOp::Xor => cg::EltwiseOp::Xor,
+                    EltwiseOp::Or => cg::EltwiseOp::Or,
+                },
+                operands: l.operands,
+                pool_first: l.pool_first,
+            }),
+            write_gap: l.write_gap,
         });
     }
     let first_format = allocation.layers.first().map(|a| a.layer.data_format);

@@ -1,6 +1,6 @@
 use super::*;
 use crate::device::Device;
-use crate::program::{Pool, Program};
+use crate::program::{Pool, PoolKind, Program};
 use crate::test_layers::{bias, layer};
 
 /// `(quadrant, register, value)` of layer `index`'s writes.
@@ -405,4 +405,76 @@ fn passthrough_is_none_or_passthrough_in_serde() {
         serde_json::to_string(&Operator::Passthrough).unwrap(),
         "\"passthrough\""
     );
+}
+
+/// Layers 1–3 of reference case 008-elt-add: a copy and a 1×1 conv2d of
+/// 12 channels × 8×8 written interleaved (write gap 1), then their sum.
+fn elt_add() -> Program {
+    let mut copy = crate::test_layers::passthrough([12, 8, 8], PoolKind::Max, [1, 1], 1);
+    copy.pool = None;
+    copy.in_offset = 0x1000;
+    copy.out_offset = 0x2000;
+    copy.write_gap = 1;
+    let mut conv = layer(Operator::Conv2d, [12, 8, 8], 12, [1, 1]);
+    conv.activation = Activation::None;
+    conv.in_offset = 0x1000;
+    conv.out_offset = 0x2004;
+    conv.write_gap = 1;
+    conv.kernel_offset = 4;
+    let mut add = crate::test_layers::passthrough([12, 8, 8], PoolKind::Max, [1, 1], 1);
+    add.pool = None;
+    add.in_offset = 0x2000;
+    add.out_offset = 0x3000;
+    add.eltwise = Some(crate::program::Eltwise {
+        op: crate::program::EltwiseOp::Add,
+        operands: 2,
+        pool_first: true,
+    });
+    Program {
+        device: Device::Max78002,
+        input_format: DataFormat::Hwc,
+        layers: vec![copy, conv, add],
+    }
+}
+
+#[test]
+fn element_wise_registers_match_the_izer_reference() {
+    // The izer's values for 008-elt-add (tests/data/izer-reference of
+    // kflow-ai8x): the sum reads two interleaved words per pixel.
+    let program = elt_add();
+    let q0 = |index: usize| -> Vec<(&str, u32)> {
+        writes_of(&program, index)
+            .into_iter()
+            .filter(|w| w.0 == 0)
+            .map(|w| (w.1, w.2))
+            .collect()
+    };
+    assert_eq!(
+        q0(2),
+        [
+            ("RCNT", 0x0002_0007),
+            ("CCNT", 0x0001_0007),
+            ("STRIDE", 0x20),
+            ("WPTR_BASE", 0xC00),
+            ("WPTR_TOFFS", 0x8000),
+            ("RPTR_BASE", 0x800),
+            ("LCTL", 0x920),
+            ("OCHAN", 2),
+            ("ONED", 0x0004_6002),
+            ("POST", 0x0100_0000),
+            ("ENA", 0xFFF),
+        ]
+    );
+    // The producers skip one word after each of theirs.
+    let lctl2 = |index: usize| q0(index).into_iter().find(|w| w.0 == "LCTL2").map(|w| w.1);
+    assert_eq!(lctl2(0), Some(0x10));
+    assert_eq!(lctl2(1), Some(0x0005_8010));
+}
+
+#[test]
+fn an_output_layer_with_a_write_gap_is_refused() {
+    let mut program = elt_add();
+    program.layers.truncate(2);
+    let err = layer_registers(&program).unwrap_err();
+    assert!(err.to_string().contains("write gap"), "{err}");
 }
