@@ -119,10 +119,10 @@ pub fn quadrant_map(map: u64, quadrant: u32) -> u32 {
     ((map >> (quadrant * PROCESSORS_PER_QUADRANT)) & 0xffff) as u32
 }
 
-/// Why the generator refuses weights narrower than 8 bits.
-const SUB_8_BIT_WEIGHTS: &str = "the spec does not pin down their registers: MCNT's formula was observed with 8-bit \
-     weights only, LCTL2's factor 8 is unverified for b < 8 (§6.3), and the izer's kernel length can be a column short \
-     for kc mod (8/b) ≠ 0 and interleaves passes for in_expand > 1 (§5.5, §10 item 19); use 8-bit weights";
+/// Why the generator refuses a flatten layer with weights narrower than 8
+/// bits.
+const SUB_8_BIT_FLATTEN: &str =
+    "neither the spec (§5.5) nor the izer reference gives the packing of such a layer; use 8-bit weights";
 
 /// §2.6 pooling-only layer (or a plain copy), §2.9, §2.11, §2.12, §5.1:
 /// what a passthrough layer must look like for the izer's passthrough
@@ -209,10 +209,15 @@ fn layer_geometry(
     let passthrough = layer.operator == Operator::Passthrough;
     if passthrough {
         check_passthrough(layer).map_err(invalid)?;
-    } else if layer.weight_bits != 8 {
+    } else if ![1, 2, 4, 8].contains(&layer.weight_bits) {
+        return Err(invalid(format!(
+            "{}-bit weights (§2.10: 1, 2, 4 or 8)",
+            layer.weight_bits
+        )));
+    } else if layer.weight_bits != 8 && layer.flatten {
         return Err(unsupported(
-            format!("{}-bit weights", layer.weight_bits),
-            SUB_8_BIT_WEIGHTS,
+            format!("flatten with {}-bit weights", layer.weight_bits),
+            SUB_8_BIT_FLATTEN,
         ));
     }
     let (cin, h, w) = (layer.input.channels, layer.input.height, layer.input.width);
@@ -448,8 +453,7 @@ fn layer_geometry(
     //
     // A passthrough layer uses no kernel memory; like a depthwise layer
     // (§5.5 "depthwise: kc = in_expand") each output channel comes from its
-    // own input channel, so kc = in_expand = 1 (at most 64 channels, checked
-    // above): MCNT and OCHAN are then 0 (§6.3).
+    // own input channel. Its registers do not use kc.
     let mut kernel_count = if passthrough {
         in_passes.count
     } else {

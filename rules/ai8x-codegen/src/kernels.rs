@@ -97,7 +97,11 @@ impl KernelImage {
 }
 
 /// The bytes of the `k`-th enabled input processor, in fill order (§5.5,
-/// 8-bit weights, contiguous output map).
+/// contiguous output map). With `b`-bit weights a byte holds the same tap
+/// of `8/b` kernels, the first in the low bits; in several input passes
+/// the izer fills those slots pass first (§5.5: slot n of input pass ie
+/// holds `idx = n + ie·qf`, pass `idx mod in_expand`, output
+/// `o + ⌊idx/in_expand⌋`).
 fn fill_sequence(layer: &Layer, g: &LayerGeometry, k: u32) -> Vec<u8> {
     let cin = layer.input.channels;
     let cout = layer.out_channels;
@@ -105,7 +109,7 @@ fn fill_sequence(layer: &Layer, g: &LayerGeometry, k: u32) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(g.kernel_count as usize * taps);
     if layer.flatten {
         // §5.5: for each output o, W[o, c·HW .. c·HW + HW − 1] in natural
-        // order (single input pass, so c = k).
+        // order (single input pass, so c = k; 8-bit weights).
         let pixels = (g.pooled[0] * g.pooled[1]) as usize;
         let features = cin as usize * pixels;
         for o in 0..cout as usize {
@@ -114,17 +118,34 @@ fn fill_sequence(layer: &Layer, g: &LayerGeometry, k: u32) -> Vec<u8> {
         }
         return bytes;
     }
+    let b = layer.weight_bits;
+    let qf = 8 / b;
+    let mask = ((1u16 << b) - 1) as u8;
+    let (in_count, in_per_pass) = (g.in_passes.count, g.in_passes.per_pass);
+    // W[o, c, t] if it exists, as b low bits.
+    let weight = |o: u32, c: u32, t: usize| -> u8 {
+        if o < cout && c < cin {
+            layer.weights[(o as usize * cin as usize + c as usize) * taps + t] as u8 & mask
+        } else {
+            0
+        }
+    };
     for e in 0..g.out_passes.count {
-        for j in 0..g.out_passes.per_pass {
+        for j in (0..g.out_passes.per_pass).step_by(qf as usize) {
             let o = e * g.out_passes.per_pass + j;
-            for ie in 0..g.in_passes.count {
-                let c = k + ie * g.in_passes.per_pass;
-                if o < cout && c < cin {
-                    // The taps of W[o, c] in reverse order (last tap first).
-                    let start = (o as usize * cin as usize + c as usize) * taps;
-                    bytes.extend(layer.weights[start..start + taps].iter().rev().map(|w| *w as u8));
-                } else {
-                    bytes.extend(std::iter::repeat_n(0, taps));
+            for ie in 0..in_count {
+                if o >= cout || k + ie * in_per_pass >= cin {
+                    bytes.extend(std::iter::repeat_n(0, taps / qf as usize));
+                    continue;
+                }
+                // The taps in reverse order (last tap first).
+                for t in (0..taps).rev() {
+                    let byte = (0..qf).fold(0u8, |byte, n| {
+                        let idx = n + ie * qf;
+                        let (pass, output) = (idx % in_count, o + idx / in_count);
+                        byte | weight(output, k + pass * in_per_pass, t) << (n * b)
+                    });
+                    bytes.push(byte);
                 }
             }
         }

@@ -44,8 +44,8 @@ pub struct Layer {
     pub flatten: bool,
     pub out_channels: u32,
     pub activation: Activation,
-    /// The value the YAML `output_shift` carries (§2.11); the hardware adds
-    /// the implicit `8 − b`.
+    /// The value the YAML `output_shift` carries (§2.11); POST holds it plus
+    /// `8 − b`, as the izer writes it.
     pub output_shift: i32,
     /// Weight bits `b` (§2.10). The generator emits 8 only (see
     /// `CodegenError::Unsupported`); 8 for a passthrough layer (POST width

@@ -343,12 +343,21 @@ impl LayerValues {
         } else {
             0
         };
-        // §6.3 POST. The shift field is written for 32-bit outputs too (the
-        // izer does; the hardware ignores it there, §2.11).
-        let mut post = layer.output_shift.unsigned_abs() << 13;
-        if layer.output_shift < 0 {
+        // §6.3 POST bits 13–17: the izer writes output_shift + 8 − b (the
+        // weight width's headroom; every layer of the izer reference), for
+        // 32-bit outputs too. Bits 22–23: weight width, 8 → 0, 4 → 3,
+        // 2 → 2, 1 → 1.
+        let scale = layer.output_shift + 8 - layer.weight_bits as i32;
+        let mut post = scale.unsigned_abs() << 13;
+        if scale < 0 {
             post |= 1 << 17;
         }
+        post |= match layer.weight_bits {
+            4 => 3,
+            2 => 2,
+            1 => 1,
+            _ => 0,
+        } << 22;
         if layer.activation == Activation::Abs {
             post |= 1 << 26;
         }

@@ -224,11 +224,37 @@ fn max78000_uses_its_own_register_formulas() {
 }
 
 #[test]
-fn sub_8_bit_weights_are_rejected_with_the_reason() {
+fn sub_8_bit_weights_scale_the_mask_count_and_the_span() {
+    // As the izer writes a 4-bit layer (reference case 032-elt-add, layer
+    // 2): kl = (kc − 1)·4, LCTL2's span (15·4) << 12, POST width code 3 and
+    // shift output_shift + 4.
     let mut program = spec_4_5_convs();
     program.layers[1].weight_bits = 4;
+    let got = writes_of(&program, 1);
+    let find = |name: &str| got.iter().find(|w| w.0 == 0 && w.1 == name).map(|w| w.2);
+    assert_eq!(find("MCNT1"), Some(0x120 + 15 * 4));
+    assert_eq!(find("MCNT2"), Some(0x120));
+    assert_eq!(find("LCTL2"), Some((15 * 4) << 12));
+    let output_shift = program.layers[1].output_shift + 4;
+    assert!(output_shift >= 0);
+    assert_eq!(
+        find("POST").map(|p| p & 0x00E3_E000),
+        Some(3 << 22 | (output_shift as u32) << 13)
+    );
+}
+
+#[test]
+fn weight_widths_other_than_1_2_4_8_and_narrow_flatten_are_refused() {
+    let mut program = spec_4_5_convs();
+    program.layers[1].weight_bits = 3;
     let err = layer_registers(&program).unwrap_err();
-    assert!(matches!(err, CodegenError::Unsupported { layer: 1, .. }), "{err}");
+    assert!(matches!(err, CodegenError::Invalid { layer: 1, .. }), "{err}");
+    let mut fc0 = layer(Operator::Linear, [16, 4, 1], 16, [1, 1]);
+    fc0.weight_bits = 2;
+    let mut program = spec_4_5_convs();
+    program.layers.push(fc0);
+    let err = layer_registers(&program).unwrap_err();
+    assert!(matches!(err, CodegenError::Unsupported { layer: 2, .. }), "{err}");
 }
 
 #[test]
