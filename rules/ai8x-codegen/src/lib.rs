@@ -8,14 +8,15 @@
 //! `cnn_model.bin` and a Zephyr module skeleton.
 //!
 //! Scope: conv1d, conv2d (1×1, 3×3) and linear (with or without flatten)
-//! layers with 1-, 2-, 4- or 8-bit weights (8-bit only with flatten), optional max/avg pooling, 8- or 32-bit
-//! outputs, contiguous output maps starting at a multiple of 4 (§4.4); and
-//! passthrough layers (pooling-only, §2.6, or plain copies, one or more
-//! passes) whose output map equals their packed input map; element-wise
-//! stages (§2.7), alone or fused, over operands that their producers
-//! write interleaved (`write_gap`). Anything else
-//! is `CodegenError::Unsupported` or `Invalid`, never code with register
-//! values that neither the spec nor the izer reference gives.
+//! layers with 1-, 2-, 4- or 8-bit weights (8-bit only with flatten),
+//! optional max/avg pooling, 8- or 32-bit outputs, contiguous output maps
+//! starting at a multiple of 4 (§4.4); passthrough layers (pooling-only,
+//! §2.6, or plain copies, one or more passes) whose output map equals
+//! their packed input map; element-wise stages (§2.7), alone or fused,
+//! over operands that their producers write interleaved (`write_gap`).
+//! Anything else is `CodegenError::Unsupported` or `Invalid`, never code
+//! with register values that neither the spec nor the izer reference
+//! gives.
 //!
 //! Passthrough registers follow what ADI's izer writes (ai8x-synthesis
 //! izer/backend/max7800x.py, checked against the reference cases in
