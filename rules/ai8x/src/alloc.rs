@@ -99,6 +99,13 @@ fn used_quadrants(maps: &[LayerMaps]) -> Vec<u8> {
 /// (from a network file, or from `allocate`).
 pub fn place(device: Device, layers: &[HwLayer], maps: &[LayerMaps]) -> Result<Allocation, AllocError> {
     let used_quadrants = used_quadrants(maps);
+    // §5.6: a bias may go to any quadrant the izer configures, which
+    // includes those only the last layer writes to (ai8x-synthesis
+    // izer/backend/max7800x.py:997-1001).
+    let last_output = maps.last().map_or(0, |m| m.output_processors);
+    let bias_quadrants: Vec<usize> = (0..QUADRANTS)
+        .filter(|q| used_quadrants.contains(&(*q as u8)) || last_output >> (q * PROCESSORS_PER_QUADRANT) & 0xffff != 0)
+        .collect();
     let mut kernels = KernelMemory::new(device);
     // The izer places the kernels of layers that use all 64 processors
     // first, then the others in layer order (ai8x-synthesis
@@ -140,7 +147,7 @@ pub fn place(device: Device, layers: &[HwLayer], maps: &[LayerMaps]) -> Result<A
             demands.push(BiasDemand {
                 layer: layer.index,
                 bytes: layer.out_channels + (m.output_processors.trailing_zeros() % 4) * out_passes.count,
-                candidates: used_quadrants.iter().map(|q| usize::from(*q)).collect(),
+                candidates: bias_quadrants.clone(),
                 flatten: layer.flatten,
             });
         }
