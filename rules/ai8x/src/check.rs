@@ -163,11 +163,12 @@ pub fn check(device: Device, network: &Network, weights: &Weights, input: Shape)
     let (allocation, resources) = match resolved {
         Some(layers) => {
             let hidden = hidden_layers(device, &layers);
-            check_network(device, network, &layers, hidden, &mut findings);
+            check_network(device, &layers, hidden, &mut findings);
             for (doc, hw) in network.layers.iter().zip(&layers) {
                 check_layer(device, doc, hw, weights, &mut findings);
             }
             let maps = file_maps(network, &layers, &mut findings);
+            check_master_quadrant(&maps, &mut findings);
             check_maps(&layers, &maps, &mut findings);
             check_data_memory(device, &layers, &maps, &mut findings);
             match place(device, &layers, &maps) {
@@ -248,7 +249,7 @@ fn hidden_layers(device: Device, layers: &[HwLayer]) -> usize {
         .count()
 }
 
-fn check_network(device: Device, network: &Network, layers: &[HwLayer], hidden: usize, findings: &mut Findings) {
+fn check_network(device: Device, layers: &[HwLayer], hidden: usize, findings: &mut Findings) {
     let total = layers.len() + hidden;
     if total > device.max_layers() {
         let subject = if hidden > 0 {
@@ -273,12 +274,20 @@ fn check_network(device: Device, network: &Network, layers: &[HwLayer], hidden: 
             "one or the other (one global CTL bit)",
         ));
     }
-    if !network.layers.iter().any(|l| l.processors & 0xffff != 0) {
+}
+
+/// §5.1: quadrant 0 starts the network, so the izer needs it among the
+/// quadrants it configures: those with a layer's input processors or the
+/// last layer's output processors (ai8x-synthesis
+/// izer/backend/max7800x.py:997-1001).
+fn check_master_quadrant(maps: &[LayerMaps], findings: &mut Findings) {
+    let last_output = maps.last().map_or(0, |m| m.output_processors);
+    if last_output & 0xffff == 0 && !maps.iter().any(|m| m.processors & 0xffff != 0) {
         findings.violations.push(Violation::network(
             Rule::ProcessorMap,
             "quadrant 0",
             "unused",
-            "used by some layer",
+            "used by some layer or by the last layer's output",
         ));
     }
 }

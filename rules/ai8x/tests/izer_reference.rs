@@ -102,7 +102,9 @@ const IDENTICAL: &[(&str, &[&str])] = &[
             "098-fused",
             "099-pool1d-max78000",
             "100-conv1d-k68",
+            "102-conv1d-k68",
             "103-conv1d-rare",
+            "104-conv1d-rare",
         ],
     ),
     (
@@ -185,7 +187,9 @@ const IDENTICAL: &[(&str, &[&str])] = &[
             "098-fused",
             "099-pool1d-max78000",
             "100-conv1d-k68",
+            "102-conv1d-k68",
             "103-conv1d-rare",
+            "104-conv1d-rare",
         ],
     ),
     (
@@ -268,7 +272,9 @@ const IDENTICAL: &[(&str, &[&str])] = &[
             "098-fused",
             "099-pool1d-max78000",
             "100-conv1d-k68",
+            "102-conv1d-k68",
             "103-conv1d-rare",
+            "104-conv1d-rare",
         ],
     ),
     (
@@ -351,7 +357,9 @@ const IDENTICAL: &[(&str, &[&str])] = &[
             "098-fused",
             "099-pool1d-max78000",
             "100-conv1d-k68",
+            "102-conv1d-k68",
             "103-conv1d-rare",
+            "104-conv1d-rare",
         ],
     ),
     (
@@ -434,7 +442,9 @@ const IDENTICAL: &[(&str, &[&str])] = &[
             "098-fused",
             "099-pool1d-max78000",
             "100-conv1d-k68",
+            "102-conv1d-k68",
             "103-conv1d-rare",
+            "104-conv1d-rare",
         ],
     ),
     (
@@ -517,7 +527,9 @@ const IDENTICAL: &[(&str, &[&str])] = &[
             "098-fused",
             "099-pool1d-max78000",
             "100-conv1d-k68",
+            "102-conv1d-k68",
             "103-conv1d-rare",
+            "104-conv1d-rare",
         ],
     ),
     (
@@ -600,7 +612,9 @@ const IDENTICAL: &[(&str, &[&str])] = &[
             "098-fused",
             "099-pool1d-max78000",
             "100-conv1d-k68",
+            "102-conv1d-k68",
             "103-conv1d-rare",
+            "104-conv1d-rare",
         ],
     ),
     (
@@ -708,7 +722,9 @@ const IDENTICAL: &[(&str, &[&str])] = &[
             "099-pool1d-max78000",
             "100-conv1d-k68",
             "101-conv1d-k68",
+            "102-conv1d-k68",
             "103-conv1d-rare",
+            "104-conv1d-rare",
         ],
     ),
 ];
