@@ -227,6 +227,9 @@ pub fn source(model: &Model<'_>) -> String {
 #define CNN_AON_CTL 0x{aon:08x}u
 /* Clock enable and mexpress weight loading (bit 20), state machine stopped. */
 #define CNN_CTL_INIT 0x00100008u
+/* cnn_start's base word: CNN_CTL_INIT, plus bit 30 when the network has
+ * binary weights (spec §6.3 CTL bits, as the izer's cnn_start sets it). */
+#define CNN_CTL_RUN 0x{ctl_run:08x}u
 #define CNN_CTL_IRQ (1u << 12)
 #define CNN_QUADRANTS {quadrants}u
 #define CNN_USED_QUADRANTS {n_used}u
@@ -255,6 +258,11 @@ static volatile int cnn_complete;
         lcnt_max = device.control_address(0, ControlRegister::LcntMax) - ctl0,
         sram_test = device.control_address(0, ControlRegister::SramTest) - ctl0,
         aon = device.aon_control_address(),
+        ctl_run = if program.layers.iter().any(|l| l.binary) {
+            0x4010_0008u32
+        } else {
+            0x0010_0008
+        },
         quadrants = QUADRANTS,
         n_used = used.len(),
         used_list = used.iter().map(|q| format!("{q}u")).collect::<Vec<_>>().join(", "),
@@ -558,15 +566,15 @@ fn start(model: &Model<'_>) -> String {
         .used_quadrants
         .iter()
         .filter(|q| **q != 0)
-        .map(|q| format!("    CNN_WRITE32(CNN_CTL({q}u), CNN_CTL_INIT | 0x801u);\n"))
+        .map(|q| format!("    CNN_WRITE32(CNN_CTL({q}u), CNN_CTL_RUN | 0x801u);\n"))
         .collect();
     format!(
         r#"
 int cnn_start(void)
 {{
     cnn_complete = 0;
-    CNN_WRITE32(CNN_CTL(0u), CNN_CTL_INIT | 0x800u);
-{slaves}    CNN_WRITE32(CNN_CTL(0u), CNN_CTL_INIT | 0x001u);
+    CNN_WRITE32(CNN_CTL(0u), CNN_CTL_RUN | 0x800u);
+{slaves}    CNN_WRITE32(CNN_CTL(0u), CNN_CTL_RUN | 0x001u);
     return CNN_OK;
 }}
 

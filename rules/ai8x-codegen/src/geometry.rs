@@ -209,6 +209,8 @@ fn layer_geometry(
     let passthrough = layer.operator == Operator::Passthrough;
     if passthrough {
         check_passthrough(layer).map_err(invalid)?;
+    } else if layer.binary && (layer.weight_bits != 1 || layer.weights.iter().any(|w| w.abs() != 1)) {
+        return Err(invalid("binary weights are ±1 with weight_bits 1 (§2.10)".into()));
     } else if ![1, 2, 4, 8].contains(&layer.weight_bits) {
         return Err(invalid(format!(
             "{}-bit weights (§2.10: 1, 2, 4 or 8)",

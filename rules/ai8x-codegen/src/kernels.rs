@@ -33,8 +33,12 @@ impl KernelImage {
             }
             let enabled = (0..PROCESSORS).filter(|p| layer.processors >> p & 1 == 1);
             for (k, processor) in enabled.enumerate() {
-                let fill = fill_sequence(layer, geometry, k as u32);
-                let ncols = fill.len().div_ceil(COLUMN_BYTES) as u32;
+                let mut fill = fill_sequence(layer, geometry, k as u32);
+                // The izer writes kern_len columns (§5.5), zeros past the
+                // packed bytes: for b < 8 with kc mod 8/b ≠ 0 that is more.
+                let len = kern_len(layer, geometry).max(fill.len().div_ceil(COLUMN_BYTES) as u32);
+                fill.resize(len as usize * COLUMN_BYTES, 0);
+                let ncols = len;
                 let end = layer.kernel_offset + ncols;
                 let limit = device.kernel_columns(processor);
                 if end > limit {
@@ -96,6 +100,14 @@ impl KernelImage {
     }
 }
 
+/// §5.5: `kern_len = ⌈(kc·ksize·b + (kc mod qf)·ksize·(qf − 1)) / 72⌉`
+/// columns, the izer's length of a layer's kernels.
+fn kern_len(layer: &Layer, g: &LayerGeometry) -> u32 {
+    let (b, kc, ksize) = (layer.weight_bits, g.kernel_count, g.taps);
+    let qf = 8 / b;
+    (kc * ksize * b + (kc % qf) * ksize * (qf - 1)).div_ceil(72)
+}
+
 /// The bytes of the `k`-th enabled input processor, in fill order (§5.5,
 /// contiguous output map). With `b`-bit weights a byte holds the same tap
 /// of `8/b` kernels, the first in the low bits; in several input passes
@@ -122,10 +134,12 @@ fn fill_sequence(layer: &Layer, g: &LayerGeometry, k: u32) -> Vec<u8> {
     let qf = 8 / b;
     let mask = ((1u16 << b) - 1) as u8;
     let (in_count, in_per_pass) = (g.in_passes.count, g.in_passes.per_pass);
-    // W[o, c, t] if it exists, as b low bits.
+    // W[o, c, t] if it exists, as b low bits; a binary weight is its sign
+    // bit (§2.10: 1 for −1, 0 for +1).
     let weight = |o: u32, c: u32, t: usize| -> u8 {
         if o < cout && c < cin {
-            layer.weights[(o as usize * cin as usize + c as usize) * taps + t] as u8 & mask
+            let w = layer.weights[(o as usize * cin as usize + c as usize) * taps + t];
+            if layer.binary { u8::from(w < 0) } else { w as u8 & mask }
         } else {
             0
         }

@@ -72,6 +72,10 @@ pub struct Layer {
     pub weights: Vec<i8>,
     /// `None` for a layer without (non-zero) bias.
     pub bias: Option<Bias>,
+    /// Binary weights (§2.10, MAX78002): every weight is −1 or +1 and
+    /// `weight_bits` is 1.
+    #[serde(default)]
+    pub binary: bool,
     /// Element-wise operands combined before pooling or after it and the
     /// operator (§2.7): `None` for one input.
     #[serde(default)]

@@ -46,14 +46,18 @@ pub fn place_biases(
     let mut order: Vec<usize> = (0..demands.len()).collect();
     // §5.6 step 3: flatten layers first (MAX78000 only), then layers with a
     // single candidate, then larger first, ties in layer order.
+    // The izer's order (ai8x-synthesis izer/kbias.py, bias_sort): MAX78000
+    // flatten layers, then layers with one candidate in layer order, then
+    // the rest by descending size; a stable sort keeps layer order on ties.
     order.sort_by_key(|&i| {
         let d = &demands[i];
-        (
-            !(device == Device::Max78000 && d.flatten),
-            d.candidates.len() != 1,
-            std::cmp::Reverse(d.bytes),
-            d.layer,
-        )
+        if device == Device::Max78000 && d.flatten {
+            -1
+        } else if d.candidates.len() == 1 {
+            0
+        } else {
+            i64::from(limit) - i64::from(d.bytes)
+        }
     });
     let mut used = [0u32; QUADRANTS];
     let mut placed = vec![None; demands.len()];
@@ -108,6 +112,23 @@ mod tests {
         let got: Vec<(u8, u32)> = placed.iter().map(|p| (p.quadrant, p.offset)).collect();
         assert_eq!(got, [(0, 0), (1, 0), (1, 16), (0, 32)]);
         assert_eq!(used, [34, 32, 0, 0]);
+    }
+
+    #[test]
+    fn layers_with_one_candidate_keep_layer_order() {
+        // Reference case 067-avgpool2d: everything in quadrant 0, offsets
+        // 0, 5, 13 as the izer places them, not by size.
+        let demands: Vec<BiasDemand> = [5, 8, 5]
+            .iter()
+            .enumerate()
+            .map(|(layer, bytes)| BiasDemand {
+                candidates: vec![0],
+                ..demand(layer, *bytes)
+            })
+            .collect();
+        let (placed, _) = place_biases(Device::Max78002, &demands).unwrap();
+        let offsets: Vec<u32> = placed.iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [0, 5, 13]);
     }
 
     #[test]

@@ -43,11 +43,10 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
             }
         };
         let weight_bits = match l.weight_bits {
-            WeightBits::One => 1,
+            WeightBits::One | WeightBits::Binary => 1,
             WeightBits::Two => 2,
             WeightBits::Four => 4,
             WeightBits::Eight => 8,
-            WeightBits::Binary => return Err(fail("binary weights are not generated yet".into())),
         };
         let stored = values.get(&l.index);
         let bias = match (&a.bias, stored.and_then(|v| v.bias.as_ref())) {
@@ -92,6 +91,7 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
             kernel_offset: a.kernel.map_or(0, |k| k.offset),
             weights: stored.map(|v| v.weight.clone()).unwrap_or_default(),
             bias,
+            binary: l.weight_bits == WeightBits::Binary,
             eltwise: l.eltwise.map(|op| cg::Eltwise {
                 op: match op {
                     EltwiseOp::Add => cg::EltwiseOp::Add,

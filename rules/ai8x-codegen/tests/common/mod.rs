@@ -59,6 +59,7 @@ fn layer(
         kernel_offset: offsets[2],
         weights: values(offsets[2] + out_channels, n),
         bias: None,
+        binary: false,
         eltwise: None,
         write_gap: 0,
     }
