@@ -18,18 +18,18 @@ impl BiasImage {
     pub fn pack(checked: &Checked<'_>) -> Result<BiasImage, CodegenError> {
         let mut image = BiasImage::default();
         let mut owners: [Vec<Option<usize>>; QUADRANTS as usize] = Default::default();
-        for (index, layer) in checked.program.layers.iter().enumerate() {
+        for (index, (layer, geometry)) in checked.program.layers.iter().zip(&checked.layers).enumerate() {
             let Some(bias) = &layer.bias else { continue };
             let q = bias.quadrant as usize;
-            // The output map starts at a multiple of 4, so channel c is at
-            // bias_offs + c (§5.6 step 5 without the ffs mod 4 term).
-            let end = bias.offset as usize + bias.values.len();
+            // §5.6 step 5: channel c is at bias_offs + (ffs mod 4)·out_expand + c.
+            let first = (bias.offset + geometry.start_col * geometry.out_passes.count) as usize;
+            let end = first + bias.values.len();
             if image.quadrants[q].len() < end {
                 image.quadrants[q].resize(end, 0);
                 owners[q].resize(end, None);
             }
             for (c, value) in bias.values.iter().enumerate() {
-                let byte = bias.offset as usize + c;
+                let byte = first + c;
                 if let Some(other) = owners[q][byte].replace(index) {
                     return Err(CodegenError::BiasOverlap {
                         layer: index,

@@ -44,6 +44,9 @@ pub struct LayerGeometry {
     pub taps: u32,
     /// The kernel count `kc` of §5.5.
     pub kernel_count: u32,
+    /// Empty kernel slots before the first output: `ffs(output map) mod 4`
+    /// (§5.5 `start_col`).
+    pub start_col: u32,
 }
 
 /// A program with its derived per-layer quantities.
@@ -351,12 +354,28 @@ fn layer_geometry(
         )));
     }
     let first_out = layer.output_processors.trailing_zeros();
-    if !first_out.is_multiple_of(4)
-        || (layer.output_processors >> first_out).count_ones() != (layer.output_processors >> first_out).trailing_ones()
-    {
+    if (layer.output_processors >> first_out).count_ones() != (layer.output_processors >> first_out).trailing_ones() {
         return Err(unsupported(
             format!("output map {:#018x}", layer.output_processors),
-            "output maps must be contiguous and start at a multiple of 4 (spec §4.4, §5.5)",
+            "output maps must be contiguous (spec §4.4, §5.5)",
+        ));
+    }
+    // §5.5: an output map that starts inside a memory instance leaves
+    // start_col empty kernel slots before the first output.
+    let start_col = first_out % 4;
+    if start_col != 0 && out_passes.count > 1 {
+        return Err(unsupported(
+            format!(
+                "output map {:#018x} in {} passes",
+                layer.output_processors, out_passes.count
+            ),
+            "the izer reference has no multi-pass layer whose output map starts inside a memory instance",
+        ));
+    }
+    if start_col != 0 && layer.flatten {
+        return Err(unsupported(
+            format!("flatten into output map {:#018x}", layer.output_processors),
+            "neither the spec (§5.5) nor the izer reference gives the kernels of a flatten layer whose output map starts inside a memory instance",
         ));
     }
     if format == DataFormat::Chw && index == 0 && (0..16).any(|i| (layer.processors >> (4 * i) & 0xf).count_ones() > 1)
@@ -449,9 +468,9 @@ fn layer_geometry(
     if !layer.in_offset.is_multiple_of(4) || !layer.out_offset.is_multiple_of(4) {
         return Err(invalid("data offsets must be word-aligned (§4.2)".into()));
     }
-    // §5.5: kc = span·out_expand·in_expand; the map is contiguous and
-    // 4-aligned, so the span is thresh_out. Flatten multiplies by H_p·W_p
-    // and drops the outputs no channel uses.
+    // §5.5: kc = span·out_expand·in_expand; the map is contiguous, so the
+    // span is start_col + thresh_out. Flatten multiplies by H_p·W_p and
+    // drops the outputs no channel uses.
     //
     // A passthrough layer uses no kernel memory; like a depthwise layer
     // (§5.5 "depthwise: kc = in_expand") each output channel comes from its
@@ -459,7 +478,7 @@ fn layer_geometry(
     let mut kernel_count = if passthrough {
         in_passes.count
     } else {
-        out_passes.per_pass * out_passes.count * in_passes.count
+        (start_col + out_passes.per_pass) * out_passes.count * in_passes.count
     };
     if layer.flatten {
         let pixels = pooled[0] * pooled[1];
@@ -474,5 +493,6 @@ fn layer_geometry(
         output,
         taps,
         kernel_count,
+        start_col,
     })
 }

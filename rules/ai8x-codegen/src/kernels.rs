@@ -33,13 +33,16 @@ impl KernelImage {
             }
             let enabled = (0..PROCESSORS).filter(|p| layer.processors >> p & 1 == 1);
             for (k, processor) in enabled.enumerate() {
-                let mut fill = fill_sequence(layer, geometry, k as u32);
-                // The izer writes kern_len columns (§5.5), zeros past the
-                // packed bytes: for b < 8 with kc mod 8/b ≠ 0 that is more.
-                let len = kern_len(layer, geometry).max(fill.len().div_ceil(COLUMN_BYTES) as u32);
-                fill.resize(len as usize * COLUMN_BYTES, 0);
-                let ncols = len;
-                let end = layer.kernel_offset + ncols;
+                let (skip, lead) = empty_slots(layer, geometry);
+                let mut fill = vec![0; lead];
+                fill.extend(fill_sequence(layer, geometry, k as u32));
+                // The izer pads the written columns with zeros up to
+                // start_col + kern_len (§5.5): for b < 8 with kc mod 8/b ≠ 0
+                // that is more than the packed bytes.
+                let columns = (skip + fill.len().div_ceil(COLUMN_BYTES) as u32)
+                    .max(geometry.start_col + kern_len(layer, geometry));
+                fill.resize((columns - skip) as usize * COLUMN_BYTES, 0);
+                let end = layer.kernel_offset + columns;
                 let limit = device.kernel_columns(processor);
                 if end > limit {
                     return Err(CodegenError::KernelMemory {
@@ -56,7 +59,7 @@ impl KernelImage {
                     for (f, byte) in group.iter().enumerate() {
                         bytes[COLUMN_BYTES - 1 - f] = *byte;
                     }
-                    let column = layer.kernel_offset + i as u32;
+                    let column = layer.kernel_offset + skip + i as u32;
                     if let Some((_, other)) = image.columns.insert((processor, column), (bytes, index)) {
                         return Err(CodegenError::KernelOverlap {
                             layer: index,
@@ -100,10 +103,25 @@ impl KernelImage {
     }
 }
 
+/// The empty kernel slots before the first output (§5.5 start_col) take
+/// `start_col·ksize·in_expand` bytes: the izer skips the whole columns
+/// among them and writes `1/qf` of the remaining bytes as zeros
+/// (ai8x-synthesis izer/kernels.py). Returns (columns skipped, zero bytes).
+fn empty_slots(layer: &Layer, g: &LayerGeometry) -> (u32, usize) {
+    let bytes = g.start_col * g.taps * g.in_passes.count;
+    let qf = 8 / layer.weight_bits;
+    (
+        bytes / COLUMN_BYTES as u32,
+        ((bytes % COLUMN_BYTES as u32) / qf) as usize,
+    )
+}
+
 /// §5.5: `kern_len = ⌈(kc·ksize·b + (kc mod qf)·ksize·(qf − 1)) / 72⌉`
-/// columns, the izer's length of a layer's kernels.
+/// columns, the izer's length of a layer's kernels; its kc leaves out the
+/// empty slots that the kernel count register includes.
 fn kern_len(layer: &Layer, g: &LayerGeometry) -> u32 {
-    let (b, kc, ksize) = (layer.weight_bits, g.kernel_count, g.taps);
+    let (b, ksize) = (layer.weight_bits, g.taps);
+    let kc = g.kernel_count - g.start_col * g.out_passes.count * g.in_passes.count;
     let qf = 8 / b;
     (kc * ksize * b + (kc % qf) * ksize * (qf - 1)).div_ceil(72)
 }

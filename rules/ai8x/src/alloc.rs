@@ -9,7 +9,9 @@ use crate::data_memory::{
     DataMemory, Passes, input_bytes, instances, network_input_footprint, output_bytes, output_footprint,
 };
 use crate::device::{Device, PROCESSORS_PER_QUADRANT, QUADRANTS};
-use crate::kernel_memory::{KernelMemory, KernelOverflow, KernelPlacement, kernel_columns, kernel_count};
+use crate::kernel_memory::{
+    KernelMemory, KernelOverflow, KernelPlacement, kernel_columns, kernel_count, kernel_extent,
+};
 use crate::layer::{HwLayer, Operator, Source};
 use crate::network::{DataFormat, Dims, Layer, Network, Op, OutputWidth};
 
@@ -122,7 +124,14 @@ pub fn place(device: Device, layers: &[HwLayer], maps: &[LayerMaps]) -> Result<A
         let out_passes = Passes::for_channels(layer.out_channels);
         let count = kernel_count(layer, m.output_processors, in_passes.count, out_passes.count);
         let columns = kernel_columns(layer, count, in_passes.count, out_passes.count, out_passes.per_pass);
-        let offset = kernels.place(m.processors, columns, layer.is_depthwise()).map_err(
+        let extent = kernel_extent(
+            layer,
+            m.output_processors,
+            in_passes.count,
+            out_passes.count,
+            out_passes.per_pass,
+        );
+        let offset = kernels.place(m.processors, extent, layer.is_depthwise()).map_err(
             |KernelOverflow {
                  processor,
                  used,

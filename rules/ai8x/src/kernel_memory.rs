@@ -55,10 +55,9 @@ pub fn kernel_count(layer: &HwLayer, output_processors: u64, in_expand: u32, out
     kc.saturating_mul(pixels).saturating_sub(unused.saturating_mul(pixels))
 }
 
-/// Columns per input processor. The izer's formula can be one column short
-/// for sub-8-bit layers with `kc mod qf ≠ 0` (§5.5, §10 item 19), so the
-/// result is never below the bytes actually packed.
-pub fn kernel_columns(layer: &HwLayer, kc: u32, in_expand: u32, out_expand: u32, out_per_pass: u32) -> u32 {
+/// §5.5 `kern_len` and the bytes a processor's kernels actually pack into
+/// (from the first output, `8/b` outputs to a byte).
+fn formula_and_packed(layer: &HwLayer, kc: u32, in_expand: u32, out_expand: u32, out_per_pass: u32) -> (u32, u64) {
     let b = layer.weight_bits.bits();
     let qf = 8 / b;
     let ksize = layer.kernel_taps();
@@ -66,7 +65,7 @@ pub fn kernel_columns(layer: &HwLayer, kc: u32, in_expand: u32, out_expand: u32,
         u64::from(kc) * u64::from(ksize) * u64::from(b) + u64::from(kc % qf) * u64::from(ksize) * u64::from(qf - 1);
     let formula = u32::try_from(bits.div_ceil(u64::from(COLUMN_BITS))).unwrap_or(u32::MAX);
     if layer.flatten || layer.is_depthwise() || qf == 1 {
-        return formula;
+        return (formula, u64::from(formula) * u64::from(COLUMN_BYTES));
     }
     let span = kc / (in_expand * out_expand).max(1);
     let mut bytes = 0u64;
@@ -77,8 +76,68 @@ pub fn kernel_columns(layer: &HwLayer, kc: u32, in_expand: u32, out_expand: u32,
             bytes += u64::from(per_pass) * u64::from(in_expand);
         }
     }
-    let packed = u32::try_from(bytes.div_ceil(u64::from(COLUMN_BYTES))).unwrap_or(u32::MAX);
-    formula.max(packed)
+    (formula, bytes)
+}
+
+/// Columns per input processor. The izer's formula can be one column short
+/// for sub-8-bit layers with `kc mod qf ≠ 0` (§5.5, §10 item 19), so the
+/// result is never below the bytes actually packed.
+pub fn kernel_columns(layer: &HwLayer, kc: u32, in_expand: u32, out_expand: u32, out_per_pass: u32) -> u32 {
+    let (formula, packed) = formula_and_packed(layer, kc, in_expand, out_expand, out_per_pass);
+    formula.max(u32::try_from(packed.div_ceil(u64::from(COLUMN_BYTES))).unwrap_or(u32::MAX))
+}
+
+/// The columns a layer's kernels take relative to its start column, as the
+/// izer fills them (ai8x-synthesis izer/kernels.py): it looks for `search`
+/// free columns (`kern_len`) but writes, and so uses, `first..end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelExtent {
+    pub search: u32,
+    pub first: u32,
+    pub end: u32,
+}
+
+impl KernelExtent {
+    /// `columns` columns from the start.
+    pub fn dense(columns: u32) -> KernelExtent {
+        KernelExtent {
+            search: columns,
+            first: 0,
+            end: columns,
+        }
+    }
+}
+
+/// A layer's kernel extent. An output map that starts `start_col`
+/// processors into a memory instance (single output pass) skips
+/// `start_col·ksize·in_expand` bytes: whole columns are not written, the
+/// rest becomes `/qf` zero bytes; the written columns are then padded to
+/// `start_col + kern_len`.
+pub fn kernel_extent(
+    layer: &HwLayer,
+    output_processors: u64,
+    in_expand: u32,
+    out_expand: u32,
+    out_per_pass: u32,
+) -> KernelExtent {
+    let kc = kernel_count(layer, output_processors, in_expand, out_expand);
+    let (formula, packed) = formula_and_packed(layer, kc, in_expand, out_expand, out_per_pass);
+    let start_col = if out_expand == 1 && !layer.flatten && !layer.is_depthwise() {
+        ffs(output_processors) % 4
+    } else {
+        0
+    };
+    let qf = 8 / layer.weight_bits.bits();
+    let (skip, lead) = {
+        let bytes = start_col * layer.kernel_taps() * in_expand;
+        (bytes / COLUMN_BYTES, (bytes % COLUMN_BYTES) / qf)
+    };
+    let data = u32::try_from((u64::from(lead) + packed).div_ceil(u64::from(COLUMN_BYTES))).unwrap_or(u32::MAX);
+    KernelExtent {
+        search: formula,
+        first: skip,
+        end: (skip + data).max(start_col + formula),
+    }
 }
 
 /// The weight memory of all processors, filled layer by layer with the
@@ -118,9 +177,11 @@ impl KernelMemory {
         })
     }
 
-    /// Reserves `columns` columns at one 4-aligned start on every processor
-    /// of `processors` and returns the start.
-    pub fn place(&mut self, processors: u64, columns: u32, depthwise: bool) -> Result<u32, KernelOverflow> {
+    /// Finds one 4-aligned start with `extent.search` free columns on every
+    /// processor of `processors`, marks `extent.first..extent.end` from it
+    /// as used and returns the start.
+    pub fn place(&mut self, processors: u64, extent: KernelExtent, depthwise: bool) -> Result<u32, KernelOverflow> {
+        let columns = extent.search;
         let procs = Self::enabled(processors);
         let (Some(&smallest), true) = (
             procs.iter().min_by_key(|p| self.device.weight_columns(**p)),
@@ -178,7 +239,16 @@ impl KernelMemory {
             }
         };
         for p in &procs {
-            for c in start..start + columns {
+            let limit = self.device.weight_columns(*p);
+            if start + extent.end > limit {
+                return Err(KernelOverflow {
+                    processor: *p,
+                    used: self.used[*p].iter().filter(|u| **u).count() as u32,
+                    needed: extent.end,
+                    limit,
+                });
+            }
+            for c in start + extent.first..start + extent.end {
                 self.used[*p][c as usize] = true;
             }
         }
@@ -215,7 +285,11 @@ mod tests {
         let mut memory = KernelMemory::new(Device::Max78002);
         let offsets: Vec<u32> = [57, 43, 4, 1, 4, 11, 171]
             .into_iter()
-            .map(|len| memory.place(0xffff_ffff_ffff_ffff, len, false).unwrap())
+            .map(|len| {
+                memory
+                    .place(0xffff_ffff_ffff_ffff, KernelExtent::dense(len), false)
+                    .unwrap()
+            })
             .collect();
         assert_eq!(offsets, [0, 60, 104, 108, 112, 116, 128]);
     }
@@ -224,16 +298,16 @@ mod tests {
     fn max78002_large_processors_fill_from_the_top_first() {
         // MNIST (§5.5): layer 0 on processor 0 only lands at column 5060.
         let mut memory = KernelMemory::new(Device::Max78002);
-        assert_eq!(memory.place(0x1, 60, false).unwrap(), 5060);
-        assert_eq!(memory.place(0xffff_ffff, 60, false).unwrap(), 0);
-        assert_eq!(memory.place(0xffff_ffff, 56, false).unwrap(), 60);
+        assert_eq!(memory.place(0x1, KernelExtent::dense(60), false).unwrap(), 5060);
+        assert_eq!(memory.place(0xffff_ffff, KernelExtent::dense(60), false).unwrap(), 0);
+        assert_eq!(memory.place(0xffff_ffff, KernelExtent::dense(56), false).unwrap(), 60);
     }
 
     #[test]
     fn overflow_names_the_processor_and_its_depth() {
         let mut memory = KernelMemory::new(Device::Max78000);
-        memory.place(0xf, 700, false).unwrap();
-        let err = memory.place(0x1, 100, false).unwrap_err();
+        memory.place(0xf, KernelExtent::dense(700), false).unwrap();
+        let err = memory.place(0x1, KernelExtent::dense(100), false).unwrap_err();
         assert_eq!(
             err,
             KernelOverflow {
@@ -248,7 +322,7 @@ mod tests {
     #[test]
     fn depthwise_kernels_do_not_straddle_a_ram() {
         let mut memory = KernelMemory::new(Device::Max78002);
-        memory.place(0x2, 1000, false).unwrap();
-        assert_eq!(memory.place(0x2, 100, true).unwrap(), 1024);
+        memory.place(0x2, KernelExtent::dense(1000), false).unwrap();
+        assert_eq!(memory.place(0x2, KernelExtent::dense(100), true).unwrap(), 1024);
     }
 }
