@@ -384,10 +384,10 @@ fn layer_geometry(
             "CHW input with two processors in one memory instance (§2.13)".into(),
         ));
     }
-    if layer.flatten && in_passes.count > 1 {
+    if layer.flatten && in_passes.count * in_passes.per_pass != cin {
         return Err(unsupported(
-            "flatten with more than 64 input channels".into(),
-            "the packing order of multi-pass flatten layers is not in the spec (§5.5)",
+            format!("flatten of {cin} channels in {} passes", in_passes.count),
+            "only passes that all hold the same number of channels have a known packing (the izer fails on the others)",
         ));
     }
     let taps = kh * kw;

@@ -139,12 +139,19 @@ fn fill_sequence(layer: &Layer, g: &LayerGeometry, k: u32) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(g.kernel_count as usize * taps);
     if layer.flatten {
         // §5.5: for each output o, W[o, c·HW .. c·HW + HW − 1] in natural
-        // order (single input pass, so c = k; 8-bit weights).
+        // order; in several input passes the passes' channels
+        // c = k + ie·thresh_in alternate pixel by pixel (reference cases
+        // 005, 053, 080, 093 -flatten-mp). 8-bit weights; every pass full,
+        // so c < Cin.
         let pixels = (g.pooled[0] * g.pooled[1]) as usize;
         let features = cin as usize * pixels;
         for o in 0..cout as usize {
-            let start = o * features + k as usize * pixels;
-            bytes.extend(layer.weights[start..start + pixels].iter().map(|w| *w as u8));
+            for px in 0..pixels {
+                for ie in 0..g.in_passes.count {
+                    let c = (k + ie * g.in_passes.per_pass) as usize;
+                    bytes.push(layer.weights[o * features + c * pixels + px] as u8);
+                }
+            }
         }
         return bytes;
     }
