@@ -187,6 +187,47 @@ fn check_passthrough(layer: &Layer) -> Result<(), String> {
     Ok(())
 }
 
+/// What a depthwise layer must look like for the izer's broadcast mode as
+/// the reference shows it: one output per input channel, one pass, 8-bit
+/// weights, processors contiguous from a quadrant's first, the output map
+/// 4-aligned, the bias laid out for broadcast.
+fn check_depthwise(layer: &Layer, out_passes: Passes) -> Result<(), String> {
+    let first = layer.processors.trailing_zeros();
+    let problems = [
+        (
+            layer.operator != Operator::Conv2d,
+            "an operator other than conv2d".to_owned(),
+        ),
+        (
+            layer.out_channels != layer.input.channels,
+            format!("{} outputs for {} inputs", layer.out_channels, layer.input.channels),
+        ),
+        (out_passes.count > 1, "more than one pass".to_owned()),
+        (layer.weight_bits != 8, format!("{}-bit weights", layer.weight_bits)),
+        (
+            !first.is_multiple_of(16)
+                || (layer.processors >> first).count_ones() != (layer.processors >> first).trailing_ones(),
+            format!(
+                "processors {:#018x} (contiguous from a quadrant's first)",
+                layer.processors
+            ),
+        ),
+        (
+            !layer.output_processors.trailing_zeros().is_multiple_of(4),
+            format!("output map {:#018x}", layer.output_processors),
+        ),
+        (
+            layer.bias.as_ref().is_some_and(|b| b.broadcast.is_none()),
+            "a bias without per-quadrant offsets".to_owned(),
+        ),
+        (layer.eltwise.is_some(), "an element-wise stage".to_owned()),
+    ];
+    match problems.iter().find(|(bad, _)| *bad) {
+        Some((_, problem)) => Err(format!("a depthwise layer cannot have {problem}")),
+        None => Ok(()),
+    }
+}
+
 fn layer_geometry(
     device: Device,
     index: usize,
@@ -363,6 +404,9 @@ fn layer_geometry(
     // §5.5: an output map that starts inside a memory instance leaves
     // start_col empty kernel slots before the first output.
     let start_col = first_out % 4;
+    if layer.depthwise {
+        check_depthwise(layer, out_passes).map_err(invalid)?;
+    }
     if start_col != 0 && out_passes.count > 1 {
         return Err(unsupported(
             format!(
@@ -393,6 +437,8 @@ fn layer_geometry(
     let taps = kh * kw;
     let features = if layer.flatten {
         cin * pooled[0] * pooled[1]
+    } else if layer.depthwise {
+        1
     } else {
         cin
     };
@@ -475,7 +521,8 @@ fn layer_geometry(
     // A passthrough layer uses no kernel memory; like a depthwise layer
     // (§5.5 "depthwise: kc = in_expand") each output channel comes from its
     // own input channel. Its registers do not use kc.
-    let mut kernel_count = if passthrough {
+    // §5.5: a depthwise layer has kc = in_expand.
+    let mut kernel_count = if passthrough || layer.depthwise {
         in_passes.count
     } else {
         (start_col + out_passes.per_pass) * out_passes.count * in_passes.count

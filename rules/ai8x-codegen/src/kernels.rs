@@ -155,6 +155,20 @@ fn fill_sequence(layer: &Layer, g: &LayerGeometry, k: u32) -> Vec<u8> {
         }
         return bytes;
     }
+    if layer.depthwise {
+        // kc = in_expand (§5.5): per input pass, the taps of W[c, 0] in
+        // reverse order, c = k + ie·thresh_in (izer/kernels.py).
+        for ie in 0..g.in_passes.count {
+            let c = k + ie * g.in_passes.per_pass;
+            if c < cin {
+                let start = c as usize * taps;
+                bytes.extend(layer.weights[start..start + taps].iter().rev().map(|w| *w as u8));
+            } else {
+                bytes.extend(std::iter::repeat_n(0, taps));
+            }
+        }
+        return bytes;
+    }
     let b = layer.weight_bits;
     let qf = 8 / b;
     let mask = ((1u16 << b) - 1) as u8;

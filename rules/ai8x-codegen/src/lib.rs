@@ -7,8 +7,9 @@
 //! writes `cnn_model.c`, `cnn_model.h`, `cnn_model_weights.h`,
 //! `cnn_model.bin` and a Zephyr module skeleton.
 //!
-//! Scope: conv1d, conv2d (1×1, 3×3) and linear (with or without flatten)
-//! layers with 1-, 2-, 4- or 8-bit weights (8-bit only with flatten),
+//! Scope: conv1d, conv2d (1×1, 3×3; depthwise in broadcast mode) and
+//! linear (with or without flatten) layers with 1-, 2-, 4- or 8-bit or
+//! binary weights (8-bit only with flatten or depthwise),
 //! optional max/avg pooling, 8- or 32-bit outputs, contiguous output maps
 //! starting at a multiple of 4 (§4.4); passthrough layers (pooling-only,
 //! §2.6, or plain copies, one or more passes) whose output map equals
@@ -41,6 +42,7 @@ mod zephyr;
 
 use std::collections::BTreeMap;
 
+pub use bias::broadcast_bias_layout;
 pub use blob::{BlobError, Chunk, ModelBlob, parse_bin};
 pub use device::{COLUMN_BYTES, ControlRegister, Device};
 pub use error::CodegenError;

@@ -72,6 +72,11 @@ pub struct Layer {
     pub weights: Vec<i8>,
     /// `None` for a layer without (non-zero) bias.
     pub bias: Option<Bias>,
+    /// Depthwise convolution (§2.3 `groups = C`, MAX78002) in the izer's
+    /// broadcast mode: output channel c from input channel c only; weights
+    /// `[C, 1, kh, kw]`.
+    #[serde(default)]
+    pub depthwise: bool,
     /// Binary weights (§2.10, MAX78002): every weight is −1 or +1 and
     /// `weight_bits` is 1.
     #[serde(default)]
@@ -200,4 +205,8 @@ pub struct Bias {
     /// One value per output channel: the integer added to the accumulator
     /// times 128 (SPEC.md §9).
     pub values: Vec<i8>,
+    /// A depthwise layer's offset in every quadrant it uses (§5.6 step 6;
+    /// `quadrant` and `offset` name the first).
+    #[serde(default)]
+    pub broadcast: Option<[Option<u32>; 4]>,
 }

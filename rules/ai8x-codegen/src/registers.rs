@@ -254,6 +254,10 @@ impl LayerValues {
         if device == Device::Max78002 {
             lctl |= (kw - 1) << 18 | (kh - 1) << 22;
         }
+        // §6.3 LCTL bit 29: depthwise broadcast.
+        if layer.depthwise {
+            lctl |= 1 << 29;
+        }
         // izer max7800x.py (LCTL2): a flatten layer's pass count is its
         // pixels times its passes ("flatten_prod"); bits 3–0 hold its low
         // four bits, POST and TPTR the rest.
@@ -297,17 +301,23 @@ impl LayerValues {
             (Device::Max78002, false) => (koffs + kl, koffs),
             (Device::Max78002, true) => (0, (out_expand - 1) * 8),
         };
-        // A passthrough layer's time-slot count: the 4-byte words of its
-        // widest quadrant, less one (izer max7800x.py, "tscnt_max"); it is
-        // its OCHAN and ONED bits 3–0.
+        // Time slots of the widest quadrant, less one (izer max7800x.py,
+        // "tscnt_max"), in ONED bits 3–0: for a passthrough layer its 4-byte
+        // words, which is also its OCHAN; for a depthwise layer in
+        // broadcast mode up to four output bytes.
+        let width = if layer.output_width == OutputWidth::Bits32 {
+            4
+        } else {
+            1
+        };
+        let counts = used_quadrants
+            .iter()
+            .map(|q| quadrant_map(layer.processors, *q).count_ones())
+            .filter(|n| *n > 0);
         let tscnt_max = if passthrough {
-            used_quadrants
-                .iter()
-                .map(|q| quadrant_map(layer.processors, *q).count_ones())
-                .filter(|n| *n > 0)
-                .map(|n| (n - 1) / 4)
-                .max()
-                .unwrap_or(0)
+            counts.map(|n| (n * width - 1) / 4).max().unwrap_or(0)
+        } else if layer.depthwise {
+            counts.map(|n| (n - 1).min(3) * width + width - 1).max().unwrap_or(0)
         } else {
             0
         };
@@ -366,9 +376,13 @@ impl LayerValues {
         if flatten_prod >= 16 {
             post |= 1 << 27 | (flatten_prod >> 4) << 18;
         }
-        // §6.3 POST bits 24–25: passthrough 3 << 24, element-wise 1 << 24.
+        // §6.3 POST bits 24–25: passthrough 3 << 24, element-wise 1 << 24;
+        // depthwise 1 << 30 | 1 << 24.
         if passthrough {
             post |= if operands > 1 { 1 << 24 } else { 3 << 24 };
+        }
+        if layer.depthwise {
+            post |= 1 << 30 | 1 << 24;
         }
         // §6.3 WPTR_CHOFFS: (output_width/8)·(write_gap + 1) between passes.
         let choffs = match (out_expand > 1, layer.output_width) {
@@ -382,7 +396,7 @@ impl LayerValues {
         // memory in words.
         let wptr_toffs = match layer.operator {
             Operator::Linear => 1,
-            Operator::Conv2d if one_by_one => 1,
+            Operator::Conv2d if one_by_one && !layer.depthwise => 1,
             Operator::Passthrough if layer.processors.count_ones() > 4 || (operands > 1 && in_expand > 1) => 1 << shift,
             Operator::Passthrough => 1 << (shift - 2),
             Operator::Conv1d | Operator::Conv2d => 0,
@@ -397,7 +411,14 @@ impl LayerValues {
             lctl2,
             mcnt1,
             mcnt2,
-            ochan: if passthrough { tscnt_max } else { g.kernel_count - 1 },
+            ochan: if passthrough {
+                tscnt_max
+            } else if layer.depthwise {
+                // izer max7800x.py, OCHAN for groups > 1.
+                (tscnt_max + 1) * in_expand - 1
+            } else {
+                g.kernel_count - 1
+            },
             oned,
             tptr,
             post,
@@ -442,8 +463,15 @@ impl LayerValues {
             LayerRegister::Ochan => self.ochan,
             LayerRegister::Oned => self.oned,
             LayerRegister::Tptr => self.tptr,
-            LayerRegister::Post => match &layer.bias {
-                Some(bias) if bias.quadrant == quadrant => self.post | 1 << 12 | bias.offset,
+            // §6.3 POST bits 0–12: the bias in the quadrant that holds it; a
+            // depthwise layer's in every quadrant it uses, its offset in
+            // 4-byte units (izer max7800x.py, POST).
+            LayerRegister::Post => match layer.bias.as_ref().map(|b| (b, b.broadcast)) {
+                Some((_, Some(offsets))) => match offsets[quadrant as usize] {
+                    Some(offset) => self.post | 1 << 12 | (offset / 4),
+                    None => self.post,
+                },
+                Some((bias, None)) if bias.quadrant == quadrant => self.post | 1 << 12 | bias.offset,
                 _ => self.post,
             },
             // §6.3 ENA: processor enables, plus the same mask enables for
@@ -455,10 +483,11 @@ impl LayerValues {
 }
 
 /// LCTL bits 12–15 (§6.3; izer max7800x.py, LCTL): on the network's first
-/// used quadrant only, for operator layers: the later quadrants with
+/// used quadrant only, for operator layers other than depthwise ones: the
+/// later quadrants with
 /// enabled input processors of this layer, plus the bias quadrant.
 fn source_quadrants(layer: &Layer, quadrant: u32, master: u32) -> u32 {
-    if layer.operator == Operator::Passthrough || quadrant != master {
+    if layer.operator == Operator::Passthrough || layer.depthwise || quadrant != master {
         return 0;
     }
     let mut quadrants: u32 = (master + 1..4)

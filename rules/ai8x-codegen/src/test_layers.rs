@@ -36,6 +36,7 @@ pub fn layer(operator: Operator, input: [u32; 3], out_channels: u32, kernel: [u3
         kernel_offset: 0,
         weights: vec![0; (out_channels * features * taps) as usize],
         bias: None,
+        depthwise: false,
         binary: false,
         eltwise: None,
         write_gap: 0,
@@ -51,6 +52,7 @@ pub fn bias(quadrant: u32, offset: u32, n: u32) -> Option<Bias> {
         quadrant,
         offset,
         values: vec![1; n as usize],
+        broadcast: None,
     })
 }
 

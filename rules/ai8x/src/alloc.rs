@@ -158,6 +158,7 @@ pub fn place(device: Device, layers: &[HwLayer], maps: &[LayerMaps]) -> Result<A
                 bytes: layer.out_channels + (m.output_processors.trailing_zeros() % 4) * out_passes.count,
                 candidates: bias_quadrants.clone(),
                 flatten: layer.flatten,
+                broadcast: layer.is_depthwise().then_some(m.processors),
             });
         }
         out.push(LayerAllocation {

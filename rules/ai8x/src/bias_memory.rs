@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use kflow_ai8x_codegen::broadcast_bias_layout;
+
 use crate::device::{Device, QUADRANTS};
 
 /// One layer's need for bias memory.
@@ -14,6 +16,9 @@ pub struct BiasDemand {
     /// `bias_group`, or every quadrant the network uses.
     pub candidates: Vec<usize>,
     pub flatten: bool,
+    /// A depthwise layer's input processors: its biases go to every
+    /// quadrant it uses, in the broadcast layout (§5.6 step 6).
+    pub broadcast: Option<u64>,
 }
 
 /// Where one layer's biases live.
@@ -23,6 +28,10 @@ pub struct BiasPlacement {
     /// Byte offset inside the quadrant's bias memory.
     pub offset: u32,
     pub bytes: u32,
+    /// A depthwise layer's offset in each quadrant it uses (`quadrant` and
+    /// `offset` name the first of them).
+    #[serde(default)]
+    pub broadcast: Option<[Option<u32>; QUADRANTS]>,
 }
 
 /// A layer whose biases fit no candidate quadrant.
@@ -43,7 +52,42 @@ pub fn place_biases(
     demands: &[BiasDemand],
 ) -> Result<(Vec<BiasPlacement>, [u32; QUADRANTS]), BiasOverflow> {
     let limit = device.bias_bytes_per_quadrant();
-    let mut order: Vec<usize> = (0..demands.len()).collect();
+    let mut used = [0u32; QUADRANTS];
+    let mut placed = vec![None; demands.len()];
+    // Depthwise layers first, in layer order, each at the next multiple
+    // of 4 of every quadrant it uses (izer/kbias.py).
+    for (i, d) in demands.iter().enumerate() {
+        let Some(processors) = d.broadcast else { continue };
+        let layout = broadcast_bias_layout(processors, d.bytes);
+        let mut offsets = [None; QUADRANTS];
+        for q in 0..QUADRANTS {
+            if processors >> (16 * q) & 0xffff != 0 {
+                used[q] = used[q].next_multiple_of(4);
+                offsets[q] = Some(used[q]);
+            }
+        }
+        for (q, bytes) in layout.iter().enumerate() {
+            let len = bytes.len() as u32;
+            if used[q] + len > limit {
+                return Err(BiasOverflow {
+                    layer: d.layer,
+                    bytes: len,
+                    used: used[q],
+                    limit,
+                    candidates: vec![q],
+                });
+            }
+            used[q] += len;
+        }
+        let first = offsets.iter().position(Option::is_some).unwrap_or(0);
+        placed[i] = Some(BiasPlacement {
+            quadrant: first as u8,
+            offset: offsets[first].unwrap_or(0),
+            bytes: d.bytes,
+            broadcast: Some(offsets),
+        });
+    }
+    let mut order: Vec<usize> = (0..demands.len()).filter(|i| demands[*i].broadcast.is_none()).collect();
     // §5.6 step 3: flatten layers first (MAX78000 only), then layers with a
     // single candidate, then larger first, ties in layer order.
     // The izer's order (ai8x-synthesis izer/kbias.py, bias_sort): MAX78000
@@ -59,8 +103,6 @@ pub fn place_biases(
             i64::from(limit) - i64::from(d.bytes)
         }
     });
-    let mut used = [0u32; QUADRANTS];
-    let mut placed = vec![None; demands.len()];
     for i in order {
         let d = &demands[i];
         let Some(&q) = d.candidates.iter().min_by_key(|q| (used[**q], **q)) else {
@@ -85,6 +127,7 @@ pub fn place_biases(
             quadrant: q as u8,
             offset: used[q],
             bytes: d.bytes,
+            broadcast: None,
         });
         used[q] += d.bytes;
     }
@@ -101,6 +144,7 @@ mod tests {
             bytes,
             candidates: vec![0, 1],
             flatten: false,
+            broadcast: None,
         }
     }
 

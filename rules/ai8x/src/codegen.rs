@@ -54,6 +54,7 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
                 quadrant: u32::from(p.quadrant),
                 offset: p.offset,
                 values: values.clone(),
+                broadcast: p.broadcast,
             }),
             _ => None,
         };
@@ -91,6 +92,7 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
             kernel_offset: a.kernel.map_or(0, |k| k.offset),
             weights: stored.map(|v| v.weight.clone()).unwrap_or_default(),
             bias,
+            depthwise: l.is_depthwise(),
             binary: l.weight_bits == WeightBits::Binary,
             eltwise: l.eltwise.map(|op| cg::Eltwise {
                 op: match op {

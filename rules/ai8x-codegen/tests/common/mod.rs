@@ -59,6 +59,7 @@ fn layer(
         kernel_offset: offsets[2],
         weights: values(offsets[2] + out_channels, n),
         bias: None,
+        depthwise: false,
         binary: false,
         eltwise: None,
         write_gap: 0,
@@ -70,6 +71,7 @@ fn bias(quadrant: u32, offset: u32, n: u32) -> Option<Bias> {
         quadrant,
         offset,
         values: values(100 + offset + quadrant, n as usize),
+        broadcast: None,
     })
 }
 
