@@ -285,6 +285,7 @@ fn layer_geometry(
     let [kh, kw] = layer.kernel;
     let kernel_ok = match layer.operator {
         Operator::Conv2d => matches!((kh, kw), (1, 1) | (3, 3)),
+        Operator::ConvTranspose2d => (kh, kw) == (3, 3),
         Operator::Conv1d => (1..=9).contains(&kh) && kw == 1 && w == 1,
         Operator::Linear | Operator::Passthrough => (kh, kw) == (1, 1),
     };
@@ -315,7 +316,7 @@ fn layer_geometry(
     }
     // §2.6: H_p = ⌊(H − P)/s⌋ + 1.
     let pooled = [(h - pool[0]) / pool_stride + 1, (w - pool[1]) / pool_stride + 1];
-    let pad_w = if layer.operator == Operator::Conv2d {
+    let pad_w = if matches!(layer.operator, Operator::Conv2d | Operator::ConvTranspose2d) {
         layer.pad
     } else {
         0
@@ -345,6 +346,16 @@ fn layer_geometry(
         // §2.6: a pooling-only layer writes the pooled input (checked above:
         // no flatten, pad 0).
         Operator::Passthrough => pooled,
+        // The input upsampled to 2H × 2W and convolved with pad 2 − pad.
+        Operator::ConvTranspose2d => {
+            if layer.pool.is_some() || layer.flatten || layer.depthwise || layer.eltwise.is_some() {
+                return Err(unsupported(
+                    "a transposed convolution with pooling, flatten, groups or an element-wise stage".into(),
+                    "the izer reference has no such layer",
+                ));
+            }
+            [2 * h + 2 - 2 * layer.pad, 2 * w + 2 - 2 * layer.pad]
+        }
         // §2.2, §2.3: H_out = H_p + 2·pad − k + 1.
         Operator::Conv1d | Operator::Conv2d => {
             if layer.flatten {

@@ -174,10 +174,18 @@ fn fill_sequence(layer: &Layer, g: &LayerGeometry, k: u32) -> Vec<u8> {
     let mask = ((1u16 << b) - 1) as u8;
     let (in_count, in_per_pass) = (g.in_passes.count, g.in_passes.per_pass);
     // W[o, c, t] if it exists, as b low bits; a binary weight is its sign
-    // bit (§2.10: 1 for −1, 0 for +1).
+    // bit (§2.10: 1 for −1, 0 for +1). A transposed convolution's kernel
+    // is W[c, o] turned by 180° (as the izer stores it; reference cases
+    // -convt).
+    let transposed = layer.operator == Operator::ConvTranspose2d;
     let weight = |o: u32, c: u32, t: usize| -> u8 {
         if o < cout && c < cin {
-            let w = layer.weights[(o as usize * cin as usize + c as usize) * taps + t];
+            let index = if transposed {
+                (c as usize * cout as usize + o as usize) * taps + taps - 1 - t
+            } else {
+                (o as usize * cin as usize + c as usize) * taps + t
+            };
+            let w = layer.weights[index];
             if layer.binary { u8::from(w < 0) } else { w as u8 & mask }
         } else {
             0

@@ -144,6 +144,12 @@ pub enum Operator {
     Conv1d,
     Conv2d,
     Linear,
+    /// A 3×3 transposed convolution with stride 2 (§2.4, YAML
+    /// `convtranspose2d`): `weights` are PyTorch's `[in, out, 3, 3]`,
+    /// `pad` the PyTorch padding (0..=2), the output `2H + 2 − 2·pad`
+    /// rows; no pooling.
+    #[serde(rename = "convtranspose2d")]
+    ConvTranspose2d,
     /// A pooling-only layer (§2.6, YAML `op: none` or `passthrough`): the
     /// pooled input is written unchanged (§3.2 step 5, `y = x`). It has no
     /// weights (`weights` empty, `weight_bits` 8), no bias, `output_shift`

@@ -191,8 +191,13 @@ impl LayerValues {
         let passthrough = layer.operator == Operator::Passthrough;
         // izer max7800x.py (row count): a flatten layer reads its whole
         // input as one 1×1 pixel per pass.
+        // A transposed convolution reads its input upsampled to 2H × 2W,
+        // padded with 2 − pad (izer max7800x.py, row count).
+        let transposed = layer.operator == Operator::ConvTranspose2d;
         let (h, w) = if layer.flatten {
             (1, 1)
+        } else if transposed {
+            (2 * layer.input.height, 2 * layer.input.width)
         } else {
             (layer.input.height, layer.input.width)
         };
@@ -204,11 +209,10 @@ impl LayerValues {
         // §2.7: the operands of an element-wise stage are interleaved word
         // by word, so every read advances over all of them.
         let operands = layer.eltwise.map_or(1, |e| e.operands);
-        let pad_h = layer.pad;
-        let pad_w = if layer.operator == Operator::Conv2d {
-            layer.pad
-        } else {
-            0
+        let pad_h = if transposed { 2 - layer.pad } else { layer.pad };
+        let pad_w = match layer.operator {
+            Operator::Conv2d | Operator::ConvTranspose2d => pad_h,
+            Operator::Conv1d | Operator::Linear | Operator::Passthrough => 0,
         };
         let shift = device.instance_word_shift();
         let (rcnt, ccnt, stride) = match device {
@@ -330,7 +334,7 @@ impl LayerValues {
             Operator::Passthrough if operands > 1 => 0,
             Operator::Linear | Operator::Passthrough => 1 << 8,
             Operator::Conv2d if one_by_one => 1 << 8,
-            Operator::Conv2d => 0,
+            Operator::Conv2d | Operator::ConvTranspose2d => 0,
         } | oned_sad << 4
             | tscnt_max;
         if let Some(e) = layer.eltwise {
@@ -346,7 +350,9 @@ impl LayerValues {
         // of 16 or more passes (izer max7800x.py, "TRAM ptr max"); 3×3
         // conv2d: W_p + 2·pad − 3 (27 for 28-wide MNIST, 36 and 17 for the
         // 37- and 18-wide pooled layers of ADI's svhn_tinierssd).
-        let tptr = if layer.operator == Operator::Conv2d && kw == 3 {
+        let tptr = if transposed {
+            w + 2 * pad_w - 3
+        } else if layer.operator == Operator::Conv2d && kw == 3 {
             (g.pooled[1] + 2 * layer.pad).saturating_sub(3)
         } else if flatten_prod >= 16 {
             flatten_prod << 16 | (2 * flatten_prod + 1)
@@ -384,6 +390,10 @@ impl LayerValues {
         if layer.depthwise {
             post |= 1 << 30 | 1 << 24;
         }
+        // §6.3 POST bit 28: transposed convolution.
+        if transposed {
+            post |= 1 << 28;
+        }
         // §6.3 WPTR_CHOFFS: (output_width/8)·(write_gap + 1) between passes.
         let choffs = match (out_expand > 1, layer.output_width) {
             (false, _) => 0,
@@ -399,7 +409,7 @@ impl LayerValues {
             Operator::Conv2d if one_by_one && !layer.depthwise => 1,
             Operator::Passthrough if layer.processors.count_ones() > 4 || (operands > 1 && in_expand > 1) => 1 << shift,
             Operator::Passthrough => 1 << (shift - 2),
-            Operator::Conv1d | Operator::Conv2d => 0,
+            Operator::Conv1d | Operator::Conv2d | Operator::ConvTranspose2d => 0,
         };
         LayerValues {
             device,

@@ -30,17 +30,20 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
     let mut layers = Vec::with_capacity(allocation.layers.len());
     for a in &allocation.layers {
         let l = &a.layer;
-        let fail = |why: String| ProgramError { layer: l.index, why };
+        // A dilated conv1d reads its taps apart; the program has no place
+        // for that yet.
+        if l.dilation != 1 {
+            return Err(ProgramError {
+                layer: l.index,
+                why: format!("the C generator does not emit dilation {} yet", l.dilation),
+            });
+        }
         let operator = match l.operator {
             Operator::Conv1d => cg::Operator::Conv1d,
             Operator::Conv2d => cg::Operator::Conv2d,
             Operator::Linear => cg::Operator::Linear,
             Operator::None => cg::Operator::Passthrough,
-            Operator::ConvTranspose2d => {
-                return Err(fail(
-                    "the C generator does not emit transposed convolution layers yet".into(),
-                ));
-            }
+            Operator::ConvTranspose2d => cg::Operator::ConvTranspose2d,
         };
         let weight_bits = match l.weight_bits {
             WeightBits::One | WeightBits::Binary => 1,
