@@ -354,7 +354,14 @@ fn layer_geometry(
                     "the izer reference has no such layer",
                 ));
             }
-            [2 * h + 2 - 2 * layer.pad, 2 * w + 2 - 2 * layer.pad]
+            let out = [2 * h + 2 - 2 * layer.pad, 2 * w + 2 - 2 * layer.pad];
+            if out.contains(&0) {
+                return Err(invalid(format!(
+                    "pad {} leaves no output of the {h}×{w} input",
+                    layer.pad
+                )));
+            }
+            out
         }
         // §2.2, §2.3: H_out = H_p + 2·pad − k + 1.
         Operator::Conv1d | Operator::Conv2d => {

@@ -351,7 +351,7 @@ impl LayerValues {
         // conv2d: W_p + 2·pad − 3 (27 for 28-wide MNIST, 36 and 17 for the
         // 37- and 18-wide pooled layers of ADI's svhn_tinierssd).
         let tptr = if transposed {
-            w + 2 * pad_w - 3
+            (w + 2 * pad_w).saturating_sub(3)
         } else if layer.operator == Operator::Conv2d && kw == 3 {
             (g.pooled[1] + 2 * layer.pad).saturating_sub(3)
         } else if flatten_prod >= 16 {
