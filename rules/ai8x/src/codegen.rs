@@ -28,8 +28,21 @@ fn dims(s: Shape) -> cg::Dims {
 /// The generator's program for `allocation`, with the weights of `values`.
 pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> Result<cg::Program, ProgramError> {
     let mut layers = Vec::with_capacity(allocation.layers.len());
-    for a in &allocation.layers {
+    for (i, a) in allocation.layers.iter().enumerate() {
         let l = &a.layer;
+        // On the MAX78002 the izer puts a hidden "avg-pool reset" layer
+        // between an element-wise layer and an average-pooling one (spec
+        // §2.7); the program has no place for it yet.
+        let avg_after_eltwise = i > 0
+            && allocation.layers[i - 1].layer.eltwise.is_some()
+            && l.pool.is_some_and(|p| p.kind == PoolKind::Avg);
+        if allocation.device == crate::device::Device::Max78002 && avg_after_eltwise {
+            return Err(ProgramError {
+                layer: l.index,
+                why: "the C generator does not emit the hidden avg-pool reset layer after an element-wise layer yet"
+                    .into(),
+            });
+        }
         // A dilated conv1d reads its taps apart; the program has no place
         // for that yet.
         if l.dilation != 1 {
