@@ -103,7 +103,8 @@ pub struct Eltwise {
     pub pool_first: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An element-wise operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EltwiseOp {
     Add,
@@ -113,6 +114,15 @@ pub enum EltwiseOp {
 }
 
 impl EltwiseOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EltwiseOp::Add => "add",
+            EltwiseOp::Sub => "sub",
+            EltwiseOp::Xor => "xor",
+            EltwiseOp::Or => "or",
+        }
+    }
+
     /// ONED's function code (§6.3): add 01, sub 00, xor 11, or 10.
     pub fn code(self) -> u32 {
         match self {

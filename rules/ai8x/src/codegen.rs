@@ -6,7 +6,7 @@ use kflow_ai8x_codegen as cg;
 
 use crate::alloc::Allocation;
 use crate::layer::{Operator, Shape};
-use crate::network::{Activation, DataFormat, EltwiseOp, OutputWidth, PoolKind, WeightBits};
+use crate::network::{Activation, DataFormat, OutputWidth, PoolKind, WeightBits};
 use crate::weights::Int8Layer;
 
 /// A layer the code generator cannot emit, and why.
@@ -111,12 +111,7 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
             depthwise: l.is_depthwise(),
             binary: l.weight_bits == WeightBits::Binary,
             eltwise: l.eltwise.map(|op| cg::Eltwise {
-                op: match op {
-                    EltwiseOp::Add => cg::EltwiseOp::Add,
-                    EltwiseOp::Sub => cg::EltwiseOp::Sub,
-                    EltwiseOp::Xor => cg::EltwiseOp::Xor,
-                    EltwiseOp::Or => cg::EltwiseOp::Or,
-                },
+                op,
                 operands: l.operands,
                 pool_first: l.pool_first,
             }),

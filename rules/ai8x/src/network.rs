@@ -99,26 +99,8 @@ impl Op {
     }
 }
 
-/// An element-wise operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EltwiseOp {
-    Add,
-    Sub,
-    Xor,
-    Or,
-}
-
-impl EltwiseOp {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EltwiseOp::Add => "add",
-            EltwiseOp::Sub => "sub",
-            EltwiseOp::Xor => "xor",
-            EltwiseOp::Or => "or",
-        }
-    }
-}
+/// An element-wise operation: the code generator's type, so that a layer's operation reaches the registers unchanged.
+pub use kflow_ai8x_codegen::EltwiseOp;
 
 /// `activate` values (§2.9).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
