@@ -51,21 +51,31 @@ pub fn case(seed: u64) -> Option<Case> {
     let mut values = BTreeMap::new();
     let mut hw: Vec<HwLayer> = Vec::new();
     let depth = rng.random_range(1..=5);
-    for index in 0..depth {
-        let last = index + 1 == depth;
+    while docs.len() < depth {
+        let grouped = rng.random_bool(0.25);
         let drawn = (0..20).find_map(|_| {
-            let (doc, cout) = draw_layer(&mut rng, index, input, &hw, low_bits, last);
-            add_layer(&mut rng, device, input, &docs, &weights, doc, cout)
+            let mut group = Group {
+                docs: docs.clone(),
+                weights: weights.clone(),
+                values: BTreeMap::new(),
+                hw: Vec::new(),
+            };
+            let ok = if grouped {
+                eltwise_group(&mut rng, device, input, &hw, low_bits, &mut group)
+            } else {
+                let last = docs.len() + 1 == depth;
+                let (doc, cout) = draw_layer(&mut rng, docs.len(), input, &hw, low_bits, last);
+                group.push(&mut rng, device, input, doc, cout)
+            };
+            ok.then_some(group)
         });
-        let Some((doc, layer_weights, layer_values, layers)) = drawn else {
+        let Some(group) = drawn else {
             break;
         };
-        docs.push(doc);
-        if let (Some(w), Some(v)) = (layer_weights, layer_values) {
-            weights.insert(index, w);
-            values.insert(index, v);
-        }
-        hw = layers;
+        docs = group.docs;
+        weights = group.weights;
+        values.extend(group.values);
+        hw = group.hw;
     }
     if hw.is_empty() {
         return None;
@@ -126,7 +136,7 @@ fn draw_layer(
             let k = rng.random_range(1..=9);
             doc.kernel_size = Some(Dims::One(k));
             doc.pad = Some(rng.random_range(0..=2.min(k - 1)));
-            if rng.random_bool(0.1) {
+            if k <= 4 && rng.random_bool(0.3) {
                 doc.dilation = Some(2);
             }
         }
@@ -162,41 +172,9 @@ fn draw_layer(
             pooled = rng.random_bool(0.8);
         }
         _ => {
-            let op = [EltwiseOp::Add, EltwiseOp::Sub, EltwiseOp::Xor, EltwiseOp::Or][rng.random_range(0..4)];
-            let operands = rng.random_range(2..=4);
-            // Operands: earlier outputs of the same shape, else the
-            // previous one again.
-            let mut same: Vec<SequenceRef> = hw
-                .iter()
-                .filter(|l| l.output == shape)
-                .map(|l| SequenceRef::Index(l.index))
-                .collect();
-            if input == shape {
-                same.push(SequenceRef::Input);
-            }
-            let previous = index.checked_sub(1).map_or(SequenceRef::Input, SequenceRef::Index);
-            let sources = (0..operands)
-                .map(|_| {
-                    if same.is_empty() || rng.random_bool(0.3) {
-                        previous.clone()
-                    } else {
-                        same[rng.random_range(0..same.len())].clone()
-                    }
-                })
-                .collect();
-            doc.in_sequences = Some(sources);
-            doc.operands = Some(operands);
-            doc.eltwise = Some(op);
-            if rng.random_bool(0.3) {
-                // Fused with a convolution.
-                doc.op = Some(Op::Conv2d);
-                doc.kernel_size = Some(Dims::Two(3, 3));
-                doc.pad = Some(1);
-            } else {
-                doc.op = Some(Op::Eltwise(op));
-                doc.eltwise = None;
-                cout = None;
-            }
+            doc.op = Some(Op::Conv2d);
+            doc.kernel_size = Some(Dims::Two(1, 1));
+            doc.pad = Some(0);
         }
     }
     if pooled {
@@ -210,11 +188,14 @@ fn draw_layer(
         doc.pool_stride = Some(Dims::One(rng.random_range(1..=3)));
     }
     if cout.is_some() {
-        doc.quantization = Some(match rng.random_range(0..8) {
-            0..=3 => WeightBits::Eight,
+        // The generator writes depthwise and flatten layers with 8-bit
+        // weights only; mostly 8 there, so that they get through.
+        let wide = doc.groups.is_some() || doc.flatten.is_some();
+        doc.quantization = Some(match rng.random_range(0..if wide { 16 } else { 8 }) {
             4 => WeightBits::Four,
             5 => WeightBits::Two,
-            _ => low_bits,
+            6 | 7 => low_bits,
+            _ => WeightBits::Eight,
         });
         doc.output_shift = Some(rng.random_range(-3..=3));
         doc.activate = Some([Activation::None, Activation::ReLU, Activation::Abs][rng.random_range(0..3)]);
@@ -229,89 +210,204 @@ fn draw_layer(
     (doc, cout)
 }
 
-/// Resolves the network with `doc` appended and gives `doc` weights of the
-/// shape its resolved input needs; `None` when the shapes do not resolve.
-#[allow(clippy::type_complexity)]
-fn add_layer(
+/// Layers drawn so far, with their weights and resolved shapes.
+struct Group {
+    docs: Vec<Layer>,
+    weights: Weights,
+    values: BTreeMap<usize, Int8Layer>,
+    hw: Vec<HwLayer>,
+}
+
+impl Group {
+    /// Appends `doc` with weights of the shape its resolved input needs;
+    /// false when the shapes do not resolve or kflow cannot place them.
+    fn push(&mut self, rng: &mut impl Rng, device: Device, input: Shape, doc: Layer, cout: Option<u32>) -> bool {
+        match self.resolved(rng, device, input, doc, cout) {
+            Some((doc, w, v, hw)) => {
+                let index = self.docs.len();
+                self.docs.push(doc);
+                if let (Some(w), Some(v)) = (w, v) {
+                    self.weights.insert(index, w);
+                    self.values.insert(index, v);
+                }
+                self.hw = hw;
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn resolved(
+        &self,
+        rng: &mut impl Rng,
+        device: Device,
+        input: Shape,
+        doc: Layer,
+        cout: Option<u32>,
+    ) -> Option<(Layer, Option<LayerWeights>, Option<Int8Layer>, Vec<HwLayer>)> {
+        let (docs, weights) = (&self.docs, &self.weights);
+        let index = docs.len();
+        let network = |doc: &Layer| Network {
+            arch: "random".into(),
+            dataset: "random".into(),
+            layers: docs.iter().cloned().chain([doc.clone()]).collect(),
+            ..Network::default()
+        };
+        let kernel = match doc.kernel_size {
+            Some(Dims::One(k)) => vec![k as usize],
+            Some(Dims::Two(h, w)) => vec![h as usize, w as usize],
+            None => Vec::new(),
+        };
+        let shape_of = |features: usize, cout: usize| -> Vec<usize> {
+            let mut s = match doc.op {
+                Some(Op::ConvTranspose2d) => vec![features, cout],
+                _ => vec![cout, features],
+            };
+            s.extend(&kernel);
+            s
+        };
+        let (layer_weights, layer_values) = match cout {
+            None => (None, None),
+            Some(cout) => {
+                // Resolved with a placeholder input count first: that gives
+                // the pooled input the real weights must match.
+                let mut probe = weights.clone();
+                probe.insert(index, LayerWeights::shape(&shape_of(1, cout as usize), None));
+                let mut findings = Findings::default();
+                let layers = kflow_ai8x::resolve(&network(&doc), &probe, input, &mut findings)?;
+                let pooled = layers[index].pooled;
+                let groups = doc.groups.unwrap_or(1).max(1);
+                let features = match doc.op {
+                    Some(Op::Linear) if doc.flatten == Some(true) => pooled.channels as u64 * pooled.pixels(),
+                    Some(Op::ConvTranspose2d) => u64::from(pooled.channels),
+                    _ => u64::from(pooled.channels / groups),
+                } as usize;
+                let per_kernel = match doc.op {
+                    Some(Op::ConvTranspose2d) => cout as usize / groups as usize,
+                    _ => cout as usize,
+                };
+                let shape = shape_of(features, per_kernel);
+                let bits = doc.quantization.unwrap_or_default();
+                let (lo, hi) = bits.range();
+                let count: usize = shape.iter().product();
+                let weight: Vec<i8> = (0..count)
+                    .map(|_| {
+                        if bits == WeightBits::Binary {
+                            if rng.random_bool(0.5) { 1 } else { -1 }
+                        } else {
+                            rng.random_range(lo..=hi) as i8
+                        }
+                    })
+                    .collect();
+                let bias: Option<Vec<i8>> = rng
+                    .random_bool(0.5)
+                    .then(|| (0..cout).map(|_| rng.random_range(-128..=127i32) as i8).collect());
+                let w = LayerWeights::values(&shape, &weight, bias.as_deref());
+                (Some(w), Some(Int8Layer { shape, weight, bias }))
+            }
+        };
+        let mut all = weights.clone();
+        if let Some(w) = &layer_weights {
+            all.insert(index, w.clone());
+        }
+        let mut findings = Findings::default();
+        let layers = kflow_ai8x::resolve(&network(&doc), &all, input, &mut findings)?;
+        // A layer the checker rejects for its own shape alone teaches nothing.
+        if !findings.violations.is_empty() || kflow_ai8x::allocate(device, &layers).is_err() {
+            return None;
+        }
+        Some((doc, layer_weights, layer_values, layers))
+    }
+}
+
+/// An element-wise layer and its operands as a network states them
+/// (spec §2.7): 2 to 4 branches that read the same source and write with
+/// `write_gap = operands − 1`, then the element-wise layer reading them all,
+/// alone or fused with a conv2d.
+fn eltwise_group(
     rng: &mut impl Rng,
     device: Device,
     input: Shape,
-    docs: &[Layer],
-    weights: &Weights,
-    doc: Layer,
-    cout: Option<u32>,
-) -> Option<(Layer, Option<LayerWeights>, Option<Int8Layer>, Vec<HwLayer>)> {
-    let index = docs.len();
-    let network = |doc: &Layer| Network {
-        arch: "random".into(),
-        dataset: "random".into(),
-        layers: docs.iter().cloned().chain([doc.clone()]).collect(),
-        ..Network::default()
+    hw: &[HwLayer],
+    low_bits: WeightBits,
+    group: &mut Group,
+) -> bool {
+    let shape = current_shape(input, hw);
+    let source = group
+        .docs
+        .len()
+        .checked_sub(1)
+        .map_or(SequenceRef::Input, SequenceRef::Index);
+    let operands = rng.random_range(2..=4u32);
+    let cout = if rng.random_bool(0.5) {
+        shape.channels
+    } else {
+        channel_count(rng)
     };
-    let kernel = match doc.kernel_size {
-        Some(Dims::One(k)) => vec![k as usize],
-        Some(Dims::Two(h, w)) => vec![h as usize, w as usize],
-        None => Vec::new(),
-    };
-    let shape_of = |features: usize, cout: usize| -> Vec<usize> {
-        let mut s = match doc.op {
-            Some(Op::ConvTranspose2d) => vec![features, cout],
-            _ => vec![cout, features],
+    let mut branches = Vec::new();
+    for _ in 0..operands {
+        let mut doc = Layer {
+            processors: 1,
+            in_sequences: Some(vec![source.clone()]),
+            write_gap: Some(operands - 1),
+            ..Layer::default()
         };
-        s.extend(&kernel);
-        s
-    };
-    let (layer_weights, layer_values) = match cout {
-        None => (None, None),
-        Some(cout) => {
-            // Resolved with a placeholder input count first: that gives
-            // the pooled input the real weights must match.
-            let mut probe = weights.clone();
-            probe.insert(index, LayerWeights::shape(&shape_of(1, cout as usize), None));
-            let mut findings = Findings::default();
-            let layers = kflow_ai8x::resolve(&network(&doc), &probe, input, &mut findings)?;
-            let pooled = layers[index].pooled;
-            let groups = doc.groups.unwrap_or(1).max(1);
-            let features = match doc.op {
-                Some(Op::Linear) if doc.flatten == Some(true) => pooled.channels as u64 * pooled.pixels(),
-                Some(Op::ConvTranspose2d) => u64::from(pooled.channels),
-                _ => u64::from(pooled.channels / groups),
-            } as usize;
-            let per_kernel = match doc.op {
-                Some(Op::ConvTranspose2d) => cout as usize / groups as usize,
-                _ => cout as usize,
-            };
-            let shape = shape_of(features, per_kernel);
-            let bits = doc.quantization.unwrap_or_default();
-            let (lo, hi) = bits.range();
-            let count: usize = shape.iter().product();
-            let weight: Vec<i8> = (0..count)
-                .map(|_| {
-                    if bits == WeightBits::Binary {
-                        if rng.random_bool(0.5) { 1 } else { -1 }
-                    } else {
-                        rng.random_range(lo..=hi) as i8
-                    }
-                })
-                .collect();
-            let bias: Option<Vec<i8>> = rng
-                .random_bool(0.5)
-                .then(|| (0..cout).map(|_| rng.random_range(-128..=127i32) as i8).collect());
-            let w = LayerWeights::values(&shape, &weight, bias.as_deref());
-            (Some(w), Some(Int8Layer { shape, weight, bias }))
+        let copy = cout == shape.channels && rng.random_bool(0.3);
+        if copy {
+            doc.op = Some(Op::Passthrough);
+        } else {
+            if shape.width == 1 {
+                doc.op = Some(Op::Conv1d);
+                doc.kernel_size = Some(Dims::One(3));
+            } else {
+                doc.op = Some(Op::Conv2d);
+                doc.kernel_size = Some(Dims::Two(3, 3));
+            }
+            doc.pad = Some(1);
+            doc.quantization = Some(if rng.random_bool(0.7) {
+                WeightBits::Eight
+            } else {
+                low_bits
+            });
+            doc.output_shift = Some(rng.random_range(-2..=2));
+            doc.activate = Some(Activation::ReLU);
         }
+        branches.push(SequenceRef::Index(group.docs.len()));
+        if !group.push(rng, device, input, doc, (!copy).then_some(cout)) {
+            return false;
+        }
+    }
+    let op = [EltwiseOp::Add, EltwiseOp::Sub, EltwiseOp::Xor, EltwiseOp::Or][rng.random_range(0..4)];
+    let mut doc = Layer {
+        processors: 1,
+        in_sequences: Some(branches),
+        operands: Some(operands),
+        ..Layer::default()
     };
-    let mut all = weights.clone();
-    if let Some(w) = &layer_weights {
-        all.insert(index, w.clone());
+    let mut out = None;
+    if rng.random_bool(0.3) {
+        doc.op = Some(Op::Conv2d);
+        doc.eltwise = Some(op);
+        doc.kernel_size = Some(Dims::Two(3, 3));
+        doc.pad = Some(1);
+        doc.quantization = Some(WeightBits::Eight);
+        doc.output_shift = Some(0);
+        out = Some(channel_count(rng));
+    } else {
+        doc.op = Some(Op::Eltwise(op));
     }
-    let mut findings = Findings::default();
-    let layers = kflow_ai8x::resolve(&network(&doc), &all, input, &mut findings)?;
-    // A layer the checker rejects for its own shape alone teaches nothing.
-    if !findings.violations.is_empty() || kflow_ai8x::allocate(device, &layers).is_err() {
-        return None;
+    if rng.random_bool(0.3) {
+        let kind = if rng.random_bool(0.5) {
+            PoolKind::Max
+        } else {
+            PoolKind::Avg
+        };
+        doc.pool = Some((kind, Dims::One(2)));
+        doc.pool_stride = Some(Dims::One(2));
+        doc.pool_first = Some(rng.random_bool(0.5) || operands > 2);
     }
-    Some((doc, layer_weights, layer_values, layers))
+    group.push(rng, device, input, doc, out)
 }
 
 /// Moves, now and then, one layer's output map and offset where its only
