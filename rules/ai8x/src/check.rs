@@ -1179,6 +1179,17 @@ layers:
     }
 
     #[test]
+    fn quadrant_0_used_only_by_the_final_output_map_is_accepted() {
+        let (mut net, w) = conv_chain(&[(4, 8, 3, 1)], "");
+        net.layers[0].processors = 0xf << 16;
+        let got = violations(Device::Max78002, &net, &w, Shape::new(4, 8, 8));
+        assert!(got.is_empty(), "{got:?}");
+        net.layers[0].output_processors = Some(0xff << 16);
+        let got = violations(Device::Max78002, &net, &w, Shape::new(4, 8, 8));
+        assert!(got.iter().any(|v| v.contains("quadrant 0")), "{got:?}");
+    }
+
+    #[test]
     fn a_passthrough_packed_above_processor_0_is_accepted() {
         let (net, w) = conv_then_pool(0xff00);
         let got = violations(Device::Max78002, &net, &w, Shape::new(4, 8, 8));

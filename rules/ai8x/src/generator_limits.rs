@@ -25,6 +25,16 @@ pub(crate) fn check_generator_limits(device: Device, layers: &[HwLayer], maps: &
         v.extend(flatten_limits(&at, hw, m));
         v.extend(depthwise_limits(&at, hw, m));
         v.extend(output_map_limits(&at, hw, m));
+        // §2.3: a dilated conv1d runs with zeros between its taps, and ±1
+        // weights have no zero.
+        if hw.operator == Operator::Conv1d && hw.dilation > 1 && hw.weight_bits == WeightBits::Binary {
+            v.push(at.violation(
+                Rule::Unsupported,
+                "dilation with binary weights",
+                hw.dilation,
+                "1 (the zero-stuffed taps need weight 0, which ±1 weights cannot hold)",
+            ));
+        }
         if hw.operator == Operator::ConvTranspose2d && hw.pool.is_some() {
             v.push(at.violation(
                 Rule::Unsupported,
