@@ -145,3 +145,42 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
         layers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Device;
+    use crate::layer::{Findings, resolve};
+    use crate::weights::{LayerWeights, Weights};
+    use crate::yaml::parse_network;
+
+    #[test]
+    fn a_dilated_conv1d_runs_with_zero_stuffed_kernels() {
+        let text = "arch: a\ndataset: d\nlayers:\n  - {processors: 3, op: conv1d, kernel_size: 3, dilation: 2, pad: 0, output_shift: 0, quantization: 8}\n";
+        let weight: Vec<i8> = (1..=6).collect();
+        let mut weights = Weights::default();
+        weights.insert(0, LayerWeights::values(&[1, 2, 3], &weight, None));
+        let mut findings = Findings::default();
+        let layers = resolve(
+            &parse_network(text).unwrap(),
+            &weights,
+            Shape::one_d(2, 10),
+            &mut findings,
+        )
+        .unwrap();
+        let allocation = crate::alloc::allocate(Device::Max78002, &layers).unwrap();
+        let values = BTreeMap::from([(
+            0,
+            Int8Layer {
+                shape: vec![1, 2, 3],
+                weight,
+                bias: None,
+            },
+        )]);
+        let program = program(&allocation, &values).unwrap();
+        let layer = &program.layers[0];
+        // §2.3: (k − 1)·d + 1 = 5 taps, the weights d apart.
+        assert_eq!(layer.kernel, [5, 1]);
+        assert_eq!(layer.weights, [1, 0, 2, 0, 3, 4, 0, 5, 0, 6]);
+    }
+}
