@@ -183,6 +183,8 @@ model = ":cnn"
 weights = ":train"
 dataset = "//data:small"
 weight_bits = "binary"
+# kflow cannot write a flatten layer with narrower weights (rules/ai8x/README.md).
+layer_bits = {{ out = 8 }}
 
 [[check]]
 name = "binary_on_max78002"

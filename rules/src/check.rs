@@ -140,7 +140,7 @@ impl Rule for CheckRule {
     }
 
     fn version(&self) -> u32 {
-        4
+        5
     }
 
     fn summary(&self) -> &'static str {

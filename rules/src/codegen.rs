@@ -48,7 +48,7 @@ impl Rule for CodegenRule {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn summary(&self) -> &'static str {

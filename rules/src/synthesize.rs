@@ -51,7 +51,7 @@ impl Rule for SynthesizeRule {
     }
 
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn summary(&self) -> &'static str {

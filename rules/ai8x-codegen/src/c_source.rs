@@ -64,13 +64,15 @@ fn unload(model: &Model<'_>) -> Unload {
     let mut addresses = Vec::new();
     let mut lanes = Vec::new();
     let first = layer.output_processors.trailing_zeros();
+    // §5.2: a gapped layer writes every (write_gap + 1)-th word.
+    let gap = layer.write_gap + 1;
     for c in 0..layer.out_channels {
         // §5.2: channel c is in pass ⌊c/thresh_out⌋ on the (c mod thresh_out)-th
-        // output processor; 8-bit word index (pixel·out_expand + e), 32-bit
+        // output processor; 8-bit word index (pixel·out_expand + e)·(write_gap + 1), 32-bit
         // (pixel·out_expand + e)·4 + lane.
         let (e, p) = (c / out.per_pass, first + c % out.per_pass);
         let lane = p % PROCESSORS_PER_INSTANCE;
-        let word = if wide { e * 4 + lane } else { e };
+        let word = if wide { e * 4 + lane } else { e * gap };
         addresses.push(
             program
                 .device
@@ -82,7 +84,7 @@ fn unload(model: &Model<'_>) -> Unload {
     Unload {
         addresses,
         lanes,
-        stride: 4 * out.count * if wide { 4 } else { 1 },
+        stride: 4 * out.count * if wide { 4 } else { gap },
         pixels: geometry.output[0] * geometry.output[1],
         wide,
     }

@@ -351,8 +351,16 @@ fn assign_offsets(
                 c
             }
         };
+        // An element-wise reader's base lies `4 · position` bytes below
+        // this operand's slot, so the slot cannot start lower than that.
+        let lowest = readers[i]
+            .iter()
+            .filter(|r| bases[**r].is_none())
+            .map(|r| 4 * operand_position(&layers[*r], i))
+            .max()
+            .unwrap_or(0);
         let chosen = candidates.into_iter().find(|&offset| {
-            u64::from(offset) + u64::from(probe.bytes) <= u64::from(size) && {
+            offset >= lowest && u64::from(offset) + u64::from(probe.bytes) <= u64::from(size) && {
                 let footprint = output_footprint(layer, maps[i].output_processors, out_passes, offset);
                 if forced.is_some() {
                     memory.overwrite(i, &footprint).is_none()
@@ -458,6 +466,7 @@ impl Allocation {
                     kernel_size,
                     pad: Some(l.pad),
                     groups: (l.groups > 1).then_some(l.groups),
+                    dilation: (l.dilation > 1).then_some(l.dilation),
                     activate: Some(l.activation),
                     pool: l.pool.map(|p| (p.kind, Dims::Two(p.size[0], p.size[1]))),
                     pool_stride: l.pool.map(|p| {

@@ -171,6 +171,7 @@ pub fn check(device: Device, network: &Network, weights: &Weights, input: Shape)
             check_master_quadrant(&maps, &mut findings);
             check_maps(&layers, &maps, &mut findings);
             check_data_memory(device, &layers, &maps, &mut findings);
+            crate::generator_limits::check_generator_limits(device, &layers, &maps, &mut findings);
             match place(device, &layers, &maps) {
                 Ok(allocation) => {
                     let resources = Resources::of(&allocation, hidden);
@@ -807,19 +808,26 @@ fn check_maps(layers: &[HwLayer], maps: &[LayerMaps], findings: &mut Findings) {
             }
         }
         if hw.operator == Operator::None {
-            // §2.6: the output map per quadrant is the input map packed to
-            // the quadrant's first processors.
-            let packed = (0..4).fold(0u64, |acc, q| {
-                let bits = (m.processors >> (q * PROCESSORS_PER_QUADRANT) & 0xffff).count_ones();
-                let ones = if bits == 0 { 0 } else { (1u64 << bits) - 1 };
-                acc | ones << (q * PROCESSORS_PER_QUADRANT)
+            // §2.6: a passthrough layer writes each channel where it read
+            // it; the izer accepts any map whose part in each quadrant is
+            // contiguous (packed), wherever it starts.
+            let packed = (0..4).all(|q| {
+                let map = m.processors >> (q * PROCESSORS_PER_QUADRANT) & 0xffff;
+                map == 0 || (map >> map.trailing_zeros()).trailing_ones() == map.count_ones()
             });
-            if m.output_processors != packed {
+            if !packed {
+                v.push(at.violation(
+                    Rule::ProcessorMap,
+                    "passthrough processors",
+                    format!("0x{:016x}", m.processors),
+                    "contiguous within each quadrant",
+                ));
+            } else if m.output_processors != m.processors {
                 v.push(at.violation(
                     Rule::ProcessorMap,
                     "passthrough output_processors",
                     format!("0x{:016x}", m.output_processors),
-                    format!("0x{packed:016x} (the input map packed per quadrant)"),
+                    format!("0x{:016x} (the input map)", m.processors),
                 ));
             }
         }
@@ -1157,6 +1165,59 @@ layers:
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    /// A conv2d on processors 0-3 writing to `map`, then a pooling-only
+    /// layer on `map`.
+    fn conv_then_pool(map: u64) -> (Network, Weights) {
+        let extra = format!(
+            "  - processors: 0x{map:x}\n    output_processors: 0x{map:x}\n    in_offset: 0x2000\n    out_offset: 0x0\n    op: passthrough\n    max_pool: 2\n    pool_stride: 2\n"
+        );
+        let (mut net, w) = conv_chain(&[(4, 8, 3, 1)], &extra);
+        net.layers[0].output_processors = Some(map);
+        (net, w)
+    }
+
+    #[test]
+    fn quadrant_0_used_only_by_the_final_output_map_is_accepted() {
+        let (mut net, w) = conv_chain(&[(4, 8, 3, 1)], "");
+        net.layers[0].processors = 0xf << 16;
+        let got = violations(Device::Max78002, &net, &w, Shape::new(4, 8, 8));
+        assert!(got.is_empty(), "{got:?}");
+        net.layers[0].output_processors = Some(0xff << 16);
+        let got = violations(Device::Max78002, &net, &w, Shape::new(4, 8, 8));
+        assert!(got.iter().any(|v| v.contains("quadrant 0")), "{got:?}");
+    }
+
+    #[test]
+    fn a_passthrough_packed_above_processor_0_is_accepted() {
+        let (net, w) = conv_then_pool(0xff00);
+        let got = violations(Device::Max78002, &net, &w, Shape::new(4, 8, 8));
+        assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn a_passthrough_map_with_holes_is_rejected() {
+        let (net, w) = conv_then_pool(0x5555);
+        let got = violations(Device::Max78002, &net, &w, Shape::new(4, 8, 8));
+        assert!(
+            got.iter()
+                .any(|v| v.contains("passthrough processors") && v.contains("contiguous within each quadrant")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn flatten_with_4_bit_weights_is_rejected_as_unsupported() {
+        let extra = "  - processors: 0xff\n    output_processors: 0xf\n    in_offset: 0x2000\n    out_offset: 0x0\n    op: mlp\n    flatten: true\n    quantization: 4\n    output_shift: 0\n";
+        let (net, mut w) = conv_chain(&[(4, 8, 3, 1)], extra);
+        w.insert(1, LayerWeights::shape(&[4, 512], None));
+        let got = violations(Device::Max78002, &net, &w, Shape::new(4, 8, 8));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].contains("flatten weights: 4") && got[0].contains("kflow"),
+            "{got:?}"
+        );
     }
 
     #[test]

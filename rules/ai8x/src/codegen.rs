@@ -25,6 +25,27 @@ fn dims(s: Shape) -> cg::Dims {
     }
 }
 
+/// The weights as the hardware runs them: a dilated conv1d's kernels with
+/// `d − 1` zeros between taps (spec §2.3: a kernel zero-stuffed to
+/// `(k − 1)·d + 1 ≤ 9` taps runs natively).
+fn stuffed(weight: &[i8], l: &crate::layer::HwLayer) -> Vec<i8> {
+    let (k, d) = (l.kernel[0] as usize, l.dilation as usize);
+    if l.operator != Operator::Conv1d || d <= 1 || k == 0 {
+        return weight.to_vec();
+    }
+    let taps = l.kernel_taps() as usize;
+    weight
+        .chunks(k)
+        .flat_map(|kernel| {
+            let mut out = vec![0i8; taps];
+            for (t, w) in kernel.iter().enumerate() {
+                out[t * d] = *w;
+            }
+            out
+        })
+        .collect()
+}
+
 /// The generator's program for `allocation`, with the weights of `values`.
 pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> Result<cg::Program, ProgramError> {
     let mut layers = Vec::with_capacity(allocation.layers.len());
@@ -41,14 +62,6 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
                 layer: l.index,
                 why: "the C generator does not emit the hidden avg-pool reset layer after an element-wise layer yet"
                     .into(),
-            });
-        }
-        // A dilated conv1d reads its taps apart; the program has no place
-        // for that yet.
-        if l.dilation != 1 {
-            return Err(ProgramError {
-                layer: l.index,
-                why: format!("the C generator does not emit dilation {} yet", l.dilation),
             });
         }
         let operator = match l.operator {
@@ -86,7 +99,11 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
                 size: p.size,
                 stride: p.stride[0],
             }),
-            kernel: l.kernel,
+            kernel: if l.operator == Operator::Conv1d {
+                [l.kernel_taps(), 1]
+            } else {
+                l.kernel
+            },
             pad: l.pad,
             flatten: l.flatten,
             out_channels: l.out_channels,
@@ -106,7 +123,7 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
             in_offset: a.maps.in_offset,
             out_offset: a.maps.out_offset,
             kernel_offset: a.kernel.map_or(0, |k| k.offset),
-            weights: stored.map(|v| v.weight.clone()).unwrap_or_default(),
+            weights: stored.map(|v| stuffed(&v.weight, l)).unwrap_or_default(),
             bias,
             depthwise: l.is_depthwise(),
             binary: l.weight_bits == WeightBits::Binary,
@@ -127,4 +144,43 @@ pub fn program(allocation: &Allocation, values: &BTreeMap<usize, Int8Layer>) -> 
         },
         layers,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Device;
+    use crate::layer::{Findings, resolve};
+    use crate::weights::{LayerWeights, Weights};
+    use crate::yaml::parse_network;
+
+    #[test]
+    fn a_dilated_conv1d_runs_with_zero_stuffed_kernels() {
+        let text = "arch: a\ndataset: d\nlayers:\n  - {processors: 3, op: conv1d, kernel_size: 3, dilation: 2, pad: 0, output_shift: 0, quantization: 8}\n";
+        let weight: Vec<i8> = (1..=6).collect();
+        let mut weights = Weights::default();
+        weights.insert(0, LayerWeights::values(&[1, 2, 3], &weight, None));
+        let mut findings = Findings::default();
+        let layers = resolve(
+            &parse_network(text).unwrap(),
+            &weights,
+            Shape::one_d(2, 10),
+            &mut findings,
+        )
+        .unwrap();
+        let allocation = crate::alloc::allocate(Device::Max78002, &layers).unwrap();
+        let values = BTreeMap::from([(
+            0,
+            Int8Layer {
+                shape: vec![1, 2, 3],
+                weight,
+                bias: None,
+            },
+        )]);
+        let program = program(&allocation, &values).unwrap();
+        let layer = &program.layers[0];
+        // §2.3: (k − 1)·d + 1 = 5 taps, the weights d apart.
+        assert_eq!(layer.kernel, [5, 1]);
+        assert_eq!(layer.weights, [1, 0, 2, 0, 3, 4, 0, 5, 0, 6]);
+    }
 }

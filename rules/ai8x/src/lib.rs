@@ -8,6 +8,7 @@ pub mod check;
 pub mod codegen;
 pub mod data_memory;
 pub mod device;
+mod generator_limits;
 pub mod kernel_memory;
 pub mod layer;
 pub mod network;

@@ -648,6 +648,9 @@ fn write_layer(out: &mut String, layer: &Layer) {
     if let Some(groups) = layer.groups {
         line("groups", groups.to_string());
     }
+    if let Some(dilation) = layer.dilation {
+        line("dilation", dilation.to_string());
+    }
     if let Some(true) = layer.flatten {
         line("flatten", "true".to_owned());
     }
@@ -816,6 +819,7 @@ layers:
         net.layers[0].pool_stride = Some(Dims::One(2));
         net.layers[1].in_sequences = Some(vec![SequenceRef::Index(0), SequenceRef::Input]);
         net.layers[1].name = Some("needs quoting: yes".to_owned());
+        net.layers[1].dilation = Some(2);
         let text = to_yaml(&net);
         assert_eq!(parse_network(&text).unwrap(), net);
     }

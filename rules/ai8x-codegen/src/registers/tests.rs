@@ -498,9 +498,38 @@ fn element_wise_registers_match_the_izer_reference() {
 }
 
 #[test]
-fn an_output_layer_with_a_write_gap_is_refused() {
+fn an_output_layer_with_a_write_gap_is_unloaded_every_other_word() {
     let mut program = elt_add();
     program.layers.truncate(2);
+    let generated = crate::generate(&program).unwrap();
+    let c = String::from_utf8(generated.files["cnn_model.c"].clone()).unwrap();
+    // §5.2: one pass, write_gap 1: pixel k's word is 8 bytes further.
+    assert!(c.contains("CNN_READ32(cnn_output_addr[c] + 8u * px)"), "{c}");
+}
+
+#[test]
+fn a_32_bit_output_layer_with_a_write_gap_is_refused() {
+    let mut program = elt_add();
+    program.layers.truncate(2);
+    program.layers[1].output_width = OutputWidth::Bits32;
     let err = layer_registers(&program).unwrap_err();
-    assert!(err.to_string().contains("write gap"), "{err}");
+    assert!(
+        err.to_string().contains("32-bit output layer cannot have a write gap"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_passthrough_layer_packed_above_processor_0_is_generated() {
+    let mut pool = crate::test_layers::passthrough([8, 4, 4], PoolKind::Max, [2, 2], 2);
+    pool.processors = 0xff00;
+    pool.output_processors = 0xff00;
+    let mut conv = layer(Operator::Conv2d, [8, 2, 2], 8, [1, 1]);
+    conv.processors = 0xff00;
+    let program = Program {
+        device: Device::Max78002,
+        input_format: DataFormat::Hwc,
+        layers: vec![pool, conv],
+    };
+    assert!(layer_registers(&program).is_ok());
 }

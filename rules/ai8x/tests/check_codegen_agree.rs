@@ -1,0 +1,180 @@
+//! `kflow ai8x check` and the code generator agree: every random network
+//! the checker accepts becomes a program, C code, and that C compiles with
+//! the host's gcc. A run covers seeds 0..400; another range runs with
+//!
+//! ```text
+//! AGREE_SEEDS=10000..12000 cargo test -p kflow-ai8x --test check_codegen_agree -- --nocapture
+//! ```
+
+mod random_network;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kflow_ai8x::network::OutputWidth;
+use kflow_ai8x::{Allocation, Device, Operator};
+
+const SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ai8x-codegen/tests/data/shim.h");
+
+fn seeds() -> Range<u64> {
+    match std::env::var("AGREE_SEEDS") {
+        Ok(text) => {
+            let (a, b) = text.split_once("..").expect("AGREE_SEEDS=start..end");
+            a.parse().unwrap()..b.parse().unwrap()
+        }
+        Err(_) => 0..400,
+    }
+}
+
+/// What the accepted networks exercise, so that a generator that stops
+/// covering a layer kind shows in the printed summary.
+fn features(allocation: &Allocation) -> BTreeSet<String> {
+    let mut f = BTreeSet::from([format!("{}", allocation.device)]);
+    let last = allocation.layers.len() - 1;
+    for (i, a) in allocation.layers.iter().enumerate() {
+        let l = &a.layer;
+        let kind = match (l.operator, l.eltwise) {
+            (Operator::None, Some(e)) => format!("{} ({} operands)", e.as_str(), l.operands),
+            (Operator::None, None) => "passthrough".to_owned(),
+            (Operator::Conv2d, _) if l.is_depthwise() => "conv2d depthwise".to_owned(),
+            (Operator::Conv2d, Some(_)) => "conv2d + element-wise".to_owned(),
+            (Operator::Conv2d, None) => format!("conv2d {}x{}", l.kernel[0], l.kernel[1]),
+            (Operator::Conv1d, _) if l.dilation > 1 => "conv1d dilated".to_owned(),
+            (Operator::Conv1d, _) => "conv1d".to_owned(),
+            (Operator::ConvTranspose2d, _) => "convtranspose2d".to_owned(),
+            (Operator::Linear, _) if l.flatten => "linear flatten".to_owned(),
+            (Operator::Linear, _) => "linear".to_owned(),
+        };
+        f.insert(kind);
+        if l.operator != Operator::None {
+            f.insert(format!("weights {}", l.weight_bits));
+        }
+        if let Some(p) = l.pool {
+            f.insert(format!("{:?} pool", p.kind));
+        }
+        if l.output_width == OutputWidth::ThirtyTwo {
+            f.insert("32-bit output".to_owned());
+        }
+        if a.in_passes.count > 1 || a.out_passes.count > 1 {
+            f.insert("multi-pass".to_owned());
+        }
+        if l.write_gap > 0 {
+            f.insert(
+                if i == last {
+                    "write_gap on the output"
+                } else {
+                    "write_gap"
+                }
+                .to_owned(),
+            );
+        }
+        if a.maps.out_offset != 0 {
+            f.insert("out_offset".to_owned());
+        }
+        if a.maps.output_processors.trailing_zeros() % 4 != 0 {
+            f.insert("output map inside an instance".to_owned());
+        }
+        if l.operator == Operator::None && l.eltwise.is_none() && a.maps.processors.trailing_zeros() % 16 != 0 {
+            f.insert("passthrough off a quadrant's first processor".to_owned());
+        }
+    }
+    f
+}
+
+/// Generates and compiles the network of `seed` if the checker accepts it:
+/// `Ok(None)` when it does not, what it exercises when it does, `Err` with
+/// the refusal otherwise.
+fn agree(seed: u64) -> Result<Option<BTreeSet<String>>, String> {
+    let Some(case) = random_network::case(seed) else {
+        return Ok(None);
+    };
+    let report = kflow_ai8x::check(case.device, &case.network, &case.weights, case.input);
+    let Some(allocation) = report.allocation.filter(|_| report.passed) else {
+        return Ok(None);
+    };
+    let program = kflow_ai8x::codegen::program(&allocation, &case.values).map_err(|e| format!("program: {e}"))?;
+    let generated = kflow_ai8x_codegen::generate(&program).map_err(|e| format!("generate: {e}"))?;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in &generated.files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let (base, stride) = match case.device {
+        Device::Max78000 => (0x5010_0000u32, 0x40_0000u32),
+        Device::Max78002 => (0x5100_0000, 0x100_0000),
+    };
+    let output = Command::new("gcc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", "-I."])
+        .args(["-DCNN_MODEL_EMBED_WEIGHTS", "-include", SHIM])
+        .arg(format!("-DSHIM_CTL_BASE=0x{base:08x}u"))
+        .arg(format!("-DSHIM_QUADRANT_STRIDE=0x{stride:08x}u"))
+        .args(["cnn_model.c", "-o", "cnn_model.o"])
+        .current_dir(dir.path())
+        .output()
+        .expect("cannot run gcc: install the Debian package gcc");
+    if !output.status.success() {
+        return Err(format!("gcc: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    Ok(Some(features(&allocation)))
+}
+
+#[test]
+fn codegen_refuses_nothing_the_checker_accepts() {
+    let seeds = seeds();
+    let next = AtomicU64::new(seeds.start);
+    let accepted = AtomicU64::new(0);
+    let covered: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+    let refused = Mutex::new(Vec::new());
+    // Two workers: every accepted network runs gcc.
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= seeds.end {
+                        break;
+                    }
+                    match agree(seed) {
+                        Ok(Some(features)) => {
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                            let mut covered = covered.lock().unwrap();
+                            for f in features {
+                                *covered.entry(f).or_default() += 1;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(why) => refused.lock().unwrap().push((seed, why)),
+                    }
+                }
+            });
+        }
+    });
+    let mut refused = refused.into_inner().unwrap();
+    refused.sort();
+    let accepted = accepted.into_inner();
+    println!(
+        "seeds {seeds:?}: {} accepted by the checker, {} of them refused by codegen",
+        accepted + refused.len() as u64,
+        refused.len()
+    );
+    println!("accepted networks with:");
+    for (feature, n) in covered.into_inner().unwrap() {
+        println!("  {n:5}  {feature}");
+    }
+    for (seed, why) in &refused {
+        println!("seed {seed}: {why}");
+    }
+    if let Some((seed, _)) = refused.first() {
+        let case = random_network::case(*seed).unwrap();
+        println!(
+            "seed {seed} ({:?}, input {:?}):\n{}",
+            case.device, case.input, case.yaml
+        );
+    }
+    assert!(accepted > 0, "the checker accepted no network");
+    assert!(refused.is_empty(), "{} refusals", refused.len());
+}
