@@ -477,13 +477,17 @@ fn binary_quantization_passes_the_max78002_checker() {
     let m = cnn1d();
     let w = weights(&m, 51);
     let f = fuse(&m, &w).unwrap();
+    // The flatten layer stays at 8 bits: the checker rejects narrower
+    // flatten weights, whose kernel packing kflow cannot write.
     let options = QuantOptions {
         weight_bits: Bits(WeightBits::Binary),
+        layer_bits: [("fc0".to_owned(), Bits(WeightBits::Eight))].into(),
         ..QuantOptions::default()
     };
     let q = quantize(&f, &samples(&m, 32, 52), 32, &options).unwrap();
     let json: serde_json::Value = serde_json::to_value(&q).unwrap();
     assert_eq!(json["layers"][0]["weight_bits"], "binary");
+    assert_eq!(json["layers"][4]["weight_bits"], 8);
     let (layers, ai_weights, input) = to_ai8x(&q);
     let allocation = allocate(Device::Max78002, &layers).unwrap();
     let report = check(Device::Max78002, &allocation.to_network("b", "t"), &ai_weights, input);
