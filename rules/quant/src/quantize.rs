@@ -199,13 +199,7 @@ fn align_shifts(fused: &Fused, scales: &mut [f64], options: &QuantOptions) {
     let Some((weight, bias)) = scaled_parameters(fused, scales, i) else {
         return;
     };
-    let mut magnitudes: Vec<f32> = weight
-        .iter()
-        .chain(bias.iter().flatten())
-        .map(|v| v.abs() as f32)
-        .collect();
-    magnitudes.sort_unstable_by(f32::total_cmp);
-    let t = quantile_sorted(&magnitudes, options.shift_quantile);
+    let t = shift_magnitude(&weight, bias.as_deref(), options.shift_quantile);
     if t > 0.0 {
         // The share of the range the largest weight fills, in [0.5, 1); the
         // target stays just below a power of two so that rounding keeps the
@@ -354,6 +348,18 @@ fn percentile(values: &mut [f32], p: f64) -> f64 {
     quantile_sorted(values, p / 100.0)
 }
 
+/// The `quantile` of a layer's weight and bias magnitudes: the value its
+/// power-of-two shift is chosen for (spec §3.10).
+fn shift_magnitude(weight: &[f64], bias: Option<&[f64]>, quantile: f64) -> f64 {
+    let mut magnitudes: Vec<f32> = weight
+        .iter()
+        .chain(bias.into_iter().flatten())
+        .map(|v| v.abs() as f32)
+        .collect();
+    magnitudes.sort_unstable_by(f32::total_cmp);
+    quantile_sorted(&magnitudes, quantile)
+}
+
 fn quantile_sorted(sorted: &[f32], q: f64) -> f64 {
     match sorted.len() {
         0 => 0.0,
@@ -396,13 +402,7 @@ pub fn quantize_layer(
         let bias = bias.map(|bias| bias.iter().map(round(2f64.powi(bit_shift), -128.0, 127.0)).collect());
         return (weight, bias, -bit_shift);
     }
-    let mut magnitudes: Vec<f32> = weight
-        .iter()
-        .chain(bias.into_iter().flatten())
-        .map(|v| v.abs() as f32)
-        .collect();
-    magnitudes.sort_unstable_by(f32::total_cmp);
-    let t = quantile_sorted(&magnitudes, quantile);
+    let t = shift_magnitude(weight, bias, quantile);
     // All-zero parameters: any shift gives zeros; 0 keeps S = 8 − b.
     let bit_shift = if t > 0.0 {
         ((1.0 / t).log2().floor() as i32).clamp(-7 - b, 23 - b)
