@@ -27,6 +27,10 @@ install_packages() {
 install_packages
 scripts/install-onnxruntime.sh
 
+# A cold build gains nothing from incremental state, which would double the
+# target directory's size on disk.
+export CARGO_INCREMENTAL=0
+
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check
 
