@@ -1,6 +1,8 @@
 //! Direct stride-1 "valid" convolution over zero-padded i16 planes, which
 //! serves conv1d (one row), conv2d and convtranspose2d (zero-stuffed input,
-//! spec §2.4). No im2col: for each output channel, each input channel's taps
+//! spec §2.4). Full filters go to the channel-pair kernels of `conv_pairs`
+//! where the CPU has them; this file's portable path serves depthwise
+//! filters and other CPUs. No im2col: for each output channel, each input channel's taps
 //! are swept over whole output rows, so the inner loop runs over contiguous
 //! pixels and auto-vectorizes (i16 loads widened to i32 lanes). Sums of
 //! int8 products stay exact in i32 for every legal layer (spec §3.6).
@@ -8,15 +10,15 @@
 use rayon::prelude::*;
 
 /// Below this many products per layer, rayon's fork/join costs more than it saves.
-const PARALLEL_MACS: usize = 1 << 17;
+pub(crate) const PARALLEL_MACS: usize = 1 << 17;
 
 /// The operator input, zero-padded (and, for convtranspose2d, zero-stuffed)
 /// so that output pixel `(y, x)` reads rows `y..y+kh`, columns `x..x+kw`.
 pub(crate) struct Planes {
-    channels: usize,
-    height: usize,
-    width: usize,
-    data: Vec<i16>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    pub data: Vec<i16>,
 }
 
 /// Where the input goes inside the padded planes.
@@ -67,6 +69,24 @@ pub(crate) struct Filter {
 /// (`out_h × out_w`, including `128·bias`) to `finish` with that channel's
 /// slice of `out`.
 pub(crate) fn convolve<T: Send>(
+    input: &Planes,
+    filter: &Filter,
+    bias: Option<&[i8]>,
+    out: &mut [T],
+    (out_h, out_w): (usize, usize),
+    finish: impl Fn(&[i32], &mut [T]) + Sync,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if !filter.depthwise
+        && let Some(isa) = crate::conv_pairs::Isa::detect()
+    {
+        return crate::conv_pairs::convolve(isa, input, filter, bias, out, (out_h, out_w), finish);
+    }
+    direct(input, filter, bias, out, (out_h, out_w), finish)
+}
+
+/// The portable path: each output channel's taps swept over whole rows.
+pub(crate) fn direct<T: Send>(
     input: &Planes,
     filter: &Filter,
     bias: Option<&[i8]>,

@@ -14,6 +14,8 @@
 //! §3.2 step 5), so passes are not observable in the results.
 
 mod conv;
+#[cfg(target_arch = "x86_64")]
+mod conv_pairs;
 mod eltwise;
 mod error;
 mod linear;
