@@ -1,0 +1,3 @@
+pub mod decoder;
+pub mod frame;
+pub mod message;
