@@ -59,11 +59,24 @@ impl RetryPolicy {
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error("device {device}: {step}: no answer after {attempts} tries (last: {last})")]
-    NoAnswer { device: String, step: String, attempts: u32, last: String },
+    NoAnswer {
+        device: String,
+        step: String,
+        attempts: u32,
+        last: String,
+    },
     #[error("device {device}: {step}: the board refused: {error}")]
-    Refused { device: String, step: String, error: DeviceError },
+    Refused {
+        device: String,
+        step: String,
+        error: DeviceError,
+    },
     #[error("device {device}: {step}: {problem}")]
-    Protocol { device: String, step: String, problem: String },
+    Protocol {
+        device: String,
+        step: String,
+        problem: String,
+    },
 }
 
 impl ClientError {
@@ -113,7 +126,12 @@ impl<T: Transport> Client<T> {
         let mut hasher = RandomState::new().build_hasher();
         hasher.write_u32(std::process::id());
         let next_seq = (hasher.finish() as u32).max(1);
-        Client { transport, policy, next_seq, needs_reconnect: false }
+        Client {
+            transport,
+            policy,
+            next_seq,
+            needs_reconnect: false,
+        }
     }
 
     /// The device URL, as messages name it.
@@ -151,18 +169,29 @@ impl<T: Transport> Client<T> {
         let info = self.device_info()?;
         let limit = info.max_model_bytes.min(MAX_MODEL_BYTES);
         let summary = ModelSummary::of(model).filter(|s| s.len <= limit).ok_or_else(|| {
-            self.protocol_error("flash", format!("the model is {} bytes; the board takes at most {limit}", model.len()))
+            self.protocol_error(
+                "flash",
+                format!("the model is {} bytes; the board takes at most {limit}", model.len()),
+            )
         })?;
         let chunk_len = (info.max_chunk_bytes as usize).clamp(1, MAX_DATA);
         let total = u64::from(summary.len);
-        self.expect(|| format!("begin model upload ({} bytes)", summary.len), &Request::LoadModelBegin(summary), |r| {
-            matches!(r, Response::UploadStarted)
-        })?;
+        self.request_expecting(
+            || format!("begin model upload ({} bytes)", summary.len),
+            &Request::LoadModelBegin(summary),
+            |r| matches!(r, Response::UploadStarted),
+        )?;
         let mut offset = 0usize;
-        progress(FlashProgress { sent_bytes: 0, total_bytes: total });
+        progress(FlashProgress {
+            sent_bytes: 0,
+            total_bytes: total,
+        });
         while offset < model.len() {
             let end = (offset + chunk_len).min(model.len());
-            let request = Request::LoadModelChunk { offset: offset as u32, data: model[offset..end].to_vec() };
+            let request = Request::LoadModelChunk {
+                offset: offset as u32,
+                data: model[offset..end].to_vec(),
+            };
             let step = || format!("load model chunk at offset {offset}");
             let next = match self.request(step, &request)? {
                 Response::ChunkAccepted { next_offset } => next_offset as usize,
@@ -175,18 +204,26 @@ impl<T: Transport> Client<T> {
                 ));
             }
             offset = next;
-            progress(FlashProgress { sent_bytes: offset as u64, total_bytes: total });
+            progress(FlashProgress {
+                sent_bytes: offset as u64,
+                total_bytes: total,
+            });
         }
-        self.expect(|| "finish model upload".into(), &Request::LoadModelEnd(summary), |r| {
-            *r == Response::ModelLoaded(summary)
-        })?;
+        self.request_expecting(
+            || "finish model upload".into(),
+            &Request::LoadModelEnd(summary),
+            |r| *r == Response::ModelLoaded(summary),
+        )?;
         match self.verify()? {
             Some(held) if held == summary => Ok(summary),
             held => Err(self.protocol_error(
                 "verify",
                 format!(
                     "the board holds {}, not the {} bytes with digest {} just flashed",
-                    held.map_or("no model".into(), |h| format!("{} bytes with digest {}", h.len, h.digest)),
+                    held.map_or("no model".into(), |h| format!(
+                        "{} bytes with digest {}",
+                        h.len, h.digest
+                    )),
                     summary.len,
                     summary.digest
                 ),
@@ -208,7 +245,9 @@ impl<T: Transport> Client<T> {
             return Err(self.protocol_error(&step(), format!("one input carries at most {MAX_DATA} bytes")));
         }
         let len = input.len() as u32;
-        self.expect(step, &Request::LoadInput { data: input.to_vec() }, |r| *r == Response::InputLoaded { len })
+        self.request_expecting(step, &Request::LoadInput { data: input.to_vec() }, |r| {
+            *r == Response::InputLoaded { len }
+        })
     }
 
     /// Runs one inference; returns the output's length and the statistics.
@@ -241,30 +280,39 @@ impl<T: Transport> Client<T> {
         if output.len() != output_len as usize {
             return Err(self.protocol_error(
                 "read output",
-                format!("the run reported {output_len} output bytes, the board sent {}", output.len()),
+                format!(
+                    "the run reported {output_len} output bytes, the board sent {}",
+                    output.len()
+                ),
             ));
         }
         Ok(Inference { output, statistics })
     }
 
     pub fn reset(&mut self) -> Result<(), ClientError> {
-        self.expect(|| "reset".into(), &Request::Reset, |r| *r == Response::ResetDone)
+        self.request_expecting(|| "reset".into(), &Request::Reset, |r| *r == Response::ResetDone)
     }
 
-    fn expect(
+    fn request_expecting(
         &mut self,
         step: impl Fn() -> String,
         request: &Request,
         accept: impl Fn(&Response) -> bool,
     ) -> Result<(), ClientError> {
         let response = self.request(&step, request)?;
-        if accept(&response) { Ok(()) } else { Err(self.unexpected(&step(), &response)) }
+        if accept(&response) {
+            Ok(())
+        } else {
+            Err(self.unexpected(&step(), &response))
+        }
     }
 
     /// Sends `request` until an answer arrives or the tries run out.
     /// `step` names it in errors.
     pub fn request(&mut self, step: impl Fn() -> String, request: &Request) -> Result<Response, ClientError> {
-        let payload = request.encode().map_err(|e| self.protocol_error(&step(), e.to_string()))?;
+        let payload = request
+            .encode()
+            .map_err(|e| self.protocol_error(&step(), e.to_string()))?;
         let seq = self.take_seq();
         let mut frame = Frame::new(request.kind(), seq, payload);
         let attempts = self.policy.attempts.max(1);
@@ -277,17 +325,28 @@ impl<T: Transport> Client<T> {
             match self.exchange(&frame) {
                 Ok(response) => return Ok(response),
                 Err(Failure::Refused(error)) => {
-                    return Err(ClientError::Refused { device: self.device().into(), step: step(), error });
+                    return Err(ClientError::Refused {
+                        device: self.device().into(),
+                        step: step(),
+                        error,
+                    });
                 }
                 Err(Failure::Retry(why)) => last = why,
             }
         }
-        Err(ClientError::NoAnswer { device: self.device().into(), step: step(), attempts, last })
+        Err(ClientError::NoAnswer {
+            device: self.device().into(),
+            step: step(),
+            attempts,
+            last,
+        })
     }
 
     fn exchange(&mut self, frame: &Frame) -> Result<Response, Failure> {
         if self.needs_reconnect {
-            self.transport.reconnect().map_err(|e| Failure::Retry(format!("reconnect: {e}")))?;
+            self.transport
+                .reconnect()
+                .map_err(|e| Failure::Retry(format!("reconnect: {e}")))?;
             self.needs_reconnect = false;
         }
         if let Err(e) = self.transport.send(frame) {
@@ -320,9 +379,10 @@ impl<T: Transport> Client<T> {
                 Decoded::Rejected(_) => continue,
             };
             return match Response::decode(answer.kind, &answer.payload) {
-                Ok(Response::Error(error)) if error.code == ErrorCode::CorruptFrame => {
-                    Err(Failure::Retry(format!("the board received a corrupt frame: {}", error.message)))
-                }
+                Ok(Response::Error(error)) if error.code == ErrorCode::CorruptFrame => Err(Failure::Retry(format!(
+                    "the board received a corrupt frame: {}",
+                    error.message
+                ))),
                 Ok(Response::Error(error)) => Err(Failure::Refused(error)),
                 Ok(response) => Ok(response),
                 Err(e) => Err(Failure::Retry(format!("unreadable answer: {e}"))),
@@ -342,6 +402,28 @@ impl<T: Transport> Client<T> {
     }
 
     fn protocol_error(&self, step: &str, problem: String) -> ClientError {
-        ClientError::Protocol { device: self.device().into(), step: step.into(), problem }
+        ClientError::Protocol {
+            device: self.device().into(),
+            step: step.into(),
+            problem,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_the_first_pause_up_to_the_cap() {
+        let policy = RetryPolicy {
+            attempts: 10,
+            response_timeout: Duration::from_secs(1),
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+        };
+        let pauses: Vec<u128> = (1..6).map(|retry| policy.backoff(retry).as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 500, 500]);
+        assert_eq!(policy.backoff(200), Duration::from_millis(500));
     }
 }

@@ -7,7 +7,7 @@
 //! fails gives up only its header, so a real frame hidden in what looked
 //! like its payload is still found.
 //!
-//! Memory: the caller pushes a bounded read and then drains [`FrameDecoder::next`]
+//! Memory: the caller pushes a bounded read and then drains [`FrameDecoder::decode_next`]
 //! until it returns `None`, which it does only while the buffer holds less
 //! than one frame ([`crate::frame::MAX_FRAME`]); so the buffer never holds
 //! more than one frame plus one read.
@@ -57,7 +57,7 @@ impl FrameDecoder {
     }
 
     /// The next frame or rejection, or `None` when more bytes are needed.
-    pub fn next(&mut self) -> Option<Decoded> {
+    pub fn decode_next(&mut self) -> Option<Decoded> {
         let mut skipped = 0;
         loop {
             let data = &self.buf[self.start..];
@@ -98,12 +98,15 @@ impl FrameDecoder {
                 }
             });
         }
-        (skipped > 0).then_some(Decoded::Rejected(Rejected { seq: None, error: FrameError::Garbage { len: skipped } }))
+        (skipped > 0).then_some(Decoded::Rejected(Rejected {
+            seq: None,
+            error: FrameError::Garbage { len: skipped },
+        }))
     }
 
     /// Gives up on the partial frame at the head of the buffer (the stream
     /// went quiet before it was complete) and says what was dropped. The
-    /// bytes after its header stay buffered: call [`FrameDecoder::next`]
+    /// bytes after its header stay buffered: call [`FrameDecoder::decode_next`]
     /// again, a later frame may already be there.
     pub fn give_up_partial(&mut self) -> Option<Rejected> {
         let data = &self.buf[self.start..];
@@ -113,14 +116,23 @@ impl FrameDecoder {
         let rejected = match data.first_chunk::<HEADER_LEN>().map(Header::parse) {
             Some(Ok(header)) => {
                 self.start += HEADER_LEN;
-                Rejected { seq: Some(header.seq), error: FrameError::Truncated { have: data.len(), need: header.frame_len() } }
+                Rejected {
+                    seq: Some(header.seq),
+                    error: FrameError::Truncated {
+                        have: data.len(),
+                        need: header.frame_len(),
+                    },
+                }
             }
             // Anything else would already have been consumed by `next`:
             // here the buffer holds less than a header.
             _ => {
                 let have = data.len();
                 self.start = self.buf.len();
-                Rejected { seq: None, error: FrameError::Truncated { have, need: HEADER_LEN } }
+                Rejected {
+                    seq: None,
+                    error: FrameError::Truncated { have, need: HEADER_LEN },
+                }
             }
         };
         Some(rejected)
@@ -130,9 +142,13 @@ impl FrameDecoder {
 /// Where a frame could start: the first `"KF"`, or a final `'K'` that the
 /// next read may complete; `data.len()` when there is neither.
 fn find_frame_start(data: &[u8]) -> usize {
-    data.windows(MAGIC.len())
-        .position(|w| w == MAGIC)
-        .unwrap_or_else(|| if data.last() == Some(&MAGIC[0]) { data.len() - 1 } else { data.len() })
+    data.windows(MAGIC.len()).position(|w| w == MAGIC).unwrap_or_else(|| {
+        if data.last() == Some(&MAGIC[0]) {
+            data.len() - 1
+        } else {
+            data.len()
+        }
+    })
 }
 
 #[cfg(test)]
@@ -145,11 +161,14 @@ mod tests {
     }
 
     fn drain(decoder: &mut FrameDecoder) -> Vec<Decoded> {
-        std::iter::from_fn(|| decoder.next()).collect()
+        std::iter::from_fn(|| decoder.decode_next()).collect()
     }
 
     fn frames(events: &[Decoded]) -> Vec<u32> {
-        events.iter().filter_map(|e| if let Decoded::Frame(f) = e { Some(f.seq) } else { None }).collect()
+        events
+            .iter()
+            .filter_map(|e| if let Decoded::Frame(f) = e { Some(f.seq) } else { None })
+            .collect()
     }
 
     #[test]
@@ -176,7 +195,11 @@ mod tests {
         decoder.push(&stream);
         let events = drain(&mut decoder);
         assert_eq!(frames(&events), vec![3]);
-        let Decoded::Rejected(Rejected { seq: None, error: FrameError::Garbage { len } }) = events[0] else {
+        let Decoded::Rejected(Rejected {
+            seq: None,
+            error: FrameError::Garbage { len },
+        }) = events[0]
+        else {
             panic!("{events:?}")
         };
         assert_eq!(len, 21);
@@ -191,7 +214,13 @@ mod tests {
         let mut decoder = FrameDecoder::new();
         decoder.push(&stream);
         let events = drain(&mut decoder);
-        assert!(matches!(events[0], Decoded::Rejected(Rejected { seq: Some(4), error: FrameError::Crc { .. } })));
+        assert!(matches!(
+            events[0],
+            Decoded::Rejected(Rejected {
+                seq: Some(4),
+                error: FrameError::Crc { .. }
+            })
+        ));
         assert_eq!(frames(&events), vec![5]);
     }
 
@@ -203,7 +232,7 @@ mod tests {
         let mut decoder = FrameDecoder::new();
         decoder.push(&stream);
         // The truncated header announces more than has arrived: wait.
-        assert_eq!(decoder.next(), None);
+        assert_eq!(decoder.decode_next(), None);
         let given_up = decoder.give_up_partial().unwrap();
         assert_eq!(given_up.seq, Some(6));
         assert!(matches!(given_up.error, FrameError::Truncated { need: 120, .. }));
@@ -212,10 +241,17 @@ mod tests {
 
     #[test]
     fn oversized_header_is_rejected_without_waiting_for_its_payload() {
-        let header = Header { kind: MessageType::LoadInput, flags: Flags::NONE, seq: 8, payload_len: 1 << 30 };
+        let header = Header {
+            kind: MessageType::LoadInput,
+            flags: Flags::NONE,
+            seq: 8,
+            payload_len: 1 << 30,
+        };
         let mut decoder = FrameDecoder::new();
         decoder.push(&header.to_bytes());
-        let Some(Decoded::Rejected(rejected)) = decoder.next() else { panic!() };
+        let Some(Decoded::Rejected(rejected)) = decoder.decode_next() else {
+            panic!()
+        };
         assert_eq!(rejected.seq, Some(8));
         assert!(matches!(rejected.error, FrameError::Oversized { len: 1073741824, .. }));
         assert_eq!(decoder.pending(), 0);
@@ -226,8 +262,14 @@ mod tests {
         let bytes = frame(9, b"").encode().unwrap();
         let mut decoder = FrameDecoder::new();
         decoder.push(b"zzK");
-        assert!(matches!(decoder.next(), Some(Decoded::Rejected(Rejected { error: FrameError::Garbage { len: 2 }, .. }))));
-        assert_eq!(decoder.next(), None);
+        assert!(matches!(
+            decoder.decode_next(),
+            Some(Decoded::Rejected(Rejected {
+                error: FrameError::Garbage { len: 2 },
+                ..
+            }))
+        ));
+        assert_eq!(decoder.decode_next(), None);
         assert_eq!(decoder.pending(), 1);
         decoder.push(&bytes);
         let events = drain(&mut decoder);
@@ -238,10 +280,16 @@ mod tests {
     fn give_up_on_a_partial_header_drops_it() {
         let mut decoder = FrameDecoder::new();
         decoder.push(&frame(1, b"").encode().unwrap()[..5]);
-        assert_eq!(decoder.next(), None);
+        assert_eq!(decoder.decode_next(), None);
         assert_eq!(
             decoder.give_up_partial(),
-            Some(Rejected { seq: None, error: FrameError::Truncated { have: 5, need: HEADER_LEN } })
+            Some(Rejected {
+                seq: None,
+                error: FrameError::Truncated {
+                    have: 5,
+                    need: HEADER_LEN
+                }
+            })
         );
         assert_eq!(decoder.pending(), 0);
         assert_eq!(decoder.give_up_partial(), None);

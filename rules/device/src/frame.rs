@@ -209,9 +209,18 @@ impl Header {
             return reject(FrameError::Reserved(bytes[5]));
         }
         if payload_len > kind.max_payload() {
-            return reject(FrameError::Oversized { kind, len: payload_len, max: kind.max_payload() });
+            return reject(FrameError::Oversized {
+                kind,
+                len: payload_len,
+                max: kind.max_payload(),
+            });
         }
-        Ok(Header { kind, flags, seq, payload_len })
+        Ok(Header {
+            kind,
+            flags,
+            seq,
+            payload_len,
+        })
     }
 
     /// The header's 16 bytes.
@@ -250,7 +259,12 @@ pub struct Frame {
 impl Frame {
     /// A frame without flags.
     pub fn new(kind: MessageType, seq: u32, payload: Vec<u8>) -> Frame {
-        Frame { kind, flags: Flags::NONE, seq, payload }
+        Frame {
+            kind,
+            flags: Flags::NONE,
+            seq,
+            payload,
+        }
     }
 
     /// The frame's bytes. Fails only if the payload is over its type's
@@ -258,9 +272,18 @@ impl Frame {
     pub fn encode(&self) -> Result<Vec<u8>, FrameError> {
         let len = u32::try_from(self.payload.len()).unwrap_or(u32::MAX);
         if len > self.kind.max_payload() {
-            return Err(FrameError::Oversized { kind: self.kind, len, max: self.kind.max_payload() });
+            return Err(FrameError::Oversized {
+                kind: self.kind,
+                len,
+                max: self.kind.max_payload(),
+            });
         }
-        let header = Header { kind: self.kind, flags: self.flags, seq: self.seq, payload_len: len };
+        let header = Header {
+            kind: self.kind,
+            flags: self.flags,
+            seq: self.seq,
+            payload_len: len,
+        };
         let mut bytes = Vec::with_capacity(header.frame_len());
         bytes.extend_from_slice(&header.to_bytes());
         bytes.extend_from_slice(&self.payload);
@@ -273,21 +296,42 @@ impl Frame {
     /// bytes it used. The header is checked before the payload is copied.
     pub fn decode(bytes: &[u8]) -> Result<(Frame, usize), (Option<u32>, FrameError)> {
         let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
-            return Err((None, FrameError::Truncated { have: bytes.len(), need: HEADER_LEN }));
+            return Err((
+                None,
+                FrameError::Truncated {
+                    have: bytes.len(),
+                    need: HEADER_LEN,
+                },
+            ));
         };
         let header = Header::parse(head)?;
         let need = header.frame_len();
         if bytes.len() < need {
-            return Err((Some(header.seq), FrameError::Truncated { have: bytes.len(), need }));
+            return Err((
+                Some(header.seq),
+                FrameError::Truncated {
+                    have: bytes.len(),
+                    need,
+                },
+            ));
         }
         let body_end = need - TRAILER_LEN;
         let computed = crc32fast::hash(&bytes[..body_end]);
-        let stated = u32::from_le_bytes([bytes[body_end], bytes[body_end + 1], bytes[body_end + 2], bytes[body_end + 3]]);
+        let stated = u32::from_le_bytes([
+            bytes[body_end],
+            bytes[body_end + 1],
+            bytes[body_end + 2],
+            bytes[body_end + 3],
+        ]);
         if computed != stated {
             return Err((Some(header.seq), FrameError::Crc { computed, stated }));
         }
-        let frame =
-            Frame { kind: header.kind, flags: header.flags, seq: header.seq, payload: bytes[HEADER_LEN..body_end].to_vec() };
+        let frame = Frame {
+            kind: header.kind,
+            flags: header.flags,
+            seq: header.seq,
+            payload: bytes[HEADER_LEN..body_end].to_vec(),
+        };
         Ok((frame, need))
     }
 }
@@ -344,19 +388,46 @@ mod tests {
         for bit in 16..14 * 8 {
             let mut bytes = ping(7).encode().unwrap();
             bytes[bit / 8] ^= 1 << (bit % 8);
-            assert_eq!(Frame::decode(&bytes).unwrap_err(), (None, FrameError::HeaderCheck), "bit {bit}");
+            assert_eq!(
+                Frame::decode(&bytes).unwrap_err(),
+                (None, FrameError::HeaderCheck),
+                "bit {bit}"
+            );
         }
     }
 
     #[test]
     fn oversized_length_is_rejected_from_the_header_alone() {
-        let header = Header { kind: MessageType::LoadModelChunk, flags: Flags::NONE, seq: 9, payload_len: u32::MAX };
+        let header = Header {
+            kind: MessageType::LoadModelChunk,
+            flags: Flags::NONE,
+            seq: 9,
+            payload_len: u32::MAX,
+        };
         // Only the header exists: the decoder must refuse without waiting
         // for (or allocating) four gigabytes.
         let err = Frame::decode(&header.to_bytes()).unwrap_err();
-        assert_eq!(err, (Some(9), FrameError::Oversized { kind: MessageType::LoadModelChunk, len: u32::MAX, max: MAX_PAYLOAD }));
-        let small = Header { kind: MessageType::Ping, flags: Flags::NONE, seq: 9, payload_len: SMALL_PAYLOAD + 1 };
-        assert!(matches!(Frame::decode(&small.to_bytes()), Err((Some(9), FrameError::Oversized { .. }))));
+        assert_eq!(
+            err,
+            (
+                Some(9),
+                FrameError::Oversized {
+                    kind: MessageType::LoadModelChunk,
+                    len: u32::MAX,
+                    max: MAX_PAYLOAD
+                }
+            )
+        );
+        let small = Header {
+            kind: MessageType::Ping,
+            flags: Flags::NONE,
+            seq: 9,
+            payload_len: SMALL_PAYLOAD + 1,
+        };
+        assert!(matches!(
+            Frame::decode(&small.to_bytes()),
+            Err((Some(9), FrameError::Oversized { .. }))
+        ));
     }
 
     #[test]
@@ -386,8 +457,14 @@ mod tests {
     #[test]
     fn short_input_is_truncated() {
         let bytes = ping(1).encode().unwrap();
-        assert!(matches!(Frame::decode(&bytes[..10]), Err((None, FrameError::Truncated { have: 10, need: 16 }))));
-        assert!(matches!(Frame::decode(&bytes[..20]), Err((Some(1), FrameError::Truncated { have: 20, need: 24 }))));
+        assert!(matches!(
+            Frame::decode(&bytes[..10]),
+            Err((None, FrameError::Truncated { have: 10, need: 16 }))
+        ));
+        assert!(matches!(
+            Frame::decode(&bytes[..20]),
+            Err((Some(1), FrameError::Truncated { have: 20, need: 24 }))
+        ));
     }
 
     #[test]

@@ -59,7 +59,10 @@ pub struct ModelSummary {
 
 impl ModelSummary {
     pub fn of(bytes: &[u8]) -> Option<ModelSummary> {
-        Some(ModelSummary { len: u32::try_from(bytes.len()).ok()?, digest: Digest::of(bytes) })
+        Some(ModelSummary {
+            len: u32::try_from(bytes.len()).ok()?,
+            digest: Digest::of(bytes),
+        })
     }
 }
 
@@ -210,16 +213,23 @@ impl DeviceError {
 /// Host → board.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    Ping { nonce: u64 },
+    Ping {
+        nonce: u64,
+    },
     GetInfo,
     /// Starts an upload of `len` bytes (dropping any upload in progress).
     LoadModelBegin(ModelSummary),
-    LoadModelChunk { offset: u32, data: Vec<u8> },
+    LoadModelChunk {
+        offset: u32,
+        data: Vec<u8>,
+    },
     /// Ends the upload: the board checks size and digest, then loads it.
     LoadModelEnd(ModelSummary),
     /// Asks for the size and digest of the model the board holds.
     Verify,
-    LoadInput { data: Vec<u8> },
+    LoadInput {
+        data: Vec<u8>,
+    },
     Run,
     ReadOutput,
     ReadStatistics,
@@ -229,17 +239,28 @@ pub enum Request {
 /// Board → host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Response {
-    Pong { nonce: u64 },
+    Pong {
+        nonce: u64,
+    },
     Info(DeviceInfo),
     UploadStarted,
     /// The board holds every byte before `next_offset`.
-    ChunkAccepted { next_offset: u32 },
+    ChunkAccepted {
+        next_offset: u32,
+    },
     ModelLoaded(ModelSummary),
     /// The loaded model, if any.
     Verified(Option<ModelSummary>),
-    InputLoaded { len: u32 },
-    RunComplete { output_len: u32, statistics: RunStatistics },
-    Output { data: Vec<u8> },
+    InputLoaded {
+        len: u32,
+    },
+    RunComplete {
+        output_len: u32,
+        statistics: RunStatistics,
+    },
+    Output {
+        data: Vec<u8>,
+    },
     Statistics(RunStatistics),
     ResetDone,
     Error(DeviceError),
@@ -253,7 +274,11 @@ pub enum MessageError {
     #[error("{kind:?} payload has {extra} bytes after the message")]
     Trailing { kind: MessageType, extra: usize },
     #[error("{field} is {len} bytes; the limit is {max}")]
-    TooLong { field: &'static str, len: usize, max: usize },
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("{kind:?} is a response, not a request")]
     NotARequest { kind: MessageType },
     #[error("{kind:?} is a request, not a response")]
@@ -275,7 +300,11 @@ impl MessageError {
 }
 
 fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), MessageError> {
-    if len > max { Err(MessageError::TooLong { field, len, max }) } else { Ok(()) }
+    if len > max {
+        Err(MessageError::TooLong { field, len, max })
+    } else {
+        Ok(())
+    }
 }
 
 fn encode<T: Serialize>(kind: MessageType, value: &T) -> Result<Vec<u8>, MessageError> {
@@ -288,13 +317,23 @@ fn decode<T: DeserializeOwned>(kind: MessageType, payload: &[u8]) -> Result<T, M
     // the frame header).
     let (value, rest) = postcard::take_from_bytes(payload).map_err(|source| MessageError::Decode { kind, source })?;
     if !rest.is_empty() {
-        return Err(MessageError::Trailing { kind, extra: rest.len() });
+        return Err(MessageError::Trailing {
+            kind,
+            extra: rest.len(),
+        });
     }
     Ok(value)
 }
 
 fn decode_unit(kind: MessageType, payload: &[u8]) -> Result<(), MessageError> {
-    if payload.is_empty() { Ok(()) } else { Err(MessageError::Trailing { kind, extra: payload.len() }) }
+    if payload.is_empty() {
+        Ok(())
+    } else {
+        Err(MessageError::Trailing {
+            kind,
+            extra: payload.len(),
+        })
+    }
 }
 
 impl DeviceInfo {
@@ -355,7 +394,9 @@ impl Request {
     /// The request a frame of type `kind` with this payload holds.
     pub fn decode(kind: MessageType, payload: &[u8]) -> Result<Request, MessageError> {
         let request = match kind {
-            MessageType::Ping => Request::Ping { nonce: decode(kind, payload)? },
+            MessageType::Ping => Request::Ping {
+                nonce: decode(kind, payload)?,
+            },
             MessageType::GetInfo => decode_unit(kind, payload).map(|()| Request::GetInfo)?,
             MessageType::LoadModelBegin => Request::LoadModelBegin(decode(kind, payload)?),
             MessageType::LoadModelChunk => {
@@ -364,7 +405,9 @@ impl Request {
             }
             MessageType::LoadModelEnd => Request::LoadModelEnd(decode(kind, payload)?),
             MessageType::Verify => decode_unit(kind, payload).map(|()| Request::Verify)?,
-            MessageType::LoadInput => Request::LoadInput { data: decode(kind, payload)? },
+            MessageType::LoadInput => Request::LoadInput {
+                data: decode(kind, payload)?,
+            },
             MessageType::Run => decode_unit(kind, payload).map(|()| Request::Run)?,
             MessageType::ReadOutput => decode_unit(kind, payload).map(|()| Request::ReadOutput)?,
             MessageType::ReadStatistics => decode_unit(kind, payload).map(|()| Request::ReadStatistics)?,
@@ -425,18 +468,26 @@ impl Response {
     /// The response a frame of type `kind` with this payload holds.
     pub fn decode(kind: MessageType, payload: &[u8]) -> Result<Response, MessageError> {
         let response = match kind {
-            MessageType::Pong => Response::Pong { nonce: decode(kind, payload)? },
+            MessageType::Pong => Response::Pong {
+                nonce: decode(kind, payload)?,
+            },
             MessageType::Info => Response::Info(decode(kind, payload)?),
             MessageType::UploadStarted => decode_unit(kind, payload).map(|()| Response::UploadStarted)?,
-            MessageType::ChunkAccepted => Response::ChunkAccepted { next_offset: decode(kind, payload)? },
+            MessageType::ChunkAccepted => Response::ChunkAccepted {
+                next_offset: decode(kind, payload)?,
+            },
             MessageType::ModelLoaded => Response::ModelLoaded(decode(kind, payload)?),
             MessageType::Verified => Response::Verified(decode(kind, payload)?),
-            MessageType::InputLoaded => Response::InputLoaded { len: decode(kind, payload)? },
+            MessageType::InputLoaded => Response::InputLoaded {
+                len: decode(kind, payload)?,
+            },
             MessageType::RunComplete => {
                 let (output_len, statistics) = decode(kind, payload)?;
                 Response::RunComplete { output_len, statistics }
             }
-            MessageType::Output => Response::Output { data: decode(kind, payload)? },
+            MessageType::Output => Response::Output {
+                data: decode(kind, payload)?,
+            },
             MessageType::Statistics => Response::Statistics(decode(kind, payload)?),
             MessageType::ResetDone => decode_unit(kind, payload).map(|()| Response::ResetDone)?,
             MessageType::Error => Response::Error(decode(kind, payload)?),
@@ -476,10 +527,15 @@ mod tests {
             Request::Ping { nonce: u64::MAX },
             Request::GetInfo,
             Request::LoadModelBegin(model()),
-            Request::LoadModelChunk { offset: 4096, data: vec![0xAB; MAX_DATA] },
+            Request::LoadModelChunk {
+                offset: 4096,
+                data: vec![0xAB; MAX_DATA],
+            },
             Request::LoadModelEnd(model()),
             Request::Verify,
-            Request::LoadInput { data: (0..=255).collect() },
+            Request::LoadInput {
+                data: (0..=255).collect(),
+            },
             Request::Run,
             Request::ReadOutput,
             Request::ReadStatistics,
@@ -497,11 +553,22 @@ mod tests {
             Response::Verified(Some(model())),
             Response::Verified(None),
             Response::InputLoaded { len: 256 },
-            Response::RunComplete { output_len: 10, statistics: RunStatistics { cycles: 123_456, time_us: 617 } },
-            Response::Output { data: vec![1; MAX_DATA] },
+            Response::RunComplete {
+                output_len: 10,
+                statistics: RunStatistics {
+                    cycles: 123_456,
+                    time_us: 617,
+                },
+            },
+            Response::Output {
+                data: vec![1; MAX_DATA],
+            },
             Response::Statistics(RunStatistics { cycles: 1, time_us: 0 }),
             Response::ResetDone,
-            Response::Error(DeviceError::new(ErrorCode::Refused, "kernel memory of processor 3 is full")),
+            Response::Error(DeviceError::new(
+                ErrorCode::Refused,
+                "kernel memory of processor 3 is full",
+            )),
             Response::Error(DeviceError::new(ErrorCode::Other(999), "")),
         ]
     }
@@ -509,7 +576,9 @@ mod tests {
     #[test]
     fn every_request_round_trips_through_a_frame() {
         for request in all_requests() {
-            let bytes = Frame::new(request.kind(), 3, request.encode().unwrap()).encode().unwrap();
+            let bytes = Frame::new(request.kind(), 3, request.encode().unwrap())
+                .encode()
+                .unwrap();
             let (frame, _) = Frame::decode(&bytes).unwrap();
             assert_eq!(Request::decode(frame.kind, &frame.payload).unwrap(), request);
         }
@@ -518,7 +587,9 @@ mod tests {
     #[test]
     fn every_response_round_trips_through_a_frame() {
         for response in all_responses() {
-            let bytes = Frame::new(response.kind(), 3, response.encode().unwrap()).encode().unwrap();
+            let bytes = Frame::new(response.kind(), 3, response.encode().unwrap())
+                .encode()
+                .unwrap();
             let (frame, _) = Frame::decode(&bytes).unwrap();
             assert_eq!(Response::decode(frame.kind, &frame.payload).unwrap(), response);
         }
@@ -526,7 +597,10 @@ mod tests {
 
     #[test]
     fn largest_data_messages_fit_a_frame() {
-        let chunk = Request::LoadModelChunk { offset: u32::MAX, data: vec![0; MAX_DATA] };
+        let chunk = Request::LoadModelChunk {
+            offset: u32::MAX,
+            data: vec![0; MAX_DATA],
+        };
         assert!(chunk.encode().unwrap().len() <= MAX_PAYLOAD as usize);
         let mut big = info();
         big.board = "b".repeat(MAX_TEXT);
@@ -541,8 +615,17 @@ mod tests {
 
     #[test]
     fn oversized_chunk_is_refused_on_encode_and_decode() {
-        let chunk = Request::LoadModelChunk { offset: 0, data: vec![0; MAX_DATA + 1] };
-        assert!(matches!(chunk.encode(), Err(MessageError::TooLong { field: "model chunk", .. })));
+        let chunk = Request::LoadModelChunk {
+            offset: 0,
+            data: vec![0; MAX_DATA + 1],
+        };
+        assert!(matches!(
+            chunk.encode(),
+            Err(MessageError::TooLong {
+                field: "model chunk",
+                ..
+            })
+        ));
         let payload = postcard::to_stdvec(&(0u32, vec![0u8; MAX_DATA + 1])).unwrap();
         let err = Request::decode(MessageType::LoadModelChunk, &payload).unwrap_err();
         assert_eq!(err.code(), ErrorCode::TooLarge);
@@ -554,13 +637,29 @@ mod tests {
         long.identity = "x".repeat(MAX_TEXT + 1);
         let payload = postcard::to_stdvec(&long).unwrap();
         let err = Response::decode(MessageType::Info, &payload).unwrap_err();
-        assert!(matches!(err, MessageError::TooLong { field: "board identity", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                MessageError::TooLong {
+                    field: "board identity",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn too_large_model_is_refused_on_decode() {
-        let payload = postcard::to_stdvec(&ModelSummary { len: MAX_MODEL_BYTES + 1, digest: Digest([0; 32]) }).unwrap();
-        assert!(matches!(Request::decode(MessageType::LoadModelBegin, &payload), Err(MessageError::TooLong { .. })));
+        let payload = postcard::to_stdvec(&ModelSummary {
+            len: MAX_MODEL_BYTES + 1,
+            digest: Digest([0; 32]),
+        })
+        .unwrap();
+        assert!(matches!(
+            Request::decode(MessageType::LoadModelBegin, &payload),
+            Err(MessageError::TooLong { .. })
+        ));
     }
 
     #[test]
@@ -573,20 +672,37 @@ mod tests {
 
     #[test]
     fn trailing_bytes_and_wrong_direction_are_errors() {
-        assert!(matches!(Request::decode(MessageType::Run, &[0]), Err(MessageError::Trailing { extra: 1, .. })));
+        assert!(matches!(
+            Request::decode(MessageType::Run, &[0]),
+            Err(MessageError::Trailing { extra: 1, .. })
+        ));
         let mut ping = Request::Ping { nonce: 1 }.encode().unwrap();
         ping.push(0);
-        assert!(matches!(Request::decode(MessageType::Ping, &ping), Err(MessageError::Trailing { .. })));
-        assert!(matches!(Request::decode(MessageType::Pong, &[]), Err(MessageError::NotARequest { .. })));
-        assert!(matches!(Response::decode(MessageType::Run, &[]), Err(MessageError::NotAResponse { .. })));
+        assert!(matches!(
+            Request::decode(MessageType::Ping, &ping),
+            Err(MessageError::Trailing { .. })
+        ));
+        assert!(matches!(
+            Request::decode(MessageType::Pong, &[]),
+            Err(MessageError::NotARequest { .. })
+        ));
+        assert!(matches!(
+            Response::decode(MessageType::Run, &[]),
+            Err(MessageError::NotAResponse { .. })
+        ));
     }
 
     #[test]
     fn invalid_utf8_in_a_string_is_malformed() {
-        let mut error = Response::Error(DeviceError::new(ErrorCode::Internal, "ab")).encode().unwrap();
+        let mut error = Response::Error(DeviceError::new(ErrorCode::Internal, "ab"))
+            .encode()
+            .unwrap();
         let last = error.len() - 1;
         error[last] = 0xff;
-        assert_eq!(Response::decode(MessageType::Error, &error).unwrap_err().code(), ErrorCode::Malformed);
+        assert_eq!(
+            Response::decode(MessageType::Error, &error).unwrap_err().code(),
+            ErrorCode::Malformed
+        );
     }
 
     #[test]

@@ -60,7 +60,9 @@ pub struct ServeOptions {
 
 impl Default for ServeOptions {
     fn default() -> ServeOptions {
-        ServeOptions { partial_frame_timeout: Duration::from_millis(500) }
+        ServeOptions {
+            partial_frame_timeout: Duration::from_millis(500),
+        }
     }
 }
 
@@ -91,7 +93,14 @@ impl<B: Board> Server<B> {
     }
 
     pub fn with_options(board: B, options: ServeOptions) -> Server<B> {
-        Server { board, options, upload: None, loaded: None, statistics: None, last: None }
+        Server {
+            board,
+            options,
+            upload: None,
+            loaded: None,
+            statistics: None,
+            last: None,
+        }
     }
 
     pub fn board(&self) -> &B {
@@ -163,14 +172,21 @@ impl<B: Board> Server<B> {
                         // model so that nothing runs on it unverified.
                         self.upload = None;
                         self.loaded = None;
-                        Err(DeviceError::new(ErrorCode::Internal, format!("the board failed on {:?}", frame.kind)))
+                        Err(DeviceError::new(
+                            ErrorCode::Internal,
+                            format!("the board failed on {:?}", frame.kind),
+                        ))
                     }
                 }
             }
             Err(e) => Err(DeviceError::new(e.code(), format!("{:?} request: {e}", frame.kind))),
         };
         let answer = response_frame(frame.seq, response.unwrap_or_else(Response::Error));
-        self.last = Some(LastAnswer { seq: frame.seq, request: frame.clone(), answer: answer.clone() });
+        self.last = Some(LastAnswer {
+            seq: frame.seq,
+            request: frame.clone(),
+            answer: answer.clone(),
+        });
         answer
     }
 
@@ -188,7 +204,7 @@ impl<B: Board> Server<B> {
             }
             Request::Run => {
                 if self.loaded.is_none() {
-                    return Err(DeviceError::new(ErrorCode::NoModel, "no model loaded: flash one first"));
+                    return Err(DeviceError::new(ErrorCode::NoModel, "flash a model first"));
                 }
                 let statistics = self.board.run()?;
                 self.statistics = Some(statistics);
@@ -196,10 +212,16 @@ impl<B: Board> Server<B> {
                 Ok(Response::RunComplete { output_len, statistics })
             }
             Request::ReadOutput => match self.board.output() {
-                None => Err(DeviceError::new(ErrorCode::OutOfOrder, "no output: nothing has run since the last load")),
+                None => Err(DeviceError::new(
+                    ErrorCode::OutOfOrder,
+                    "no output: nothing has run since the last load",
+                )),
                 Some(output) if output.len() > MAX_DATA => Err(DeviceError::new(
                     ErrorCode::TooLarge,
-                    format!("output is {} bytes; one message carries at most {MAX_DATA}", output.len()),
+                    format!(
+                        "output is {} bytes; one message carries at most {MAX_DATA}",
+                        output.len()
+                    ),
                 )),
                 Some(output) => Ok(Response::Output { data: output.to_vec() }),
             },
@@ -221,11 +243,17 @@ impl<B: Board> Server<B> {
         if model.len > limit {
             return Err(DeviceError::new(
                 ErrorCode::TooLarge,
-                format!("a model of {} bytes does not fit: this board takes at most {limit}", model.len),
+                format!(
+                    "a model of {} bytes does not fit: this board takes at most {limit}",
+                    model.len
+                ),
             ));
         }
         // Grown chunk by chunk, never reserved from the announced size.
-        self.upload = Some(Upload { model, bytes: Vec::new() });
+        self.upload = Some(Upload {
+            model,
+            bytes: Vec::new(),
+        });
         Ok(Response::UploadStarted)
     }
 
@@ -242,7 +270,10 @@ impl<B: Board> Server<B> {
         if end > upload.model.len as usize {
             return Err(DeviceError::new(
                 ErrorCode::TooLarge,
-                format!("chunk at offset {offset} ends at {end}, past the announced {} bytes", upload.model.len),
+                format!(
+                    "chunk at offset {offset} ends at {end}, past the announced {} bytes",
+                    upload.model.len
+                ),
             ));
         }
         if start > received {
@@ -260,7 +291,9 @@ impl<B: Board> Server<B> {
             ));
         }
         upload.bytes.extend_from_slice(&data[overlap - start..]);
-        Ok(Response::ChunkAccepted { next_offset: upload.bytes.len() as u32 })
+        Ok(Response::ChunkAccepted {
+            next_offset: upload.bytes.len() as u32,
+        })
     }
 
     fn end_upload(&mut self, model: ModelSummary) -> Result<Response, DeviceError> {
@@ -269,7 +302,10 @@ impl<B: Board> Server<B> {
                 // The answer to this end was lost and the host asks again.
                 return Ok(Response::ModelLoaded(model));
             }
-            return Err(DeviceError::new(ErrorCode::OutOfOrder, "end of an upload that was not begun"));
+            return Err(DeviceError::new(
+                ErrorCode::OutOfOrder,
+                "end of an upload that was not begun",
+            ));
         };
         if upload.model != model {
             let begun = upload.model;
@@ -296,7 +332,10 @@ impl<B: Board> Server<B> {
         if received.digest != model.digest {
             return Err(DeviceError::new(
                 ErrorCode::DigestMismatch,
-                format!("the {} bytes received hash to {}; the upload announced {}", model.len, received.digest, model.digest),
+                format!(
+                    "the {} bytes received hash to {}; the upload announced {}",
+                    model.len, received.digest, model.digest
+                ),
             ));
         }
         self.loaded = None;
@@ -311,7 +350,10 @@ fn response_frame(seq: u32, response: Response) -> Frame {
     let kind = response.kind();
     match response.encode() {
         Ok(payload) => Frame::new(kind, seq, payload),
-        Err(e) => error_frame(seq, DeviceError::new(ErrorCode::Internal, format!("cannot answer {kind:?}: {e}"))),
+        Err(e) => error_frame(
+            seq,
+            DeviceError::new(ErrorCode::Internal, format!("cannot answer {kind:?}: {e}")),
+        ),
     }
 }
 
@@ -324,9 +366,10 @@ fn error_frame(seq: u32, error: DeviceError) -> Frame {
 
 fn answer_rejected(rejected: &Rejected) -> Frame {
     let code = match rejected.error {
-        FrameError::Garbage { .. } | FrameError::HeaderCheck | FrameError::Crc { .. } | FrameError::Truncated { .. } => {
-            ErrorCode::CorruptFrame
-        }
+        FrameError::Garbage { .. }
+        | FrameError::HeaderCheck
+        | FrameError::Crc { .. }
+        | FrameError::Truncated { .. } => ErrorCode::CorruptFrame,
         FrameError::Oversized { .. } => ErrorCode::TooLarge,
         FrameError::Version(_) | FrameError::UnknownType(_) | FrameError::UnknownFlags(_) | FrameError::Reserved(_) => {
             ErrorCode::Unsupported
@@ -334,7 +377,10 @@ fn answer_rejected(rejected: &Rejected) -> Frame {
     };
     // Sequence number 0 is never used by a client: it marks an answer to
     // bytes whose header could not be read.
-    error_frame(rejected.seq.unwrap_or(0), DeviceError::new(code, rejected.error.to_string()))
+    error_frame(
+        rejected.seq.unwrap_or(0),
+        DeviceError::new(code, rejected.error.to_string()),
+    )
 }
 
 /// Runs `server` on a thread behind an in-process byte stream and returns
@@ -398,10 +444,16 @@ mod tests {
         }
 
         fn run(&mut self) -> Result<RunStatistics, DeviceError> {
-            let input = self.input.as_ref().ok_or_else(|| DeviceError::new(ErrorCode::NoInput, "no input"))?;
+            let input = self
+                .input
+                .as_ref()
+                .ok_or_else(|| DeviceError::new(ErrorCode::NoInput, "no input"))?;
             assert!(input.first() != Some(&b'!'), "test board told to panic");
             self.output = Some(input.iter().rev().copied().collect());
-            Ok(RunStatistics { cycles: input.len() as u64, time_us: 1 })
+            Ok(RunStatistics {
+                cycles: input.len() as u64,
+                time_us: 1,
+            })
         }
 
         fn output(&self) -> Option<&[u8]> {
@@ -428,34 +480,66 @@ mod tests {
     }
 
     fn chunk(offset: u32, data: &[u8]) -> Request {
-        Request::LoadModelChunk { offset, data: data.to_vec() }
+        Request::LoadModelChunk {
+            offset,
+            data: data.to_vec(),
+        }
     }
 
     #[test]
     fn upload_in_chunks_loads_and_verifies() {
         let mut server = Server::new(ReverseBoard::default());
         let model = ModelSummary::of(b"abcdef").unwrap();
-        assert_eq!(ask(&mut server, 1, Request::LoadModelBegin(model)), Response::UploadStarted);
-        assert_eq!(ask(&mut server, 2, chunk(0, b"abc")), Response::ChunkAccepted { next_offset: 3 });
-        assert_eq!(ask(&mut server, 3, chunk(3, b"def")), Response::ChunkAccepted { next_offset: 6 });
-        assert_eq!(ask(&mut server, 4, Request::LoadModelEnd(model)), Response::ModelLoaded(model));
+        assert_eq!(
+            ask(&mut server, 1, Request::LoadModelBegin(model)),
+            Response::UploadStarted
+        );
+        assert_eq!(
+            ask(&mut server, 2, chunk(0, b"abc")),
+            Response::ChunkAccepted { next_offset: 3 }
+        );
+        assert_eq!(
+            ask(&mut server, 3, chunk(3, b"def")),
+            Response::ChunkAccepted { next_offset: 6 }
+        );
+        assert_eq!(
+            ask(&mut server, 4, Request::LoadModelEnd(model)),
+            Response::ModelLoaded(model)
+        );
         assert_eq!(ask(&mut server, 5, Request::Verify), Response::Verified(Some(model)));
         assert_eq!(server.board().model, b"abcdef");
         // The end sent again (its answer lost) is answered the same.
-        assert_eq!(ask(&mut server, 6, Request::LoadModelEnd(model)), Response::ModelLoaded(model));
+        assert_eq!(
+            ask(&mut server, 6, Request::LoadModelEnd(model)),
+            Response::ModelLoaded(model)
+        );
     }
 
     #[test]
     fn resent_chunk_is_accepted_and_a_gap_or_a_different_resend_is_out_of_order() {
         let mut server = Server::new(ReverseBoard::default());
-        ask(&mut server, 1, Request::LoadModelBegin(ModelSummary::of(b"abcdef").unwrap()));
+        ask(
+            &mut server,
+            1,
+            Request::LoadModelBegin(ModelSummary::of(b"abcdef").unwrap()),
+        );
         ask(&mut server, 2, chunk(0, b"abc"));
-        assert_eq!(ask(&mut server, 3, chunk(0, b"abc")), Response::ChunkAccepted { next_offset: 3 });
-        assert_eq!(ask(&mut server, 4, chunk(2, b"cde")), Response::ChunkAccepted { next_offset: 5 });
+        assert_eq!(
+            ask(&mut server, 3, chunk(0, b"abc")),
+            Response::ChunkAccepted { next_offset: 3 }
+        );
+        assert_eq!(
+            ask(&mut server, 4, chunk(2, b"cde")),
+            Response::ChunkAccepted { next_offset: 5 }
+        );
         assert_eq!(error_code(ask(&mut server, 5, chunk(6, b"x"))), ErrorCode::TooLarge);
         assert_eq!(error_code(ask(&mut server, 6, chunk(0, b"xyz"))), ErrorCode::OutOfOrder);
         let mut other = Server::new(ReverseBoard::default());
-        ask(&mut other, 1, Request::LoadModelBegin(ModelSummary::of(b"abcdef").unwrap()));
+        ask(
+            &mut other,
+            1,
+            Request::LoadModelBegin(ModelSummary::of(b"abcdef").unwrap()),
+        );
         assert_eq!(error_code(ask(&mut other, 2, chunk(3, b"def"))), ErrorCode::OutOfOrder);
     }
 
@@ -464,26 +548,44 @@ mod tests {
         let mut server = Server::new(ReverseBoard::default());
         assert_eq!(error_code(ask(&mut server, 1, chunk(0, b"a"))), ErrorCode::OutOfOrder);
         let model = ModelSummary::of(b"ab").unwrap();
-        assert_eq!(error_code(ask(&mut server, 2, Request::LoadModelEnd(model))), ErrorCode::OutOfOrder);
+        assert_eq!(
+            error_code(ask(&mut server, 2, Request::LoadModelEnd(model))),
+            ErrorCode::OutOfOrder
+        );
         ask(&mut server, 3, Request::LoadModelBegin(model));
         ask(&mut server, 4, chunk(0, b"a"));
-        assert_eq!(error_code(ask(&mut server, 5, Request::LoadModelEnd(model))), ErrorCode::OutOfOrder);
+        assert_eq!(
+            error_code(ask(&mut server, 5, Request::LoadModelEnd(model))),
+            ErrorCode::OutOfOrder
+        );
         // The upload survives the early end.
         ask(&mut server, 6, chunk(1, b"b"));
-        assert_eq!(ask(&mut server, 7, Request::LoadModelEnd(model)), Response::ModelLoaded(model));
+        assert_eq!(
+            ask(&mut server, 7, Request::LoadModelEnd(model)),
+            Response::ModelLoaded(model)
+        );
     }
 
     #[test]
     fn digest_mismatch_and_a_refusing_board_leave_no_model() {
         let mut server = Server::new(ReverseBoard::default());
-        let wrong = ModelSummary { len: 2, digest: Digest([0; 32]) };
+        let wrong = ModelSummary {
+            len: 2,
+            digest: Digest([0; 32]),
+        };
         ask(&mut server, 1, Request::LoadModelBegin(wrong));
         ask(&mut server, 2, chunk(0, b"ab"));
-        assert_eq!(error_code(ask(&mut server, 3, Request::LoadModelEnd(wrong))), ErrorCode::DigestMismatch);
+        assert_eq!(
+            error_code(ask(&mut server, 3, Request::LoadModelEnd(wrong))),
+            ErrorCode::DigestMismatch
+        );
         let zero = ModelSummary::of(&[0, 1]).unwrap();
         ask(&mut server, 4, Request::LoadModelBegin(zero));
         ask(&mut server, 5, chunk(0, &[0, 1]));
-        assert_eq!(error_code(ask(&mut server, 6, Request::LoadModelEnd(zero))), ErrorCode::Refused);
+        assert_eq!(
+            error_code(ask(&mut server, 6, Request::LoadModelEnd(zero))),
+            ErrorCode::Refused
+        );
         assert_eq!(ask(&mut server, 7, Request::Verify), Response::Verified(None));
         assert_eq!(error_code(ask(&mut server, 8, Request::Run)), ErrorCode::NoModel);
     }
@@ -491,8 +593,14 @@ mod tests {
     #[test]
     fn model_over_the_board_limit_is_refused_at_begin() {
         let mut server = Server::new(ReverseBoard::default());
-        let big = ModelSummary { len: 1001, digest: Digest([0; 32]) };
-        assert_eq!(error_code(ask(&mut server, 1, Request::LoadModelBegin(big))), ErrorCode::TooLarge);
+        let big = ModelSummary {
+            len: 1001,
+            digest: Digest([0; 32]),
+        };
+        assert_eq!(
+            error_code(ask(&mut server, 1, Request::LoadModelBegin(big))),
+            ErrorCode::TooLarge
+        );
     }
 
     #[test]
@@ -502,15 +610,33 @@ mod tests {
         ask(&mut server, 1, Request::LoadModelBegin(model));
         ask(&mut server, 2, chunk(0, b"m"));
         ask(&mut server, 3, Request::LoadModelEnd(model));
-        assert_eq!(error_code(ask(&mut server, 4, Request::ReadStatistics)), ErrorCode::OutOfOrder);
+        assert_eq!(
+            error_code(ask(&mut server, 4, Request::ReadStatistics)),
+            ErrorCode::OutOfOrder
+        );
         assert_eq!(error_code(ask(&mut server, 5, Request::Run)), ErrorCode::NoInput);
         ask(&mut server, 6, Request::LoadInput { data: b"abc".to_vec() });
         let statistics = RunStatistics { cycles: 3, time_us: 1 };
-        assert_eq!(ask(&mut server, 7, Request::Run), Response::RunComplete { output_len: 3, statistics });
-        assert_eq!(ask(&mut server, 8, Request::ReadOutput), Response::Output { data: b"cba".to_vec() });
-        assert_eq!(ask(&mut server, 9, Request::ReadStatistics), Response::Statistics(statistics));
+        assert_eq!(
+            ask(&mut server, 7, Request::Run),
+            Response::RunComplete {
+                output_len: 3,
+                statistics
+            }
+        );
+        assert_eq!(
+            ask(&mut server, 8, Request::ReadOutput),
+            Response::Output { data: b"cba".to_vec() }
+        );
+        assert_eq!(
+            ask(&mut server, 9, Request::ReadStatistics),
+            Response::Statistics(statistics)
+        );
         assert_eq!(ask(&mut server, 10, Request::Reset), Response::ResetDone);
-        assert_eq!(error_code(ask(&mut server, 11, Request::ReadOutput)), ErrorCode::OutOfOrder);
+        assert_eq!(
+            error_code(ask(&mut server, 11, Request::ReadOutput)),
+            ErrorCode::OutOfOrder
+        );
         assert_eq!(ask(&mut server, 12, Request::Verify), Response::Verified(Some(model)));
     }
 
@@ -533,7 +659,9 @@ mod tests {
     fn a_response_sent_to_the_board_is_unsupported() {
         let mut server = Server::new(ReverseBoard::default());
         let answer = server.answer(&Frame::new(MessageType::Pong, 1, vec![]));
-        let Ok(Response::Error(error)) = Response::decode(answer.kind, &answer.payload) else { panic!() };
+        let Ok(Response::Error(error)) = Response::decode(answer.kind, &answer.payload) else {
+            panic!()
+        };
         assert_eq!(error.code, ErrorCode::Unsupported);
     }
 
@@ -544,13 +672,22 @@ mod tests {
         ask(&mut server, 1, Request::LoadModelBegin(model));
         ask(&mut server, 2, chunk(0, b"m"));
         ask(&mut server, 3, Request::LoadModelEnd(model));
-        ask(&mut server, 4, Request::LoadInput { data: b"!boom".to_vec() });
+        ask(
+            &mut server,
+            4,
+            Request::LoadInput {
+                data: b"!boom".to_vec(),
+            },
+        );
         let hook = panic::take_hook();
         panic::set_hook(Box::new(|_| {}));
         let response = ask(&mut server, 5, Request::Run);
         panic::set_hook(hook);
         assert_eq!(error_code(response), ErrorCode::Internal);
-        assert_eq!(ask(&mut server, 6, Request::Ping { nonce: 9 }), Response::Pong { nonce: 9 });
+        assert_eq!(
+            ask(&mut server, 6, Request::Ping { nonce: 9 }),
+            Response::Pong { nonce: 9 }
+        );
         assert_eq!(ask(&mut server, 7, Request::Verify), Response::Verified(None));
     }
 
@@ -559,13 +696,26 @@ mod tests {
         let cases = [
             (FrameError::Garbage { len: 3 }, ErrorCode::CorruptFrame, 0),
             (FrameError::Crc { computed: 1, stated: 2 }, ErrorCode::CorruptFrame, 7),
-            (FrameError::Oversized { kind: MessageType::Ping, len: 9999, max: 2048 }, ErrorCode::TooLarge, 7),
+            (
+                FrameError::Oversized {
+                    kind: MessageType::Ping,
+                    len: 9999,
+                    max: 2048,
+                },
+                ErrorCode::TooLarge,
+                7,
+            ),
             (FrameError::UnknownType(0x40), ErrorCode::Unsupported, 7),
         ];
         for (error, code, seq) in cases {
-            let frame = answer_rejected(&Rejected { seq: (seq != 0).then_some(seq), error });
+            let frame = answer_rejected(&Rejected {
+                seq: (seq != 0).then_some(seq),
+                error,
+            });
             assert_eq!(frame.seq, seq);
-            let Ok(Response::Error(answer)) = Response::decode(frame.kind, &frame.payload) else { panic!() };
+            let Ok(Response::Error(answer)) = Response::decode(frame.kind, &frame.payload) else {
+                panic!()
+            };
             assert_eq!(answer.code, code);
         }
     }

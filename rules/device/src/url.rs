@@ -36,10 +36,13 @@ impl FromStr for SimBoard {
     type Err = String;
 
     fn from_str(s: &str) -> Result<SimBoard, String> {
-        SimBoard::ALL.into_iter().find(|b| b.name().eq_ignore_ascii_case(s)).ok_or_else(|| {
-            let known: Vec<_> = SimBoard::ALL.iter().map(|b| b.name()).collect();
-            format!("unknown simulated board `{s}`; known boards: {}", known.join(", "))
-        })
+        SimBoard::ALL
+            .into_iter()
+            .find(|b| b.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let known: Vec<_> = SimBoard::ALL.iter().map(|b| b.name()).collect();
+                format!("unknown simulated board `{s}`; known boards: {}", known.join(", "))
+            })
     }
 }
 
@@ -65,7 +68,10 @@ impl FromStr for DeviceUrl {
     type Err = UrlError;
 
     fn from_str(url: &str) -> Result<DeviceUrl, UrlError> {
-        let fail = |reason: String| UrlError { url: url.to_string(), reason };
+        let fail = |reason: String| UrlError {
+            url: url.to_string(),
+            reason,
+        };
         let Some((scheme, rest)) = url.split_once("://") else {
             return Err(fail(format!("no scheme; {FORMS}")));
         };
@@ -106,7 +112,10 @@ fn parse_tcp(rest: &str) -> Result<DeviceUrl, String> {
         Ok(0) | Err(_) => return Err(format!("port `{port}` is not a number from 1 to 65535")),
         Ok(port) => port,
     };
-    Ok(DeviceUrl::Tcp { host: host.to_string(), port })
+    Ok(DeviceUrl::Tcp {
+        host: host.to_string(),
+        port,
+    })
 }
 
 fn parse_serial(rest: &str) -> Result<DeviceUrl, String> {
@@ -126,7 +135,10 @@ fn parse_serial(rest: &str) -> Result<DeviceUrl, String> {
             _ => return Err(format!("unknown query parameter `{pair}`; the only one is baud=N")),
         }
     }
-    Ok(DeviceUrl::Serial { path: path.to_string(), baud })
+    Ok(DeviceUrl::Serial {
+        path: path.to_string(),
+        baud,
+    })
 }
 
 impl fmt::Display for DeviceUrl {
@@ -153,10 +165,34 @@ mod tests {
         let cases = [
             ("sim://max78002", DeviceUrl::Sim(SimBoard::Max78002)),
             ("sim://max78000", DeviceUrl::Sim(SimBoard::Max78000)),
-            ("tcp://127.0.0.1:5000", DeviceUrl::Tcp { host: "127.0.0.1".into(), port: 5000 }),
-            ("tcp://board.local:1", DeviceUrl::Tcp { host: "board.local".into(), port: 1 }),
-            ("tcp://[::1]:5000", DeviceUrl::Tcp { host: "::1".into(), port: 5000 }),
-            ("serial:///dev/ttyUSB0?baud=921600", DeviceUrl::Serial { path: "/dev/ttyUSB0".into(), baud: 921_600 }),
+            (
+                "tcp://127.0.0.1:5000",
+                DeviceUrl::Tcp {
+                    host: "127.0.0.1".into(),
+                    port: 5000,
+                },
+            ),
+            (
+                "tcp://board.local:1",
+                DeviceUrl::Tcp {
+                    host: "board.local".into(),
+                    port: 1,
+                },
+            ),
+            (
+                "tcp://[::1]:5000",
+                DeviceUrl::Tcp {
+                    host: "::1".into(),
+                    port: 5000,
+                },
+            ),
+            (
+                "serial:///dev/ttyUSB0?baud=921600",
+                DeviceUrl::Serial {
+                    path: "/dev/ttyUSB0".into(),
+                    baud: 921_600,
+                },
+            ),
         ];
         for (text, url) in cases {
             assert_eq!(parse(text).unwrap(), url, "{text}");
@@ -166,7 +202,13 @@ mod tests {
 
     #[test]
     fn serial_baud_defaults_to_115200() {
-        assert_eq!(parse("serial:///dev/ttyACM0").unwrap(), DeviceUrl::Serial { path: "/dev/ttyACM0".into(), baud: 115_200 });
+        assert_eq!(
+            parse("serial:///dev/ttyACM0").unwrap(),
+            DeviceUrl::Serial {
+                path: "/dev/ttyACM0".into(),
+                baud: 115_200
+            }
+        );
     }
 
     #[test]
@@ -175,7 +217,10 @@ mod tests {
             ("max78002", "no scheme"),
             ("simm://max78002", "unknown scheme `simm` (did you mean `sim://`?)"),
             ("http://x:1", "unknown scheme `http`"),
-            ("sim://max78003", "unknown simulated board `max78003`; known boards: max78002, max78000"),
+            (
+                "sim://max78003",
+                "unknown simulated board `max78003`; known boards: max78002, max78000",
+            ),
             ("tcp://localhost", "no port"),
             ("tcp://:5000", "no host"),
             ("tcp://localhost:0", "port `0`"),
@@ -184,7 +229,10 @@ mod tests {
             ("tcp://::1:5000", "brackets"),
             ("serial://", "no port path"),
             ("serial:///dev/ttyUSB0?baud=fast", "baud rate `fast`"),
-            ("serial:///dev/ttyUSB0?parity=none", "unknown query parameter `parity=none`"),
+            (
+                "serial:///dev/ttyUSB0?parity=none",
+                "unknown query parameter `parity=none`",
+            ),
         ];
         for (text, expected) in cases {
             let message = parse(text).unwrap_err();

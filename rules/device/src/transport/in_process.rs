@@ -54,7 +54,9 @@ impl Read for ChannelLink {
 
 impl Write for ChannelLink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx.send(buf.to_vec()).map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        self.tx
+            .send(buf.to_vec())
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
         Ok(buf.len())
     }
 
@@ -70,7 +72,10 @@ impl Link for ChannelLink {
     }
 
     fn reopen(&mut self) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "an in-process board cannot be reconnected"))
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "an in-process board cannot be reconnected",
+        ))
     }
 
     fn endpoint(&self) -> &str {
@@ -97,7 +102,10 @@ mod tests {
         assert_eq!(b.receive(deadline).unwrap(), Decoded::Frame(frame));
         drop(a);
         assert!(matches!(b.receive(deadline), Err(TransportError::Closed)));
-        assert!(matches!(b.send(&Frame::new(MessageType::Pong, 1, vec![5])), Err(TransportError::Closed)));
+        assert!(matches!(
+            b.send(&Frame::new(MessageType::Pong, 1, vec![5])),
+            Err(TransportError::Closed)
+        ));
     }
 
     #[test]

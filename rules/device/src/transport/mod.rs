@@ -82,7 +82,11 @@ pub struct StreamTransport<L> {
 
 impl<L: Link> StreamTransport<L> {
     pub fn new(link: L) -> StreamTransport<L> {
-        StreamTransport { link, decoder: FrameDecoder::new(), read_buf: vec![0; READ_SIZE].into_boxed_slice() }
+        StreamTransport {
+            link,
+            decoder: FrameDecoder::new(),
+            read_buf: vec![0; READ_SIZE].into_boxed_slice(),
+        }
     }
 
     /// The underlying stream (tests write raw bytes to it).
@@ -106,7 +110,7 @@ impl<L: Link> Transport for StreamTransport<L> {
 
     fn receive(&mut self, deadline: Instant) -> Result<Decoded, TransportError> {
         loop {
-            if let Some(decoded) = self.decoder.next() {
+            if let Some(decoded) = self.decoder.decode_next() {
                 return Ok(decoded);
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -158,7 +162,10 @@ pub struct LinkTimeouts {
 
 impl Default for LinkTimeouts {
     fn default() -> LinkTimeouts {
-        LinkTimeouts { connect: Duration::from_secs(5), write: Duration::from_secs(10) }
+        LinkTimeouts {
+            connect: Duration::from_secs(5),
+            write: Duration::from_secs(10),
+        }
     }
 }
 
@@ -173,7 +180,10 @@ pub enum OpenError {
 
 /// Opens a transport to a `tcp://` or `serial://` board.
 pub fn open(url: &DeviceUrl, timeouts: LinkTimeouts) -> Result<Box<dyn Transport>, OpenError> {
-    let connect_error = |source| OpenError::Connect { url: url.clone(), source };
+    let connect_error = |source| OpenError::Connect {
+        url: url.clone(),
+        source,
+    };
     match url {
         DeviceUrl::Sim(_) => Err(OpenError::InProcess { url: url.clone() }),
         DeviceUrl::Tcp { host, port } => {

@@ -23,13 +23,21 @@ impl SerialLink {
     /// Opens the port at `path`.
     pub fn open(endpoint: String, path: &str, baud: u32) -> io::Result<SerialLink> {
         let port = open_port(path, baud)?;
-        Ok(SerialLink { endpoint, path: Some((path.to_string(), baud)), port })
+        Ok(SerialLink {
+            endpoint,
+            path: Some((path.to_string(), baud)),
+            port,
+        })
     }
 
     /// A port opened elsewhere (e.g. one end of `serialport::TTYPort::pair`);
     /// it cannot be reopened.
     pub fn from_port(endpoint: String, port: Box<dyn SerialPort>) -> SerialLink {
-        SerialLink { endpoint, path: None, port }
+        SerialLink {
+            endpoint,
+            path: None,
+            port,
+        }
     }
 }
 
@@ -67,7 +75,10 @@ impl Link for SerialLink {
 
     fn reopen(&mut self) -> io::Result<()> {
         let Some((path, baud)) = &self.path else {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "this serial port cannot be reopened"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this serial port cannot be reopened",
+            ));
         };
         self.port = open_port(path, *baud)?;
         Ok(())

@@ -19,7 +19,12 @@ impl TcpLink {
     /// Connects to `host:port`, trying each address the name resolves to.
     pub fn connect(endpoint: String, host: &str, port: u16, timeouts: LinkTimeouts) -> io::Result<TcpLink> {
         let stream = connect_stream(host, port, timeouts)?;
-        Ok(TcpLink { endpoint, peer: Some((host.to_string(), port)), timeouts, stream })
+        Ok(TcpLink {
+            endpoint,
+            peer: Some((host.to_string(), port)),
+            timeouts,
+            stream,
+        })
     }
 
     /// The board side of an accepted connection.
@@ -29,7 +34,12 @@ impl TcpLink {
             Ok(addr) => format!("tcp://{addr}"),
             Err(_) => "tcp://(peer)".to_string(),
         };
-        Ok(TcpLink { endpoint, peer: None, timeouts, stream })
+        Ok(TcpLink {
+            endpoint,
+            peer: None,
+            timeouts,
+            stream,
+        })
     }
 }
 
@@ -76,7 +86,10 @@ impl Link for TcpLink {
 
     fn reopen(&mut self) -> io::Result<()> {
         let Some((host, port)) = &self.peer else {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "an accepted connection cannot be reopened"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "an accepted connection cannot be reopened",
+            ));
         };
         self.stream = connect_stream(host, *port, self.timeouts)?;
         Ok(())
