@@ -61,6 +61,13 @@ pub trait Link: Read + Write + Send {
     /// `WouldBlock` or `TimedOut`.
     fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()>;
 
+    /// Called before each frame is written: a link whose timeout is shared
+    /// between reads and writes (a serial port) sets its write timeout
+    /// here, so that a write does not inherit what was left of a read's.
+    fn prepare_write(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Opens the stream again.
     fn reopen(&mut self) -> io::Result<()>;
 
@@ -103,6 +110,7 @@ impl<L: Link> StreamTransport<L> {
 impl<L: Link> Transport for StreamTransport<L> {
     fn send(&mut self, frame: &Frame) -> Result<(), TransportError> {
         let bytes = frame.encode()?;
+        self.link.prepare_write()?;
         self.link.write_all(&bytes).map_err(closed_or_io)?;
         self.link.flush().map_err(closed_or_io)?;
         Ok(())
@@ -191,7 +199,7 @@ pub fn open(url: &DeviceUrl, timeouts: LinkTimeouts) -> Result<Box<dyn Transport
             Ok(Box::new(StreamTransport::new(link)))
         }
         DeviceUrl::Serial { path, baud } => {
-            let link = SerialLink::open(url.to_string(), path, *baud).map_err(connect_error)?;
+            let link = SerialLink::open(url.to_string(), path, *baud, timeouts).map_err(connect_error)?;
             Ok(Box::new(StreamTransport::new(link)))
         }
     }
