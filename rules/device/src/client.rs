@@ -20,7 +20,8 @@ use thiserror::Error;
 use crate::decoder::Decoded;
 use crate::frame::{Flags, Frame};
 use crate::message::{
-    DeviceError, DeviceInfo, ErrorCode, MAX_DATA, MAX_MODEL_BYTES, ModelSummary, Request, Response, RunStatistics,
+    DeviceError, DeviceInfo, ErrorCode, MAX_DATA, MAX_MODEL_BYTES, MAX_TENSOR_BYTES, ModelSummary, Request, Response,
+    RunStatistics,
 };
 use crate::transport::{Transport, TransportError};
 
@@ -116,6 +117,11 @@ pub struct Client<T> {
     policy: RetryPolicy,
     next_seq: u32,
     needs_reconnect: bool,
+    chunk_len: Option<usize>,
+}
+
+fn clamp_chunk(len: usize) -> usize {
+    len.clamp(1, MAX_DATA)
 }
 
 impl<T: Transport> Client<T> {
@@ -131,6 +137,7 @@ impl<T: Transport> Client<T> {
             policy,
             next_seq,
             needs_reconnect: false,
+            chunk_len: None,
         }
     }
 
@@ -154,7 +161,10 @@ impl<T: Transport> Client<T> {
 
     pub fn device_info(&mut self) -> Result<DeviceInfo, ClientError> {
         match self.request(|| "device info".into(), &Request::GetInfo)? {
-            Response::Info(info) => Ok(info),
+            Response::Info(info) => {
+                self.chunk_len = Some(clamp_chunk(info.max_chunk_bytes as usize));
+                Ok(info)
+            }
             other => Err(self.unexpected("device info", &other)),
         }
     }
@@ -174,7 +184,7 @@ impl<T: Transport> Client<T> {
                 format!("the model is {} bytes; the board takes at most {limit}", model.len()),
             )
         })?;
-        let chunk_len = (info.max_chunk_bytes as usize).clamp(1, MAX_DATA);
+        let chunk_len = clamp_chunk(info.max_chunk_bytes as usize);
         let total = u64::from(summary.len);
         self.request_expecting(
             || format!("begin model upload ({} bytes)", summary.len),
@@ -239,15 +249,36 @@ impl<T: Transport> Client<T> {
         }
     }
 
+    /// Loads the input of the next run, in chunks.
     pub fn load_input(&mut self, input: &[u8]) -> Result<(), ClientError> {
-        let step = || format!("load input ({} bytes)", input.len());
-        if input.len() > MAX_DATA {
-            return Err(self.protocol_error(&step(), format!("one input carries at most {MAX_DATA} bytes")));
+        let total_len = u32::try_from(input.len())
+            .ok()
+            .filter(|&len| len <= MAX_TENSOR_BYTES)
+            .ok_or_else(|| {
+                self.protocol_error(
+                    &format!("load input ({} bytes)", input.len()),
+                    format!("an input has at most {MAX_TENSOR_BYTES} bytes"),
+                )
+            })?;
+        let chunk_len = self.chunk_len()?;
+        let mut offset = 0;
+        loop {
+            let end = (offset + chunk_len).min(input.len());
+            let request = Request::LoadInput {
+                total_len,
+                offset: offset as u32,
+                data: input[offset..end].to_vec(),
+            };
+            let step = || format!("load input chunk at offset {offset} ({total_len} bytes)");
+            match self.request(step, &request)? {
+                Response::InputLoaded { received } if received as usize == end => {}
+                other => return Err(self.unexpected(&step(), &other)),
+            }
+            if end == input.len() {
+                return Ok(());
+            }
+            offset = end;
         }
-        let len = input.len() as u32;
-        self.request_expecting(step, &Request::LoadInput { data: input.to_vec() }, |r| {
-            *r == Response::InputLoaded { len }
-        })
     }
 
     /// Runs one inference; returns the output's length and the statistics.
@@ -258,10 +289,36 @@ impl<T: Transport> Client<T> {
         }
     }
 
+    /// The output of the last run, read in chunks.
     pub fn read_output(&mut self) -> Result<Vec<u8>, ClientError> {
-        match self.request(|| "read output".into(), &Request::ReadOutput)? {
-            Response::Output { data } => Ok(data),
-            other => Err(self.unexpected("read output", &other)),
+        let mut output = Vec::new();
+        loop {
+            let offset = output.len();
+            let step = || format!("read output at offset {offset}");
+            let request = Request::ReadOutput { offset: offset as u32 };
+            let (total_len, data) = match self.request(step, &request)? {
+                Response::Output { total_len, data } => (total_len as usize, data),
+                other => return Err(self.unexpected(&step(), &other)),
+            };
+            let end = offset + data.len();
+            if end > total_len || (data.is_empty() && offset < total_len) || total_len > MAX_TENSOR_BYTES as usize {
+                return Err(self.protocol_error(
+                    &step(),
+                    format!("the board sent {} bytes of an output of {total_len}", data.len()),
+                ));
+            }
+            output.extend_from_slice(&data);
+            if end == total_len {
+                return Ok(output);
+            }
+        }
+    }
+
+    /// The largest chunk the board takes (asked once).
+    fn chunk_len(&mut self) -> Result<usize, ClientError> {
+        match self.chunk_len {
+            Some(len) => Ok(len),
+            None => Ok(clamp_chunk(self.device_info()?.max_chunk_bytes as usize)),
         }
     }
 

@@ -5,10 +5,14 @@
 //! Every variable-length field has a limit, checked when a message is
 //! encoded and again when it is decoded; a payload must be used entirely.
 //!
+//! Model images, inputs and outputs larger than one message travel in
+//! chunks named by their offset.
+//!
 //! Every request is idempotent, so that the host may resend any of them
-//! after a lost answer: a chunk names its offset, the end of an upload
-//! repeats the size and digest it announced, loading an input replaces the
-//! previous one, and running twice on the same input gives the same output.
+//! after a lost answer: a chunk names its offset (and a resent chunk must
+//! agree with what arrived), the end of an upload repeats the size and
+//! digest it announced, an input chunk at offset 0 starts the input again,
+//! and running twice on the same input gives the same output.
 
 use std::fmt;
 
@@ -24,6 +28,9 @@ pub const MAX_TEXT: usize = 128;
 pub const MAX_ERROR_TEXT: usize = 1024;
 /// Most bytes of model, input or output data in one message.
 pub const MAX_DATA: usize = 60 * 1024;
+/// The largest input or output of one run (the MAX78002's data memory is
+/// 1.3 MB).
+pub const MAX_TENSOR_BYTES: u32 = 4 * 1024 * 1024;
 /// The largest model any board may accept (a board announces its own limit
 /// in [`DeviceInfo::max_model_bytes`]).
 pub const MAX_MODEL_BYTES: u32 = 16 * 1024 * 1024;
@@ -227,11 +234,20 @@ pub enum Request {
     LoadModelEnd(ModelSummary),
     /// Asks for the size and digest of the model the board holds.
     Verify,
+    /// A chunk of the next run's input of `total_len` bytes; a chunk at
+    /// offset 0 starts a new input, and the board loads it when the last
+    /// byte has arrived.
     LoadInput {
+        total_len: u32,
+        offset: u32,
         data: Vec<u8>,
     },
     Run,
-    ReadOutput,
+    /// Asks for the output of the last run from `offset` on (as much as
+    /// one message carries).
+    ReadOutput {
+        offset: u32,
+    },
     ReadStatistics,
     Reset,
 }
@@ -251,14 +267,18 @@ pub enum Response {
     ModelLoaded(ModelSummary),
     /// The loaded model, if any.
     Verified(Option<ModelSummary>),
+    /// The board holds the input's bytes before `received` (all of them:
+    /// the input is loaded).
     InputLoaded {
-        len: u32,
+        received: u32,
     },
     RunComplete {
         output_len: u32,
         statistics: RunStatistics,
     },
+    /// Output bytes from the requested offset on, of `total_len`.
     Output {
+        total_len: u32,
         data: Vec<u8>,
     },
     Statistics(RunStatistics),
@@ -356,7 +376,7 @@ impl Request {
             Request::Verify => MessageType::Verify,
             Request::LoadInput { .. } => MessageType::LoadInput,
             Request::Run => MessageType::Run,
-            Request::ReadOutput => MessageType::ReadOutput,
+            Request::ReadOutput { .. } => MessageType::ReadOutput,
             Request::ReadStatistics => MessageType::ReadStatistics,
             Request::Reset => MessageType::Reset,
         }
@@ -365,7 +385,10 @@ impl Request {
     fn check(&self) -> Result<(), MessageError> {
         match self {
             Request::LoadModelChunk { data, .. } => check_len("model chunk", data.len(), MAX_DATA),
-            Request::LoadInput { data } => check_len("input", data.len(), MAX_DATA),
+            Request::LoadInput { total_len, data, .. } => {
+                check_len("input chunk", data.len(), MAX_DATA)?;
+                check_len("input", *total_len as usize, MAX_TENSOR_BYTES as usize)
+            }
             Request::LoadModelBegin(model) | Request::LoadModelEnd(model) => {
                 check_len("model", model.len as usize, MAX_MODEL_BYTES as usize)
             }
@@ -381,13 +404,15 @@ impl Request {
             Request::Ping { nonce } => encode(kind, nonce),
             Request::LoadModelBegin(model) | Request::LoadModelEnd(model) => encode(kind, model),
             Request::LoadModelChunk { offset, data } => encode(kind, &(offset, data)),
-            Request::LoadInput { data } => encode(kind, data),
-            Request::GetInfo
-            | Request::Verify
-            | Request::Run
-            | Request::ReadOutput
-            | Request::ReadStatistics
-            | Request::Reset => Ok(Vec::new()),
+            Request::LoadInput {
+                total_len,
+                offset,
+                data,
+            } => encode(kind, &(total_len, offset, data)),
+            Request::ReadOutput { offset } => encode(kind, offset),
+            Request::GetInfo | Request::Verify | Request::Run | Request::ReadStatistics | Request::Reset => {
+                Ok(Vec::new())
+            }
         }
     }
 
@@ -405,11 +430,18 @@ impl Request {
             }
             MessageType::LoadModelEnd => Request::LoadModelEnd(decode(kind, payload)?),
             MessageType::Verify => decode_unit(kind, payload).map(|()| Request::Verify)?,
-            MessageType::LoadInput => Request::LoadInput {
-                data: decode(kind, payload)?,
-            },
+            MessageType::LoadInput => {
+                let (total_len, offset, data) = decode(kind, payload)?;
+                Request::LoadInput {
+                    total_len,
+                    offset,
+                    data,
+                }
+            }
             MessageType::Run => decode_unit(kind, payload).map(|()| Request::Run)?,
-            MessageType::ReadOutput => decode_unit(kind, payload).map(|()| Request::ReadOutput)?,
+            MessageType::ReadOutput => Request::ReadOutput {
+                offset: decode(kind, payload)?,
+            },
             MessageType::ReadStatistics => decode_unit(kind, payload).map(|()| Request::ReadStatistics)?,
             MessageType::Reset => decode_unit(kind, payload).map(|()| Request::Reset)?,
             _ => return Err(MessageError::NotARequest { kind }),
@@ -440,7 +472,7 @@ impl Response {
     fn check(&self) -> Result<(), MessageError> {
         match self {
             Response::Info(info) => info.check(),
-            Response::Output { data } => check_len("output", data.len(), MAX_DATA),
+            Response::Output { data, .. } => check_len("output chunk", data.len(), MAX_DATA),
             Response::Error(error) => check_len("error message", error.message.len(), MAX_ERROR_TEXT),
             _ => Ok(()),
         }
@@ -456,9 +488,9 @@ impl Response {
             Response::ChunkAccepted { next_offset } => encode(kind, next_offset),
             Response::ModelLoaded(model) => encode(kind, model),
             Response::Verified(model) => encode(kind, model),
-            Response::InputLoaded { len } => encode(kind, len),
+            Response::InputLoaded { received } => encode(kind, received),
             Response::RunComplete { output_len, statistics } => encode(kind, &(output_len, statistics)),
-            Response::Output { data } => encode(kind, data),
+            Response::Output { total_len, data } => encode(kind, &(total_len, data)),
             Response::Statistics(statistics) => encode(kind, statistics),
             Response::Error(error) => encode(kind, error),
             Response::UploadStarted | Response::ResetDone => Ok(Vec::new()),
@@ -479,15 +511,16 @@ impl Response {
             MessageType::ModelLoaded => Response::ModelLoaded(decode(kind, payload)?),
             MessageType::Verified => Response::Verified(decode(kind, payload)?),
             MessageType::InputLoaded => Response::InputLoaded {
-                len: decode(kind, payload)?,
+                received: decode(kind, payload)?,
             },
             MessageType::RunComplete => {
                 let (output_len, statistics) = decode(kind, payload)?;
                 Response::RunComplete { output_len, statistics }
             }
-            MessageType::Output => Response::Output {
-                data: decode(kind, payload)?,
-            },
+            MessageType::Output => {
+                let (total_len, data) = decode(kind, payload)?;
+                Response::Output { total_len, data }
+            }
             MessageType::Statistics => Response::Statistics(decode(kind, payload)?),
             MessageType::ResetDone => decode_unit(kind, payload).map(|()| Response::ResetDone)?,
             MessageType::Error => Response::Error(decode(kind, payload)?),
@@ -534,10 +567,12 @@ mod tests {
             Request::LoadModelEnd(model()),
             Request::Verify,
             Request::LoadInput {
+                total_len: 1000,
+                offset: 256,
                 data: (0..=255).collect(),
             },
             Request::Run,
-            Request::ReadOutput,
+            Request::ReadOutput { offset: 61440 },
             Request::ReadStatistics,
             Request::Reset,
         ]
@@ -552,7 +587,7 @@ mod tests {
             Response::ModelLoaded(model()),
             Response::Verified(Some(model())),
             Response::Verified(None),
-            Response::InputLoaded { len: 256 },
+            Response::InputLoaded { received: 256 },
             Response::RunComplete {
                 output_len: 10,
                 statistics: RunStatistics {
@@ -561,6 +596,7 @@ mod tests {
                 },
             },
             Response::Output {
+                total_len: 100_000,
                 data: vec![1; MAX_DATA],
             },
             Response::Statistics(RunStatistics { cycles: 1, time_us: 0 }),
@@ -602,6 +638,17 @@ mod tests {
             data: vec![0; MAX_DATA],
         };
         assert!(chunk.encode().unwrap().len() <= MAX_PAYLOAD as usize);
+        let input = Request::LoadInput {
+            total_len: MAX_TENSOR_BYTES,
+            offset: u32::MAX,
+            data: vec![0; MAX_DATA],
+        };
+        assert!(input.encode().unwrap().len() <= MAX_PAYLOAD as usize);
+        let output = Response::Output {
+            total_len: u32::MAX,
+            data: vec![0; MAX_DATA],
+        };
+        assert!(output.encode().unwrap().len() <= MAX_PAYLOAD as usize);
         let mut big = info();
         big.board = "b".repeat(MAX_TEXT);
         big.accelerator = "a".repeat(MAX_TEXT);
@@ -647,6 +694,13 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn too_large_input_is_refused_on_decode() {
+        let payload = postcard::to_stdvec(&(MAX_TENSOR_BYTES + 1, 0u32, vec![1u8])).unwrap();
+        let err = Request::decode(MessageType::LoadInput, &payload).unwrap_err();
+        assert!(matches!(err, MessageError::TooLong { field: "input", .. }), "{err}");
     }
 
     #[test]

@@ -66,6 +66,12 @@ impl Default for ServeOptions {
     }
 }
 
+/// An input arriving in chunks.
+struct Staged {
+    total: u32,
+    bytes: Vec<u8>,
+}
+
 struct Upload {
     model: ModelSummary,
     bytes: Vec<u8>,
@@ -82,6 +88,7 @@ pub struct Server<B> {
     board: B,
     options: ServeOptions,
     upload: Option<Upload>,
+    input: Option<Staged>,
     loaded: Option<ModelSummary>,
     statistics: Option<RunStatistics>,
     last: Option<LastAnswer>,
@@ -97,6 +104,7 @@ impl<B: Board> Server<B> {
             board,
             options,
             upload: None,
+            input: None,
             loaded: None,
             statistics: None,
             last: None,
@@ -171,6 +179,7 @@ impl<B: Board> Server<B> {
                         // The board's state may be half-changed: forget the
                         // model so that nothing runs on it unverified.
                         self.upload = None;
+                        self.input = None;
                         self.loaded = None;
                         Err(DeviceError::new(
                             ErrorCode::Internal,
@@ -198,10 +207,11 @@ impl<B: Board> Server<B> {
             Request::LoadModelChunk { offset, data } => self.take_chunk(offset, &data),
             Request::LoadModelEnd(model) => self.end_upload(model),
             Request::Verify => Ok(Response::Verified(self.loaded)),
-            Request::LoadInput { data } => {
-                self.board.load_input(&data)?;
-                Ok(Response::InputLoaded { len: data.len() as u32 })
-            }
+            Request::LoadInput {
+                total_len,
+                offset,
+                data,
+            } => self.take_input_chunk(total_len, offset, &data),
             Request::Run => {
                 if self.loaded.is_none() {
                     return Err(DeviceError::new(ErrorCode::NoModel, "flash a model first"));
@@ -211,20 +221,7 @@ impl<B: Board> Server<B> {
                 let output_len = self.board.output().map_or(0, |o| o.len() as u32);
                 Ok(Response::RunComplete { output_len, statistics })
             }
-            Request::ReadOutput => match self.board.output() {
-                None => Err(DeviceError::new(
-                    ErrorCode::OutOfOrder,
-                    "no output: nothing has run since the last load",
-                )),
-                Some(output) if output.len() > MAX_DATA => Err(DeviceError::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "output is {} bytes; one message carries at most {MAX_DATA}",
-                        output.len()
-                    ),
-                )),
-                Some(output) => Ok(Response::Output { data: output.to_vec() }),
-            },
+            Request::ReadOutput { offset } => self.read_output(offset),
             Request::ReadStatistics => self
                 .statistics
                 .map(Response::Statistics)
@@ -232,6 +229,7 @@ impl<B: Board> Server<B> {
             Request::Reset => {
                 self.board.reset();
                 self.upload = None;
+                self.input = None;
                 self.statistics = None;
                 Ok(Response::ResetDone)
             }
@@ -264,35 +262,53 @@ impl<B: Board> Server<B> {
                 format!("chunk at offset {offset} without an upload in progress (begin one first)"),
             ));
         };
-        let start = offset as usize;
-        let end = start + data.len();
-        let received = upload.bytes.len();
-        if end > upload.model.len as usize {
-            return Err(DeviceError::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "chunk at offset {offset} ends at {end}, past the announced {} bytes",
-                    upload.model.len
-                ),
-            ));
-        }
-        if start > received {
-            return Err(DeviceError::new(
-                ErrorCode::OutOfOrder,
-                format!("chunk at offset {offset}; the board has {received} bytes and expects offset {received}"),
-            ));
-        }
-        // A resent chunk overlaps what was received: it must agree with it.
-        let overlap = end.min(received);
-        if upload.bytes[start..overlap] != data[..overlap - start] {
-            return Err(DeviceError::new(
-                ErrorCode::OutOfOrder,
-                format!("chunk at offset {offset} differs from the bytes already received there"),
-            ));
-        }
-        upload.bytes.extend_from_slice(&data[overlap - start..]);
+        append_chunk(&mut upload.bytes, upload.model.len, offset, data, "model")?;
         Ok(Response::ChunkAccepted {
             next_offset: upload.bytes.len() as u32,
+        })
+    }
+
+    fn take_input_chunk(&mut self, total_len: u32, offset: u32, data: &[u8]) -> Result<Response, DeviceError> {
+        if offset == 0 {
+            self.input = Some(Staged {
+                total: total_len,
+                bytes: Vec::new(),
+            });
+        }
+        let Some(input) = self.input.as_mut().filter(|input| input.total == total_len) else {
+            return Err(DeviceError::new(
+                ErrorCode::OutOfOrder,
+                format!("input chunk at offset {offset} of {total_len} bytes without an input begun at offset 0"),
+            ));
+        };
+        append_chunk(&mut input.bytes, total_len, offset, data, "input")?;
+        let received = input.bytes.len() as u32;
+        if received == total_len {
+            let input = std::mem::take(&mut input.bytes);
+            self.input = None;
+            self.board.load_input(&input)?;
+        }
+        Ok(Response::InputLoaded { received })
+    }
+
+    fn read_output(&self, offset: u32) -> Result<Response, DeviceError> {
+        let Some(output) = self.board.output() else {
+            return Err(DeviceError::new(
+                ErrorCode::OutOfOrder,
+                "no output: nothing has run since the last load",
+            ));
+        };
+        let Some(rest) = output.get(offset as usize..) else {
+            return Err(DeviceError::new(
+                ErrorCode::OutOfOrder,
+                format!("output read at offset {offset}; the output is {} bytes", output.len()),
+            ));
+        };
+        let total_len = u32::try_from(output.len())
+            .map_err(|_| DeviceError::new(ErrorCode::TooLarge, "output larger than 4 GiB"))?;
+        Ok(Response::Output {
+            total_len,
+            data: rest[..rest.len().min(MAX_DATA)].to_vec(),
         })
     }
 
@@ -344,6 +360,35 @@ impl<B: Board> Server<B> {
         self.loaded = Some(model);
         Ok(Response::ModelLoaded(model))
     }
+}
+
+/// Appends a chunk at `offset` to bytes arriving in order, of `total` in
+/// all. A resent chunk may overlap what arrived, but must agree with it.
+fn append_chunk(bytes: &mut Vec<u8>, total: u32, offset: u32, data: &[u8], what: &str) -> Result<(), DeviceError> {
+    let start = offset as usize;
+    let end = start + data.len();
+    let received = bytes.len();
+    if end > total as usize {
+        return Err(DeviceError::new(
+            ErrorCode::TooLarge,
+            format!("{what} chunk at offset {offset} ends at {end}, past the announced {total} bytes"),
+        ));
+    }
+    if start > received {
+        return Err(DeviceError::new(
+            ErrorCode::OutOfOrder,
+            format!("{what} chunk at offset {offset}; the board has {received} bytes and expects offset {received}"),
+        ));
+    }
+    let overlap = end.min(received);
+    if bytes[start..overlap] != data[..overlap - start] {
+        return Err(DeviceError::new(
+            ErrorCode::OutOfOrder,
+            format!("{what} chunk at offset {offset} differs from the bytes already received there"),
+        ));
+    }
+    bytes.extend_from_slice(&data[overlap - start..]);
+    Ok(())
 }
 
 fn response_frame(seq: u32, response: Response) -> Frame {
@@ -477,6 +522,84 @@ mod tests {
             Response::Error(e) => e.code,
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    fn input(data: &[u8]) -> Request {
+        Request::LoadInput {
+            total_len: data.len() as u32,
+            offset: 0,
+            data: data.to_vec(),
+        }
+    }
+
+    fn input_chunk(total_len: u32, offset: u32, data: &[u8]) -> Request {
+        Request::LoadInput {
+            total_len,
+            offset,
+            data: data.to_vec(),
+        }
+    }
+
+    fn loaded_server() -> Server<ReverseBoard> {
+        let mut server = Server::new(ReverseBoard::default());
+        let model = ModelSummary::of(b"m").unwrap();
+        ask(&mut server, 1, Request::LoadModelBegin(model));
+        ask(&mut server, 2, chunk(0, b"m"));
+        ask(&mut server, 3, Request::LoadModelEnd(model));
+        server
+    }
+
+    #[test]
+    fn input_in_chunks_is_loaded_when_complete_and_output_is_read_by_offset() {
+        let mut server = loaded_server();
+        assert_eq!(
+            ask(&mut server, 4, input_chunk(5, 0, b"ab")),
+            Response::InputLoaded { received: 2 }
+        );
+        assert_eq!(error_code(ask(&mut server, 5, Request::Run)), ErrorCode::NoInput);
+        assert_eq!(
+            error_code(ask(&mut server, 6, input_chunk(5, 3, b"de"))),
+            ErrorCode::OutOfOrder
+        );
+        assert_eq!(
+            error_code(ask(&mut server, 7, input_chunk(6, 2, b"cde"))),
+            ErrorCode::OutOfOrder
+        );
+        assert_eq!(
+            error_code(ask(&mut server, 8, input_chunk(5, 2, b"cdef"))),
+            ErrorCode::TooLarge
+        );
+        assert_eq!(
+            ask(&mut server, 9, input_chunk(5, 2, b"cde")),
+            Response::InputLoaded { received: 5 }
+        );
+        assert!(matches!(
+            ask(&mut server, 10, Request::Run),
+            Response::RunComplete { output_len: 5, .. }
+        ));
+        assert_eq!(
+            ask(&mut server, 11, Request::ReadOutput { offset: 2 }),
+            Response::Output {
+                total_len: 5,
+                data: b"cba".to_vec()
+            }
+        );
+        assert_eq!(
+            ask(&mut server, 12, Request::ReadOutput { offset: 5 }),
+            Response::Output {
+                total_len: 5,
+                data: vec![]
+            }
+        );
+        assert_eq!(
+            error_code(ask(&mut server, 13, Request::ReadOutput { offset: 6 })),
+            ErrorCode::OutOfOrder
+        );
+        // A chunk not at offset 0 without an input begun.
+        assert_eq!(
+            error_code(ask(&mut server, 14, input_chunk(5, 2, b"cde"))),
+            ErrorCode::OutOfOrder
+        );
     }
 
     fn chunk(offset: u32, data: &[u8]) -> Request {
@@ -615,7 +738,7 @@ mod tests {
             ErrorCode::OutOfOrder
         );
         assert_eq!(error_code(ask(&mut server, 5, Request::Run)), ErrorCode::NoInput);
-        ask(&mut server, 6, Request::LoadInput { data: b"abc".to_vec() });
+        ask(&mut server, 6, input(b"abc"));
         let statistics = RunStatistics { cycles: 3, time_us: 1 };
         assert_eq!(
             ask(&mut server, 7, Request::Run),
@@ -625,8 +748,11 @@ mod tests {
             }
         );
         assert_eq!(
-            ask(&mut server, 8, Request::ReadOutput),
-            Response::Output { data: b"cba".to_vec() }
+            ask(&mut server, 8, Request::ReadOutput { offset: 0 }),
+            Response::Output {
+                total_len: 3,
+                data: b"cba".to_vec()
+            }
         );
         assert_eq!(
             ask(&mut server, 9, Request::ReadStatistics),
@@ -634,7 +760,7 @@ mod tests {
         );
         assert_eq!(ask(&mut server, 10, Request::Reset), Response::ResetDone);
         assert_eq!(
-            error_code(ask(&mut server, 11, Request::ReadOutput)),
+            error_code(ask(&mut server, 11, Request::ReadOutput { offset: 0 })),
             ErrorCode::OutOfOrder
         );
         assert_eq!(ask(&mut server, 12, Request::Verify), Response::Verified(Some(model)));
@@ -672,13 +798,7 @@ mod tests {
         ask(&mut server, 1, Request::LoadModelBegin(model));
         ask(&mut server, 2, chunk(0, b"m"));
         ask(&mut server, 3, Request::LoadModelEnd(model));
-        ask(
-            &mut server,
-            4,
-            Request::LoadInput {
-                data: b"!boom".to_vec(),
-            },
-        );
+        ask(&mut server, 4, input(b"!boom"));
         let hook = panic::take_hook();
         panic::set_hook(Box::new(|_| {}));
         let response = ask(&mut server, 5, Request::Run);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kflow_device::decoder::Decoded;
 use kflow_device::frame::{Flags, Frame, Header, MessageType};
-use kflow_device::message::{Digest, MAX_DATA, Request, Response};
+use kflow_device::message::{Digest, MAX_TENSOR_BYTES, Request, Response};
 use kflow_device::transport::{Link, LinkTimeouts, TcpLink};
 use kflow_device::{
     Board, Client, ClientError, DeviceError, DeviceInfo, DeviceUrl, ErrorCode, FlashProgress, ModelSummary,
@@ -150,6 +150,13 @@ fn flash_and_infer<T: Transport>(client: &mut Client<T>) {
     let inference = client.infer(b"window").unwrap();
     assert_eq!(inference.output, b"window\x03");
     assert_eq!(inference.statistics, RunStatistics { cycles: 6, time_us: 0 });
+    // Inputs and outputs larger than one message go in chunks.
+    let large: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+    let large_inference = client.infer(&large).unwrap();
+    assert_eq!(large_inference.output.len(), 150_001);
+    assert_eq!(&large_inference.output[..150_000], &large[..]);
+    assert_eq!(client.infer(b"").unwrap().output, b"\x03");
+    client.infer(b"window").unwrap();
     assert_eq!(client.read_statistics().unwrap(), inference.statistics);
     assert_eq!(client.device_info().unwrap().identity, "echo-0001");
     client.ping().unwrap();
@@ -250,7 +257,10 @@ fn fuzz_input(rng: &mut ChaCha8Rng) -> Vec<u8> {
                     MessageType::LoadModelChunk,
                     postcard::to_stdvec(&(rng.random::<u32>(), payload)).unwrap(),
                 ),
-                1 => (MessageType::LoadInput, postcard::to_stdvec(&payload).unwrap()),
+                1 => {
+                    let fields = (rng.random_range(0..1000u32), rng.random_range(0..1000u32), payload);
+                    (MessageType::LoadInput, postcard::to_stdvec(&fields).unwrap())
+                }
                 2 => {
                     let model = ModelSummary {
                         len: rng.random(),
@@ -486,12 +496,10 @@ fn board_refusal_is_not_retried_and_names_the_step() {
         err.to_string(),
         "device sim://max78000: run: the board refused: no model loaded: flash a model first"
     );
-    let too_big = vec![0; MAX_DATA + 1];
-    assert!(
-        client
-            .load_input(&too_big)
-            .unwrap_err()
-            .to_string()
-            .contains("load input (61441 bytes)")
+    let too_big = vec![0; MAX_TENSOR_BYTES as usize + 1];
+    let message = client.load_input(&too_big).unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "device sim://max78000: load input (4194305 bytes): an input has at most 4194304 bytes"
     );
 }
