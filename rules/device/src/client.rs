@@ -23,7 +23,8 @@ use crate::message::{
     DeviceError, DeviceInfo, ErrorCode, MAX_DATA, MAX_MODEL_BYTES, MAX_TENSOR_BYTES, ModelSummary, Request, Response,
     RunStatistics,
 };
-use crate::transport::{Transport, TransportError};
+use crate::transport::{self, LinkTimeouts, OpenError, Transport, TransportError};
+use crate::url::DeviceUrl;
 
 /// How hard the client tries.
 #[derive(Clone, Copy, Debug)]
@@ -122,6 +123,14 @@ pub struct Client<T> {
 
 fn clamp_chunk(len: usize) -> usize {
     len.clamp(1, MAX_DATA)
+}
+
+impl Client<Box<dyn Transport>> {
+    /// Opens a `tcp://` or `serial://` board (a `sim://` board is attached
+    /// with [`crate::serve::spawn_in_process`] and [`Client::new`]).
+    pub fn connect(url: &DeviceUrl, timeouts: LinkTimeouts, policy: RetryPolicy) -> Result<Self, OpenError> {
+        Ok(Client::new(transport::open(url, timeouts)?, policy))
+    }
 }
 
 impl<T: Transport> Client<T> {

@@ -23,5 +23,5 @@ pub mod url;
 pub use client::{Client, ClientError, FlashProgress, Inference, RetryPolicy};
 pub use message::{DeviceError, DeviceInfo, ErrorCode, ModelSummary, RunStatistics};
 pub use serve::{Board, ServeOptions, Server, spawn_in_process};
-pub use transport::{LinkTimeouts, StreamTransport, Transport, TransportError, open};
+pub use transport::{LinkTimeouts, OpenError, StreamTransport, Transport, TransportError, open};
 pub use url::{DeviceUrl, SimBoard};

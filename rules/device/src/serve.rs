@@ -56,12 +56,18 @@ pub struct ServeOptions {
     /// A frame that stops arriving for this long is answered as truncated
     /// and dropped.
     pub partial_frame_timeout: Duration,
+    /// A connection on which nothing arrives for this long is ended, so
+    /// that a host that vanished without closing its TCP connection does
+    /// not keep the board from the next one. `None` (the default) waits
+    /// for ever, as a board on a serial line must.
+    pub idle_connection_timeout: Option<Duration>,
 }
 
 impl Default for ServeOptions {
     fn default() -> ServeOptions {
         ServeOptions {
             partial_frame_timeout: Duration::from_millis(500),
+            idle_connection_timeout: None,
         }
     }
 }
@@ -119,16 +125,29 @@ impl<B: Board> Server<B> {
         self.board
     }
 
-    /// Serves one connection until the peer closes it. Returns `Ok` when it
-    /// was closed, the transport's error when it failed otherwise.
+    /// Serves one connection until the peer closes it (or it stays idle
+    /// past [`ServeOptions::idle_connection_timeout`]). Returns `Ok` then,
+    /// the transport's error when it failed otherwise.
     pub fn serve(&mut self, transport: &mut dyn Transport) -> Result<(), TransportError> {
+        let mut last_heard = Instant::now();
         loop {
             let deadline = Instant::now() + self.options.partial_frame_timeout;
-            let answer = match transport.receive(deadline) {
+            let received = transport.receive(deadline);
+            if !matches!(received, Err(TransportError::TimedOut)) {
+                last_heard = Instant::now();
+            }
+            let answer = match received {
                 Ok(Decoded::Frame(frame)) => self.answer(&frame),
                 Ok(Decoded::Rejected(rejected)) => answer_rejected(&rejected),
                 Err(TransportError::TimedOut) => match transport.give_up_partial() {
                     Some(rejected) => answer_rejected(&rejected),
+                    None if self
+                        .options
+                        .idle_connection_timeout
+                        .is_some_and(|idle| last_heard.elapsed() >= idle) =>
+                    {
+                        return Ok(());
+                    }
                     None => continue,
                 },
                 Err(TransportError::Closed) => return Ok(()),

@@ -87,6 +87,7 @@ fn quick_server() -> Server<EchoBoard> {
         EchoBoard::default(),
         ServeOptions {
             partial_frame_timeout: Duration::from_millis(5),
+            idle_connection_timeout: None,
         },
     )
 }
@@ -177,8 +178,7 @@ fn flash_and_infer_in_process() {
 fn flash_and_infer_over_tcp() {
     let addr = tcp_board();
     let url = tcp_url(addr);
-    let transport = kflow_device::open(&url, LinkTimeouts::default()).unwrap();
-    let mut client = Client::new(transport, policy(3, 2000));
+    let mut client = Client::connect(&url, LinkTimeouts::default(), policy(3, 2000)).unwrap();
     assert_eq!(client.device(), url.to_string());
     flash_and_infer(&mut client);
 }
@@ -502,4 +502,25 @@ fn board_refusal_is_not_retried_and_names_the_step() {
         message,
         "device sim://max78000: load input (4194305 bytes): an input has at most 4194304 bytes"
     );
+}
+
+#[test]
+fn an_idle_connection_is_ended_and_the_board_serves_the_next() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let options = ServeOptions {
+            partial_frame_timeout: Duration::from_millis(5),
+            idle_connection_timeout: Some(Duration::from_millis(100)),
+        };
+        Server::with_options(EchoBoard::default(), options).serve_tcp(&listener, LinkTimeouts::default())
+    });
+    // A host that connects and says nothing would hold the board for ever.
+    let mut silent = connect(addr);
+    let mut client = Client::new(connect(addr), policy(1, 2000));
+    client.ping().unwrap();
+    assert!(matches!(
+        silent.receive(Instant::now() + Duration::from_secs(2)),
+        Err(kflow_device::TransportError::Closed)
+    ));
 }
