@@ -12,13 +12,15 @@ use rayon::prelude::*;
 /// Below this many products per layer, rayon's fork/join costs more than it saves.
 pub(crate) const PARALLEL_MACS: usize = 1 << 17;
 
-/// The operator input, zero-padded (and, for convtranspose2d, zero-stuffed)
-/// so that output pixel `(y, x)` reads rows `y..y+kh`, columns `x..x+kw`.
-pub(crate) struct Planes {
+/// The operator input (CHW int8) and where it goes inside the zero-padded
+/// (for convtranspose2d, zero-stuffed) planes the kernels read, so that
+/// output pixel `(y, x)` reads rows `y..y+kh`, columns `x..x+kw`.
+pub(crate) struct Input<'a> {
+    pub x: &'a [i8],
     pub channels: usize,
     pub height: usize,
     pub width: usize,
-    pub data: Vec<i16>,
+    pub at: Placement,
 }
 
 /// Where the input goes inside the padded planes.
@@ -32,23 +34,51 @@ pub(crate) struct Placement {
     pub stuff: bool,
 }
 
-impl Planes {
-    /// `x` is CHW with `height × width` pixels per channel.
-    pub fn new(x: &[i8], channels: usize, height: usize, width: usize, at: Placement) -> Planes {
-        let step = if at.stuff { 2 } else { 1 };
-        let ph = at.top + (height - 1) * step + 1 + at.bottom;
-        let pw = at.left + (width - 1) * step + 1 + at.right;
-        let mut data = vec![0i16; channels * ph * pw];
-        for (plane, src) in data.chunks_exact_mut(ph * pw).zip(x.chunks_exact(height * width)) {
-            for (y, src_row) in src.chunks_exact(width).enumerate() {
-                let row = &mut plane[(at.top + y * step) * pw + at.left..];
-                for (dst, &v) in row.iter_mut().step_by(step).zip(src_row) {
-                    *dst = i16::from(v);
+impl Input<'_> {
+    fn step(&self) -> usize {
+        if self.at.stuff { 2 } else { 1 }
+    }
+
+    /// Rows and columns of a padded plane.
+    pub fn padded(&self) -> (usize, usize) {
+        let (at, step) = (self.at, self.step());
+        (
+            at.top + (self.height - 1) * step + 1 + at.bottom,
+            at.left + (self.width - 1) * step + 1 + at.right,
+        )
+    }
+
+    /// Fills the padded planes in `dst` (zeroed by the caller), plane `p`
+    /// pixel by pixel with `value(p, i)` of source pixel `i`.
+    pub fn lay_out<T>(&self, dst: &mut [T], value: impl Fn(usize, usize) -> T) {
+        let ((ph, pw), step) = (self.padded(), self.step());
+        for (p, plane) in dst.chunks_exact_mut(ph * pw).enumerate() {
+            for y in 0..self.height {
+                let row = &mut plane[(self.at.top + y * step) * pw + self.at.left..];
+                for (x, dst) in row.iter_mut().step_by(step).take(self.width).enumerate() {
+                    *dst = value(p, y * self.width + x);
                 }
             }
         }
+    }
+}
+
+/// The padded planes of every input channel, in i16.
+struct Planes {
+    channels: usize,
+    height: usize,
+    width: usize,
+    data: Vec<i16>,
+}
+
+impl Planes {
+    fn new(input: &Input) -> Planes {
+        let (ph, pw) = input.padded();
+        let plane = input.height * input.width;
+        let mut data = vec![0i16; input.channels * ph * pw];
+        input.lay_out(&mut data, |c, i| i16::from(input.x[c * plane + i]));
         Planes {
-            channels,
+            channels: input.channels,
             height: ph,
             width: pw,
             data,
@@ -69,7 +99,7 @@ pub(crate) struct Filter {
 /// (`out_h × out_w`, including `128·bias`) to `finish` with that channel's
 /// slice of `out`.
 pub(crate) fn convolve<T: Send>(
-    input: &Planes,
+    input: &Input,
     filter: &Filter,
     bias: Option<&[i8]>,
     out: &mut [T],
@@ -87,13 +117,15 @@ pub(crate) fn convolve<T: Send>(
 
 /// The portable path: each output channel's taps swept over whole rows.
 pub(crate) fn direct<T: Send>(
-    input: &Planes,
+    input: &Input,
     filter: &Filter,
     bias: Option<&[i8]>,
     out: &mut [T],
     (out_h, out_w): (usize, usize),
     finish: impl Fn(&[i32], &mut [T]) + Sync,
 ) {
+    let planes = Planes::new(input);
+    let input = &planes;
     let plane = out_h * out_w;
     let per_output = if filter.depthwise { 1 } else { input.channels };
     let job = Job {

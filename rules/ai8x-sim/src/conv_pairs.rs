@@ -17,7 +17,7 @@ use std::arch::x86_64::{
 
 use rayon::prelude::*;
 
-use crate::conv::{Filter, PARALLEL_MACS, Planes};
+use crate::conv::{Filter, Input, PARALLEL_MACS};
 
 /// Output channels per tile.
 const MR: usize = 4;
@@ -71,30 +71,25 @@ struct Job {
 
 impl Job {
     fn new(
-        input: &Planes,
+        input: &Input,
         filter: &Filter,
         bias: Option<&[i8]>,
         outputs: usize,
         (out_h, out_w): (usize, usize),
     ) -> Self {
-        let (channels, plane) = (input.channels, input.height * input.width);
+        let (channels, (height, width)) = (input.channels, input.padded());
+        let (plane, source) = (height * width, input.height * input.width);
         let pairs = channels.div_ceil(2);
         let mut data = vec![0i32; pairs * plane + MAX_NR];
-        for (p, dst) in data.chunks_exact_mut(plane).take(pairs).enumerate() {
-            let lo = &input.data[2 * p * plane..][..plane];
-            match (2 * p + 1 < channels).then(|| &input.data[(2 * p + 1) * plane..][..plane]) {
-                Some(hi) => {
-                    for ((d, &l), &h) in dst.iter_mut().zip(lo).zip(hi) {
-                        *d = pair(l, h);
-                    }
-                }
-                None => {
-                    for (d, &l) in dst.iter_mut().zip(lo) {
-                        *d = pair(l, 0);
-                    }
-                }
-            }
-        }
+        let x = input.x;
+        input.lay_out(&mut data[..pairs * plane], |p, i| {
+            let hi = if 2 * p + 1 < channels {
+                x[(2 * p + 1) * source + i]
+            } else {
+                0
+            };
+            pair(i16::from(x[2 * p * source + i]), i16::from(hi))
+        });
         let taps = filter.kh * filter.kw;
         let blocks = outputs.div_ceil(MR);
         let mut weights = vec![0i32; blocks * pairs * taps * MR];
@@ -115,7 +110,7 @@ impl Job {
         Job {
             data,
             pairs,
-            width: input.width,
+            width,
             plane,
             kh: filter.kh,
             kw: filter.kw,
@@ -132,13 +127,9 @@ impl Job {
         debug_assert!(acc.len() >= MR * self.out_h * self.out_w);
         // SAFETY: `Isa::detect` found these features on this CPU.
         unsafe {
-            match (isa, self.vectors()) {
-                (Isa::AvxVnni, 1) => block_vnni::<1>(self, block, acc),
-                (Isa::AvxVnni, 2) => block_vnni::<2>(self, block, acc),
-                (Isa::AvxVnni, _) => block_vnni::<MAX_V>(self, block, acc),
-                (Isa::Avx2, 1) => block_avx2::<1>(self, block, acc),
-                (Isa::Avx2, 2) => block_avx2::<2>(self, block, acc),
-                (Isa::Avx2, _) => block_avx2::<MAX_V>(self, block, acc),
+            match isa {
+                Isa::AvxVnni => dispatch!(block_vnni, self, block, acc),
+                Isa::Avx2 => dispatch!(block_avx2, self, block, acc),
             }
         }
     }
@@ -169,29 +160,34 @@ fn dot_vnni(acc: __m256i, x: __m256i, w: __m256i) -> __m256i {
 macro_rules! block_kernel {
     ($name:ident, $features:literal, $dot:ident) => {
         #[target_feature(enable = $features)]
-        fn $name<const V: usize>(job: &Job, block: usize, acc: &mut [i32]) {
+        fn $name<const V: usize, const KH: usize, const KW: usize>(job: &Job, block: usize, acc: &mut [i32]) {
+            // A kernel size known at compile time unrolls the taps; 0 reads it from the job.
+            let (kh, kw) = if KH > 0 { (KH, KW) } else { (job.kh, job.kw) };
             let (out_h, out_w, width) = (job.out_h, job.out_w, job.width);
-            let taps = job.kh * job.kw;
+            let taps = kh * kw;
             let weights = &job.weights[block * job.pairs * taps * MR..][..job.pairs * taps * MR];
             let bias = &job.bias[block * MR..][..MR];
+            // What one tile reads of one pair's plane: `kh` rows, `kw − 1`
+            // columns beyond the tile's 8·V lanes.
+            let span = (kh - 1) * width + kw - 1 + 8 * V;
             let mut spill = [[0i32; MAX_NR]; MR];
             for y in 0..out_h {
                 for x0 in (0..out_w).step_by(8 * V) {
                     let mut sums: [[__m256i; V]; MR] = std::array::from_fn(|r| [_mm256_set1_epi32(bias[r]); V]);
                     for p in 0..job.pairs {
-                        let rows = p * job.plane + y * width + x0;
+                        let at = p * job.plane + y * width + x0;
+                        // The last tile of the last pair reads at most `plane·pairs + 8·V − 1`
+                        // (the output is `kh − 1` rows and `kw − 1` columns smaller
+                        // than the padded planes), inside `data`.
+                        let window = job.data[at..at + span].as_ptr();
                         let w = &weights[p * taps * MR..][..taps * MR];
-                        for ky in 0..job.kh {
-                            for kx in 0..job.kw {
-                                let at = rows + ky * width + kx;
-                                // The tile's last lane reads at most `plane·pairs + 8·V − 1`
-                                // (the output is `kh − 1` rows and `kw − 1` columns
-                                // smaller than the padded planes), inside `data`.
-                                let src = job.data[at..at + 8 * V].as_ptr();
-                                // SAFETY: `src` has 8·V readable i32 (sliced above).
-                                let xs: [__m256i; V] =
-                                    std::array::from_fn(|v| unsafe { _mm256_loadu_si256(src.add(8 * v).cast()) });
-                                let wt = &w[(ky * job.kw + kx) * MR..][..MR];
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                // SAFETY: `ky·width + kx + 8·V ≤ span`, the window sliced above.
+                                let xs: [__m256i; V] = std::array::from_fn(|v| unsafe {
+                                    _mm256_loadu_si256(window.add(ky * width + kx + 8 * v).cast())
+                                });
+                                let wt = &w[(ky * kw + kx) * MR..][..MR];
                                 for r in 0..MR {
                                     let wr = _mm256_set1_epi32(wt[r]);
                                     for v in 0..V {
@@ -216,12 +212,31 @@ macro_rules! block_kernel {
 }
 
 block_kernel!(block_avx2, "avx2", dot_avx2);
+
+/// Picks the instance of a tile kernel for the job's tile width and kernel
+/// size: 3×3 and 1×1 unrolled, any other size (conv1d's 1×k) looped.
+macro_rules! dispatch {
+    ($kernel:ident, $job:expr, $block:expr, $acc:expr) => {
+        match ($job.vectors(), $job.kh, $job.kw) {
+            (1, 3, 3) => $kernel::<1, 3, 3>($job, $block, $acc),
+            (2, 3, 3) => $kernel::<2, 3, 3>($job, $block, $acc),
+            (_, 3, 3) => $kernel::<MAX_V, 3, 3>($job, $block, $acc),
+            (1, 1, 1) => $kernel::<1, 1, 1>($job, $block, $acc),
+            (2, 1, 1) => $kernel::<2, 1, 1>($job, $block, $acc),
+            (_, 1, 1) => $kernel::<MAX_V, 1, 1>($job, $block, $acc),
+            (1, _, _) => $kernel::<1, 0, 0>($job, $block, $acc),
+            (2, _, _) => $kernel::<2, 0, 0>($job, $block, $acc),
+            (_, _, _) => $kernel::<MAX_V, 0, 0>($job, $block, $acc),
+        }
+    };
+}
+use dispatch;
 block_kernel!(block_vnni, "avx2,avxvnni", dot_vnni);
 
 /// [`crate::conv::convolve`] for a full (not depthwise) filter.
 pub(crate) fn convolve<T: Send>(
     isa: Isa,
-    input: &Planes,
+    input: &Input,
     filter: &Filter,
     bias: Option<&[i8]>,
     out: &mut [T],
@@ -259,7 +274,7 @@ mod tests {
 
     fn run(
         isa: Option<Isa>,
-        planes: &Planes,
+        input: &Input,
         filter: &Filter,
         bias: Option<&[i8]>,
         outputs: usize,
@@ -268,8 +283,8 @@ mod tests {
         let mut out = vec![0i32; outputs * dims.0 * dims.1];
         let copy = |acc: &[i32], o: &mut [i32]| o.copy_from_slice(acc);
         match isa {
-            Some(isa) => convolve(isa, planes, filter, bias, &mut out, dims, copy),
-            None => direct(planes, filter, bias, &mut out, dims, copy),
+            Some(isa) => convolve(isa, input, filter, bias, &mut out, dims, copy),
+            None => direct(input, filter, bias, &mut out, dims, copy),
         }
         out
     }
@@ -316,11 +331,18 @@ mod tests {
                 }
             };
             let x: Vec<i8> = (0..channels * h * w).map(|_| extreme(&mut rng)).collect();
-            let planes = Planes::new(&x, channels, h, w, at);
-            let (out_h, out_w) = (planes.height + 1 - kh, planes.width + 1 - kw);
-            if out_h == 0 || out_w == 0 || out_h > planes.height || out_w > planes.width {
+            let input = Input {
+                x: &x,
+                channels,
+                height: h,
+                width: w,
+                at,
+            };
+            let (ph, pw) = input.padded();
+            if ph < kh || pw < kw {
                 continue;
             }
+            let (out_h, out_w) = (ph + 1 - kh, pw + 1 - kw);
             let filter = Filter {
                 kh,
                 kw,
@@ -331,9 +353,9 @@ mod tests {
             };
             let bias: Vec<i8> = (0..outputs).map(|_| rng.random()).collect();
             let bias = (case % 4 != 1).then_some(bias.as_slice());
-            let expected = run(None, &planes, &filter, bias, outputs, (out_h, out_w));
+            let expected = run(None, &input, &filter, bias, outputs, (out_h, out_w));
             for &isa in &available {
-                let got = run(Some(isa), &planes, &filter, bias, outputs, (out_h, out_w));
+                let got = run(Some(isa), &input, &filter, bias, outputs, (out_h, out_w));
                 assert!(
                     got == expected,
                     "case {case}: {kh}x{kw}, {channels}->{outputs} at {h}x{w}"

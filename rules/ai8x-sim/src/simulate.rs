@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use crate::conv::{Filter, Placement, Planes, convolve};
+use crate::conv::{Filter, Input, Placement, convolve};
 use crate::eltwise::combine;
 use crate::error::SimError;
 use crate::linear::linear;
@@ -71,20 +71,16 @@ fn operate(layer: &Layer, plan: &LayerPlan, w: &LayerWeights, x: Cow<[i8]>) -> O
     let x_shape = plan.pooled;
     let out = plan.output;
     let bias = w.bias.as_deref();
-    let conv = |planes: Planes, filter: Filter, dims: (usize, usize)| match layer.output_width {
+    let conv = |input: Input, filter: Filter, dims: (usize, usize)| match layer.output_width {
         OutputWidth::ThirtyTwo => {
             let mut data = vec![0i32; out.len()];
-            convolve(&planes, &filter, bias, &mut data, dims, |acc, o| o.copy_from_slice(acc));
+            convolve(&input, &filter, bias, &mut data, dims, |acc, o| o.copy_from_slice(acc));
             Output::Int32(Tensor { shape: out, data })
         }
         OutputWidth::Eight => {
             let scale = Scale::new(total_shift(layer), layer.activation);
             let mut data = vec![0i8; out.len()];
-            convolve(&planes, &filter, bias, &mut data, dims, |acc, o| {
-                for (y, &a) in o.iter_mut().zip(acc) {
-                    *y = scale.apply(a);
-                }
-            });
+            convolve(&input, &filter, bias, &mut data, dims, |acc, o| scale.apply_all(acc, o));
             Output::Int8(Tensor { shape: out, data })
         }
     };
@@ -103,14 +99,20 @@ fn operate(layer: &Layer, plan: &LayerPlan, w: &LayerWeights, x: Cow<[i8]>) -> O
                 right: pad,
                 stuff: false,
             };
-            let planes = Planes::new(&x, x_shape.channels, 1, x_shape.height, at);
+            let input = Input {
+                x: &x,
+                channels: x_shape.channels,
+                height: 1,
+                width: x_shape.height,
+                at,
+            };
             let filter = Filter {
                 kh: 1,
                 kw: kernel,
                 depthwise: false,
                 weights: widen(&w.weight),
             };
-            conv(planes, filter, (1, out.height))
+            conv(input, filter, (1, out.height))
         }
         Op::Conv2d { kernel, pad, depthwise } => {
             let at = Placement {
@@ -120,14 +122,20 @@ fn operate(layer: &Layer, plan: &LayerPlan, w: &LayerWeights, x: Cow<[i8]>) -> O
                 right: pad,
                 stuff: false,
             };
-            let planes = Planes::new(&x, x_shape.channels, x_shape.height, x_shape.width, at);
+            let input = Input {
+                x: &x,
+                channels: x_shape.channels,
+                height: x_shape.height,
+                width: x_shape.width,
+                at,
+            };
             let filter = Filter {
                 kh: kernel,
                 kw: kernel,
                 depthwise,
                 weights: widen(&w.weight),
             };
-            conv(planes, filter, (out.height, out.width))
+            conv(input, filter, (out.height, out.width))
         }
         Op::ConvTranspose2d { pad } => {
             // spec §2.4: zero-stuff, pad 2−pad before and 3−pad after, then a
@@ -139,14 +147,20 @@ fn operate(layer: &Layer, plan: &LayerPlan, w: &LayerWeights, x: Cow<[i8]>) -> O
                 right: 3 - pad,
                 stuff: true,
             };
-            let planes = Planes::new(&x, x_shape.channels, x_shape.height, x_shape.width, at);
+            let input = Input {
+                x: &x,
+                channels: x_shape.channels,
+                height: x_shape.height,
+                width: x_shape.width,
+                at,
+            };
             let filter = Filter {
                 kh: 3,
                 kw: 3,
                 depthwise: false,
                 weights: transpose_kernel(layer, &w.weight),
             };
-            conv(planes, filter, (out.height, out.width))
+            conv(input, filter, (out.height, out.width))
         }
         Op::Linear { .. } => {
             let acc = linear(&x, &w.weight, bias, out.channels);
@@ -156,7 +170,11 @@ fn operate(layer: &Layer, plan: &LayerPlan, w: &LayerWeights, x: Cow<[i8]>) -> O
                     let scale = Scale::new(total_shift(layer), layer.activation);
                     Output::Int8(Tensor {
                         shape: out,
-                        data: acc.iter().map(|&a| scale.apply(a)).collect(),
+                        data: {
+                            let mut y = vec![0i8; acc.len()];
+                            scale.apply_all(&acc, &mut y);
+                            y
+                        },
                     })
                 }
             }
