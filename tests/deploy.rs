@@ -147,6 +147,60 @@ checks = ["grep -q '\"conv0\"' && { echo 'conv0 is not allowed' >&2; exit 3; }; 
     assert_eq!(again.count("executed"), 0);
 }
 
+/// A check script is an input like any other: editing it reruns the check
+/// (and only the check), on the `check` rule and through the platform.
+#[test]
+fn editing_a_check_file_reruns_the_checks_that_read_it() {
+    let ws = Ws::new();
+    graphs(
+        &ws,
+        r#"
+[[check]]
+name = "gated"
+model = ":cnn"
+platform = "//platforms:max32690"
+checks = ["sh graphs/m/gate.sh"]
+check_files = ["gate.sh"]
+
+[[platform]]
+name = "gated_mcu"
+cpu = "cortex-m4f"
+cpu_clock_mhz = 100.0
+flash_kb = 2048
+ram_kb = 512
+checks = ["sh graphs/m/platform_gate.sh"]
+check_files = ["platform_gate.sh"]
+
+[[check]]
+name = "on_gated_mcu"
+model = ":cnn"
+platform = ":gated_mcu"
+"#,
+    );
+    ws.file("graphs/m/gate.sh", "cat > /dev/null; exit 0\n")
+        .file("graphs/m/platform_gate.sh", "cat > /dev/null; exit 0\n");
+    let targets = ["//m:gated", "//m:on_gated_mcu"];
+    let first = ws.build_ok(&targets);
+    assert_eq!(first.status("target//m:gated"), "executed");
+    assert_eq!(first.status("target//m:on_gated_mcu"), "executed");
+    assert_eq!(ws.build_ok(&targets).count("executed"), 0);
+
+    ws.file("graphs/m/gate.sh", "cat > /dev/null; echo 'gate closed' >&2; exit 4\n");
+    let b = ws.build(&targets);
+    let report = b.report.expect("a report");
+    assert_eq!(report.status("target//m:gated"), "rejected");
+    assert_eq!(report.status("target//m:on_gated_mcu"), "cached");
+    let gated = json(&ws, "gated", "check.json");
+    assert!(gated["reasons"][0].as_str().is_some_and(|r| r.contains("gate closed")), "{gated}");
+
+    ws.file("graphs/m/platform_gate.sh", "cat > /dev/null; echo 'no room' >&2; exit 5\n");
+    let report = ws.build(&[targets[0], targets[1], "//m:gated_mcu"]).report.expect("a report");
+    assert_eq!(report.status("target//m:on_gated_mcu"), "rejected");
+    assert_ne!(report.status("target//m:gated"), "executed");
+    let platform = json(&ws, "gated_mcu", "platform.json");
+    assert!(platform["check_files"]["platform_gate.sh"].is_string(), "{platform}");
+}
+
 #[test]
 fn a_bad_constraint_is_a_graph_error() {
     let ws = Ws::new();

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use kflow_ai8x::Device;
 use kflow_engine::{
-    ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
+    ActionContext, ActionDecl, ActionError, ArtifactRef, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule,
+    Source, Target,
 };
 use kflow_model::Model;
 use kflow_platform::{ExternalVerdict, Platform, Resources};
@@ -33,6 +34,7 @@ const ATTRS: &[AttrSpec] = &[
     USER_CHECKS[0],
     USER_CHECKS[1],
     USER_CHECKS[2],
+    USER_CHECKS[3],
     AttrSpec::optional(
         "quantized",
         AttrType::Label,
@@ -42,7 +44,7 @@ const ATTRS: &[AttrSpec] = &[
 
 /// The checks of a user's own, besides the platform's: also attributes of
 /// `[[automl]]`, which checks every candidate with this rule.
-pub const USER_CHECKS: [AttrSpec; 3] = [
+pub const USER_CHECKS: [AttrSpec; 4] = [
     AttrSpec::optional(
         "constraints",
         AttrType::StringList,
@@ -58,7 +60,32 @@ pub const USER_CHECKS: [AttrSpec; 3] = [
         AttrType::Int,
         "seconds an external check may take (default 60)",
     ),
+    AttrSpec::optional(
+        "check_files",
+        AttrType::Sources,
+        "the files the checks read (scripts, tables): their contents key the check actions, so editing one reruns them",
+    ),
 ];
+
+/// Input-name prefix of the `check_files`.
+pub const CHECK_FILE: &str = "check_file:";
+
+/// The `check_files` of `target` as action inputs: a package file by its
+/// path, a target by each of its outputs.
+pub fn check_file_inputs(target: &Target, planner: &Planner<'_>) -> Result<Vec<(String, ArtifactRef)>, Diagnostic> {
+    let mut inputs = Vec::new();
+    for source in target.attrs.sources("check_files") {
+        match source {
+            Source::File(path) => inputs.push((format!("{CHECK_FILE}{path}"), ArtifactRef::Source(path.clone()))),
+            Source::Target(label) => {
+                for (name, artifact) in planner.outputs_of(label)? {
+                    inputs.push((format!("{CHECK_FILE}{label}/{name}"), artifact));
+                }
+            }
+        }
+    }
+    Ok(inputs)
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,6 +99,8 @@ struct Attrs {
     #[serde(default)]
     checks: Vec<String>,
     check_timeout_s: Option<u64>,
+    #[serde(default, rename = "check_files")]
+    _check_files: Vec<String>,
     #[serde(rename = "quantized")]
     _quantized: Option<String>,
 }
@@ -170,6 +199,7 @@ impl Rule for CheckRule {
                 inputs.push((name.to_owned(), one_output(planner, target, "quantized", name)?));
             }
         }
+        inputs.extend(check_file_inputs(target, planner)?);
         planner.add_final_action(ActionDecl {
             name: String::new(),
             rule: self.name().to_owned(),

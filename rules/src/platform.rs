@@ -7,6 +7,7 @@ use kflow_engine::{
 use kflow_platform::Platform;
 use serde::Deserialize;
 
+use crate::check::{CHECK_FILE, USER_CHECKS, check_file_inputs};
 use crate::json;
 
 pub struct PlatformRule;
@@ -43,6 +44,7 @@ const ATTRS: &[AttrSpec] = &[
         AttrType::StringList,
         "commands that read the model and resource report (JSON, stdin) and reject with a non-zero exit",
     ),
+    USER_CHECKS[3],
 ];
 
 #[derive(Deserialize)]
@@ -61,6 +63,8 @@ struct Attrs {
     constraints: Vec<String>,
     #[serde(default)]
     checks: Vec<String>,
+    #[serde(default, rename = "check_files")]
+    _check_files: Vec<String>,
 }
 
 impl Rule for PlatformRule {
@@ -106,19 +110,25 @@ impl Rule for PlatformRule {
             firmware_ram_kb: a.firmware_ram_kb,
             constraints: a.constraints,
             checks: a.checks,
+            check_files: Default::default(),
         };
         planner.add_final_action(ActionDecl {
             name: String::new(),
             rule: self.name().to_owned(),
             params: json::to_value(&platform)?,
-            inputs: Vec::new(),
+            inputs: check_file_inputs(target, planner)?,
             outputs: vec![PLATFORM.to_owned()],
         });
         Ok(())
     }
 
     fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
-        let platform: Platform = cx.params_as()?;
+        let mut platform: Platform = cx.params_as()?;
+        for (name, file) in cx.inputs() {
+            if let Some(file_name) = name.strip_prefix(CHECK_FILE) {
+                platform.check_files.insert(file_name.to_owned(), file.blob.digest.to_string());
+            }
+        }
         cx.write_output(PLATFORM, &json::pretty(&platform)?)?;
         Ok(Outcome::Done)
     }

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use kflow_ai8x::Device;
 use serde::{Deserialize, Serialize};
 
@@ -29,4 +31,8 @@ pub struct Platform {
     /// reject with a non-zero exit and a message on stderr.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<String>,
+    /// The files those checks read, with their contents' digests: a
+    /// platform whose check script changed is a different platform.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub check_files: BTreeMap<String, String>,
 }

@@ -28,6 +28,9 @@ pub struct Shared {
     pub val: BlobRef,
     pub test: BlobRef,
     pub platform: Option<BlobRef>,
+    /// The `check_files`, by input name: inputs of every check child, so
+    /// that editing one reruns the checks.
+    pub check_files: Vec<(String, BlobRef)>,
 }
 
 /// An input of a child: an artifact, or an earlier child's output.
@@ -204,13 +207,19 @@ impl Batch {
         stage: &str,
         model: From,
         quantized: Option<usize>,
-        platform: BlobRef,
+        (platform, shared): (BlobRef, &Shared),
     ) -> Result<usize, ActionError> {
         let mut inputs = vec![model.input(MODEL), From::Blob(platform).input(PLATFORM)];
         if let Some(q) = quantized {
             inputs.push(From::Child(q, QUANT).input(QUANT));
             inputs.push(From::Child(q, QUANTIZED).input(QUANTIZED));
         }
+        inputs.extend(
+            shared
+                .check_files
+                .iter()
+                .map(|(name, blob)| From::Blob(*blob).input(name)),
+        );
         let name = format!("{stage}/check");
         Ok(self.push(index, &name, "check", json(&p.check)?, inputs, &[CHECK]))
     }

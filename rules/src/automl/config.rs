@@ -64,6 +64,7 @@ pub const ATTRS: &[AttrSpec] = &[
     USER_CHECKS[0],
     USER_CHECKS[1],
     USER_CHECKS[2],
+    USER_CHECKS[3],
 ];
 
 #[derive(Deserialize)]
@@ -88,6 +89,8 @@ struct Attrs {
     #[serde(default)]
     checks: Vec<String>,
     check_timeout_s: Option<u64>,
+    #[serde(default, rename = "check_files")]
+    _check_files: Vec<String>,
 }
 
 #[derive(Deserialize)]

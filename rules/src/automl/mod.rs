@@ -29,6 +29,7 @@ use self::candidate::{Candidate, counts};
 use self::children::Shared;
 use self::config::Params;
 use self::search::{Kept, Search, kept_files};
+use crate::check::{CHECK_FILE, check_file_inputs};
 use crate::dataset::{META, TEST, TRAIN, VAL};
 use crate::generate::{Strategy, one_output};
 use crate::json;
@@ -85,6 +86,7 @@ impl Rule for AutomlRule {
         if !target.attrs.labels("platform").is_empty() {
             inputs.push((PLATFORM.to_owned(), one_output(planner, target, "platform", PLATFORM)?));
         }
+        inputs.extend(check_file_inputs(target, planner)?);
         let mut outputs = vec![SUMMARY.to_owned(), CANDIDATES.to_owned()];
         for slot in 1..=params.keep {
             outputs.extend(kept_files().iter().map(|f| kept_output(slot, f)));
@@ -119,6 +121,12 @@ impl Rule for AutomlRule {
             val: blob(VAL)?,
             test: blob(TEST)?,
             platform: platform.as_ref().map(|_| blob(PLATFORM)).transpose()?,
+            check_files: cx
+                .inputs()
+                .iter()
+                .filter(|(name, _)| name.starts_with(CHECK_FILE))
+                .map(|(name, file)| (name.clone(), file.blob))
+                .collect(),
         };
         let mut search = Search::new(cx, &params, shared, platform);
         let total = search.total(&parsed)?;

@@ -232,7 +232,14 @@ impl<'a, 'c> Search<'a, 'c> {
             } else {
                 None
             };
-            let check = batch.check(self.params, c.index, "precheck", model, quantized, platform)?;
+            let check = batch.check(
+                self.params,
+                c.index,
+                "precheck",
+                model,
+                quantized,
+                (platform, &self.shared),
+            )?;
             chains.push((i, [pruned, quantized, Some(check)]));
         }
         let results = self.cx.submit(batch.specs)?;
@@ -479,14 +486,28 @@ impl<'a, 'c> Search<'a, 'c> {
                 &self.shared,
             )?;
             chain.quantize = Some(q);
-            chain.check = Some(batch.check(self.params, c.index, "deploy", model.clone(), Some(q), platform)?);
+            chain.check = Some(batch.check(
+                self.params,
+                c.index,
+                "deploy",
+                model.clone(),
+                Some(q),
+                (platform, &self.shared),
+            )?);
             let synthesized = batch.synthesize(c.index, q, platform)?;
             chain.synthesize = Some(synthesized);
             chain.codegen = Some(batch.codegen(c.index, synthesized));
             chain.evaluate = batch.evaluate(c.index, (model, weights), Some((q, device)), &self.shared)?;
         } else {
             if let Some(platform) = self.shared.platform {
-                chain.check = Some(batch.check(self.params, c.index, "deploy", model.clone(), None, platform)?);
+                chain.check = Some(batch.check(
+                    self.params,
+                    c.index,
+                    "deploy",
+                    model.clone(),
+                    None,
+                    (platform, &self.shared),
+                )?);
             }
             chain.evaluate = batch.evaluate(c.index, (model, weights), None, &self.shared)?;
         }
