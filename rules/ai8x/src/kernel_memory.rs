@@ -69,9 +69,12 @@ fn formula_and_packed(layer: &HwLayer, kc: u32, in_expand: u32, out_expand: u32,
     }
     let span = kc / (in_expand * out_expand).max(1);
     let mut bytes = 0u64;
+    // Output groups run on across passes, as the codegen crate packs them
+    // (kernels.rs `fill_sequence`).
+    let groups = out_per_pass.div_ceil(qf);
     for e in 0..out_expand {
         for j in (0..span).step_by(qf as usize) {
-            let real = e * out_per_pass + j < layer.out_channels;
+            let real = e * groups * qf + j < layer.out_channels;
             let per_pass = if real { ksize } else { ksize / qf };
             bytes += u64::from(per_pass) * u64::from(in_expand);
         }
