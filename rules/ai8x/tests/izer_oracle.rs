@@ -55,7 +55,10 @@ fn seeds() -> Range<u64> {
 
 /// What became of one network.
 enum Verdict {
-    BothRefuse { izer: String, kflow: String },
+    BothRefuse {
+        izer: String,
+        kflow: String,
+    },
     IzerRefuses(String),
     KflowRefuses(String),
     /// kflow's checker accepted it and its code generator did not.
@@ -143,20 +146,18 @@ fn write_safetensors(path: &Path, values: &BTreeMap<usize, Int8Layer>) {
 fn features(layers: &[HwLayer]) -> Vec<String> {
     let mut f = Vec::new();
     for l in layers {
-        f.push(
-            match (l.operator, l.eltwise) {
-                (Operator::None, Some(e)) => format!("element-wise {}", e.as_str()),
-                (Operator::None, None) => "passthrough".to_owned(),
-                (Operator::Conv2d, _) if l.is_depthwise() => "conv2d depthwise".to_owned(),
-                (Operator::Conv2d, Some(_)) => "conv2d + element-wise".to_owned(),
-                (Operator::Conv2d, None) => format!("conv2d {}x{}", l.kernel[0], l.kernel[1]),
-                (Operator::Conv1d, _) if l.dilation > 1 => "conv1d dilated".to_owned(),
-                (Operator::Conv1d, _) => "conv1d".to_owned(),
-                (Operator::ConvTranspose2d, _) => "convtranspose2d".to_owned(),
-                (Operator::Linear, _) if l.flatten => "linear flatten".to_owned(),
-                (Operator::Linear, _) => "linear".to_owned(),
-            },
-        );
+        f.push(match (l.operator, l.eltwise) {
+            (Operator::None, Some(e)) => format!("element-wise {}", e.as_str()),
+            (Operator::None, None) => "passthrough".to_owned(),
+            (Operator::Conv2d, _) if l.is_depthwise() => "conv2d depthwise".to_owned(),
+            (Operator::Conv2d, Some(_)) => "conv2d + element-wise".to_owned(),
+            (Operator::Conv2d, None) => format!("conv2d {}x{}", l.kernel[0], l.kernel[1]),
+            (Operator::Conv1d, _) if l.dilation > 1 => "conv1d dilated".to_owned(),
+            (Operator::Conv1d, _) => "conv1d".to_owned(),
+            (Operator::ConvTranspose2d, _) => "convtranspose2d".to_owned(),
+            (Operator::Linear, _) if l.flatten => "linear flatten".to_owned(),
+            (Operator::Linear, _) => "linear".to_owned(),
+        });
         if l.operator != Operator::None {
             f.push(format!("weights {}", l.weight_bits));
         }
@@ -364,7 +365,11 @@ fn report(seeds: &Range<u64>, outcomes: &BTreeMap<u64, Outcome>) {
                 .collect::<Vec<_>>()
                 .join("; "),
         };
-        println!("seed {seed:5} {:8} {:40} {detail}", o.device.to_string(), o.verdict.class());
+        println!(
+            "seed {seed:5} {:8} {:40} {detail}",
+            o.device.to_string(),
+            o.verdict.class()
+        );
     }
     let mut counts: BTreeMap<&str, [usize; 3]> = BTreeMap::new();
     for o in outcomes.values() {
@@ -405,13 +410,19 @@ fn report(seeds: &Range<u64>, outcomes: &BTreeMap<u64, Outcome>) {
                     ranked.entry(format!("[{p}] {what}")).or_default().push(*seed);
                 }
             }
-            Verdict::IzerRefuses(why) => ranked.entry(format!("izer only refuses: {why}")).or_default().push(*seed),
+            Verdict::IzerRefuses(why) => ranked
+                .entry(format!("izer only refuses: {why}"))
+                .or_default()
+                .push(*seed),
             Verdict::KflowRefuses(why) => ranked
                 .entry(format!("kflow only refuses: {why}"))
                 .or_default()
                 .push(*seed),
             Verdict::NotGenerated(why) => ranked.entry(format!("not generated: {why}")).or_default().push(*seed),
-            Verdict::Unreadable(why) => ranked.entry(format!("izer C unreadable: {why}")).or_default().push(*seed),
+            Verdict::Unreadable(why) => ranked
+                .entry(format!("izer C unreadable: {why}"))
+                .or_default()
+                .push(*seed),
             _ => {}
         }
     }

@@ -14,8 +14,8 @@ output.npy, found by compiling the izer's cnn_unload() on the host over a memory
 spell their own addresses). Every statement of those functions that touches the accelerator
 must be one of the recognised forms, or the script fails.
 
-Needs only the Python standard library and gcc. Works on Linux x86-64 (the data memory is
-mapped at its device addresses with mmap MAP_FIXED_NOREPLACE).
+Needs only the Python standard library and gcc. Works on Linux x86-64 (every page cnn_unload()
+reads is mapped at its device address when it first faults).
 """
 
 import json
@@ -94,28 +94,43 @@ def kernels(defines):
 
 
 HOST = r'''
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #define CNN_OK 1
 %s
+/* Every page cnn_unload() touches is mapped when it first faults and filled
+   so that the byte at address A reads as byte `round` of A. */
+static int round_;
+static uintptr_t pages[4096];
+static int npages;
+static void fault(int sig, siginfo_t *si, void *ctx)
+{
+    uintptr_t page = (uintptr_t)si->si_addr & ~(uintptr_t)4095, a;
+    (void)sig; (void)ctx;
+    if (npages == 4096 || page >= ((uintptr_t)1 << 32) ||
+        mmap((void *)page, 4096, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0) != (void *)page)
+        _exit(3);
+    pages[npages++] = page;
+    for (a = page; a < page + 4096; a++)
+        *(uint8_t *)a = (uint8_t)(a >> (8 * round_));
+}
 static uint32_t buf[1 << 20];
 int main(int argc, char **argv)
 {
-    uint32_t base = (uint32_t)strtoul(argv[1], 0, 0), stride = (uint32_t)strtoul(argv[2], 0, 0);
-    uint32_t size = (uint32_t)strtoul(argv[3], 0, 0), n = (uint32_t)strtoul(argv[4], 0, 0);
-    uint32_t q, a;
-    int round;
-    for (q = 0; q < 4; q++) {
-        void *p = mmap((void *)(uintptr_t)(base + q * stride), size, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
-        if (p != (void *)(uintptr_t)(base + q * stride)) { perror("mmap"); return 2; }
-    }
-    for (round = 0; round < 4; round++) {
-        for (q = 0; q < 4; q++)
-            for (a = base + q * stride; a < base + q * stride + size; a++)
-                *(volatile uint8_t *)(uintptr_t)a = (uint8_t)(a >> (8 * round));
+    uint32_t n = (uint32_t)strtoul(argv[1], 0, 0), a;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, 0);
+    for (round_ = 0; round_ < 4; round_++) {
+        while (npages > 0)
+            munmap((void *)pages[--npages], 4096);
         cnn_unload(buf);
         for (a = 0; a < n; a++) printf("%%02x\n", ((uint8_t *)buf)[a]);
     }
@@ -124,23 +139,17 @@ int main(int argc, char **argv)
 '''
 
 
-def unload(cnn, device, out_bytes):
+def unload(cnn, out_bytes):
     """The address of each byte of the buffer cnn_unload() writes, first `out_bytes`."""
     body = re.search(r'^int cnn_unload\(uint32_t \*out_buf(?:32)?\)\n\{\n.*?^\}', cnn, re.S | re.M)
     if not body:
         sys.exit('izer_extract: no cnn_unload')
-    # Each quadrant's whole address window from its data memory on, so that a read past the
-    # data memory (the izer's gapped unload, rules/ai8x/README.md) shows where it reads.
-    if device == 'MAX78002':
-        base, stride, size = 0x51800000, 0x1000000, 0x800000
-    else:
-        base, stride, size = 0x50400000, 0x400000, 0x200000
     with tempfile.TemporaryDirectory() as d:
         src, exe = os.path.join(d, 'unload.c'), os.path.join(d, 'unload')
         with open(src, 'w') as f:
             f.write(HOST % body.group(0))
         subprocess.run(['gcc', '-O2', '-w', '-D_GNU_SOURCE', src, '-o', exe], check=True)
-        out = subprocess.run([exe, hex(base), hex(stride), hex(size), str(out_bytes)],
+        out = subprocess.run([exe, str(out_bytes)],
                              check=True, capture_output=True, text=True).stdout.split()
     rounds = [[int(v, 16) for v in out[k * out_bytes:(k + 1) * out_bytes]] for k in range(4)]
     return [sum(rounds[k][j] << (8 * k) for k in range(4)) for j in range(out_bytes)]
@@ -201,14 +210,14 @@ def main():
     if width == 4:
         pixels = count // shape[0]
         order = word_order(read('log.txt'), shape[0], pixels)
-        raw = unload(cnn, device, 4 * len(order))
+        raw = unload(cnn, 4 * len(order))
         addresses = [0] * out_bytes
         for i, (c, p) in enumerate(order):
             if c < shape[0]:
                 for b in range(4):
                     addresses[4 * (c * pixels + p) + b] = raw[4 * i + b]
     else:
-        addresses = unload(cnn, device, out_bytes)
+        addresses = unload(cnn, out_bytes)
     izer = {
         'format': 'ai8x-reference-izer/1',
         'device': device,
