@@ -133,7 +133,7 @@ fn write_safetensors(path: &Path, values: &BTreeMap<usize, Int8Layer>) {
         }
     }
     let mut text = serde_json::Value::Object(header).to_string();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
