@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! IZER_HARNESS_HOME=/work/izer-harness bash ../shared/tools/izer-harness/setup.sh <ai8x-synthesis git dir>
-//! IZER_HARNESS_HOME=/work/izer-harness ORACLE_SEEDS=0..300 \
+//! IZER_HARNESS_HOME=/work/izer-harness ORACLE_SEEDS=0..500 \
 //!   cargo test -p kflow-ai8x --test izer_oracle -- --nocapture
 //! ```
 //!
@@ -49,7 +49,7 @@ fn seeds() -> Range<u64> {
             let (a, b) = text.split_once("..").expect("ORACLE_SEEDS=start..end");
             a.parse().unwrap()..b.parse().unwrap()
         }
-        Err(_) => 0..300,
+        Err(_) => 0..500,
     }
 }
 
