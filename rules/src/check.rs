@@ -169,7 +169,7 @@ impl Rule for CheckRule {
     }
 
     fn version(&self) -> u32 {
-        5
+        6
     }
 
     fn summary(&self) -> &'static str {

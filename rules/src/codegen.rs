@@ -48,7 +48,7 @@ impl Rule for CodegenRule {
     }
 
     fn version(&self) -> u32 {
-        3
+        4
     }
 
     fn summary(&self) -> &'static str {

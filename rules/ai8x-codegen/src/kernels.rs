@@ -191,9 +191,16 @@ fn fill_sequence(layer: &Layer, g: &LayerGeometry, k: u32) -> Vec<u8> {
             0
         }
     };
+    // The outputs run on across output passes in groups of `qf`: a pass
+    // whose output count is not a multiple of `qf` ends with a group that
+    // reaches into the next pass's first outputs, and the next pass goes on
+    // after that group (the hardware reads kernel `i` at bit `9·i` of the
+    // stream, spec §5.5; ai8x-synthesis izer/kernels.py:473-558, where `m`
+    // is not reset per pass).
+    let groups = g.out_passes.per_pass.div_ceil(qf);
     for e in 0..g.out_passes.count {
         for j in (0..g.out_passes.per_pass).step_by(qf as usize) {
-            let o = e * g.out_passes.per_pass + j;
+            let o = e * groups * qf + j;
             for ie in 0..in_count {
                 if o >= cout || k + ie * in_per_pass >= cin {
                     bytes.extend(std::iter::repeat_n(0, taps / qf as usize));

@@ -215,10 +215,21 @@ impl LayerValues {
             Operator::Conv1d | Operator::Linear | Operator::Passthrough => 0,
         };
         let shift = device.instance_word_shift();
+        // The MAX78000 runs a multi-pass element-wise layer other than
+        // 2 operands × 2 passes as one pass over `passes` times the rows
+        // (ai8x-synthesis izer/tornadocnn.py EMULATE_ELTWISE_MP,
+        // izer/backend/max7800x.py:984-990, 1658, 1898, 1967): RCNT counts
+        // H·passes rows, the pass count is 0 and MCNT is 0.
+        let emulated = device == Device::Max78000
+            && passthrough
+            && operands > 1
+            && in_expand > 1
+            && operands * in_expand != operands + in_expand;
+        let rows = if emulated { h * in_expand } else { h };
         let (rcnt, ccnt, stride) = match device {
             // §6.3: RCNT = (H − 1 + 2·pad_h) | pad_h << 16; columns likewise.
             Device::Max78000 => (
-                (h - 1 + 2 * pad_h) | pad_h << 16,
+                (rows - 1 + 2 * pad_h) | pad_h << 16,
                 (w - 1 + 2 * pad_w) | pad_w << 16,
                 s - 1,
             ),
@@ -243,7 +254,11 @@ impl LayerValues {
         if chw {
             lctl |= 0x40;
         }
-        if layer.pool.is_some() {
+        // Bit 7, pool enable (spec §6.3 "LCTL bits"): only for a pool
+        // larger than 1×1, as the izer writes it (ai8x-synthesis
+        // izer/backend/max7800x.py:1843). A 1×1 pool with a stride keeps
+        // its pool counts and stride and subsamples all the same.
+        if layer.pool.is_some_and(|p| p.size[0] > 1 || p.size[1] > 1) {
             lctl |= 0x80;
         }
         if layer.pool.is_none_or(|p| p.kind != PoolKind::Avg) {
@@ -272,6 +287,8 @@ impl LayerValues {
         };
         let in_count = if layer.flatten {
             flatten_prod & 0xf
+        } else if emulated {
+            0
         } else {
             in_expand - 1
         };
@@ -301,6 +318,7 @@ impl LayerValues {
         let kl = (g.kernel_count - 1) * layer.weight_bits;
         let (mcnt1, mcnt2) = match (device, passthrough) {
             (Device::Max78000, false) => (koffs << 16 | (koffs + kl), 0),
+            (Device::Max78000, true) if emulated => (0, 0),
             (Device::Max78000, true) => ((out_expand - 1) * 8, 0),
             (Device::Max78002, false) => (koffs + kl, koffs),
             (Device::Max78002, true) => (0, (out_expand - 1) * 8),

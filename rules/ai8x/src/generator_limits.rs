@@ -101,7 +101,7 @@ fn flatten_limits(at: &At, hw: &HwLayer, m: &LayerMaps) -> Vec<Violation> {
 
 /// The izer reference shows depthwise layers only in broadcast mode: one
 /// pass, 8-bit weights, the input from a quadrant's first processor on,
-/// the output map 4-aligned.
+/// the output map equal to the input map.
 fn depthwise_limits(at: &At, hw: &HwLayer, m: &LayerMaps) -> Vec<Violation> {
     let mut v = Vec::new();
     if !hw.is_depthwise() {
@@ -133,7 +133,18 @@ fn depthwise_limits(at: &At, hw: &HwLayer, m: &LayerMaps) -> Vec<Violation> {
             format!("contiguous from a quadrant's first processor ({UNKNOWN})"),
         ));
     }
-    if !m.output_processors.trailing_zeros().is_multiple_of(4) {
+    // The izer uses broadcast mode only when the output map is the input
+    // map (ai8x-synthesis izer/backend/max7800x.py:976-977); otherwise it
+    // moves the data across processors with other registers (OCHAN, ONED,
+    // WPTR_TOFFS, no LCTL bit 29), which no reference case shows.
+    if m.output_processors != m.processors {
+        v.push(at.violation(
+            Rule::Unsupported,
+            "depthwise output map",
+            format!("{:#018x}", m.output_processors),
+            format!("the input map {:#018x}, broadcast mode ({UNKNOWN})", m.processors),
+        ));
+    } else if !m.output_processors.trailing_zeros().is_multiple_of(4) {
         v.push(at.violation(
             Rule::Unsupported,
             "depthwise output map",

@@ -69,9 +69,12 @@ fn formula_and_packed(layer: &HwLayer, kc: u32, in_expand: u32, out_expand: u32,
     }
     let span = kc / (in_expand * out_expand).max(1);
     let mut bytes = 0u64;
+    // Output groups run on across passes, as the codegen crate packs them
+    // (kernels.rs `fill_sequence`).
+    let groups = out_per_pass.div_ceil(qf);
     for e in 0..out_expand {
         for j in (0..span).step_by(qf as usize) {
-            let real = e * out_per_pass + j < layer.out_channels;
+            let real = e * groups * qf + j < layer.out_channels;
             let per_pass = if real { ksize } else { ksize / qf };
             bytes += u64::from(per_pass) * u64::from(in_expand);
         }
@@ -194,7 +197,22 @@ impl KernelMemory {
         let mut found = None;
         // §5.5 step 2: on the MAX78002, layers on large processors only are
         // placed from the top of their extra memory first.
-        if self.device == Device::Max78002 && all_large && columns <= limit {
+        // The izer's own search first: where it finds a free start, the
+        // layer goes there; where it gives up, the layer goes to the first
+        // fit from column 0, as in the izer; where its start lies on used
+        // columns, kflow takes the first free 4-aligned start from the top.
+        let top = self.device == Device::Max78002 && all_large && columns <= limit;
+        let izer = if top {
+            self.izer_top_search(&procs, columns, limit)
+        } else {
+            None
+        };
+        if let Some(start) = izer
+            && self.fits_ram(&procs, start, columns, depthwise)
+            && self.first_used(&procs, start, columns).is_none()
+        {
+            found = Some(start);
+        } else if izer.is_some() {
             let mut start = (limit - columns) & !3;
             loop {
                 if self.fits_ram(&procs, start, columns, depthwise) && self.first_used(&procs, start, columns).is_none()
@@ -253,6 +271,44 @@ impl KernelMemory {
             }
         }
         Ok(start)
+    }
+
+    /// The izer's search from the top of the large processors' memory
+    /// (ai8x-synthesis izer/kernels.py:279-365, 397-426): it checks the
+    /// `columns` columns below a column `s` (from the last one down), moves
+    /// `s` below the first used column it meets, rounded down to a multiple
+    /// of 4, and gives up (the caller then searches from column 0) as soon
+    /// as that `s` leaves fewer than `columns` columns above it; the start
+    /// is `(s − columns + 1) & ~3`. That start can lie on used columns; the
+    /// caller does not take it then (README "the izer's program is wrong").
+    fn izer_top_search(&self, procs: &[usize], columns: u32, limit: u32) -> Option<u32> {
+        let used = |p: usize, c: i64| c >= 0 && self.used[p].get(c as usize).copied().unwrap_or(true);
+        let (first, len) = (*procs.first()?, i64::from(columns));
+        let mut s = i64::from(limit) - 1;
+        while used(first, s) {
+            s -= 4;
+            if s < 0 {
+                return None;
+            }
+        }
+        'search: loop {
+            for &p in procs {
+                for i in (s - len + 1..=s).rev() {
+                    if i < 0 {
+                        return None;
+                    }
+                    if used(p, i) {
+                        s = (i - 1) & !3;
+                        if s < 0 || s + len > i64::from(self.device.weight_columns(p)) {
+                            return None;
+                        }
+                        continue 'search;
+                    }
+                }
+            }
+            break;
+        }
+        u32::try_from((s - len + 1) & !3).ok()
     }
 
     fn fits_ram(&self, procs: &[usize], start: u32, columns: u32, depthwise: bool) -> bool {

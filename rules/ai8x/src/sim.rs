@@ -13,6 +13,21 @@ fn sim_shape(s: Shape) -> sim::Shape {
     sim::Shape::new(s.channels as usize, s.height as usize, s.width as usize)
 }
 
+/// Conv1d kernels of `k` taps (the last dimension of `weight`) with
+/// `dilation − 1` zeros between taps.
+fn stuffed(weight: &[i8], k: usize, dilation: usize) -> Vec<i8> {
+    let taps = (k.max(1) - 1) * dilation + 1;
+    let mut out = Vec::with_capacity(weight.len() / k.max(1) * taps);
+    for kernel in weight.chunks(k.max(1)) {
+        let start = out.len();
+        out.resize(start + taps, 0);
+        for (t, w) in kernel.iter().enumerate() {
+            out[start + t * dilation] = *w;
+        }
+    }
+    out
+}
+
 /// The simulator's network for `layers` (as `resolve` or the allocator
 /// give them) on `device`, and its weights from `values` (passthrough
 /// layers have none).
@@ -26,6 +41,15 @@ pub fn to_sim(
     let mut weights = Vec::with_capacity(layers.len());
     for l in layers {
         let [kernel, _] = l.kernel.map(|k| k as usize);
+        // A dilated conv1d runs as an ordinary one over its zero-stuffed
+        // kernel of `(k − 1)·d + 1` taps, as the generated code loads it
+        // (spec §2.3, `HwLayer::kernel_taps`).
+        let dilation = if l.operator == Operator::Conv1d {
+            (l.dilation as usize).max(1)
+        } else {
+            1
+        };
+        let kernel = (kernel.max(1) - 1) * dilation + 1;
         let pad = l.pad as usize;
         let op = match l.operator {
             Operator::None => sim::Op::None,
@@ -93,7 +117,11 @@ pub fn to_sim(
         });
         weights.push(match values.get(&l.index) {
             Some(v) if l.operator != Operator::None => sim::LayerWeights {
-                weight: v.weight.clone(),
+                weight: if dilation > 1 {
+                    stuffed(&v.weight, l.kernel[0] as usize, dilation)
+                } else {
+                    v.weight.clone()
+                },
                 // A dropped (all-zero) bias adds nothing either way.
                 bias: v.bias.clone().filter(|_| l.bias),
             },
