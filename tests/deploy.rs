@@ -191,10 +191,19 @@ platform = ":gated_mcu"
     assert_eq!(report.status("target//m:gated"), "rejected");
     assert_eq!(report.status("target//m:on_gated_mcu"), "cached");
     let gated = json(&ws, "gated", "check.json");
-    assert!(gated["reasons"][0].as_str().is_some_and(|r| r.contains("gate closed")), "{gated}");
+    assert!(
+        gated["reasons"][0].as_str().is_some_and(|r| r.contains("gate closed")),
+        "{gated}"
+    );
 
-    ws.file("graphs/m/platform_gate.sh", "cat > /dev/null; echo 'no room' >&2; exit 5\n");
-    let report = ws.build(&[targets[0], targets[1], "//m:gated_mcu"]).report.expect("a report");
+    ws.file(
+        "graphs/m/platform_gate.sh",
+        "cat > /dev/null; echo 'no room' >&2; exit 5\n",
+    );
+    let report = ws
+        .build(&[targets[0], targets[1], "//m:gated_mcu"])
+        .report
+        .expect("a report");
     assert_eq!(report.status("target//m:on_gated_mcu"), "rejected");
     assert_ne!(report.status("target//m:gated"), "executed");
     let platform = json(&ws, "gated_mcu", "platform.json");

@@ -126,7 +126,9 @@ impl Rule for PlatformRule {
         let mut platform: Platform = cx.params_as()?;
         for (name, file) in cx.inputs() {
             if let Some(file_name) = name.strip_prefix(CHECK_FILE) {
-                platform.check_files.insert(file_name.to_owned(), file.blob.digest.to_string());
+                platform
+                    .check_files
+                    .insert(file_name.to_owned(), file.blob.digest.to_string());
             }
         }
         cx.write_output(PLATFORM, &json::pretty(&platform)?)?;

@@ -151,6 +151,9 @@ int cnn_start(void);
 /* Connect to the CNN interrupt, or let cnn_wait() poll. */
 void cnn_isr(void);
 int cnn_wait(uint32_t max_polls);
+/* Pause and resume a running inference (quadrant 0's enable, CTL bit 0). */
+void cnn_stop(void);
+void cnn_continue(void);
 
 #endif /* CNN_MODEL_H */
 "#,
@@ -592,6 +595,17 @@ void cnn_isr(void)
         CNN_WRITE32(ctl, CNN_READ32(ctl) & ~(CNN_CTL_IRQ | 1u));
     }}
     cnn_complete = 1;
+}}
+
+/* Clear or set CTL bit 0 of quadrant 0, the master (spec §6.2). */
+void cnn_stop(void)
+{{
+    CNN_WRITE32(CNN_CTL(0u), CNN_READ32(CNN_CTL(0u)) & ~1u);
+}}
+
+void cnn_continue(void)
+{{
+    CNN_WRITE32(CNN_CTL(0u), CNN_READ32(CNN_CTL(0u)) | 1u);
 }}
 
 int cnn_wait(uint32_t max_polls)

@@ -1,8 +1,9 @@
 /* Drives a generated cnn_model.c in the order of the izer's main():
- * init, kernels, bias, configure, input, start, unload; and prints every
- * accelerator write, one per line:
+ * init, kernels, bias, configure, input, start, (ISR, stop, continue),
+ * unload; and prints every accelerator write, one per line:
  *   "# PHASE" before a call, "rc PHASE VALUE" after it,
- *   "w32 ADDR VALUE", "w8 ADDR VALUE", "out INDEX ADDR".
+ *   "w32 ADDR VALUE", "w8 ADDR VALUE", "out INDEX ADDR",
+ *   and "r32 ADDR" for every register init reads (its polls).
  * The input words are read from argv[1] (little-endian, as
  * cnn_load_input() takes them). cnn_unload() runs four times on a memory
  * whose byte at address A reads as byte k of A in round k, so that "out"
@@ -14,6 +15,11 @@
 #include "cnn_model.h"
 
 static int unload_round = -1;
+/* What every register reads as during the read-modify-write phases (ISR,
+ * stop, continue), so that "&= mask" writes the mask and "|= bits" the
+ * bits; and whether reads are printed ("r32 ADDR", the polls of init). */
+static int rmw_reads = -1;
+static int print_reads = 0;
 
 void shim_write32(uint32_t addr, uint32_t val)
 {
@@ -33,6 +39,12 @@ uint32_t shim_read32(uint32_t addr)
     uint32_t q;
     uint32_t b;
 
+    if (print_reads) {
+        printf("r32 %08x\n", (unsigned)addr);
+    }
+    if (rmw_reads >= 0) {
+        return rmw_reads ? 0xffffffffu : 0u;
+    }
     if (unload_round >= 0) {
         for (b = 0u; b < 4u; b++) {
             val |= (((addr + b) >> (8u * (uint32_t)unload_round)) & 0xffu) << (8u * b);
@@ -77,12 +89,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "input has %u words, the header says %u\n", (unsigned)n, (unsigned)CNN_MODEL_INPUT_WORDS);
         return 2;
     }
+    print_reads = 1;
     CALL("init", cnn_init());
+    print_reads = 0;
     CALL("kernels", cnn_load_weights());
     CALL("bias", cnn_load_bias());
     CALL("configure", cnn_configure());
     CALL("input", cnn_load_input(input, 0u, n));
     CALL("start", cnn_start());
+    rmw_reads = 1;
+    printf("# isr\n");
+    cnn_isr();
+    printf("# stop\n");
+    cnn_stop();
+    rmw_reads = 0;
+    printf("# continue\n");
+    cnn_continue();
+    rmw_reads = -1;
     for (unload_round = 0; unload_round < 4; unload_round++) {
         CALL("unload", cnn_unload(out[unload_round]));
     }

@@ -3,18 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use super::case::{Case, chunks, pairs, read_npy};
+use super::case::{Case, chunks, hex, pairs, read_npy};
 use super::run::{Run, layer_kind};
 
 /// The phases compared, in the izer's call order; `output` is kflow's
 /// simulation against expected.npy.
-pub const PHASES: [&str; 8] = [
+pub const PHASES: [&str; 12] = [
     "init",
+    "polls",
     "kernels",
     "bias",
     "configure",
     "input",
     "start",
+    "isr",
+    "stop",
+    "continue",
     "unload",
     "output",
 ];
@@ -324,6 +328,44 @@ fn compare_output(case: &Case, run: &Run) -> PhaseDiff {
     diff
 }
 
+/// `[address, "&=" or "|=", operand]` entries as the writes they make.
+fn read_modify_write(entries: &serde_json::Value) -> Vec<(u32, u32)> {
+    entries
+        .as_array()
+        .map(|list| list.iter().map(|e| (hex(&e[0]), hex(&e[2]))).collect())
+        .unwrap_or_default()
+}
+
+/// The registers `cnn_init()` polls, in order of first read, against the
+/// izer's `polls.init` addresses.
+fn compare_polls(izer: &serde_json::Value, reads: &[u32]) -> PhaseDiff {
+    let theirs: Vec<u32> = izer["polls"]["init"]
+        .as_array()
+        .map(|list| list.iter().map(|p| hex(&p[0])).collect())
+        .unwrap_or_default();
+    let mut ours: Vec<u32> = Vec::new();
+    for &a in reads {
+        if !ours.contains(&a) {
+            ours.push(a);
+        }
+    }
+    if theirs == ours {
+        return PhaseDiff {
+            equal: ours.len(),
+            ordered: true,
+            ..PhaseDiff::default()
+        };
+    }
+    PhaseDiff {
+        different: 1,
+        findings: vec![(
+            "polls: polled registers".to_owned(),
+            format!("izer {theirs:08x?}, kflow {ours:08x?}"),
+        )],
+        ..PhaseDiff::default()
+    }
+}
+
 pub fn compare(case: &Case, run: &Run) -> CaseDiff {
     let izer = &case.izer;
     let mut phases = BTreeMap::new();
@@ -342,6 +384,14 @@ pub fn compare(case: &Case, run: &Run) -> CaseDiff {
         let theirs = pairs(&izer["registers"][phase]);
         phases.insert(phase, compare_writes(case, run, phase, &theirs, &written(phase)));
     }
+    // The driver ran the read-modify-write functions on registers that read
+    // as all ones (ISR, stop) or zero (continue): what they wrote is the
+    // izer's `&=` mask or `|=` bits.
+    for phase in ["isr", "stop", "continue"] {
+        let theirs = read_modify_write(&izer["read_modify_write"][phase]);
+        phases.insert(phase, compare_writes(case, run, phase, &theirs, &written(phase)));
+    }
+    phases.insert("polls", compare_polls(izer, &trace.init_reads));
     let kernels = compare_memory(
         "kernels",
         &columns(case.max78000(), &chunks(&izer["kernels"])),

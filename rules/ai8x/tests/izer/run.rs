@@ -34,6 +34,8 @@ pub struct Trace {
     pub kernels: Vec<(u32, Vec<u32>)>,
     /// The address each output byte of `cnn_unload()` was read from.
     pub unload: Vec<u32>,
+    /// The registers `cnn_init()` reads (its polls), in order.
+    pub init_reads: Vec<u32>,
 }
 
 /// `[C, L]` is `C × L × 1` on the device.
@@ -183,6 +185,7 @@ fn parse_trace(text: &str, dir: &Path) -> Trace {
             ["w32", _, v] if phase == "kernels" => trace.kernels.last_mut().expect("set address first").1.push(hex(v)),
             ["w32", a, v] => trace.writes.entry(phase.clone()).or_default().push((hex(a), hex(v))),
             ["out", _, a] => trace.unload.push(hex(a)),
+            ["r32", a] => trace.init_reads.push(hex(a)),
             _ => panic!("unexpected line `{line}`"),
         }
     }
