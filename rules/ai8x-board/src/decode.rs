@@ -131,6 +131,7 @@ pub fn decode(
             image.layers.len()
         )));
     }
+    check_channels(device, image)?;
     let binary = registers.start.iter().any(|(_, v)| v & 1 << 30 != 0);
     let fields: Vec<Fields> = (0..count)
         .map(|i| layer_fields(device, map, registers, master, i as u32, image.layers[i].output))
@@ -225,6 +226,14 @@ pub fn decode(
             Operator::Linear if flatten => cout * cin * (pooled[0] * pooled[1]) as usize,
             _ => cout * cin * taps,
         };
+        let capacity = 64 * device.kernel_columns(0) as usize * 9 * (8 / f.weight_bits.clamp(1, 8) as usize);
+        if n_weights > capacity {
+            return Err(Refusal::new(format!(
+                "layer {i}: {n_weights} weights do not fit the kernel memory of the {} ({capacity} at {} bits)",
+                device.name(),
+                f.weight_bits
+            )));
+        }
         let fill = if binary && f.weight_bits == 1 { 1 } else { 0 };
         let out_expand = Passes::for_channels(channels.output).count;
         let write_gap = if operator == Operator::Passthrough {
@@ -268,7 +277,8 @@ pub fn decode(
         });
         let layer = &layers[i];
         network.layers.push(sim_layer(layer, operands, produced));
-        let shapes = sim::output_shapes(&network).map_err(|e| Refusal::new(format!("layer {i}: {e}")))?;
+        let shapes = sim::output_shapes(&network)
+            .map_err(|e| Refusal::new(format!("{e}; {}", layer_context(map, registers, master, i as u32))))?;
         outputs.push(shapes[i]);
     }
     let mut program = Program {
@@ -280,7 +290,7 @@ pub fn decode(
     // Weights and biases where the placement puts them.
     let parameters =
         kflow_ai8x_codegen::unpack_parameters(&program, |p, c| memories.kernels.get(&(p, c)).copied(), &memories.bias)
-            .map_err(|e| Refusal::new(format!("the layers the registers describe cannot be placed: {e}")))?;
+            .map_err(|e| codegen_refusal("cannot be placed", &e, map, registers, master))?;
     let mut weights = Vec::with_capacity(count);
     for (layer, (w, b)) in program.layers.iter_mut().zip(parameters) {
         layer.weights = w.clone();
@@ -289,8 +299,9 @@ pub fn decode(
         }
         weights.push(sim::LayerWeights { weight: w, bias: b });
     }
-    verify(&program, map, registers, memories)?;
+    verify(&program, map, registers, memories, master)?;
     check_data_memory(&program, &outputs, map, master)?;
+    check_load_and_unload(&program, image, map, master)?;
     Ok(Decoded {
         program,
         network,
@@ -390,7 +401,9 @@ fn layer_fields(
         } else {
             PoolKind::Avg
         },
-        size: [get(R::Prcnt) + 1, get(R::Pccnt) + 1],
+        // Pools are at most 16 × 16 (§2.6); wider fields are kept so that
+        // the encoding check names the register.
+        size: [(get(R::Prcnt) & 0xff) + 1, (get(R::Pccnt) & 0xff) + 1],
         stride: (get(R::Stride) & 0xf) + 1,
     });
     let weight_bits = if passthrough {
@@ -450,11 +463,16 @@ fn layer_fields(
     let (kernel_offset, kernel_count) = if passthrough {
         (0, 0)
     } else {
-        let start = (koffs / 8) * taps + (oned >> 4 & 0xf);
+        let r = if device == Device::Max78002 { R::Mcnt2 } else { R::Mcnt1 };
+        let start = u64::from(koffs / 8) * u64::from(taps) + u64::from(oned >> 4 & 0xf);
         if !koffs.is_multiple_of(8) || !start.is_multiple_of(9) {
-            let r = if device == Device::Max78002 { R::Mcnt2 } else { R::Mcnt1 };
             return Err(refuse(r, "the kernel offset is no whole 72-bit column".into()));
         }
+        let columns = device.kernel_columns(0);
+        if start / 9 >= u64::from(columns) {
+            return Err(refuse(r, format!("kernels from column {} of {columns}", start / 9)));
+        }
+        let start = start as u32;
         let Some(kl) = kend.checked_sub(koffs).filter(|kl| kl.is_multiple_of(weight_bits)) else {
             return Err(refuse(R::Mcnt1, "the kernel count does not follow from MCNT".into()));
         };
@@ -483,6 +501,16 @@ fn layer_fields(
             }
         }
     };
+    let rptr = get(R::RptrBase);
+    if u64::from(rptr) * 4 >= u64::from(device.instance_bytes()) {
+        return Err(refuse(
+            R::RptrBase,
+            format!(
+                "the input starts past the {}-byte data-memory instance",
+                device.instance_bytes()
+            ),
+        ));
+    }
     Ok(Fields {
         operator,
         kernel,
@@ -493,7 +521,7 @@ fn layer_fields(
         eltwise,
         processors,
         output_processors,
-        in_offset: get(R::RptrBase) * 4,
+        in_offset: rptr * 4,
         out_offset,
         write_skip,
         in_count: lctl2 & 0xf,
@@ -616,13 +644,16 @@ fn sim_layer(l: &Layer, operands: Operands, produced: sim::Shape) -> sim::Layer 
 
 /// The decoded program, encoded again, must give back every write and
 /// every memory byte the board received.
-fn verify(program: &Program, map: &AddressMap, registers: &Registers, memories: &Memories) -> Result<(), Refusal> {
+fn verify(
+    program: &Program,
+    map: &AddressMap,
+    registers: &Registers,
+    memories: &Memories,
+    master: u32,
+) -> Result<(), Refusal> {
     let device = program.device;
-    let list = kflow_ai8x_codegen::register_list(program).map_err(|e| {
-        Refusal::new(format!(
-            "the layers the registers describe are not a valid network: {e}"
-        ))
-    })?;
+    let list = kflow_ai8x_codegen::register_list(program)
+        .map_err(|e| codegen_refusal("are not a valid network", &e, map, registers, master))?;
     let expected = Registers::load(map, &list)?;
     let mut slots: Vec<_> = registers.layers.keys().chain(expected.layers.keys()).copied().collect();
     slots.sort_by_key(|s| (s.layer, s.quadrant, s.register.index(device)));
@@ -639,51 +670,36 @@ fn verify(program: &Program, map: &AddressMap, registers: &Registers, memories: 
             )));
         }
     }
+    // The start-up sequence must be the one the network needs, write by
+    // write: a write a later one overwrites still ran on the board.
     for (phase, got, want) in [
-        ("cnn_init", init_writes(registers), init_writes(&expected)),
-        ("cnn_start", start_writes(registers), start_writes(&expected)),
+        ("cnn_init", &registers.init_sequence, &expected.init_sequence),
+        ("cnn_start", &registers.start_sequence, &expected.start_sequence),
     ] {
         if got != want {
             let first = got
                 .iter()
-                .zip(&want)
+                .zip(want)
                 .position(|(a, b)| a != b)
                 .unwrap_or(got.len().min(want.len()));
-            let describe = |w: Option<&(u32, u32, u32)>| match w {
-                Some((q, r, v)) => format!("{} ← 0x{v:08x}", control(device, map, *q, *r)),
+            let describe = |w: Option<&kflow_ai8x_codegen::Write>| match w {
+                Some(w) => format!("0x{:08x} to {}", w.value, map.describe(w.address)),
                 None => "nothing".to_owned(),
             };
             return Err(Refusal::new(format!(
-                "{phase} write {first} is {}, inconsistent with the network the layer registers describe (which needs {})",
+                "{phase} write {first} writes {}, inconsistent with the network the layer registers describe (which needs {})",
                 describe(got.get(first)),
                 describe(want.get(first))
             )));
         }
     }
     let blob = kflow_ai8x_codegen::model_blob(program)
-        .map_err(|e| Refusal::new(format!("the layers the registers describe cannot be packed: {e}")))?;
+        .map_err(|e| codegen_refusal("cannot be packed", &e, map, registers, master))?;
     let placed = Memories::load(device, &blob)?;
     if let Some(difference) = memories.first_difference(device, &placed) {
         return Err(Refusal::new(difference));
     }
     Ok(())
-}
-
-fn init_writes(r: &Registers) -> Vec<(u32, u32, u32)> {
-    r.init.iter().map(|((q, reg), v)| (*q, u32::from(*reg), *v)).collect()
-}
-
-fn start_writes(r: &Registers) -> Vec<(u32, u32, u32)> {
-    r.start.iter().map(|(q, v)| (*q, 0, *v)).collect()
-}
-
-fn control(device: Device, map: &AddressMap, q: u32, r: u32) -> String {
-    use kflow_ai8x_codegen::ControlRegister as C;
-    let register = [C::Ctl, C::Sram, C::LcntMax, C::SramTest]
-        .into_iter()
-        .find(|c| *c as u32 == r)
-        .unwrap_or(C::Ctl);
-    map.describe(device.control_address(q, register))
 }
 
 /// §1: every layer's input and output must fit the data-memory instances
@@ -715,6 +731,106 @@ fn check_data_memory(program: &Program, outputs: &[sim::Shape], map: &AddressMap
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// The image's shapes must fit the device before anything is sized from
+/// them: at most 1024 channels (64 processors × 16 passes, §1), rows and
+/// columns within the device's limit, an input within data memory.
+fn check_channels(device: Device, image: &ModelImage) -> Result<(), Refusal> {
+    let [c, h, w] = image.input;
+    let limit = device.max_rows_cols();
+    let data = 16 * u64::from(device.instance_bytes());
+    if h == 0 || w == 0 || c == 0 || h > limit || w > limit || u64::from(c) * u64::from(h) * u64::from(w) > data {
+        return Err(Refusal::new(format!(
+            "a network input of {c}×{h}×{w} does not fit the {}: rows and columns 1 to {limit}, at most {data} bytes of data memory",
+            device.name()
+        )));
+    }
+    for (i, l) in image.layers.iter().enumerate() {
+        for (what, n) in [("input", l.input), ("output", l.output)] {
+            if n == 0 || n > 1024 {
+                return Err(Refusal::new(format!(
+                    "layer {i}: {n} {what} channels; the {} takes 1 to 1024 (64 processors × 16 passes)",
+                    device.name()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A code generator's objection to the decoded network, with the
+/// registers of the layer it names.
+fn codegen_refusal(
+    what: &str,
+    error: &kflow_ai8x_codegen::CodegenError,
+    map: &AddressMap,
+    registers: &Registers,
+    master: u32,
+) -> Refusal {
+    use kflow_ai8x_codegen::CodegenError as E;
+    let layer = match error {
+        E::Invalid { layer, .. }
+        | E::Unsupported { layer, .. }
+        | E::KernelMemory { layer, .. }
+        | E::KernelOverlap { layer, .. }
+        | E::BiasOverlap { layer, .. } => Some(*layer as u32),
+        E::NoLayers | E::TooManyLayers { .. } => None,
+    };
+    let context = layer.map_or_else(String::new, |i| {
+        format!("; {}", layer_context(map, registers, master, i))
+    });
+    Refusal::new(format!("the layers the registers describe {what}: {error}{context}"))
+}
+
+/// `layer i as written: NAME (0x…) = 0x…, …`: the non-zero registers of
+/// layer `i` in the first quadrant, where the layer's settings live.
+fn layer_context(map: &AddressMap, registers: &Registers, master: u32, i: u32) -> String {
+    let device = map.device;
+    let written: Vec<String> = kflow_ai8x_codegen::WRITE_ORDER
+        .iter()
+        .filter_map(|r| {
+            let value = registers.layer(master, i, *r);
+            let index = r.index(device)?;
+            (value != 0).then(|| {
+                format!(
+                    "{} (0x{:08x}) = 0x{value:08x}",
+                    r.name(),
+                    device.layer_register_address(master, i, index)
+                )
+            })
+        })
+        .collect();
+    format!("layer {i} as written in quadrant {master}: {}", written.join(", "))
+}
+
+/// The driver's load and unload tables are compiled in: the first layer
+/// must read where `cnn_load_input` writes, the last write where
+/// `cnn_unload` reads.
+fn check_load_and_unload(program: &Program, image: &ModelImage, map: &AddressMap, master: u32) -> Result<(), Refusal> {
+    let device = program.device;
+    let (first, last) = (&program.layers[0], &program.layers[program.layers.len() - 1]);
+    let first_instance = (0..16).find(|i| first.processors >> (4 * i) & 0xf != 0).unwrap_or(0);
+    let reads = device.data_address(first_instance, first.in_offset);
+    let writes = device.data_address(last.output_processors.trailing_zeros().min(63) / 4, last.out_offset);
+    let n = program.layers.len() as u32 - 1;
+    let reg =
+        |layer: u32, r: R| map.describe(device.layer_register_address(master, layer, r.index(device).unwrap_or(0)));
+    if reads != image.load_address {
+        return Err(Refusal::new(format!(
+            "layer 0 reads its input at 0x{reads:08x} ({} and ENA), but cnn_load_input writes it at 0x{:08x}",
+            reg(0, R::RptrBase),
+            image.load_address
+        )));
+    }
+    if writes != image.unload_address {
+        return Err(Refusal::new(format!(
+            "the last layer writes its output at 0x{writes:08x} ({} and LCTL2), but cnn_unload reads it at 0x{:08x}",
+            reg(n, R::WptrBase),
+            image.unload_address
+        )));
     }
     Ok(())
 }

@@ -10,13 +10,17 @@
 //! layers    n (1..=128)                     u16
 //! input     channels, height, width         3 × u16   (the network input)
 //! per layer in_channels, out_channels       2 × u16   (n times)
+//! load      address u32                     where cnn_load_input writes its first word
+//! unload    address u32                     where cnn_unload reads output channel 0
 //! regs      length u32, then cnn_model.regs (register_list.rs of kflow-ai8x-codegen)
 //! bin       length u32, then cnn_model.bin  (blob.rs of kflow-ai8x-codegen)
 //! ```
 //!
-//! Nothing follows `bin`. The channel counts are the one thing the board
-//! takes on trust from the host: a real board's firmware knows them from
-//! `cnn_model.h` (input words, output bytes). Every other layer setting
+//! Nothing follows `bin`. The channel counts and the two addresses are
+//! what a real board's firmware has compiled in from `cnn_model.c/.h`
+//! besides the register table (input words, output bytes, the load and
+//! unload tables); the board checks the addresses against where the
+//! decoded first layer reads and last layer writes. Every other layer setting
 //! the board decodes from the registers, and it refuses an image whose
 //! registers disagree with those counts.
 
@@ -42,6 +46,10 @@ pub struct ModelImage {
     /// Channels × height × width of the network input.
     pub input: [u32; 3],
     pub layers: Vec<LayerChannels>,
+    /// Data-memory address of the first word `cnn_load_input` writes.
+    pub load_address: u32,
+    /// Data-memory address `cnn_unload` reads output channel 0 from.
+    pub unload_address: u32,
     /// `cnn_model.regs`.
     pub regs: Vec<u8>,
     /// `cnn_model.bin`.
@@ -69,7 +77,15 @@ impl ModelImage {
     /// `cnn_model.bin`.
     pub fn new(program: &Program, regs: Vec<u8>, bin: Vec<u8>) -> Result<ModelImage, ImageError> {
         let first = program.layers.first().ok_or(ImageError::Layers(0))?;
+        let last = program.layers.last().ok_or(ImageError::Layers(0))?;
+        let device = program.device;
+        // c_source.rs: the input's instances in ascending order; output
+        // channel 0 on the first output processor, word 0.
+        let first_instance = (0..16).find(|i| first.processors >> (4 * i) & 0xf != 0).unwrap_or(0);
+        let out_instance = last.output_processors.trailing_zeros().min(63) / 4;
         Ok(ModelImage {
+            load_address: device.data_address(first_instance, first.in_offset),
+            unload_address: device.data_address(out_instance, last.out_offset),
             input: [first.input.channels, first.input.height, first.input.width],
             layers: program
                 .layers
@@ -99,6 +115,8 @@ impl ModelImage {
             bytes.extend_from_slice(&u16_of("channels", l.input)?.to_le_bytes());
             bytes.extend_from_slice(&u16_of("channels", l.output)?.to_le_bytes());
         }
+        bytes.extend_from_slice(&self.load_address.to_le_bytes());
+        bytes.extend_from_slice(&self.unload_address.to_le_bytes());
         for part in [&self.regs, &self.bin] {
             bytes.extend_from_slice(&(part.len() as u32).to_le_bytes());
             bytes.extend_from_slice(part);
@@ -141,6 +159,9 @@ impl ModelImage {
                 output: u16_field("channel counts")? as u32,
             });
         }
+        let mut u32_field = |what| take(4, what).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let load_address = u32_field("load address")?;
+        let unload_address = u32_field("unload address")?;
         let mut part = |what: &'static str| -> Result<Vec<u8>, ImageError> {
             let len = take(4, what).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))?;
             take(len as usize, what).map(<[u8]>::to_vec)
@@ -153,6 +174,8 @@ impl ModelImage {
         Ok(ModelImage {
             input,
             layers,
+            load_address,
+            unload_address,
             regs,
             bin,
         })
@@ -170,6 +193,8 @@ mod tests {
                 LayerChannels { input: 3, output: 16 },
                 LayerChannels { input: 16, output: 10 },
             ],
+            load_address: 0x5180_0000,
+            unload_address: 0x5180_1000,
             regs: b"KFRG....".to_vec(),
             bin: vec![0; 8],
         }
@@ -195,7 +220,7 @@ mod tests {
     #[test]
     fn a_huge_part_length_is_refused_without_allocating() {
         let mut bytes = sample().to_bytes().unwrap();
-        let regs_len_at = 4 + 2 + 2 + 6 + 2 * 4;
+        let regs_len_at = 4 + 2 + 2 + 6 + 2 * 4 + 8;
         bytes[regs_len_at..regs_len_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(
             ModelImage::parse(&bytes),

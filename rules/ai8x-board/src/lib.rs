@@ -103,7 +103,15 @@ impl SimBoard {
                 device.name()
             )));
         }
-        let blob = parse_bin(&image.bin).map_err(|e| Refusal::new(format!("cnn_model.bin: {e}")))?;
+        let blob = parse_bin(&image.bin).map_err(|e| {
+            let place = match e {
+                kflow_ai8x_codegen::BlobError::TrailingWords { extra } => {
+                    format!(" (from word {})", image.bin.len() / 4 - extra)
+                }
+                _ => String::new(),
+            };
+            Refusal::new(format!("cnn_model.bin: {e}{place}"))
+        })?;
         let map = memory::AddressMap::new(device);
         let registers = memory::Registers::load(&map, &list)?;
         let memories = memory::Memories::load(device, &blob)?;

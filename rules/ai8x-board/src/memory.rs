@@ -110,13 +110,20 @@ pub struct Registers {
     pub init: BTreeMap<(u32, u8), u32>,
     /// CTL values `cnn_start` wrote, in order: (quadrant, value).
     pub start: Vec<(u32, u32)>,
+    /// The writes of `cnn_init` and `cnn_start` in order, as received.
+    pub init_sequence: Vec<Write>,
+    pub start_sequence: Vec<Write>,
 }
 
 impl Registers {
     /// Replays `list` into a register file, refusing a write to anything
     /// that is not a register its phase may write.
     pub fn load(map: &AddressMap, list: &RegisterList) -> Result<Registers, Refusal> {
-        let mut registers = Registers::default();
+        let mut registers = Registers {
+            init_sequence: list.init.clone(),
+            start_sequence: list.start.clone(),
+            ..Registers::default()
+        };
         let refuse = |phase: &str, w: &Write, what: &str| {
             Refusal::new(format!(
                 "{phase} writes 0x{:08x} to {}, {what}",
