@@ -349,3 +349,59 @@ pub fn connect(
         _ => Client::connect(url, timeouts, policy),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sim(board: &str) -> Client<Box<dyn Transport>> {
+        let url: DeviceUrl = format!("sim://{board}").parse().unwrap();
+        connect(&url, LinkTimeouts::default(), RetryPolicy::default()).unwrap()
+    }
+
+    #[test]
+    fn sim_urls_open_a_board_of_that_kind_in_this_process() {
+        for (board, clock) in [("max78002", 200_000_000), ("max78000", 50_000_000)] {
+            let mut client = sim(board);
+            assert_eq!(client.device(), format!("sim://{board}"));
+            let info = client.device_info().unwrap();
+            assert_eq!(info.board, board);
+            assert_eq!(info.clock_hz, clock);
+            assert_eq!(info.identity, format!("sim-{board}"));
+        }
+    }
+
+    #[test]
+    fn a_model_that_is_no_image_is_refused_with_why() {
+        let mut client = sim("max78002");
+        let error = client.flash(b"not a model", |_| {}).unwrap_err();
+        let refused = error.device_error().map(|e| (e.code, e.message.clone()));
+        assert_eq!(
+            refused,
+            Some((ErrorCode::Refused, "not a kflow model image (no KFMD magic)".to_owned())),
+            "{error}"
+        );
+        let error = client.infer(&[0; 4]).unwrap_err();
+        assert_eq!(
+            error.device_error().map(|e| e.code),
+            Some(ErrorCode::NoModel),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn max78000_board_refuses_a_max78002_register_list() {
+        let image = ModelImage {
+            input: [1, 4, 4],
+            layers: vec![LayerChannels { input: 1, output: 1 }],
+            load_address: 0,
+            unload_address: 0,
+            regs: RegisterList::default().to_bytes(Device::Max78002),
+            bin: vec![0; 8],
+        };
+        let refusal = SimBoard::configure(Device::Max78000, &image.to_bytes().unwrap())
+            .err()
+            .unwrap();
+        assert!(refusal.0.contains("generated for the MAX78002"), "{refusal}");
+    }
+}
