@@ -43,16 +43,29 @@ fn model() -> (Vec<u8>, usize) {
     (image.to_bytes().unwrap(), loaded.input_bytes())
 }
 
+/// Kills a child process when dropped, so that a failing assertion does
+/// not leave it running.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn device_sim_over_tcp_runs_a_generated_model_like_the_in_process_board() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kflow"))
-        .args(["device-sim", "--board", "max78002", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut board = Killed(
+        Command::new(env!("CARGO_BIN_EXE_kflow"))
+            .args(["device-sim", "--board", "max78002", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(board.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let url = line.trim().rsplit(' ').next().unwrap().to_owned();
@@ -76,28 +89,18 @@ fn device_sim_over_tcp_runs_a_generated_model_like_the_in_process_board() {
     assert!(over_tcp.statistics.cycles > 1);
 }
 
-/// Kills a child process when dropped, so that a failing assertion does
-/// not leave it running.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn device_sim_over_a_pseudo_terminal_pair_runs_a_generated_model() {
     let dir = tempfile::tempdir().unwrap();
     let (board_end, host_end) = (dir.path().join("board"), dir.path().join("host"));
-    let socat = Command::new("socat")
-        .arg(format!("pty,raw,echo=0,link={}", board_end.display()))
-        .arg(format!("pty,raw,echo=0,link={}", host_end.display()))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot run socat: install the Debian package socat (scripts/test.sh does)");
-    let _socat = Killed(socat);
+    let _socat = Killed(
+        Command::new("socat")
+            .arg(format!("pty,raw,echo=0,link={}", board_end.display()))
+            .arg(format!("pty,raw,echo=0,link={}", host_end.display()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot run socat: install the Debian package socat (scripts/test.sh does)"),
+    );
     let start = std::time::Instant::now();
     while !(board_end.exists() && host_end.exists()) {
         assert!(start.elapsed().as_secs() < 10, "socat made no pseudo-terminals");

@@ -91,8 +91,11 @@ struct Fields {
     depthwise: bool,
     kernel_offset: u32,
     kernel_count: u32,
-    bias: Option<(u32, u32, Option<[Option<u32>; 4]>)>,
+    bias: Option<BiasPlace>,
 }
+
+/// Quadrant, byte offset and a depthwise layer's per-quadrant offsets.
+type BiasPlace = (u32, u32, Option<[Option<u32>; 4]>);
 
 pub fn decode(
     device: Device,

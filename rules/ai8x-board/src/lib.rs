@@ -164,7 +164,14 @@ fn cycles(decoded: &Decoded) -> Result<u64, Refusal> {
             pad: l.pad,
             flatten: l.flatten,
             output_width: output.width as u32,
-            kernel_count: *kc,
+            // MCNT counts the empty slots before the first output
+            // processor of its instance; §5.5's kc, which the cycle model
+            // takes, does not.
+            kernel_count: kc.saturating_sub(
+                l.output_processors.trailing_zeros() % 4
+                    * Passes::for_channels(l.out_channels).count
+                    * Passes::for_channels(l.input.channels).count,
+            ),
         });
     }
     Ok(total)

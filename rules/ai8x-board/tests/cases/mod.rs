@@ -3,6 +3,9 @@
 //! through kflow's own chain (check, allocate, program, generate) to the
 //! files a board receives.
 
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 
 use kflow_ai8x::Shape;
@@ -24,6 +27,8 @@ pub struct Case {
     /// ADI's expected output in the same encoding, when the case's
     /// simulation options are the board's (no `--avg-pool-rounding`).
     pub expected: Option<Vec<u8>>,
+    /// `kflow-ai8x`'s cycle estimate from the allocation.
+    pub cycles: u64,
 }
 
 pub fn names() -> Vec<String> {
@@ -176,6 +181,7 @@ pub fn load(name: &str) -> Result<Case, String> {
     let wide = meta["expected_dtype"] == "int32";
     let expected = (meta["avg_pool_rounding"] != true).then(|| encode(&read_npy(&dir.join("expected.npy")).1, wide));
     Ok(Case {
+        cycles: kflow_ai8x::timing::accelerator(&allocation).cycles,
         input: input_words(&program, &input),
         program,
         image,
