@@ -10,9 +10,11 @@ step() { printf '\n==> %s\n' "$*"; }
 
 # Debian packages the tests need: nginx serves as the remote cache in
 # tests/remote_cache.rs; the Arm cross compiler and its C library compile
-# the generated accelerator code for the Cortex-M4.
+# the generated accelerator code for the Cortex-M4; socat makes the
+# pseudo-terminal pair tests/device_sim.rs serves a board over.
 install_packages() {
     local missing=()
+    command -v socat >/dev/null || missing+=(socat)
     [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
     command -v arm-none-eabi-gcc >/dev/null || missing+=(gcc-arm-none-eabi)
     [ -e /usr/lib/arm-none-eabi/include/stdint.h ] || missing+=(libnewlib-arm-none-eabi)

@@ -49,6 +49,36 @@ pub enum Command {
     Clean(CleanArgs),
     /// The MAX78000/MAX78002 toolchain on ai8x network files: check, simulate, synthesize.
     Ai8x(Ai8xArgs),
+    /// Serve a simulated MAX78002/MAX78000 board over TCP (and a serial
+    /// port) until killed: it configures itself from the generated code's
+    /// register writes and weight stream, and runs the bit-exact simulator.
+    #[command(
+        after_help = "Example:\n  kflow device-sim --board max78002 --listen 127.0.0.1:7433\n\n\
+                  Then use tcp://127.0.0.1:7433 as the device URL."
+    )]
+    DeviceSim(DeviceSimArgs),
+}
+
+#[derive(Args)]
+pub struct DeviceSimArgs {
+    /// Which board to simulate.
+    #[arg(long, value_parser = ["max78002", "max78000"])]
+    pub board: String,
+    /// Address to listen on for TCP connections, e.g. 127.0.0.1:7433 (port 0
+    /// picks a free port; the address is printed).
+    #[arg(long, value_name = "ADDR", required_unless_present = "serial")]
+    pub listen: Option<String>,
+    /// Also serve on this serial port (e.g. one end of a pseudo-terminal
+    /// pair), with its own board state.
+    #[arg(long, value_name = "PATH")]
+    pub serial: Option<PathBuf>,
+    /// Baud rate of --serial.
+    #[arg(long, default_value_t = 115_200)]
+    pub baud: u32,
+    /// End a TCP connection on which nothing arrives for this many seconds
+    /// (a host that vanished), so the next host gets the board.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub idle_timeout: u64,
 }
 
 #[derive(Args)]

@@ -13,11 +13,14 @@ use crate::synthesize::{ALLOCATION, WEIGHTS};
 pub struct CodegenRule;
 
 /// What the generator writes, always the same set.
-pub const FILES: [&str; 7] = [
+pub const FILES: [&str; 8] = [
     "cnn_model.c",
     "cnn_model.h",
     "cnn_model_weights.h",
     "cnn_model.bin",
+    // The register writes of cnn_model.c as data, for boards that
+    // configure themselves from them (the simulated board).
+    "cnn_model.regs",
     "zephyr/module.yml",
     "CMakeLists.txt",
     "Kconfig",

@@ -4,6 +4,7 @@
 mod ai8x;
 mod build;
 mod cache;
+mod device;
 mod inspect;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cache(args) => cache::run(&cwd, args, cli.quiet),
         Command::Clean(args) => cache::clean(&cwd, args, cli.quiet),
         Command::Ai8x(args) => ai8x::run(args),
+        Command::DeviceSim(args) => device::serve(args, cli.quiet),
     }
 }
 

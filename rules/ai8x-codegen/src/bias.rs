@@ -80,6 +80,40 @@ impl BiasImage {
     }
 }
 
+/// Every biased layer's values read back from bias memory (`memory[q]`:
+/// quadrant `q`'s bytes from 0; bytes past the end read as 0), by the
+/// placement that packing uses. `None` for a layer without bias.
+pub fn unpack(checked: &Checked<'_>, memory: &[Vec<u8>; QUADRANTS as usize]) -> Vec<Option<Vec<i8>>> {
+    let byte = |q: usize, at: usize| memory[q].get(at).copied().unwrap_or(0) as i8;
+    checked
+        .program
+        .layers
+        .iter()
+        .zip(&checked.layers)
+        .map(|(layer, geometry)| {
+            let bias = layer.bias.as_ref()?;
+            let mut values = vec![0i8; bias.values.len()];
+            if let Some(offsets) = bias.broadcast {
+                let layout = broadcast_bias_layout(layer.processors, bias.values.len() as u32);
+                for (q, channels) in layout.iter().enumerate() {
+                    let Some(offset) = offsets[q] else { continue };
+                    for (i, channel) in channels.iter().enumerate() {
+                        if let Some(c) = channel {
+                            values[*c as usize] = byte(q, offset as usize + i);
+                        }
+                    }
+                }
+            } else {
+                let first = (bias.offset + geometry.start_col * geometry.out_passes.count) as usize;
+                for (c, value) in values.iter_mut().enumerate() {
+                    *value = byte(bias.quadrant as usize, first + c);
+                }
+            }
+            Some(values)
+        })
+        .collect()
+}
+
 /// The broadcast bias layout of a depthwise layer of `channels` channels
 /// on `processors` (ai8x-synthesis izer/kbias.py): processors from the
 /// first quadrant's start to the last quadrant's end, processor p holding

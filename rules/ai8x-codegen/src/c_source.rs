@@ -263,11 +263,7 @@ static volatile int cnn_complete;
         lcnt_max = device.control_address(0, ControlRegister::LcntMax) - ctl0,
         sram_test = device.control_address(0, ControlRegister::SramTest) - ctl0,
         aon = device.aon_control_address(),
-        ctl_run = if program.layers.iter().any(|l| l.binary) {
-            0x4010_0008u32
-        } else {
-            0x0010_0008
-        },
+        ctl_run = crate::register_list::ctl_run_word(program),
         quadrants = QUADRANTS,
         n_used = used.len(),
         used_list = used.iter().map(|q| format!("{q}u")).collect::<Vec<_>>().join(", "),
@@ -285,11 +281,7 @@ fn init(model: &Model<'_>) -> String {
     let program = model.checked.program;
     // izer max7800x.py:1251-1252: the memory-clear word also clears the
     // bias memory (bit 10) only when some layer has a bias.
-    let sram_test = if program.layers.iter().any(|l| l.bias.is_some()) {
-        0x1c80
-    } else {
-        0x1880
-    };
+    let sram_test = crate::register_list::sram_test_word(program);
     // §6.3: LCNT_MAX = last layer | start layer << 8; like every zero value
     // the izer leaves it unwritten for a one-layer network.
     let lcnt = program.layers.len() - 1;

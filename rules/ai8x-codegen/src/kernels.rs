@@ -126,17 +126,44 @@ fn kern_len(layer: &Layer, g: &LayerGeometry) -> u32 {
     (kc * ksize * b + (kc % qf) * ksize * (qf - 1)).div_ceil(72)
 }
 
-/// The bytes of the `k`-th enabled input processor, in fill order (§5.5,
-/// contiguous output map). With `b`-bit weights a byte holds the same tap
-/// of `8/b` kernels, the first in the low bits; in several input passes
-/// the izer fills those slots pass first (§5.5: slot n of input pass ie
-/// holds `idx = n + ie·qf`, pass `idx mod in_expand`, output
-/// `o + ⌊idx/in_expand⌋`).
+/// The bytes of the `k`-th enabled input processor, in fill order (§5.5).
 fn fill_sequence(layer: &Layer, g: &LayerGeometry, k: u32) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(g.kernel_count as usize * g.taps as usize);
+    let b = layer.weight_bits;
+    let mask = ((1u16 << b.min(8)) - 1) as u8;
+    fill_layout(layer, g, k, |sources, raw| {
+        let byte = sources.iter().enumerate().fold(0u8, |byte, (n, source)| {
+            let Some(index) = source else { return byte };
+            let w = layer.weights[*index];
+            if raw {
+                w as u8
+            } else if layer.binary {
+                // §2.10: a binary weight is its sign bit (1 for −1, 0 for +1).
+                byte | u8::from(w < 0) << (n as u32 * b)
+            } else {
+                byte | (w as u8 & mask) << (n as u32 * b)
+            }
+        });
+        bytes.push(byte);
+    });
+    bytes
+}
+
+/// The fill order of the `k`-th enabled input processor (§5.5, contiguous
+/// output map), one call of `byte` per kernel-memory byte: the index into
+/// `layer.weights` of the weight in each of its `8/b` slots (slot `n` in
+/// bits `n·b ..`; `None`: zero), and whether the byte holds one whole 8-bit
+/// weight. Packing and unpacking both walk it, so they cannot disagree.
+///
+/// With `b`-bit weights a byte holds the same tap of `8/b` kernels, the
+/// first in the low bits; in several input passes the izer fills those
+/// slots pass first (§5.5: slot n of input pass ie holds
+/// `idx = n + ie·qf`, pass `idx mod in_expand`, output
+/// `o + ⌊idx/in_expand⌋`).
+fn fill_layout(layer: &Layer, g: &LayerGeometry, k: u32, mut byte: impl FnMut(&[Option<usize>], bool)) {
     let cin = layer.input.channels;
     let cout = layer.out_channels;
     let taps = g.taps as usize;
-    let mut bytes = Vec::with_capacity(g.kernel_count as usize * taps);
     if layer.flatten {
         // §5.5: for each output o, W[o, c·HW .. c·HW + HW − 1] in natural
         // order; in several input passes the passes' channels
@@ -149,48 +176,39 @@ fn fill_sequence(layer: &Layer, g: &LayerGeometry, k: u32) -> Vec<u8> {
             for px in 0..pixels {
                 for ie in 0..g.in_passes.count {
                     let c = (k + ie * g.in_passes.per_pass) as usize;
-                    bytes.push(layer.weights[o * features + c * pixels + px] as u8);
+                    byte(&[Some(o * features + c * pixels + px)], true);
                 }
             }
         }
-        return bytes;
+        return;
     }
     if layer.depthwise {
         // kc = in_expand (§5.5): per input pass, the taps of W[c, 0] in
         // reverse order, c = k + ie·thresh_in (izer/kernels.py).
         for ie in 0..g.in_passes.count {
             let c = k + ie * g.in_passes.per_pass;
-            if c < cin {
-                let start = c as usize * taps;
-                bytes.extend(layer.weights[start..start + taps].iter().rev().map(|w| *w as u8));
-            } else {
-                bytes.extend(std::iter::repeat_n(0, taps));
+            for t in (0..taps).rev() {
+                byte(&[(c < cin).then_some(c as usize * taps + t)], true);
             }
         }
-        return bytes;
+        return;
     }
     let b = layer.weight_bits;
     let qf = 8 / b;
-    let mask = ((1u16 << b) - 1) as u8;
     let (in_count, in_per_pass) = (g.in_passes.count, g.in_passes.per_pass);
-    // W[o, c, t] if it exists, as b low bits; a binary weight is its sign
-    // bit (§2.10: 1 for −1, 0 for +1). A transposed convolution's kernel
-    // is W[c, o] turned by 180° (as the izer stores it; reference cases
-    // -convt).
+    // W[o, c, t] if it exists. A transposed convolution's kernel is W[c, o]
+    // turned by 180° (as the izer stores it; reference cases -convt).
     let transposed = layer.operator == Operator::ConvTranspose2d;
-    let weight = |o: u32, c: u32, t: usize| -> u8 {
-        if o < cout && c < cin {
-            let index = if transposed {
+    let index = |o: u32, c: u32, t: usize| -> Option<usize> {
+        (o < cout && c < cin).then(|| {
+            if transposed {
                 (c as usize * cout as usize + o as usize) * taps + taps - 1 - t
             } else {
                 (o as usize * cin as usize + c as usize) * taps + t
-            };
-            let w = layer.weights[index];
-            if layer.binary { u8::from(w < 0) } else { w as u8 & mask }
-        } else {
-            0
-        }
+            }
+        })
     };
+    let mut sources = vec![None; qf as usize];
     // The outputs run on across output passes in groups of `qf`: a pass
     // whose output count is not a multiple of `qf` ends with a group that
     // reaches into the next pass's first outputs, and the next pass goes on
@@ -203,22 +221,67 @@ fn fill_sequence(layer: &Layer, g: &LayerGeometry, k: u32) -> Vec<u8> {
             let o = e * groups * qf + j;
             for ie in 0..in_count {
                 if o >= cout || k + ie * in_per_pass >= cin {
-                    bytes.extend(std::iter::repeat_n(0, taps / qf as usize));
+                    for _ in 0..taps / qf as usize {
+                        byte(&[], false);
+                    }
                     continue;
                 }
                 // The taps in reverse order (last tap first).
                 for t in (0..taps).rev() {
-                    let byte = (0..qf).fold(0u8, |byte, n| {
-                        let idx = n + ie * qf;
+                    for (n, source) in sources.iter_mut().enumerate() {
+                        let idx = n as u32 + ie * qf;
                         let (pass, output) = (idx % in_count, o + idx / in_count);
-                        byte | weight(output, k + pass * in_per_pass, t) << (n * b)
-                    });
-                    bytes.push(byte);
+                        *source = index(output, k + pass * in_per_pass, t);
+                    }
+                    byte(&sources, false);
                 }
             }
         }
     }
-    bytes
+}
+
+/// The weights of every layer of `checked` read back from kernel memory
+/// (`column(processor, column)`: the column's 9 bytes in byte-index order,
+/// `None` for a column never written, read as zeros), by the fill order
+/// that packing uses. Layer `i`'s vector has the length of
+/// `program.layers[i].weights` (empty for a passthrough layer); a weight
+/// that several processors or slots hold is taken from the last one read.
+pub fn unpack(checked: &Checked<'_>, column: impl Fn(u32, u32) -> Option<[u8; COLUMN_BYTES]>) -> Vec<Vec<i8>> {
+    let mut all = Vec::with_capacity(checked.program.layers.len());
+    for (layer, geometry) in checked.program.layers.iter().zip(&checked.layers) {
+        let mut weights = vec![0i8; layer.weights.len()];
+        if layer.operator != Operator::Passthrough {
+            let b = layer.weight_bits;
+            let mask = ((1u16 << b.min(8)) - 1) as u8;
+            let enabled = (0..PROCESSORS).filter(|p| layer.processors >> p & 1 == 1);
+            for (k, processor) in enabled.enumerate() {
+                let (skip, lead) = empty_slots(layer, geometry);
+                let mut f = lead;
+                fill_layout(layer, geometry, k as u32, |sources, raw| {
+                    let at = layer.kernel_offset + skip + (f / COLUMN_BYTES) as u32;
+                    let byte = column(processor, at).map_or(0, |c| c[COLUMN_BYTES - 1 - f % COLUMN_BYTES]);
+                    f += 1;
+                    for (n, source) in sources.iter().enumerate() {
+                        let Some(index) = source else { continue };
+                        let Some(w) = weights.get_mut(*index) else { continue };
+                        *w = if raw {
+                            byte as i8
+                        } else {
+                            let bits = byte >> (n as u32 * b) & mask;
+                            if layer.binary {
+                                if bits & 1 == 1 { -1 } else { 1 }
+                            } else {
+                                // Sign-extend the b-bit field.
+                                ((bits << (8 - b)) as i8) >> (8 - b)
+                            }
+                        };
+                    }
+                });
+            }
+        }
+        all.push(weights);
+    }
+    all
 }
 
 #[cfg(test)]

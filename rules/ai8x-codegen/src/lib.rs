@@ -5,7 +5,8 @@
 //! (by `kflow-ai8x`), with their integer weights. [`generate`] computes the
 //! register values (§6.3), packs the kernels (§5.5) and biases (§5.6), and
 //! writes `cnn_model.c`, `cnn_model.h`, `cnn_model_weights.h`,
-//! `cnn_model.bin` and a Zephyr module skeleton.
+//! `cnn_model.bin`, the driver's register writes as data (`cnn_model.regs`,
+//! [`register_list`]) and a Zephyr module skeleton.
 //!
 //! Scope: conv1d, conv2d (1×1, 3×3; depthwise in broadcast mode) and
 //! linear (with or without flatten) layers with 1-, 2-, 4- or 8-bit or
@@ -35,6 +36,7 @@ mod error;
 mod geometry;
 mod kernels;
 mod program;
+mod register_list;
 mod registers;
 #[cfg(test)]
 mod test_layers;
@@ -44,12 +46,13 @@ use std::collections::BTreeMap;
 
 pub use bias::broadcast_bias_layout;
 pub use blob::{BlobError, Chunk, ModelBlob, parse_bin};
-pub use device::{COLUMN_BYTES, ControlRegister, Device};
+pub use device::{COLUMN_BYTES, ControlRegister, Device, PROCESSORS, QUADRANTS};
 pub use error::CodegenError;
 pub use geometry::Passes;
 pub use program::{
     Activation, Bias, DataFormat, Dims, Eltwise, EltwiseOp, Layer, Operator, OutputWidth, Pool, PoolKind, Program,
 };
+pub use register_list::{RegisterList, RegisterListError, Write, register_list};
 pub use registers::{LayerRegister, RegisterWrite, WRITE_ORDER, layer_registers};
 
 /// The generated files by path, relative to the module's root.
@@ -61,6 +64,25 @@ pub struct Generated {
 /// The weight and bias stream of `program` (`cnn_model.bin` parsed).
 pub fn model_blob(program: &Program) -> Result<ModelBlob, CodegenError> {
     Ok(Model::build(program)?.blob)
+}
+
+/// The integer weights and biases a board holds for `program`, read back
+/// from its kernel memory (`column(processor, column)`: 9 bytes in
+/// byte-index order, `None` where nothing was written) and bias memory
+/// (`bias[q]`: quadrant `q`'s bytes), by the same placement the packing
+/// uses (§5.5, §5.6). `program` supplies everything but the values: its
+/// weight vectors give only their lengths and its biases their places.
+/// Returns per layer `(weights, bias values)`.
+#[allow(clippy::type_complexity)]
+pub fn unpack_parameters(
+    program: &Program,
+    column: impl Fn(u32, u32) -> Option<[u8; COLUMN_BYTES]>,
+    bias: &[Vec<u8>; device::QUADRANTS as usize],
+) -> Result<Vec<(Vec<i8>, Option<Vec<i8>>)>, CodegenError> {
+    let checked = geometry::check(program)?;
+    let weights = kernels::unpack(&checked, column);
+    let biases = bias::unpack(&checked, bias);
+    Ok(weights.into_iter().zip(biases).collect())
 }
 
 /// Everything the files are written from.
@@ -101,6 +123,10 @@ pub fn generate(program: &Program) -> Result<Generated, CodegenError> {
         c_source::weights_header(&model).into_bytes(),
     );
     files.insert("cnn_model.bin".to_owned(), model.blob.to_bytes());
+    files.insert(
+        "cnn_model.regs".to_owned(),
+        register_list::list(&model.checked, &model.registers).to_bytes(program.device),
+    );
     for (path, text) in zephyr::module_files() {
         files.insert(path.to_owned(), text.as_bytes().to_vec());
     }

@@ -348,7 +348,7 @@ fn zephyr_module_points_at_the_sources() {
     assert!(text("CMakeLists.txt").contains("zephyr_library_sources(cnn_model.c)"));
     assert!(text("Kconfig").contains("config KFLOW_CNN_MODEL\n"));
     let paths: Vec<PathBuf> = files.keys().map(PathBuf::from).collect();
-    assert_eq!(paths.len(), 7, "{paths:?}");
+    assert_eq!(paths.len(), 8, "{paths:?}");
     let header = text("cnn_model.h");
     for prototype in [
         "int cnn_init(void);",
@@ -368,4 +368,23 @@ fn the_bin_parses_back_to_the_stream() {
         parse_bin(&files["cnn_model.bin"]).unwrap(),
         model_blob(&program).unwrap()
     );
+}
+
+#[test]
+fn cnn_model_regs_lists_the_writes_of_cnn_init_configure_and_start() {
+    for program in [
+        common::spec_4_5(),
+        common::chw_image_max78000(),
+        common::baseline_with_passthrough(),
+    ] {
+        let dir = write_files(&program);
+        let trace = parse_trace(&run_on_host(&program, dir.path(), false));
+        let regs = std::fs::read(dir.path().join("cnn_model.regs")).unwrap();
+        let (device, list) = kflow_ai8x_codegen::RegisterList::parse(&regs).unwrap();
+        assert_eq!(device, program.device);
+        for (phase, writes) in list.phases() {
+            let listed: Vec<(u32, u32)> = writes.iter().map(|w| (w.address, w.value)).collect();
+            assert_eq!(trace.writes[phase], listed, "{phase} of {:?}", program.device);
+        }
+    }
 }

@@ -22,16 +22,69 @@ pub struct AcceleratorTiming {
     pub note: String,
 }
 
+/// What the cycle model of §7.1 reads of one layer, so that a caller
+/// without an [`Allocation`] (the simulated board, which has only register
+/// values) costs a layer with the same formula.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CycleInputs {
+    pub operator: Operator,
+    /// Input passes (`in_expand`).
+    pub in_passes: u32,
+    /// Element-wise operands (1 without).
+    pub operands: u32,
+    pub pool_first: bool,
+    /// Pool rows × columns, `None` without pooling.
+    pub pool: Option<[u32; 2]>,
+    /// Rows × columns after pooling (a transposed convolution's before its
+    /// upsampling).
+    pub pooled: [u32; 2],
+    /// Rows × columns of the kernel: conv1d its taps × 1, conv2d its size.
+    pub kernel: [u32; 2],
+    pub pad: u32,
+    pub flatten: bool,
+    /// Columns of the output.
+    pub output_width: u32,
+    /// The kernel count `kc` of §5.5 (0 without kernels).
+    pub kernel_count: u32,
+}
+
+impl CycleInputs {
+    pub fn of(a: &LayerAllocation) -> CycleInputs {
+        let l = &a.layer;
+        CycleInputs {
+            operator: l.operator,
+            in_passes: a.in_passes.count,
+            operands: l.operands,
+            pool_first: l.pool_first,
+            pool: l.pool.map(|p| p.size),
+            pooled: [l.pooled.height, l.pooled.width],
+            kernel: match l.operator {
+                Operator::Conv1d => [l.kernel_taps(), 1],
+                Operator::Conv2d | Operator::ConvTranspose2d => [l.kernel[0], l.kernel[1]],
+                _ => [1, 1],
+            },
+            pad: l.pad,
+            flatten: l.flatten,
+            output_width: l.output.width,
+            kernel_count: a.kernel.map_or(0, |k| k.count),
+        }
+    }
+}
+
+/// Cycles of one layer by §7.1 ([`cycles`] of its [`CycleInputs`]).
+pub fn layer_cycles(a: &LayerAllocation) -> u64 {
+    cycles(&CycleInputs::of(a))
+}
+
 /// Cycles of one layer by §7.1. Assumptions where the spec has no formula:
 /// passthrough layers take one time slot per pass; ConvTranspose2d is
 /// costed on its 2H×2W hardware input; the device-specific pre-read term of
 /// `pool_first: false` is left out.
-pub fn layer_cycles(a: &LayerAllocation) -> u64 {
-    let l = &a.layer;
-    let mp = u64::from(a.in_passes.count);
+pub fn cycles(l: &CycleInputs) -> u64 {
+    let mp = u64::from(l.in_passes);
     let e = u64::from(l.operands);
-    let (ph, pw) = l.pool.map_or((1, 1), |p| (u64::from(p.size[0]), u64::from(p.size[1])));
-    let (mut hp, mut wp) = (u64::from(l.pooled.height), u64::from(l.pooled.width));
+    let (ph, pw) = l.pool.map_or((1, 1), |p| (u64::from(p[0]), u64::from(p[1])));
+    let (mut hp, mut wp) = (u64::from(l.pooled[0]), u64::from(l.pooled[1]));
     if l.operator == Operator::ConvTranspose2d {
         hp *= 2;
         wp *= 2;
@@ -44,11 +97,7 @@ pub fn layer_cycles(a: &LayerAllocation) -> u64 {
     if l.operator == Operator::None {
         return hp * wp * (d + mp);
     }
-    let (kh, kw) = match l.operator {
-        Operator::Conv1d => (u64::from(l.kernel_taps()), 1),
-        Operator::Conv2d | Operator::ConvTranspose2d => (u64::from(l.kernel[0]), u64::from(l.kernel[1])),
-        _ => (1, 1),
-    };
+    let (kh, kw) = (u64::from(l.kernel[0]), u64::from(l.kernel[1]));
     let pad = u64::from(l.pad);
     let (pr, pc) = match l.operator {
         Operator::Conv1d => (pad, 0),
@@ -57,8 +106,8 @@ pub fn layer_cycles(a: &LayerAllocation) -> u64 {
     };
     // Flatten layers are costed as a 1×1 conv over the pre-flatten grid
     // with the layer's outputs at each position.
-    let wout = if l.flatten { wp } else { u64::from(l.output.width) };
-    let kc = u64::from(a.kernel.map_or(0, |k| k.count));
+    let wout = if l.flatten { wp } else { u64::from(l.output_width) };
+    let kc = u64::from(l.kernel_count);
     let c = if l.flatten {
         kc / (mp * (hp * wp).max(1))
     } else {

@@ -1,0 +1,191 @@
+//! The izer reference cases of `kflow-ai8x` (tests/data/izer-reference):
+//! a network, its weights, an input and ADI's expected output each, taken
+//! through kflow's own chain (check, allocate, program, generate) to the
+//! files a board receives.
+
+// Each test binary uses a different part of this module.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use kflow_ai8x::Shape;
+use kflow_ai8x_board::ModelImage;
+use kflow_ai8x_codegen::{DataFormat, Passes, Program};
+use kflow_ai8x_sim::{Output, SimOptions, Tensor};
+
+pub const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ai8x/tests/data/izer-reference");
+
+/// One case, generated.
+pub struct Case {
+    pub program: Program,
+    pub image: ModelImage,
+    /// The words `cnn_load_input` takes, little-endian.
+    pub input: Vec<u8>,
+    /// kflow's simulator on the original network (C order bytes as
+    /// `cnn_unload` fills them).
+    pub simulated: Vec<u8>,
+    /// ADI's expected output in the same encoding, when the case's
+    /// simulation options are the board's (no `--avg-pool-rounding`).
+    pub expected: Option<Vec<u8>>,
+    /// `kflow-ai8x`'s cycle estimate from the allocation.
+    pub cycles: u64,
+}
+
+pub fn names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(DATA)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("case.json").exists())
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `.npy` of `|i1` or `<i4` in C order (Fortran order converted).
+fn read_npy(path: &Path) -> (Vec<usize>, Vec<i32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    let fortran = header.contains("'fortran_order': True");
+    let int32 = header.contains("'<i4'");
+    let dims = &header[header.find("'shape': (").unwrap() + 10..];
+    let dims = &dims[..dims.find(')').unwrap()];
+    let shape: Vec<usize> = dims
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse().unwrap())
+        .collect();
+    let data = &bytes[10 + header_len..];
+    let values: Vec<i32> = if int32 {
+        data.chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    } else {
+        data.iter().map(|b| i32::from(*b as i8)).collect()
+    };
+    if !fortran {
+        return (shape, values);
+    }
+    let c = (0..values.len())
+        .map(|mut c| {
+            let mut coords = vec![0; shape.len()];
+            for (d, n) in shape.iter().enumerate().rev() {
+                coords[d] = c % n;
+                c /= n;
+            }
+            values[coords.iter().zip(&shape).rev().fold(0, |acc, (i, n)| acc * n + i)]
+        })
+        .collect();
+    (shape, c)
+}
+
+fn encode(values: &[i32], wide: bool) -> Vec<u8> {
+    if wide {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    } else {
+        values.iter().map(|v| *v as u8).collect()
+    }
+}
+
+/// The words `cnn_load_input()` takes for a CHW `input` (§5.3).
+pub fn input_words(program: &Program, input: &[i8]) -> Vec<u8> {
+    let first = &program.layers[0];
+    let processors = first.processors;
+    let pixels = first.input.pixels() as usize;
+    let passes = Passes::for_channels(first.input.channels);
+    let rank = |p: u32| (processors & ((1u64 << p) - 1)).count_ones();
+    let byte = |channel: u32, pixel: usize| -> u32 {
+        if channel < first.input.channels && pixel < pixels {
+            input[channel as usize * pixels + pixel] as u8 as u32
+        } else {
+            0
+        }
+    };
+    let mut words: Vec<u32> = Vec::new();
+    for instance in 0..16u32 {
+        if processors >> (4 * instance) & 0xf == 0 {
+            continue;
+        }
+        if program.input_format == DataFormat::Chw {
+            let p = 4 * instance + (processors >> (4 * instance) & 0xf).trailing_zeros();
+            for w in 0..pixels.div_ceil(4) {
+                words.push((0..4).map(|b| byte(rank(p), 4 * w + b) << (8 * b)).sum());
+            }
+        } else {
+            for w in 0..pixels * passes.count as usize {
+                let (pixel, pass) = (w / passes.count as usize, w as u32 % passes.count);
+                words.push(
+                    (0..4)
+                        .map(|lane| {
+                            let p = 4 * instance + lane;
+                            if processors >> p & 1 == 0 {
+                                return 0;
+                            }
+                            byte(pass * passes.per_pass + rank(p), pixel) << (8 * lane)
+                        })
+                        .sum(),
+                );
+            }
+        }
+    }
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// The case generated by kflow, or why kflow's chain does not take it.
+pub fn load(name: &str) -> Result<Case, String> {
+    let dir = PathBuf::from(DATA).join(name);
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
+    let device: kflow_ai8x::Device = meta["device"].as_str().unwrap().to_lowercase().parse().unwrap();
+    let dims: Vec<u32> = meta["input_shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as u32)
+        .collect();
+    let shape = match dims[..] {
+        [c, l] => Shape::new(c, l, 1),
+        [c, h, w] => Shape::new(c, h, w),
+        _ => panic!("{name}: input of {} dimensions", dims.len()),
+    };
+    let text = std::fs::read_to_string(dir.join("network.yaml")).unwrap();
+    let network = kflow_ai8x::parse_network(&text).map_err(|e| format!("network.yaml: {e}"))?;
+    let weights_file = std::fs::read(dir.join("weights.safetensors")).unwrap();
+    let weights = kflow_ai8x::Weights::from_safetensors(&weights_file).map_err(|e| e.to_string())?;
+    let report = kflow_ai8x::check(device, &network, &weights, shape);
+    let allocation = match report.allocation {
+        Some(a) if report.passed => a,
+        _ => return Err("the checker rejects it".into()),
+    };
+    let values = kflow_ai8x::int8_values(&weights_file).map_err(|e| e.to_string())?;
+    let program = kflow_ai8x::codegen::program(&allocation, &values).map_err(|e| e.to_string())?;
+    let generated = kflow_ai8x_codegen::generate(&program).map_err(|e| e.to_string())?;
+    let image = ModelImage::new(
+        &program,
+        generated.files["cnn_model.regs"].clone(),
+        generated.files["cnn_model.bin"].clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    let (_, input) = read_npy(&dir.join("input.npy"));
+    let input: Vec<i8> = input.iter().map(|v| *v as i8).collect();
+    let layers: Vec<kflow_ai8x::HwLayer> = allocation.layers.iter().map(|a| a.layer.clone()).collect();
+    let (net, sim_weights) = kflow_ai8x::sim::to_sim(device, &layers, shape, &values);
+    let tensor = Tensor::new(net.input, input.clone()).unwrap();
+    let simulated = match kflow_ai8x_sim::simulate(&net, &sim_weights, &tensor, SimOptions::default())
+        .map_err(|e| e.to_string())?
+    {
+        Output::Int8(t) => t.data.iter().map(|v| *v as u8).collect(),
+        Output::Int32(t) => t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    let wide = meta["expected_dtype"] == "int32";
+    let expected = (meta["avg_pool_rounding"] != true).then(|| encode(&read_npy(&dir.join("expected.npy")).1, wide));
+    Ok(Case {
+        cycles: kflow_ai8x::timing::accelerator(&allocation).cycles,
+        input: input_words(&program, &input),
+        program,
+        image,
+        simulated,
+        expected,
+    })
+}
