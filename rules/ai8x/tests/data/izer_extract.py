@@ -8,7 +8,8 @@ run_izer.py) for an accepted network. Reads the izer's cnn.c, weights.h, main.c 
 sampledata.h under RUN_DIR/work/izer-out/net/ and writes RUN_DIR/izer.json with the fields
 the reference comparison reads (izer/compare.rs): `device`, `registers.{init,configure,start}`
 (the literal `*((volatile uint32_t *) A) = V;` statements of cnn_init, cnn_configure and
-cnn_start, in order), `kernels` (the KERNELS chunk stream), `bias` (cnn_load_bias's copies),
+cnn_start, in order), `polls.init` (cnn_init's busy-waits), `read_modify_write.{isr,stop,continue}`
+(the `&=`/`|=` statements of CNN_ISR, cnn_stop and cnn_continue), `kernels` (the KERNELS chunk stream), `bias` (cnn_load_bias's copies),
 `input` (load_input's copies) and `unload` (the data-memory address of every byte of
 output.npy, found by compiling the izer's cnn_unload() on the host over a memory whose bytes
 spell their own addresses). Every statement of those functions that touches the accelerator
@@ -28,6 +29,8 @@ import tempfile
 
 WRITE = re.compile(r'^\*\(\(volatile uint32_t \*\) (0x[0-9a-f]+)\) = (0x[0-9a-f]+);')
 POLL = re.compile(r'^while \(\(\*\(\(volatile uint32_t \*\) 0x[0-9a-f]+\) & 0x[0-9a-f]+\) != 0x[0-9a-f]+\);')
+POLLED = re.compile(r'^while \(\(\*\(\(volatile uint32_t \*\) (0x[0-9a-f]+)\) & (0x[0-9a-f]+)\) != (0x[0-9a-f]+)\);')
+RMW = re.compile(r'^\*\(\(volatile uint32_t \*\) (0x[0-9a-f]+)\) (&=|\|=) ([0-9a-fx()<|~ ]+);')
 COPY = re.compile(r'^(memcpy32|memcpy_8to32)\(\(uint32_t \*\) (0x[0-9a-f]+), (\w+), (?:sizeof\(uint8_t\) \* )?(\d+)\);')
 
 
@@ -53,6 +56,30 @@ def registers(cnn, name):
         elif 'volatile' in line and not POLL.match(line):
             sys.exit(f'izer_extract: {name}: unrecognised statement `{line}`')
     return writes
+
+
+def polls(cnn, name):
+    """The `while ((REG & MASK) != VALUE);` busy-waits of `name`, in order."""
+    found = []
+    for line in function(cnn, name):
+        m = POLLED.match(line)
+        if m:
+            found.append([f'0x{int(g, 16):08x}' for g in m.groups()])
+    return found
+
+
+def read_modify_write(cnn, name):
+    """The `REG &= EXPR;` and `REG |= EXPR;` statements of `name`, with EXPR
+    (an integer expression of shifts, ors and complements) evaluated to 32 bits."""
+    found = []
+    for line in function(cnn, name):
+        m = RMW.match(line)
+        if m:
+            value = eval(m.group(3), {'__builtins__': {}}) & 0xffffffff
+            found.append([f'0x{int(m.group(1), 16):08x}', m.group(2), f'0x{value:08x}'])
+        elif 'volatile' in line:
+            sys.exit(f'izer_extract: {name}: unrecognised statement `{line}`')
+    return found
 
 
 def arrays(text):
@@ -222,6 +249,11 @@ def main():
         'format': 'ai8x-reference-izer/1',
         'device': device,
         'registers': {phase: registers(cnn, 'cnn_' + phase) for phase in ('init', 'configure', 'start')},
+        'polls': {'init': polls(cnn, 'cnn_init')},
+        'read_modify_write': {
+            phase: read_modify_write(cnn, name)
+            for phase, name in (('isr', 'CNN_ISR'), ('stop', 'cnn_stop'), ('continue', 'cnn_continue'))
+        },
         'kernels': kernels(defines),
         'bias': copies(cnn, 'cnn_load_bias', defines, names),
         'input': copies(main_c, 'load_input', defines, names),
