@@ -22,7 +22,7 @@ pub mod memory;
 use std::fmt;
 
 use kflow_ai8x::timing::CycleInputs;
-use kflow_ai8x_codegen::{DataFormat, Device, OutputWidth, Passes, RegisterList, parse_bin};
+use kflow_ai8x_codegen::{Device, InputLayout, OutputWidth, Passes, RegisterList, parse_bin};
 use kflow_ai8x_sim as sim;
 use kflow_device::message::{MAX_DATA, MAX_MODEL_BYTES};
 use kflow_device::{
@@ -55,10 +55,8 @@ impl std::error::Error for Refusal {}
 /// A loaded model, ready to run.
 pub struct Loaded {
     pub decoded: Decoded,
-    /// `(instance, words)` of the input's data-memory instances in
-    /// ascending order, as `cnn_load_input` fills them (§5.3).
-    input_spans: Vec<u32>,
-    words_per_span: usize,
+    /// Where `cnn_load_input`'s words hold the input (§5.3).
+    input: InputLayout,
     pub cycles: u64,
 }
 
@@ -117,19 +115,8 @@ impl SimBoard {
         let memories = memory::Memories::load(device, &blob)?;
         let decoded = decode::decode(device, &map, &registers, &memories, &image)?;
         let cycles = cycles(&decoded)?;
-        let first = &decoded.program.layers[0];
-        let pixels = first.input.pixels() as usize;
-        let words_per_span = match decoded.program.input_format {
-            DataFormat::Hwc => pixels * Passes::for_channels(first.input.channels).count as usize,
-            DataFormat::Chw => pixels.div_ceil(4),
-        };
-        let input_spans = (0..16).filter(|i| first.processors >> (i * 4) & 0xf != 0).collect();
-        Ok(Loaded {
-            decoded,
-            input_spans,
-            words_per_span,
-            cycles,
-        })
+        let input = InputLayout::new(&decoded.program);
+        Ok(Loaded { decoded, input, cycles })
     }
 }
 
@@ -189,7 +176,7 @@ fn clock_hz(device: Device) -> u64 {
 impl Loaded {
     /// Bytes of the input `cnn_load_input` takes (its words, little-endian).
     pub fn input_bytes(&self) -> usize {
-        4 * self.words_per_span * self.input_spans.len()
+        4 * self.input.words()
     }
 
     /// The network input held in the words `cnn_load_input` writes, as a
@@ -207,43 +194,8 @@ impl Loaded {
                 ),
             ));
         }
-        let program = &self.decoded.program;
-        let first = &program.layers[0];
         let shape = self.decoded.network.input;
-        let pixels = shape.pixels();
-        let mut data = vec![0i8; shape.len()];
-        let processors = first.processors;
-        let rank = |p: u32| (processors & ((1u64 << p) - 1)).count_ones();
-        let passes = Passes::for_channels(first.input.channels);
-        let byte = |span: usize, word: usize, lane: usize| bytes[4 * (span * self.words_per_span + word) + lane] as i8;
-        for (span, &instance) in self.input_spans.iter().enumerate() {
-            match program.input_format {
-                DataFormat::Chw => {
-                    let p = 4 * instance + (processors >> (4 * instance) & 0xf).trailing_zeros();
-                    let channel = rank(p) as usize;
-                    for pixel in 0..pixels {
-                        if channel < shape.channels {
-                            data[channel * pixels + pixel] = byte(span, pixel / 4, pixel % 4);
-                        }
-                    }
-                }
-                DataFormat::Hwc => {
-                    for word in 0..self.words_per_span {
-                        let (pixel, pass) = (word / passes.count as usize, word as u32 % passes.count);
-                        for lane in 0..4 {
-                            let p = 4 * instance + lane;
-                            if processors >> p & 1 == 0 {
-                                continue;
-                            }
-                            let channel = (pass * passes.per_pass + rank(p)) as usize;
-                            if channel < shape.channels && pixel < pixels {
-                                data[channel * pixels + pixel] = byte(span, word, lane as usize);
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let data = self.input.unpack(bytes);
         sim::Tensor::new(shape, data)
             .ok_or_else(|| DeviceError::new(ErrorCode::Internal, "input tensor of the wrong size"))
     }

@@ -5,7 +5,8 @@
 
 use crate::Model;
 use crate::device::{ControlRegister, Device, PROCESSORS_PER_INSTANCE, QUADRANTS};
-use crate::program::{DataFormat, OutputWidth};
+use crate::input_layout::InputLayout;
+use crate::program::OutputWidth;
 
 /// A name made safe for a C comment.
 fn comment_safe(name: &str) -> String {
@@ -31,16 +32,16 @@ fn banner(file: &str, what: &str, device: Device) -> String {
 /// ascending order (§5.3).
 fn input_spans(model: &Model<'_>) -> Vec<(u32, u32)> {
     let program = model.checked.program;
-    let layer = &program.layers[0];
-    let passes = model.checked.layers[0].in_passes.count;
-    let pixels = layer.input.pixels();
-    let words = match program.input_format {
-        DataFormat::Hwc => pixels * passes,
-        DataFormat::Chw => pixels.div_ceil(4),
-    };
-    (0..16)
-        .filter(|i| layer.processors >> (i * PROCESSORS_PER_INSTANCE) & 0xf != 0)
-        .map(|i| (program.device.data_address(i, layer.in_offset), words))
+    let layout = InputLayout::new(program);
+    layout
+        .instances
+        .iter()
+        .map(|&i| {
+            (
+                program.device.data_address(i, program.layers[0].in_offset),
+                layout.words_per_instance as u32,
+            )
+        })
         .collect()
 }
 

@@ -34,6 +34,7 @@ mod c_source;
 mod device;
 mod error;
 mod geometry;
+mod input_layout;
 mod kernels;
 mod program;
 mod register_list;
@@ -49,6 +50,7 @@ pub use blob::{BlobError, Chunk, ModelBlob, parse_bin};
 pub use device::{COLUMN_BYTES, ControlRegister, Device, PROCESSORS, QUADRANTS};
 pub use error::CodegenError;
 pub use geometry::Passes;
+pub use input_layout::InputLayout;
 pub use program::{
     Activation, Bias, DataFormat, Dims, Eltwise, EltwiseOp, Layer, Operator, OutputWidth, Pool, PoolKind, Program,
 };

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use kflow_ai8x::{Allocation, Device, Operator, Shape};
+use kflow_ai8x_codegen::InputLayout;
 use kflow_ai8x_sim::{Output, SimOptions, Tensor};
 
 use super::case::{Case, read_npy};
@@ -67,10 +68,11 @@ pub fn run(case: &Case) -> Result<Run, String> {
     let output = simulate(device, &allocation, shape, &values, &input.values);
     let trace = kflow_ai8x::codegen::program(&allocation, &values)
         .map_err(|e| e.to_string())
-        .and_then(|program| kflow_ai8x_codegen::generate(&program).map_err(|e| e.to_string()))
-        .map(|generated| {
-            let words = input_words(&allocation, &input.values);
-            run_on_host(device, &generated.files, &words)
+        .and_then(|program| {
+            let generated = kflow_ai8x_codegen::generate(&program).map_err(|e| e.to_string())?;
+            let chw: Vec<i8> = input.values.iter().map(|v| *v as i8).collect();
+            let words = InputLayout::new(&program).pack(&chw);
+            Ok(run_on_host(device, &generated.files, &words))
         });
     Ok(Run {
         allocation,
@@ -94,54 +96,6 @@ fn simulate(
         Output::Int8(t) => Ok(t.data.into_iter().map(i32::from).collect()),
         Output::Int32(t) => Ok(t.data),
     }
-}
-
-/// The words `cnn_load_input()` takes for `input` (C order): the first
-/// layer's input instances in ascending order (spec §5.3); HWC holds four
-/// channels of one pixel per word, pass after pass; CHW four pixels of one
-/// channel.
-fn input_words(allocation: &Allocation, input: &[i32]) -> Vec<u32> {
-    let first = &allocation.layers[0];
-    let processors = first.maps.processors;
-    let shape = first.layer.input;
-    let pixels = (shape.height * shape.width) as usize;
-    let passes = first.in_passes;
-    let rank = |p: u32| (processors & ((1u64 << p) - 1)).count_ones();
-    let byte = |channel: u32, pixel: usize| -> u32 {
-        if channel < shape.channels && pixel < pixels {
-            input[channel as usize * pixels + pixel] as u8 as u32
-        } else {
-            0
-        }
-    };
-    let chw = first.layer.data_format == kflow_ai8x::network::DataFormat::CHW;
-    let mut words = Vec::new();
-    for instance in 0..16u32 {
-        if processors >> (4 * instance) & 0xf == 0 {
-            continue;
-        }
-        if chw {
-            let p = 4 * instance + (processors >> (4 * instance) & 0xf).trailing_zeros();
-            for w in 0..pixels.div_ceil(4) {
-                words.push((0..4).map(|b| byte(rank(p), 4 * w + b) << (8 * b)).sum());
-            }
-        } else {
-            for w in 0..pixels * passes.count as usize {
-                let (pixel, pass) = (w / passes.count as usize, w as u32 % passes.count);
-                let word = (0..4)
-                    .map(|lane| {
-                        let p = 4 * instance + lane;
-                        if processors >> p & 1 == 0 {
-                            return 0;
-                        }
-                        byte(pass * passes.per_pass + rank(p), pixel) << (8 * lane)
-                    })
-                    .sum();
-                words.push(word);
-            }
-        }
-    }
-    words
 }
 
 fn run_on_host(device: Device, files: &BTreeMap<String, Vec<u8>>, input: &[u32]) -> Trace {
