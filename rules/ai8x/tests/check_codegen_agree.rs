@@ -9,7 +9,6 @@
 mod random_network;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Range;
 use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,16 +17,6 @@ use kflow_ai8x::network::OutputWidth;
 use kflow_ai8x::{Allocation, Device, Operator};
 
 const SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ai8x-codegen/tests/data/shim.h");
-
-fn seeds() -> Range<u64> {
-    match std::env::var("AGREE_SEEDS") {
-        Ok(text) => {
-            let (a, b) = text.split_once("..").expect("AGREE_SEEDS=start..end");
-            a.parse().unwrap()..b.parse().unwrap()
-        }
-        Err(_) => 0..400,
-    }
-}
 
 /// What the accepted networks exercise, so that a generator that stops
 /// covering a layer kind shows in the printed summary.
@@ -124,7 +113,7 @@ fn agree(seed: u64) -> Result<Option<BTreeSet<String>>, String> {
 
 #[test]
 fn codegen_refuses_nothing_the_checker_accepts() {
-    let seeds = seeds();
+    let seeds = random_network::seeds("AGREE_SEEDS", 0..400);
     let next = AtomicU64::new(seeds.start);
     let accepted = AtomicU64::new(0);
     let covered: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());

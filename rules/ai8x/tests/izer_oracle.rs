@@ -43,16 +43,6 @@ use izer::compare::{PHASES, compare};
 const EXTRACT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/izer_extract.py");
 const HARNESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/tools/izer-harness");
 
-fn seeds() -> Range<u64> {
-    match std::env::var("ORACLE_SEEDS") {
-        Ok(text) => {
-            let (a, b) = text.split_once("..").expect("ORACLE_SEEDS=start..end");
-            a.parse().unwrap()..b.parse().unwrap()
-        }
-        Err(_) => 0..500,
-    }
-}
-
 /// What became of one network.
 enum Verdict {
     BothRefuse {
@@ -322,7 +312,7 @@ fn random_networks_against_the_izer() {
     let keep = std::env::var_os("ORACLE_KEEP").map(PathBuf::from);
     let temp = tempfile::tempdir().unwrap();
     let root = keep.clone().unwrap_or_else(|| temp.path().to_path_buf());
-    let seeds = seeds();
+    let seeds = random_network::seeds("ORACLE_SEEDS", 0..500);
     let next = AtomicU64::new(seeds.start);
     let outcomes = Mutex::new(BTreeMap::new());
     std::thread::scope(|s| {

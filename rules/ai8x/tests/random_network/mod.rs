@@ -7,6 +7,7 @@
 //! rest.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use kflow_ai8x::network::{
     Activation, DataFormat, Dims, EltwiseOp, Layer, Network, Op, OutputWidth, PoolKind, SequenceRef, WeightBits,
@@ -441,5 +442,16 @@ fn nudge_maps(rng: &mut impl Rng, hw: &[HwLayer], network: &mut Network) {
         let moved = network.layers[j].out_offset.unwrap_or(0) + 0x400 * rng.random_range(1..=4);
         network.layers[j].out_offset = Some(moved);
         network.layers[j + 1].in_offset = Some(moved);
+    }
+}
+
+/// The seeds a run draws: `VAR=start..end` from the environment, else `default`.
+pub fn seeds(var: &str, default: Range<u64>) -> Range<u64> {
+    match std::env::var(var) {
+        Ok(text) => {
+            let (a, b) = text.split_once("..").unwrap_or_else(|| panic!("{var}=start..end"));
+            a.parse().unwrap()..b.parse().unwrap()
+        }
+        Err(_) => default,
     }
 }
