@@ -179,8 +179,23 @@ pub struct BuildArgs {
     /// Read from the remote cache but never write to it.
     #[arg(long, requires = "remote_cache")]
     pub no_remote_upload: bool,
+    /// Flash and evaluate on this board instead of the one the graph names: `sim://max78002`, `sim://max78000`,
+    /// `tcp://HOST:PORT` (e.g. `kflow device-sim`) or `serial:///dev/ttyACM0?baud=115200`.
+    #[arg(long, value_name = "URL", value_parser = parse_device_url)]
+    pub device: Option<String>,
+    /// Run every action that talks to a board again, even when its result is cached: a physical board can change
+    /// behind its URL (new firmware, another kit).
+    #[arg(long)]
+    pub rerun_devices: bool,
     #[command(flatten)]
     pub cache: CacheDirArg,
+}
+
+/// A device URL as typed, checked (and written canonically) before any build.
+fn parse_device_url(url: &str) -> Result<String, String> {
+    url.parse::<kflow_device::DeviceUrl>()
+        .map(|u| u.to_string())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

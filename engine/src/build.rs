@@ -2,6 +2,7 @@
 //! their actions through the build state and the cache, materialize their
 //! outputs and record what happened.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use kflow_cache::{BlobRef, Cache, CacheError, RemoteCache};
 use rustc_hash::FxHashMap;
 
-use crate::action_graph::{ActionGraph, InputSource};
+use crate::action_graph::{ActionGraph, ActionNode, InputSource};
 use crate::db::Db;
 use crate::diagnostic::Diagnostic;
 use crate::events::{ActionRecord, BuildEnd, BuildEvent, BuildHeader, BuildLog, Counts, Observer};
@@ -36,6 +37,38 @@ pub struct BuildOptions {
     /// `--watch`, where the configuration database stays warm across
     /// builds and is the incremental layer itself.
     pub saved_plan: bool,
+    /// Build-wide parameters: an action whose params are a JSON object
+    /// holding one of these keys gets this value instead (before its key is
+    /// computed), planned and dynamic actions alike. This is how the command
+    /// line redirects every action that names some external resource
+    /// without the engine knowing what the resource is.
+    pub overrides: Overrides,
+    /// Rules whose actions run even when their result is known: their
+    /// results depend on something outside kflow (a physical device).
+    pub rerun_rules: BTreeSet<String>,
+}
+
+/// See [`BuildOptions::overrides`].
+pub type Overrides = BTreeMap<String, serde_json::Value>;
+
+/// `params` with the overridden keys replaced; `None` when none applies.
+pub(crate) fn overridden(params: &crate::keys::Params, overrides: &Overrides) -> Option<crate::keys::Params> {
+    if overrides.is_empty() {
+        return None;
+    }
+    let serde_json::Value::Object(mut map) = params.to_value() else {
+        return None;
+    };
+    let mut changed = false;
+    for (key, value) in overrides {
+        if let Some(old) = map.get_mut(key)
+            && old != value
+        {
+            *old = value.clone();
+            changed = true;
+        }
+    }
+    changed.then(|| crate::keys::Params::new(&serde_json::Value::Object(map)))
 }
 
 /// What a build did.
@@ -108,7 +141,7 @@ pub fn build(
     let log = BuildLog::create(&out_dir, header).map_err(|e| io_err(&out_dir, e))?;
     phases.mark("state");
 
-    let jobs = jobs_of(ws, &actions)?;
+    let jobs = jobs_of(ws, &actions, &opts.overrides)?;
     observer.event(BuildEvent::Planned { total: jobs.len() });
     let cache = LazyCache::new(&cache_dir, on_wait);
     let open = || cache.get();
@@ -132,6 +165,8 @@ pub fn build(
         remote: opts.remote.as_ref(),
         remote_warned: AtomicBool::new(false),
         on_done: Some(&on_done),
+        overrides: &opts.overrides,
+        rerun_rules: &opts.rerun_rules,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
@@ -223,7 +258,7 @@ fn plan(ws: &Workspace, patterns: &[Pattern], saved: bool) -> Result<(Vec<Label>
     Ok((roots, graph))
 }
 
-fn jobs_of(ws: &Workspace, actions: &ActionGraph) -> Result<Vec<Job>, BuildError> {
+fn jobs_of(ws: &Workspace, actions: &ActionGraph, overrides: &Overrides) -> Result<Vec<Job>, BuildError> {
     actions
         .graph
         .node_weights()
@@ -234,8 +269,15 @@ fn jobs_of(ws: &Workspace, actions: &ActionGraph) -> Result<Vec<Job>, BuildError
                     node.id, node.rule
                 ))
             })?;
+            let node = match overridden(&node.params, overrides) {
+                Some(params) => Arc::new(ActionNode {
+                    params,
+                    ..(**node).clone()
+                }),
+                None => node.clone(),
+            };
             Ok(Job {
-                node: node.clone(),
+                node,
                 rule: rule.clone(),
                 parent: None,
             })

@@ -67,6 +67,10 @@ pub struct ActionRecord {
     /// when the rejection was recorded by an earlier build).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_cache: bool,
+    /// It ran because its rule was asked to run again (see
+    /// `BuildOptions::rerun_rules`), whatever was known.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forced: bool,
     pub duration_ms: u64,
     /// Input name to digest.
     #[serde(default)]
@@ -329,6 +333,7 @@ pub fn read_build(path: &Path) -> std::io::Result<RecordedBuild> {
                     key: a.key,
                     status: a.status,
                     from_cache: true,
+                    forced: false,
                     duration_ms: 0,
                     inputs: Named::default(),
                     producers: Named::default(),
@@ -370,6 +375,7 @@ mod tests {
             key: Some(Digest::of_bytes(b"k")),
             status: Status::Executed,
             from_cache: false,
+            forced: false,
             duration_ms: 3,
             inputs: Named(vec![(Arc::from("in.txt"), Digest::of_bytes(b"i"))]),
             producers: Named::default(),

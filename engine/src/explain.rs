@@ -125,6 +125,9 @@ fn reasons(
     if now.status == Status::Skipped {
         return vec![now.reason.clone().unwrap_or_else(|| "skipped".to_owned())];
     }
+    if now.forced {
+        return vec![format!("rule `{}` was asked to run again in this build", now.rule)];
+    }
     let Some(before) = before else {
         return vec!["no earlier build of this action".to_owned()];
     };

@@ -231,6 +231,10 @@ pub(crate) struct Scheduler<'a> {
     /// finished result (the build materializes outputs as soon as they
     /// exist, overlapping with the actions still running).
     pub on_done: Option<&'a OnDone<'a>>,
+    /// See [`crate::build::BuildOptions::overrides`].
+    pub overrides: &'a crate::build::Overrides,
+    /// See [`crate::build::BuildOptions::rerun_rules`].
+    pub rerun_rules: &'a std::collections::BTreeSet<String>,
 }
 
 /// See [`Scheduler::on_done`].
@@ -363,10 +367,14 @@ impl Scheduler<'_> {
             job.node.params.as_str(),
             inputs.iter().map(|(n, b)| (&**n, &b.digest)),
         );
-        let result = match self.remembered(&key, job) {
+        // A rule asked to run again skips what is remembered and cached, and
+        // its fresh result replaces them.
+        let rerun = self.rerun_rules.contains(job.rule.name());
+        let result = match self.remembered(&key, job).filter(|_| !rerun) {
             Some(hit) => hit,
             None => {
-                let result = match self.lookup(&key, job).or_else(|| self.remote_lookup(&key, job)) {
+                let known = || self.lookup(&key, job).or_else(|| self.remote_lookup(&key, job));
+                let result = match if rerun { None } else { known() } {
                     Some(hit) => hit,
                     None => {
                         self.observer.event(BuildEvent::Started { id: &job.node.id });
@@ -615,6 +623,7 @@ impl Scheduler<'_> {
             key,
             status: result.status,
             from_cache: result.from_cache,
+            forced: !result.from_cache && self.rerun_rules.contains(job.rule.name()),
             duration_ms,
             inputs: if abridged { Named::default() } else { digests(inputs) },
             producers: Named(if abridged {
@@ -683,7 +692,10 @@ impl Scheduler<'_> {
                     target: parent.node.target.clone(),
                     rule: Arc::from(rule.name()),
                     rule_version: rule.version(),
-                    params: Params::new(&child.params),
+                    params: {
+                        let params = Params::new(&child.params);
+                        crate::build::overridden(&params, self.overrides).unwrap_or(params)
+                    },
                     inputs,
                     outputs: child.outputs.into_iter().map(Arc::from).collect(),
                 }),
@@ -844,8 +856,13 @@ mod tests {
             remote: None,
             remote_warned: AtomicBool::new(false),
             on_done: None,
+            overrides: &NO_OVERRIDES,
+            rerun_rules: &NO_RERUNS,
         }
     }
+
+    static NO_OVERRIDES: crate::build::Overrides = crate::build::Overrides::new();
+    static NO_RERUNS: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
 
     /// The build log of a scheduler under test, in `out_dir`.
     fn test_log(out_dir: &Path) -> BuildLog {
@@ -998,5 +1015,73 @@ mod tests {
         let third = scheduler(&cache, Some(&state), &log, &sources, &rules);
         let run = pool.install(|| third.run_dag(&jobs, true));
         assert!(run[0].remembered && run[0].omitted("spare"));
+    }
+
+    /// A rule in `rerun_rules` executes although the build state and the
+    /// cache both know its result; other rules still come from them.
+    #[test]
+    fn a_rule_asked_to_rerun_executes_though_its_result_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule = Arc::new(Counting(AtomicUsize::new(0)));
+        let job = |i: usize| Job {
+            node: Arc::new(ActionNode {
+                id: Arc::from(format!("t//p:x/{i}")),
+                target: Label::new("t", "p", "x").unwrap(),
+                rule: Arc::from("counting"),
+                rule_version: 1,
+                params: Params::new(&serde_json::json!({ "i": i })),
+                inputs: Vec::new(),
+                outputs: vec![Arc::from("o")],
+            }),
+            rule: rule.clone(),
+            parent: None,
+        };
+        let jobs = [job(0), job(1)];
+        let on_wait = |_: &str| {};
+        let cache_dir = dir.path().join("cache");
+        let cache = LazyCache::new(&cache_dir, &on_wait);
+        let out_dir = dir.path().join("out");
+        let log = test_log(&out_dir);
+        let sources = MemoryIndex::from_entries([]);
+        let rules = RuleRegistry::new();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let first = scheduler(&cache, None, &log, &sources, &rules);
+        pool.install(|| first.run_dag(&jobs, true));
+        let mut state = BuildState::load(&out_dir);
+        let epoch = kflow_cache::read_epoch(&cache_dir).unwrap();
+        state.remember((cache_dir.clone(), epoch), first.fresh.into_inner().unwrap());
+        assert_eq!(rule.0.load(Ordering::SeqCst), 2);
+
+        let rerun: std::collections::BTreeSet<String> = ["counting".to_owned()].into();
+        let mut again = scheduler(&cache, Some(&state), &log, &sources, &rules);
+        again.rerun_rules = &rerun;
+        let run = pool.install(|| again.run_dag(&jobs, true));
+        assert!(
+            run.iter().all(|r| r.status == Status::Executed),
+            "{:?}",
+            run.iter().map(|r| r.status).collect::<Vec<_>>()
+        );
+        assert_eq!(rule.0.load(Ordering::SeqCst), 4);
+        let plain = scheduler(&cache, Some(&state), &log, &sources, &rules);
+        let run = pool.install(|| plain.run_dag(&jobs, true));
+        assert!(run.iter().all(|r| r.status == Status::Cached));
+        assert_eq!(rule.0.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn an_override_replaces_only_keys_the_params_have() {
+        let overrides: crate::build::Overrides = [("device".to_owned(), serde_json::json!("tcp://h:1"))].into();
+        let with = Params::new(&serde_json::json!({ "device": "sim://a", "n": 1 }));
+        let changed = crate::build::overridden(&with, &overrides).unwrap();
+        assert_eq!(changed.to_value(), serde_json::json!({ "device": "tcp://h:1", "n": 1 }));
+        assert_ne!(changed.as_str(), with.as_str());
+        // Absent key, non-object params, or the same value: nothing to do.
+        for params in [
+            serde_json::json!({ "n": 1 }),
+            serde_json::json!(3),
+            serde_json::json!({ "device": "tcp://h:1" }),
+        ] {
+            assert!(crate::build::overridden(&Params::new(&params), &overrides).is_none());
+        }
     }
 }

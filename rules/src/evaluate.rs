@@ -122,9 +122,9 @@ struct Baseline {
 }
 
 #[derive(Serialize)]
-struct Latency {
-    median: f64,
-    p90: f64,
+pub(crate) struct Latency {
+    pub median: f64,
+    pub p90: f64,
     mean: f64,
     samples: usize,
 }
@@ -422,7 +422,7 @@ pub fn nominal_percentile(split: &Split, scores: &[f32], p: f64) -> f32 {
     nominal[rank.clamp(1, nominal.len()) - 1]
 }
 
-fn latency(times: &mut [f64]) -> Latency {
+pub(crate) fn latency(times: &mut [f64]) -> Latency {
     times.sort_by(f64::total_cmp);
     let at = |q: f64| {
         times

@@ -53,12 +53,12 @@ pub fn simulated(
         Ok(out)
     };
     let (val_out, test_out) = (run(val)?, run(test)?);
-    // The accelerator's own errors set its forecast weights, as they would
-    // on a device.
-    let scorer = Scorer::fit(model, &val_out, val);
-    let (val_scores, test_scores) = (scorer.scores(&val_out, val), scorer.scores(&test_out, test));
-    let threshold = threshold(model, val, &val_scores, threshold_percentile);
-    let quality = Quality::at_threshold(&test.labels(), &test_scores, threshold);
+    let Scored {
+        threshold,
+        quality,
+        test_scores,
+        forecast_weights,
+    } = score(model, val, test, (&val_out, &test_out), threshold_percentile);
     let n = test_scores.len().max(1) as f64;
     let alike = test_scores
         .iter()
@@ -90,6 +90,34 @@ pub fn simulated(
         decision_agreement: alike as f64 / n,
         argmax_agreement,
         max_abs_diff,
-        forecast_weights: scorer.weights().map(<[f64]>::to_vec),
+        forecast_weights,
     })
+}
+
+/// A device's quality from its own outputs, as a deployment would measure
+/// it: the threshold (and a forecaster's channel weights) fitted on its
+/// validation outputs, then applied to its test outputs.
+pub struct Scored {
+    pub threshold: f32,
+    pub quality: Quality,
+    pub test_scores: Vec<f32>,
+    pub forecast_weights: Option<Vec<f64>>,
+}
+
+pub fn score(
+    model: &Model,
+    val: &Split,
+    test: &Split,
+    (val_out, test_out): (&[f32], &[f32]),
+    threshold_percentile: f64,
+) -> Scored {
+    let scorer = Scorer::fit(model, val_out, val);
+    let (val_scores, test_scores) = (scorer.scores(val_out, val), scorer.scores(test_out, test));
+    let threshold = threshold(model, val, &val_scores, threshold_percentile);
+    Scored {
+        threshold,
+        quality: Quality::at_threshold(&test.labels(), &test_scores, threshold),
+        test_scores,
+        forecast_weights: scorer.weights().map(<[f64]>::to_vec),
+    }
 }

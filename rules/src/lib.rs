@@ -8,9 +8,12 @@ mod check;
 pub mod cmd;
 mod codegen;
 mod dataset;
+pub mod device;
 mod evaluate;
+mod evaluate_device;
 mod evaluate_sim;
 mod fanout;
+mod flash;
 mod generate;
 mod inputs;
 mod json;
@@ -43,6 +46,8 @@ pub fn registry() -> RuleRegistry {
     rules.register(Arc::new(check::CheckRule));
     rules.register(Arc::new(synthesize::SynthesizeRule));
     rules.register(Arc::new(codegen::CodegenRule));
+    rules.register(Arc::new(flash::FlashRule));
+    rules.register(Arc::new(evaluate_device::EvaluateDeviceRule));
     rules.register(Arc::new(automl::AutomlRule));
     rules
 }

@@ -38,6 +38,15 @@ pub fn run(cwd: &Path, args: BuildArgs, quiet: bool, color: ColorMode) -> Result
             None => None,
         },
         saved_plan: !args.watch,
+        overrides: args
+            .device
+            .iter()
+            .map(|url| (kflow_rules::device::DEVICE_PARAM.to_owned(), serde_json::json!(url)))
+            .collect(),
+        rerun_rules: match args.rerun_devices {
+            true => kflow_rules::device::DEVICE_RULES.map(str::to_owned).into(),
+            false => Default::default(),
+        },
     };
     if !args.watch {
         let result = build_once(cwd, &ws, &args, &opts, quiet);

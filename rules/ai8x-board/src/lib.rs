@@ -218,13 +218,22 @@ impl Loaded {
             )
         })?;
         let last = self.decoded.program.layers.last().map(|l| l.output_width);
-        Ok(match (output, last) {
-            (sim::Output::Int8(t), _) => t.data.iter().map(|v| *v as u8).collect(),
-            (sim::Output::Int32(t), Some(OutputWidth::Bits32) | None) => {
-                t.data.iter().flat_map(|v| v.to_le_bytes()).collect()
-            }
-            (sim::Output::Int32(t), Some(OutputWidth::Bits8)) => t.data.iter().map(|v| *v as u8).collect(),
-        })
+        Ok(output_bytes(&output, last))
+    }
+}
+
+/// The buffer `cnn_unload` fills for a simulator output: channel-major
+/// (CHW) int8 bytes, or little-endian int32 words when the last layer
+/// writes 32 bits (`width` of the last layer; `None`: as the output is).
+/// The host packs its own simulator's output the same way to compare it
+/// with a board's bit for bit.
+pub fn output_bytes(output: &sim::Output, width: Option<OutputWidth>) -> Vec<u8> {
+    match (output, width) {
+        (sim::Output::Int8(t), _) => t.data.iter().map(|v| *v as u8).collect(),
+        (sim::Output::Int32(t), Some(OutputWidth::Bits32) | None) => {
+            t.data.iter().flat_map(|v| v.to_le_bytes()).collect()
+        }
+        (sim::Output::Int32(t), Some(OutputWidth::Bits8)) => t.data.iter().map(|v| *v as u8).collect(),
     }
 }
 

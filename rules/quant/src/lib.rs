@@ -23,4 +23,4 @@ pub use quantize::{
     Bits, QuantLayer, QuantOptions, Quantized, dequantize_step, quantize, quantize_input, quantize_layer,
 };
 pub use to_ai8x::{to_ai8x, unquantized};
-pub use to_sim::{simulate_sample, to_sim};
+pub use to_sim::{real_outputs, sample_input, simulate_sample, to_sim};

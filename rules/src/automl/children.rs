@@ -10,6 +10,7 @@ use super::candidate::name;
 use super::config::Params;
 use crate::check::CHECK;
 use crate::dataset::{META, TEST, TRAIN, VAL};
+use crate::device::{FLASH, IMAGE};
 use crate::evaluate::{METRICS, ONNX};
 use crate::generate::{GENOME, HISTORY_INPUT, META_INPUT, SPACE_INPUT};
 use crate::model::{INIT, MODEL};
@@ -290,6 +291,56 @@ impl Batch {
             inputs,
             &crate::codegen::FILES,
         )
+    }
+
+    /// The generated code's model onto the search's board.
+    pub fn flash(
+        &mut self,
+        index: u64,
+        synthesized: usize,
+        codegen: usize,
+        device_url: Option<String>,
+    ) -> Result<usize, ActionError> {
+        let params = crate::flash::Params { device_url };
+        let inputs = vec![
+            From::Child(synthesized, ALLOCATION).input(ALLOCATION),
+            From::Child(synthesized, crate::synthesize::WEIGHTS).input(crate::synthesize::WEIGHTS),
+            From::Child(codegen, "cnn_model.regs").input("cnn_model.regs"),
+            From::Child(codegen, "cnn_model.bin").input("cnn_model.bin"),
+        ];
+        Ok(self.push(index, "deploy/flash", "flash", json(&params)?, inputs, &[FLASH, IMAGE]))
+    }
+
+    /// The flashed model on its board, beside the host-side simulator.
+    pub fn evaluate_device(
+        &mut self,
+        index: u64,
+        (flash, synthesized, quantized): (usize, usize, usize),
+        model: From,
+        shared: &Shared,
+    ) -> Result<usize, ActionError> {
+        let params = crate::evaluate_device::Params {
+            threshold_percentile: 99.0,
+        };
+        let inputs = vec![
+            From::Child(flash, FLASH).input(FLASH),
+            From::Child(flash, IMAGE).input(IMAGE),
+            From::Child(synthesized, ALLOCATION).input(ALLOCATION),
+            From::Child(synthesized, crate::synthesize::WEIGHTS).input(crate::synthesize::WEIGHTS),
+            model.input(MODEL),
+            From::Child(quantized, QUANT).input(QUANT),
+            From::Child(quantized, QUANTIZED).input(QUANTIZED),
+            From::Blob(shared.val).input(VAL),
+            From::Blob(shared.test).input(TEST),
+        ];
+        Ok(self.push(
+            index,
+            "deploy/evaluate_device",
+            "evaluate_device",
+            json(&params)?,
+            inputs,
+            &[METRICS],
+        ))
     }
 
     /// Quality on the test split with ONNX Runtime, and on the simulated

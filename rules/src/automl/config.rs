@@ -61,6 +61,11 @@ pub const ATTRS: &[AttrSpec] = &[
         "`name:max|min` to choose kept models by (default f1:max, latency_us:min, weight_bytes:min)",
     ),
     AttrSpec::optional("keep", AttrType::Int, "models to deploy and evaluate (default 3)"),
+    AttrSpec::optional(
+        "device",
+        AttrType::String,
+        "the board kept models are flashed to and evaluated on, with an accelerator platform: `sim://...`, `tcp://HOST:PORT` or `serial:///dev/ttyX?baud=N` (default: the platform's simulated board; `kflow build --device` wins)",
+    ),
     USER_CHECKS[0],
     USER_CHECKS[1],
     USER_CHECKS[2],
@@ -84,6 +89,7 @@ struct Attrs {
     quantize: QuantizeAttrs,
     objectives: Option<Vec<String>>,
     keep: Option<usize>,
+    device: Option<String>,
     #[serde(default)]
     constraints: Vec<String>,
     #[serde(default)]
@@ -158,6 +164,10 @@ pub struct Params {
     pub objectives: Vec<Objective>,
     pub keep: usize,
     pub check: crate::check::Params,
+    /// Where kept models of an accelerator platform are flashed and
+    /// evaluated; `None`: the platform's simulated board. Always present in
+    /// the params (null by default), so that `--device` can override it.
+    pub device_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -298,6 +308,7 @@ pub fn params(planner: &Planner<'_>) -> Result<Params, Diagnostic> {
             "`constraints` and `checks` need a `platform` whose resource report they judge".to_owned(),
         ));
     }
+    crate::flash::check_url(planner, "device", attrs.device.as_deref())?;
     for expression in &attrs.constraints {
         kflow_platform::validate(expression).map_err(|e| err("constraints", e.to_string()))?;
     }
@@ -318,5 +329,6 @@ pub fn params(planner: &Planner<'_>) -> Result<Params, Diagnostic> {
             checks: attrs.checks,
             check_timeout_s: attrs.check_timeout_s.unwrap_or(60),
         },
+        device_url: attrs.device,
     })
 }

@@ -191,6 +191,9 @@ struct KeptSummary<'a> {
     val_f1: Option<f64>,
     latency_us: Option<f64>,
     weight_bytes: Option<f64>,
+    /// On the board it was flashed to (accelerator platforms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<serde_json::Value>,
     dir: String,
 }
 
@@ -239,6 +242,17 @@ fn write_outputs(
                 val_f1: c.fitness(),
                 latency_us: m.resources.get("latency_us").copied(),
                 weight_bytes: m.resources.get("weight_bytes").copied(),
+                device: m.device_metrics.as_ref().map(|d| {
+                    serde_json::json!({
+                        "url": d.pointer("/board/device"),
+                        "identity": d.pointer("/board/identity"),
+                        "f1": d.pointer("/quality/f1"),
+                        "matches_simulator": d.get("matches_simulator"),
+                        "windows_compared": d.get("windows_compared"),
+                        "latency_us": d.pointer("/latency/us/median"),
+                        "cycles": d.pointer("/latency/cycles/median"),
+                    })
+                }),
                 dir: format!("kept/{}", k + 1),
             }
         })

@@ -19,6 +19,7 @@ use super::children::{Batch, From, Shared};
 use super::config::Params;
 use super::select;
 use crate::check::{CHECK, Misfit, Report};
+use crate::device::{FLASH, IMAGE};
 use crate::generate::{GENOME, Strategy};
 use crate::json;
 use crate::model::{INIT, MODEL};
@@ -46,6 +47,8 @@ pub struct Kept {
     pub candidate: usize,
     pub files: BTreeMap<&'static str, BlobRef>,
     pub metrics: serde_json::Value,
+    /// Its `metrics.json` from the board (accelerator platforms).
+    pub device_metrics: Option<serde_json::Value>,
     /// The resources of the deployed (pruned, quantized) network.
     pub resources: BTreeMap<String, f64>,
 }
@@ -53,6 +56,9 @@ pub struct Kept {
 /// What a kept model's directory holds (some only on an accelerator): the
 /// candidate's own files, its quantization and placement, the generated
 /// sources, and its evaluation.
+/// A kept model's `metrics.json` from its board.
+pub const DEVICE_METRICS: &str = "device_metrics.json";
+
 pub fn kept_files() -> Vec<&'static str> {
     let mut files = vec![
         "genome.json",
@@ -66,7 +72,7 @@ pub fn kept_files() -> Vec<&'static str> {
         "allocation.json",
     ];
     files.extend(crate::codegen::FILES);
-    files.extend(["model.onnx", "metrics.json"]);
+    files.extend(["model.onnx", "metrics.json", FLASH, IMAGE, DEVICE_METRICS]);
     files
 }
 
@@ -496,7 +502,12 @@ impl<'a, 'c> Search<'a, 'c> {
             )?);
             let synthesized = batch.synthesize(c.index, q, platform)?;
             chain.synthesize = Some(synthesized);
-            chain.codegen = Some(batch.codegen(c.index, synthesized));
+            let codegen = batch.codegen(c.index, synthesized);
+            chain.codegen = Some(codegen);
+            let flash = batch.flash(c.index, synthesized, codegen, self.params.device_url.clone())?;
+            chain.flash = Some(flash);
+            chain.evaluate_device =
+                Some(batch.evaluate_device(c.index, (flash, synthesized, q), model.clone(), &self.shared)?);
             chain.evaluate = batch.evaluate(c.index, (model, weights), Some((q, device)), &self.shared)?;
         } else {
             if let Some(platform) = self.shared.platform {
@@ -531,6 +542,18 @@ impl<'a, 'c> Search<'a, 'c> {
         ];
         if let Some(verdict) = self.verdict(results, [None, None, chain.check])? {
             return Ok(Err(verdict));
+        }
+        // A board that fails is no fault of the candidate: the build stops
+        // and says why, and a rerun resumes from the cached stages.
+        for child in [chain.flash, chain.evaluate_device].into_iter().flatten() {
+            let r = &results[child];
+            if !succeeded(r) {
+                return Err(ActionError::new(format!(
+                    "{}: {}",
+                    r.id,
+                    r.reason.as_deref().unwrap_or("failed")
+                )));
+            }
         }
         for (stage, child) in stages {
             if let Some(r) = child.map(|k| &results[k])
@@ -581,8 +604,23 @@ impl<'a, 'c> Search<'a, 'c> {
             Some(chain.evaluate),
             &[("metrics.json", "metrics.json"), ("model.onnx", "model.onnx")],
         );
-        let metrics: serde_json::Value = serde_json::from_slice(&self.cx.read_artifact(&files["metrics.json"])?)
-            .map_err(|e| ActionError::new(format!("unreadable metrics.json: {e}")))?;
+        if let Some(r) = chain.flash.map(|k| &results[k]) {
+            for name in [FLASH, IMAGE] {
+                files.insert(name, output(r, name)?);
+            }
+        }
+        if let Some(r) = chain.evaluate_device.map(|k| &results[k]) {
+            files.insert(DEVICE_METRICS, output(r, "metrics.json")?);
+        }
+        let read = |file: &str| -> Result<serde_json::Value, ActionError> {
+            serde_json::from_slice(&self.cx.read_artifact(&files[file])?)
+                .map_err(|e| ActionError::new(format!("unreadable {file}: {e}")))
+        };
+        let metrics = read("metrics.json")?;
+        let device_metrics = files
+            .contains_key(DEVICE_METRICS)
+            .then(|| read(DEVICE_METRICS))
+            .transpose()?;
         let resources = self
             .check_report(results, chain.check)?
             .map_or_else(|| c.resources.clone(), |r| r.resources);
@@ -590,6 +628,7 @@ impl<'a, 'c> Search<'a, 'c> {
             candidate: i,
             files,
             metrics,
+            device_metrics,
             resources,
         }))
     }
@@ -635,6 +674,8 @@ struct Chain {
     check: Option<usize>,
     synthesize: Option<usize>,
     codegen: Option<usize>,
+    flash: Option<usize>,
+    evaluate_device: Option<usize>,
     evaluate: usize,
 }
 

@@ -1,0 +1,173 @@
+//! What `flash` and `evaluate_device` share: the device URL they name, the
+//! model image a board receives, and a connection that makes sure the board
+//! holds that image before anything runs on it.
+//!
+//! Caching (SPEC.md §10): a `sim://` board and `kflow device-sim` compute
+//! with the same bit-exact simulator, so their results are cached like any
+//! action's. The key of a flash holds the device URL and the image; the key
+//! of an on-device evaluation holds `flash.json`, which records the board's
+//! reported identity and firmware, so a result measured on one board or
+//! firmware is never served for another that reported itself differently.
+//! A physical board can change behind the same URL without telling
+//! (reflashed firmware, a swapped kit): `kflow build --rerun-devices` runs
+//! every device action again.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use kflow_ai8x_board::ModelImage;
+use kflow_ai8x_codegen::Program;
+use kflow_device::{Client, DeviceInfo, DeviceUrl, LinkTimeouts, ModelSummary, RetryPolicy, Transport};
+use kflow_engine::{ActionContext, ActionError};
+use serde::{Deserialize, Serialize};
+
+use crate::json;
+use crate::synthesize::{ALLOCATION, WEIGHTS};
+
+/// The param every device action names its board with; `kflow build
+/// --device URL` overrides it build-wide.
+pub const DEVICE_PARAM: &str = "device_url";
+/// What `--rerun-devices` runs again: the rules whose actions talk to a
+/// board, and `automl`, whose runs submit such actions as children.
+pub const DEVICE_RULES: [&str; 3] = ["flash", "evaluate_device", "automl"];
+/// What `flash` records.
+pub const FLASH: &str = "flash.json";
+/// The image flashed: `cnn_model.regs` and `cnn_model.bin` as the generated
+/// code ships them, with the channel counts (kflow-ai8x-board's KFMD).
+pub const IMAGE: &str = "cnn_model.kfmd";
+const REGS: &str = "cnn_model.regs";
+const BIN: &str = "cnn_model.bin";
+
+/// The generated files a flash reads, with the synthesized placement.
+pub const FLASH_INPUTS: [&str; 4] = [ALLOCATION, WEIGHTS, REGS, BIN];
+
+/// A flash, as recorded: where, onto which board, what.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlashRecord {
+    pub device: String,
+    pub board: String,
+    pub identity: String,
+    pub firmware: String,
+    pub image_bytes: u32,
+    /// blake3 of the image, as the board verified it.
+    pub digest: String,
+}
+
+impl FlashRecord {
+    pub fn new(device: &str, info: &DeviceInfo, summary: ModelSummary) -> FlashRecord {
+        FlashRecord {
+            device: device.to_owned(),
+            board: info.board.clone(),
+            identity: info.identity.clone(),
+            firmware: info.firmware_version.clone(),
+            image_bytes: summary.len,
+            digest: summary.digest.to_string(),
+        }
+    }
+}
+
+/// The device URL of `params` (`None`: the simulated board of the
+/// program's device).
+pub fn url(given: Option<&str>, program: &Program) -> Result<DeviceUrl, ActionError> {
+    match given {
+        Some(url) => url
+            .parse()
+            .map_err(|e: kflow_device::url::UrlError| ActionError::new(e.to_string())),
+        None => Ok(DeviceUrl::Sim(match program.device {
+            kflow_ai8x_codegen::Device::Max78000 => kflow_device::SimBoard::Max78000,
+            kflow_ai8x_codegen::Device::Max78002 => kflow_device::SimBoard::Max78002,
+        })),
+    }
+}
+
+/// The program the code was generated from (inputs `allocation.json` and
+/// `weights.safetensors` of the synthesized network).
+pub fn program(cx: &ActionContext<'_>) -> Result<Program, ActionError> {
+    #[derive(Deserialize)]
+    struct AllocationFile {
+        allocation: kflow_ai8x::Allocation,
+    }
+    let file: AllocationFile = json::input(cx, ALLOCATION)?;
+    let values = kflow_ai8x::int8_values(&json::input_bytes(cx, WEIGHTS)?)
+        .map_err(|e| ActionError::new(format!("input `{WEIGHTS}`: {e}")))?;
+    kflow_ai8x::codegen::program(&file.allocation, &values).map_err(|e| ActionError::new(e.to_string()))
+}
+
+/// The image of the generated `cnn_model.regs` and `cnn_model.bin`.
+pub fn image(cx: &ActionContext<'_>, program: &Program) -> Result<Vec<u8>, ActionError> {
+    ModelImage::new(program, json::input_bytes(cx, REGS)?, json::input_bytes(cx, BIN)?)
+        .and_then(|i| i.to_bytes())
+        .map_err(|e| ActionError::new(format!("model image: {e}")))
+}
+
+/// Long enough for a real kit to answer a run; a lost frame is retried.
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 4,
+        response_timeout: Duration::from_secs(10),
+        ..RetryPolicy::default()
+    }
+}
+
+/// A connection to the board at `url`, held alone: two actions of one
+/// build never talk to the same board at once (a board holds one model,
+/// and a serial line carries one conversation). `sim://` boards are
+/// private to their connection and need no turn.
+pub struct Connection {
+    pub client: Client<Box<dyn Transport>>,
+    _turn: Option<MutexGuard<'static, ()>>,
+}
+
+pub fn connect(url: &DeviceUrl) -> Result<Connection, ActionError> {
+    let turn = match url {
+        DeviceUrl::Sim(_) => None,
+        _ => Some(turn(&url.to_string())),
+    };
+    let client = kflow_ai8x_board::connect(url, LinkTimeouts::default(), policy())
+        .map_err(|e| ActionError::new(format!("device {url}: {e}")))?;
+    Ok(Connection { client, _turn: turn })
+}
+
+/// Waits for this process's turn on the board at `url`.
+fn turn(url: &str) -> MutexGuard<'static, ()> {
+    static BOARDS: Mutex<BTreeMap<String, &'static Mutex<()>>> = Mutex::new(BTreeMap::new());
+    let board: &'static Mutex<()> = {
+        let mut boards = BOARDS.lock().unwrap_or_else(PoisonError::into_inner);
+        // One small lock per distinct URL for the life of the process.
+        boards
+            .entry(url.to_owned())
+            .or_insert_with(|| Box::leak(Box::new(Mutex::new(()))))
+    };
+    board.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Flashes `image` unless the board already holds exactly it; reports
+/// progress in bytes. Returns what the board says about itself and holds.
+pub fn ensure_flashed(
+    cx: &ActionContext<'_>,
+    client: &mut Client<Box<dyn Transport>>,
+    image: &[u8],
+) -> Result<(DeviceInfo, ModelSummary), ActionError> {
+    let err = |e: kflow_device::ClientError| ActionError::new(e.to_string());
+    let info = client.device_info().map_err(err)?;
+    let wanted = ModelSummary::of(image).ok_or_else(|| ActionError::new("the model image exceeds 4 GiB"))?;
+    if client.verify().map_err(err)? == Some(wanted) {
+        return Ok((info, wanted));
+    }
+    let device = client.device().to_owned();
+    let mut reported = 0u64;
+    let summary = client
+        .flash(image, |p| {
+            // A line per quarter: enough to see a slow link move.
+            if p.sent_bytes == p.total_bytes || p.sent_bytes >= reported + p.total_bytes.div_ceil(4) {
+                reported = p.sent_bytes;
+                cx.progress(&format!(
+                    "flashing {device}: {} of {} bytes",
+                    p.sent_bytes, p.total_bytes
+                ));
+            }
+        })
+        .map_err(err)?;
+    Ok((info, summary))
+}

@@ -1,0 +1,367 @@
+//! `evaluate_device`: the flashed model evaluated on its board (SPEC.md
+//! §10). Every validation and test window is quantized on the host, packed
+//! into the words `cnn_load_input` takes, run on the board, and its output
+//! read back with the board's cycle count. The board's own validation
+//! outputs set its threshold, as a deployment would; its test outputs give
+//! the quality. Each output is compared bit for bit with the host-side
+//! simulator's for the same quantized model and input
+//! (`matches_simulator`), so a fault in the generated registers or weight
+//! stream shows up here.
+
+use kflow_ai8x_codegen::{InputLayout, Program};
+use kflow_ai8x_sim as sim;
+use kflow_data::{Quality, Split};
+use kflow_device::{Client, Transport};
+use kflow_engine::{
+    ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
+};
+use kflow_quant::Quantized;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{TEST, VAL};
+use crate::device::{self, FLASH, FlashRecord, IMAGE};
+use crate::evaluate::{Latency, METRICS, latency};
+use crate::evaluate_sim::{Scored, score};
+use crate::generate::one_output;
+use crate::inputs;
+use crate::json;
+use crate::model::MODEL;
+use crate::quantize::{QUANT, QUANTIZED};
+use crate::split::read_split;
+use crate::synthesize::{ALLOCATION, WEIGHTS};
+
+pub struct EvaluateDeviceRule;
+
+const ATTRS: &[AttrSpec] = &[
+    AttrSpec::required(
+        "flashed",
+        AttrType::Label,
+        "the `[[flash]]` target: the board and its model",
+    ),
+    AttrSpec::required(
+        "synthesized",
+        AttrType::Label,
+        "the `[[ai8x_synthesize]]` target the flashed code was generated from",
+    ),
+    AttrSpec::required(
+        "quantized",
+        AttrType::Label,
+        "the `[[quantize]]` target synthesized: the host-side simulator runs it for comparison",
+    ),
+    AttrSpec::required(
+        "model",
+        AttrType::Label,
+        "the `[[model]]` or `[[generate]]` target (how outputs score)",
+    ),
+    AttrSpec::required(
+        "dataset",
+        AttrType::Label,
+        "the `[[dataset]]` whose validation and test splits to stream",
+    ),
+    AttrSpec::optional(
+        "threshold_percentile",
+        AttrType::Float,
+        "autoencoders: the anomaly threshold is this percentile of nominal validation errors (default 99)",
+    ),
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Attrs {
+    #[serde(rename = "flashed")]
+    _flashed: String,
+    #[serde(rename = "synthesized")]
+    _synthesized: String,
+    #[serde(rename = "quantized")]
+    _quantized: String,
+    #[serde(rename = "model")]
+    _model: String,
+    #[serde(rename = "dataset")]
+    _dataset: String,
+    threshold_percentile: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Params {
+    pub threshold_percentile: f64,
+}
+
+#[derive(Serialize)]
+struct Metrics {
+    model: String,
+    board: FlashRecord,
+    /// Chosen on the board's validation outputs.
+    threshold: f32,
+    quality: Quality,
+    latency: OnBoardLatency,
+    /// Every output the board returned equals the host-side simulator's,
+    /// bit for bit.
+    matches_simulator: bool,
+    /// Windows run on the board and compared (validation and test).
+    windows_compared: usize,
+    /// Of which test windows.
+    test_windows_compared: usize,
+    mismatched_windows: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_mismatch: Option<Mismatch>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forecast_weights: Option<Vec<f64>>,
+}
+
+#[derive(Serialize)]
+struct OnBoardLatency {
+    /// Accelerator cycles of one inference, as the board counts them.
+    cycles: Latency,
+    /// The same at the board's clock.
+    us: Latency,
+}
+
+#[derive(Clone, Serialize)]
+struct Mismatch {
+    split: &'static str,
+    window: usize,
+    /// First differing byte of the output buffer.
+    byte: usize,
+    board: Option<u8>,
+    simulator: Option<u8>,
+}
+
+impl Rule for EvaluateDeviceRule {
+    fn name(&self) -> &'static str {
+        "evaluate_device"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn summary(&self) -> &'static str {
+        "quality and cycles of a flashed model on its board, compared bit for bit with the host-side simulator"
+    }
+
+    fn attrs(&self) -> &'static [AttrSpec] {
+        ATTRS
+    }
+
+    fn plan(&self, target: &Target, planner: &mut Planner<'_>) -> Result<(), Diagnostic> {
+        let attrs: Attrs = planner.attrs_as()?;
+        let params = Params {
+            threshold_percentile: attrs.threshold_percentile.unwrap_or(99.0),
+        };
+        if !(0.0..=100.0).contains(&params.threshold_percentile) {
+            return Err(planner.error(
+                "threshold_percentile",
+                "`threshold_percentile` is a percentile, 0..=100",
+            ));
+        }
+        let from = [
+            (FLASH, "flashed"),
+            (IMAGE, "flashed"),
+            (ALLOCATION, "synthesized"),
+            (WEIGHTS, "synthesized"),
+            (MODEL, "model"),
+            (QUANT, "quantized"),
+            (QUANTIZED, "quantized"),
+            (VAL, "dataset"),
+            (TEST, "dataset"),
+        ];
+        let inputs = from
+            .iter()
+            .map(|(name, attr)| Ok(((*name).to_owned(), one_output(planner, target, attr, name)?)))
+            .collect::<Result<Vec<_>, Diagnostic>>()?;
+        planner.add_final_action(ActionDecl {
+            name: String::new(),
+            rule: self.name().to_owned(),
+            params: json::to_value(&params)?,
+            inputs,
+            outputs: vec![METRICS.to_owned()],
+        });
+        Ok(())
+    }
+
+    fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
+        let params: Params = cx.params_as()?;
+        let record: FlashRecord = json::input(cx, FLASH)?;
+        let image = json::input_bytes(cx, IMAGE)?;
+        let program = device::program(cx)?;
+        let url: kflow_device::DeviceUrl = record
+            .device
+            .parse()
+            .map_err(|e: kflow_device::url::UrlError| ActionError::new(format!("input `{FLASH}`: {e}")))?;
+        let mut connection = device::connect(&url)?;
+        let client = &mut connection.client;
+        let (info, _) = device::ensure_flashed(cx, client, &image)?;
+        if (info.identity.as_str(), info.firmware_version.as_str()) != (&record.identity, &record.firmware) {
+            return Err(ActionError::new(format!(
+                "device {url} now reports board `{}` with firmware `{}`, but the model was flashed to `{}` with `{}`: run `kflow build --rerun-devices`",
+                info.identity, info.firmware_version, record.identity, record.firmware
+            )));
+        }
+        let model = inputs::model(cx)?;
+        let q = inputs::quantized(cx)?;
+        let (val, test) = (read_split(cx, VAL)?, read_split(cx, TEST)?);
+        let mut board = OnBoard::new(&program, &q, client)?;
+        cx.progress(&format!("streaming {} validation windows through {url}", val.len()));
+        let val_out = board.stream(&val, "validation")?;
+        cx.progress(&format!("streaming {} test windows through {url}", test.len()));
+        let test_out = board.stream(&test, "test")?;
+        let Scored {
+            threshold,
+            quality,
+            forecast_weights,
+            ..
+        } = score(&model, &val, &test, (&val_out, &test_out), params.threshold_percentile);
+        let clock = info.clock_hz.max(1) as f64;
+        let mut cycles: Vec<f64> = board.cycles.iter().map(|&c| c as f64).collect();
+        let mut us: Vec<f64> = cycles.iter().map(|c| c * 1e6 / clock).collect();
+        let metrics = Metrics {
+            model: model.name.clone(),
+            board: record,
+            threshold,
+            quality,
+            latency: OnBoardLatency {
+                cycles: latency(&mut cycles),
+                us: latency(&mut us),
+            },
+            matches_simulator: board.mismatched == 0,
+            windows_compared: val.len() + test.len(),
+            test_windows_compared: test.len(),
+            mismatched_windows: board.mismatched,
+            first_mismatch: board.first_mismatch.clone(),
+            forecast_weights,
+        };
+        cx.write_output(METRICS, &json::pretty(&metrics)?)?;
+        cx.set_metadata(serde_json::json!({
+            "f1": metrics.quality.f1,
+            "matches_simulator": metrics.matches_simulator,
+            "latency_us": metrics.latency.us.median,
+        }));
+        Ok(Outcome::Done)
+    }
+}
+
+/// Windows through a board, beside the host-side simulator.
+struct OnBoard<'a> {
+    client: &'a mut Client<Box<dyn Transport>>,
+    q: &'a Quantized,
+    net: sim::Network,
+    weights: Vec<sim::LayerWeights>,
+    layout: InputLayout,
+    width: Option<kflow_ai8x_codegen::OutputWidth>,
+    cycles: Vec<u64>,
+    mismatched: usize,
+    first_mismatch: Option<Mismatch>,
+}
+
+impl<'a> OnBoard<'a> {
+    fn new(
+        program: &Program,
+        q: &'a Quantized,
+        client: &'a mut Client<Box<dyn Transport>>,
+    ) -> Result<OnBoard<'a>, ActionError> {
+        let device = match program.device {
+            kflow_ai8x_codegen::Device::Max78000 => kflow_ai8x::Device::Max78000,
+            kflow_ai8x_codegen::Device::Max78002 => kflow_ai8x::Device::Max78002,
+        };
+        let (net, weights) = kflow_quant::to_sim(q, device);
+        Ok(OnBoard {
+            client,
+            q,
+            net,
+            weights,
+            layout: InputLayout::new(program),
+            width: program.layers.last().map(|l| l.output_width),
+            cycles: Vec::new(),
+            mismatched: 0,
+            first_mismatch: None,
+        })
+    }
+
+    /// The board's outputs for every window of `split`, as real values.
+    fn stream(&mut self, split: &Split, name: &'static str) -> Result<Vec<f32>, ActionError> {
+        let quant = |e: kflow_quant::QuantError| ActionError::new(e.to_string());
+        let per = split.shape[1] * split.shape[2];
+        let mut outputs = Vec::new();
+        for i in 0..split.len() {
+            let input = kflow_quant::sample_input(&self.net, &split.x[i * per..(i + 1) * per]).map_err(quant)?;
+            let expected = sim::simulate(&self.net, &self.weights, &input, sim::SimOptions::default())
+                .map_err(|e| ActionError::new(format!("host-side simulator: {e}")))?;
+            let words: Vec<u8> = self
+                .layout
+                .pack(&input.data)
+                .iter()
+                .flat_map(|w| w.to_le_bytes())
+                .collect();
+            let inference = self
+                .client
+                .infer(&words)
+                .map_err(|e| ActionError::new(format!("{name} window {i}: {e}")))?;
+            self.cycles.push(inference.statistics.cycles);
+            let simulated = kflow_ai8x_board::output_bytes(&expected, self.width);
+            if inference.output != simulated {
+                self.mismatched += 1;
+                if self.first_mismatch.is_none() {
+                    let byte = (0..inference.output.len().max(simulated.len()))
+                        .find(|&b| inference.output.get(b) != simulated.get(b))
+                        .unwrap_or(0);
+                    self.first_mismatch = Some(Mismatch {
+                        split: name,
+                        window: i,
+                        byte,
+                        board: inference.output.get(byte).copied(),
+                        simulator: simulated.get(byte).copied(),
+                    });
+                }
+            }
+            let on_board = decode(&expected, &inference.output).ok_or_else(|| {
+                ActionError::new(format!(
+                    "{name} window {i}: the board returned {} output bytes; the model's output is {} values",
+                    inference.output.len(),
+                    expected.shape().len()
+                ))
+            })?;
+            let real = kflow_quant::real_outputs(self.q, &on_board).map_err(quant)?;
+            outputs.extend(real.into_iter().map(|v| v as f32));
+        }
+        Ok(outputs)
+    }
+}
+
+/// The board's output buffer read as the simulator's kind of output
+/// (`like`): one byte per value, or a little-endian word per value.
+fn decode(like: &sim::Output, bytes: &[u8]) -> Option<sim::Output> {
+    let shape = like.shape();
+    let n = shape.len();
+    if bytes.len() == n {
+        return sim::Tensor::new(shape, bytes.iter().map(|&b| b as i8).collect()).map(sim::Output::Int8);
+    }
+    if bytes.len() == 4 * n {
+        let data = bytes
+            .chunks_exact(4)
+            .map(|w| i32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        return sim::Tensor::new(shape, data).map(sim::Output::Int32);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn board_bytes_decode_as_bytes_or_words_by_their_count() {
+        let shape = sim::Shape::new(2, 1, 1);
+        let like = sim::Output::Int32(sim::Tensor::new(shape, vec![0, 0]).unwrap());
+        match decode(&like, &[0xff, 1]) {
+            Some(sim::Output::Int8(t)) => assert_eq!(t.data, vec![-1, 1]),
+            _ => panic!("two bytes are two int8 values"),
+        }
+        let words: Vec<u8> = [-5i32, 7].iter().flat_map(|v| v.to_le_bytes()).collect();
+        match decode(&like, &words) {
+            Some(sim::Output::Int32(t)) => assert_eq!(t.data, vec![-5, 7]),
+            _ => panic!("eight bytes are two int32 values"),
+        }
+        assert!(decode(&like, &[0; 3]).is_none());
+    }
+}

@@ -1,0 +1,397 @@
+//! Kept models flashed to and evaluated on boards through the real `kflow`
+//! binary: `kflow device-sim` over TCP and over a pseudo-terminal pair, a
+//! board killed mid-flash, and a generated model tampered with between
+//! `codegen` and `flash`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Ws;
+use serde_json::Value;
+
+/// A `kflow device-sim` process, killed when dropped.
+struct DeviceSim {
+    child: Child,
+    /// The URL it printed (TCP only).
+    url: Option<String>,
+}
+
+impl DeviceSim {
+    fn spawn(args: &[&str]) -> DeviceSim {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kflow"))
+            .args(["device-sim", "--board", "max78002"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kflow device-sim");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("device-sim says where it listens");
+        let url = line
+            .split_whitespace()
+            .last()
+            .filter(|u| u.starts_with("tcp://"))
+            .map(str::to_owned);
+        DeviceSim { child, url }
+    }
+
+    fn tcp() -> DeviceSim {
+        DeviceSim::spawn(&["--listen", "127.0.0.1:0"])
+    }
+
+    fn url(&self) -> &str {
+        self.url.as_deref().expect("a TCP board")
+    }
+
+    fn addr(&self) -> String {
+        self.url().trim_start_matches("tcp://").to_owned()
+    }
+}
+
+impl Drop for DeviceSim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn smoke_workspace() -> Ws {
+    let ws = Ws::new();
+    for package in ["datasets", "host", "spaces", "platforms", "max78002"] {
+        ws.repository_package(package);
+    }
+    ws
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).expect("JSON")
+}
+
+/// Every kept model of the smoke search ran on `url`, every window equal to
+/// the host-side simulator's.
+fn assert_kept_models_ran_on(ws: &Ws, url: &str) {
+    let dir = ws.out_dir().join("max78002/anomaly_smoke");
+    let summary = read_json(&dir.join("summary.json"));
+    let kept = summary["kept"].as_array().expect("kept models");
+    assert!(!kept.is_empty(), "{summary}");
+    for k in kept {
+        let device = &k["device"];
+        assert_eq!(device["url"], url, "{k}");
+        assert_eq!(device["matches_simulator"], true, "{k}");
+        let metrics = read_json(&dir.join(k["dir"].as_str().expect("dir")).join("device_metrics.json"));
+        // Every test window the host evaluated was compared on the board.
+        let host = read_json(&dir.join(k["dir"].as_str().expect("dir")).join("metrics.json"));
+        let test_windows: u64 = host["quality"]["confusion"]
+            .as_array()
+            .expect("confusion")
+            .iter()
+            .flat_map(|row| row.as_array().expect("row").iter().map(|v| v.as_u64().expect("count")))
+            .sum();
+        assert_eq!(metrics["test_windows_compared"], test_windows, "{metrics}");
+        assert_eq!(metrics["mismatched_windows"], 0, "{metrics}");
+        assert!(
+            metrics["latency"]["cycles"]["median"].as_f64().is_some_and(|c| c > 1.0),
+            "{metrics}"
+        );
+        // Quality on the board is the simulated accelerator's.
+        assert_eq!(metrics["quality"], host["accelerator"]["quality"], "{metrics}");
+    }
+}
+
+#[test]
+fn device_sim_over_tcp_flashes_and_evaluates_every_kept_model() {
+    let board = DeviceSim::tcp();
+    let ws = smoke_workspace();
+    let report = ws.build_ok(&["//max78002:anomaly_smoke", "--device", board.url()]);
+    assert!(report.count("executed") > 0);
+    assert_kept_models_ran_on(&ws, board.url());
+    let device_actions = |r: &common::Report, status: &str| {
+        r.actions()
+            .iter()
+            .filter(|a| a["status"] == status)
+            .filter_map(|a| a["id"].as_str())
+            .filter(|id| id.ends_with("/deploy/flash") || id.ends_with("/deploy/evaluate_device"))
+            .count()
+    };
+    let flashed = device_actions(&report, "executed");
+    assert!(flashed >= 2, "a flash and an evaluation per kept model");
+
+    // A deterministic board's results are cached like any action's...
+    let again = ws.build_ok(&["//max78002:anomaly_smoke", "--device", board.url()]);
+    assert_eq!(again.count("executed"), 0);
+    // ...unless asked to run on the board again: then only the device
+    // actions (and the search that reads them) run.
+    let rerun = ws.build_ok(&["//max78002:anomaly_smoke", "--device", board.url(), "--rerun-devices"]);
+    assert_eq!(device_actions(&rerun, "executed"), flashed);
+    assert_eq!(rerun.count("executed"), flashed as u64 + 1);
+    assert_kept_models_ran_on(&ws, board.url());
+}
+
+#[test]
+fn device_sim_over_a_pseudo_terminal_pair_evaluates_every_kept_model() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (board_end, host_end) = (dir.path().join("board"), dir.path().join("host"));
+    let socat = Command::new("socat")
+        .arg(format!("pty,raw,echo=0,link={}", board_end.display()))
+        .arg(format!("pty,raw,echo=0,link={}", host_end.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot run socat: install the Debian package socat (scripts/test.sh does)");
+    let _socat = DeviceSim {
+        child: socat,
+        url: None,
+    };
+    let start = Instant::now();
+    while !(board_end.exists() && host_end.exists()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "socat made no pseudo-terminals"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _board = DeviceSim::spawn(&["--serial", &board_end.display().to_string(), "--baud", "921600"]);
+    let url = format!("serial://{}?baud=921600", host_end.display());
+    let ws = smoke_workspace();
+    ws.build_ok(&["//max78002:anomaly_smoke", "--device", &url]);
+    assert_kept_models_ran_on(&ws, &url);
+}
+
+/// Forwards TCP connections to a board; kills the board when the first
+/// model chunk passes (once), and forwards to whatever board is set next.
+struct Saboteur {
+    addr: String,
+    upstream: Arc<Mutex<Option<DeviceSim>>>,
+}
+
+static ARMED: AtomicBool = AtomicBool::new(true);
+
+impl Saboteur {
+    fn start(board: DeviceSim) -> Saboteur {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address").to_string();
+        let upstream = Arc::new(Mutex::new(Some(board)));
+        let shared = upstream.clone();
+        std::thread::spawn(move || {
+            for host in listener.incoming().flatten() {
+                let target = shared.lock().expect("lock").as_ref().map(DeviceSim::addr);
+                let Some(board) = target.and_then(|a| TcpStream::connect(a).ok()) else {
+                    // No board: the connection closes at once.
+                    continue;
+                };
+                let shared = shared.clone();
+                let (mut host_in, mut board_out) =
+                    (host.try_clone().expect("clone"), board.try_clone().expect("clone"));
+                std::thread::spawn(move || {
+                    let (mut host_out, mut board_in) = (host, board);
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut board_in, &mut host_out);
+                    });
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = host_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        if chunk_frame_starts(&seen) && ARMED.swap(false, Ordering::SeqCst) {
+                            // Mid-flash: the board dies before the chunk arrives.
+                            drop(shared.lock().expect("lock").take());
+                            let _ = board_out.shutdown(std::net::Shutdown::Both);
+                            let _ = host_in.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        if board_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    // The host hung up: so does the board's side, which
+                    // serves one connection at a time.
+                    let _ = board_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Saboteur { addr, upstream }
+    }
+
+    fn url(&self) -> String {
+        format!("tcp://{}", self.addr)
+    }
+}
+
+/// Whether a load-model-chunk frame begins in `bytes` (the protocol's frame
+/// header: magic `KF`, version, then the message type).
+fn chunk_frame_starts(bytes: &[u8]) -> bool {
+    let chunk = kflow_device::frame::MessageType::LoadModelChunk.code();
+    bytes
+        .windows(4)
+        .any(|w| w[..2] == kflow_device::frame::MAGIC && w[2] == kflow_device::frame::VERSION && w[3] == chunk)
+}
+
+#[test]
+fn a_board_killed_mid_flash_fails_the_build_clearly_and_a_restarted_board_succeeds() {
+    let saboteur = Saboteur::start(DeviceSim::tcp());
+    let ws = smoke_workspace();
+    let failed = ws.build(&["//max78002:anomaly_smoke", "--device", &saboteur.url()]);
+    common::assert_no_panic(&failed.run);
+    assert_eq!(failed.run.code, 1, "{}", failed.run.stderr);
+    let stderr = &failed.run.stderr;
+    assert!(
+        stderr.contains(&format!("device {}", saboteur.url())) && stderr.contains("load model chunk"),
+        "the error names the device and the step:\n{stderr}"
+    );
+
+    // The board is back, behind the same URL; the build resumes.
+    *saboteur.upstream.lock().expect("lock") = Some(DeviceSim::tcp());
+    let report = ws.build_ok(&["//max78002:anomaly_smoke", "--device", &saboteur.url()]);
+    let retrained = report
+        .actions()
+        .iter()
+        .filter(|a| a["status"] == "executed")
+        .filter_map(|a| a["id"].as_str())
+        .filter(|id| id.ends_with("/train"))
+        .count();
+    assert_eq!(retrained, 0, "training came from the cache");
+    assert_kept_models_ran_on(&ws, &saboteur.url());
+}
+
+/// A small CNN taken to generated code, plus a `flash` and an
+/// `evaluate_device` of the code as generated (`:board`) and of the copy in
+/// `graphs/m/gen/` (`:board_tampered`).
+fn tamper_workspace() -> Ws {
+    let ws = Ws::new();
+    ws.small_dataset(20_000, 3).repository_package("platforms");
+    ws.package(
+        "m",
+        r#"
+[[model]]
+name = "cnn"
+input = [17, 16]
+task = { kind = "classifier", classes = 2 }
+seed = 11
+layers = [
+    { name = "conv0", op = "conv1d", out_channels = 8, kernel = 3, padding = 1 },
+    { name = "act0", op = "relu" },
+    { name = "conv1", op = "conv1d", out_channels = 8, kernel = 3, padding = 1 },
+    { name = "act1", op = "relu" },
+    { name = "flatten", op = "flatten" },
+    { name = "out", op = "linear", out_features = 2 },
+]
+
+[[train]]
+name = "train"
+model = ":cnn"
+dataset = "//data:small"
+epochs = 1
+
+[[quantize]]
+name = "q"
+model = ":cnn"
+weights = ":train"
+dataset = "//data:small"
+
+[[ai8x_synthesize]]
+name = "synth"
+quantized = ":q"
+platform = "//platforms:max78002"
+
+[[codegen]]
+name = "code"
+synthesized = ":synth"
+
+[[flash]]
+name = "flash"
+code = ":code"
+synthesized = ":synth"
+
+[[evaluate_device]]
+name = "board"
+flashed = ":flash"
+synthesized = ":synth"
+quantized = ":q"
+model = ":cnn"
+dataset = "//data:small"
+
+[[cmd]]
+name = "tampered"
+srcs = ["gen/cnn_model.regs", "gen/cnn_model.bin"]
+outs = ["cnn_model.regs", "cnn_model.bin"]
+cmd = "cp gen/cnn_model.regs gen/cnn_model.bin ."
+
+[[flash]]
+name = "flash_tampered"
+code = ":tampered"
+synthesized = ":synth"
+
+[[evaluate_device]]
+name = "board_tampered"
+flashed = ":flash_tampered"
+synthesized = ":synth"
+quantized = ":q"
+model = ":cnn"
+dataset = "//data:small"
+"#,
+    );
+    ws
+}
+
+#[test]
+fn a_flipped_register_or_weight_word_makes_the_board_differ_or_refuse() {
+    let ws = tamper_workspace();
+    ws.build_ok(&["//m:board", "//m:code"]);
+    let honest = read_json(&ws.output("m", "board", "metrics.json"));
+    assert_eq!(honest["matches_simulator"], true, "{honest}");
+    let regs = std::fs::read(ws.output("m", "code", "cnn_model.regs")).expect("regs");
+    let bin = std::fs::read(ws.output("m", "code", "cnn_model.bin")).expect("bin");
+    let word = |bytes: &[u8], at: usize| u32::from_le_bytes(bytes[4 * at..4 * at + 4].try_into().expect("word"));
+    // cnn_model.regs: an 8-byte header, then per phase a count and
+    // (address, value) pairs; the configure phase follows init.
+    let init = word(&regs[8..], 0) as usize;
+    let configure_first_value = 2 + 2 * init + 2;
+    // cnn_model.bin: [address, n_words, word...]: the first kernel word.
+    let cases = [
+        ("a register value", 8 + 4 * configure_first_value, true),
+        ("a kernel word", 8, false),
+    ];
+    for (what, byte, in_regs) in cases {
+        let (mut r, mut b) = (regs.clone(), bin.clone());
+        let target = if in_regs { &mut r } else { &mut b };
+        target[byte] ^= 0x10;
+        ws.file("graphs/m/gen/cnn_model.regs", "");
+        std::fs::write(ws.root().join("graphs/m/gen/cnn_model.regs"), &r).expect("write");
+        std::fs::write(ws.root().join("graphs/m/gen/cnn_model.bin"), &b).expect("write");
+        let build = ws.build(&["//m:board_tampered"]);
+        common::assert_no_panic(&build.run);
+        if build.run.code == 0 {
+            let metrics = read_json(&ws.output("m", "board_tampered", "metrics.json"));
+            assert_eq!(metrics["matches_simulator"], false, "{what}: {metrics}");
+            assert!(
+                metrics["mismatched_windows"].as_u64().is_some_and(|n| n > 0),
+                "{metrics}"
+            );
+            assert!(metrics["first_mismatch"]["window"].is_u64(), "{metrics}");
+        } else {
+            let stderr = &build.run.stderr;
+            assert!(
+                stderr.contains("the board refused") && (stderr.contains("0x") || stderr.contains("register")),
+                "{what}: a refusal names the register or address:\n{stderr}"
+            );
+        }
+        let refusal = build
+            .run
+            .stderr
+            .lines()
+            .find(|l| l.contains("refused"))
+            .unwrap_or("outputs differ");
+        println!("{what}: {refusal}");
+    }
+}
