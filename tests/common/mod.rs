@@ -1,9 +1,12 @@
 //! What the end-to-end tests share: a throw-away workspace with its own
 //! cache, a way to run the real `kflow` binary in it, and readers for the
-//! `--build-report` file and the build event logs.
+//! `--build-report` file and the build event logs; `board` starts a
+//! simulated board for the device tests.
 
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
+
+pub mod board;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
