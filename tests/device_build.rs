@@ -5,64 +5,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use common::Ws;
+use common::board::{start_serial, start_tcp};
+use common::{KillOnDrop, Ws};
 use serde_json::Value;
-
-/// A `kflow device-sim` process, killed when dropped.
-struct DeviceSim {
-    child: Child,
-    /// The URL it printed (TCP only).
-    url: Option<String>,
-}
-
-impl DeviceSim {
-    fn spawn(args: &[&str]) -> DeviceSim {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kflow"))
-            .args(["device-sim", "--board", "max78002"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start kflow device-sim");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("device-sim says where it listens");
-        let url = line
-            .split_whitespace()
-            .last()
-            .filter(|u| u.starts_with("tcp://"))
-            .map(str::to_owned);
-        DeviceSim { child, url }
-    }
-
-    fn tcp() -> DeviceSim {
-        DeviceSim::spawn(&["--listen", "127.0.0.1:0"])
-    }
-
-    fn url(&self) -> &str {
-        self.url.as_deref().expect("a TCP board")
-    }
-
-    fn addr(&self) -> String {
-        self.url().trim_start_matches("tcp://").to_owned()
-    }
-}
-
-impl Drop for DeviceSim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn smoke_workspace() -> Ws {
     let ws = Ws::new();
@@ -110,11 +61,11 @@ fn assert_kept_models_ran_on(ws: &Ws, url: &str) {
 
 #[test]
 fn device_sim_over_tcp_flashes_and_evaluates_every_kept_model() {
-    let board = DeviceSim::tcp();
+    let (_board, url) = start_tcp();
     let ws = smoke_workspace();
-    let report = ws.build_ok(&["//max78002:anomaly_smoke", "--device", board.url()]);
+    let report = ws.build_ok(&["//max78002:anomaly_smoke", "--device", &url]);
     assert!(report.count("executed") > 0);
-    assert_kept_models_ran_on(&ws, board.url());
+    assert_kept_models_ran_on(&ws, &url);
     let device_actions = |r: &common::Report, status: &str| {
         r.actions()
             .iter()
@@ -127,63 +78,46 @@ fn device_sim_over_tcp_flashes_and_evaluates_every_kept_model() {
     assert!(flashed >= 2, "a flash and an evaluation per kept model");
 
     // A deterministic board's results are cached like any action's...
-    let again = ws.build_ok(&["//max78002:anomaly_smoke", "--device", board.url()]);
+    let again = ws.build_ok(&["//max78002:anomaly_smoke", "--device", &url]);
     assert_eq!(again.count("executed"), 0);
     // ...unless asked to run on the board again: then only the device
     // actions (and the search that reads them) run.
-    let rerun = ws.build_ok(&["//max78002:anomaly_smoke", "--device", board.url(), "--rerun-devices"]);
+    let rerun = ws.build_ok(&["//max78002:anomaly_smoke", "--device", &url, "--rerun-devices"]);
     assert_eq!(device_actions(&rerun, "executed"), flashed);
     assert_eq!(rerun.count("executed"), flashed as u64 + 1);
-    assert_kept_models_ran_on(&ws, board.url());
+    assert_kept_models_ran_on(&ws, &url);
 }
 
 #[test]
 fn device_sim_over_a_pseudo_terminal_pair_evaluates_every_kept_model() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (board_end, host_end) = (dir.path().join("board"), dir.path().join("host"));
-    let socat = Command::new("socat")
-        .arg(format!("pty,raw,echo=0,link={}", board_end.display()))
-        .arg(format!("pty,raw,echo=0,link={}", host_end.display()))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot run socat: install the Debian package socat (scripts/test.sh does)");
-    let _socat = DeviceSim {
-        child: socat,
-        url: None,
-    };
-    let start = Instant::now();
-    while !(board_end.exists() && host_end.exists()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "socat made no pseudo-terminals"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _board = DeviceSim::spawn(&["--serial", &board_end.display().to_string(), "--baud", "921600"]);
-    let url = format!("serial://{}?baud=921600", host_end.display());
+    let board = start_serial();
     let ws = smoke_workspace();
-    ws.build_ok(&["//max78002:anomaly_smoke", "--device", &url]);
-    assert_kept_models_ran_on(&ws, &url);
+    ws.build_ok(&["//max78002:anomaly_smoke", "--device", &board.url]);
+    assert_kept_models_ran_on(&ws, &board.url);
 }
 
 /// Forwards TCP connections to a board; kills the board when the first
 /// model chunk passes (once), and forwards to whatever board is set next.
 struct Saboteur {
     addr: String,
-    upstream: Arc<Mutex<Option<DeviceSim>>>,
+    upstream: Arc<Mutex<Option<(KillOnDrop, String)>>>,
 }
 
 static ARMED: AtomicBool = AtomicBool::new(true);
 
 impl Saboteur {
-    fn start(board: DeviceSim) -> Saboteur {
+    fn start(board: (KillOnDrop, String)) -> Saboteur {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("address").to_string();
         let upstream = Arc::new(Mutex::new(Some(board)));
         let shared = upstream.clone();
         std::thread::spawn(move || {
             for host in listener.incoming().flatten() {
-                let target = shared.lock().expect("lock").as_ref().map(DeviceSim::addr);
+                let target = shared
+                    .lock()
+                    .expect("lock")
+                    .as_ref()
+                    .map(|(_, url)| url.trim_start_matches("tcp://").to_owned());
                 let Some(board) = target.and_then(|a| TcpStream::connect(a).ok()) else {
                     // No board: the connection closes at once.
                     continue;
@@ -239,7 +173,7 @@ fn chunk_frame_starts(bytes: &[u8]) -> bool {
 
 #[test]
 fn a_board_killed_mid_flash_fails_the_build_clearly_and_a_restarted_board_succeeds() {
-    let saboteur = Saboteur::start(DeviceSim::tcp());
+    let saboteur = Saboteur::start(start_tcp());
     let ws = smoke_workspace();
     let failed = ws.build(&["//max78002:anomaly_smoke", "--device", &saboteur.url()]);
     common::assert_no_panic(&failed.run);
@@ -251,7 +185,7 @@ fn a_board_killed_mid_flash_fails_the_build_clearly_and_a_restarted_board_succee
     );
 
     // The board is back, behind the same URL; the build resumes.
-    *saboteur.upstream.lock().expect("lock") = Some(DeviceSim::tcp());
+    *saboteur.upstream.lock().expect("lock") = Some(start_tcp());
     let report = ws.build_ok(&["//max78002:anomaly_smoke", "--device", &saboteur.url()]);
     let retrained = report
         .actions()
@@ -394,4 +328,20 @@ fn a_flipped_register_or_weight_word_makes_the_board_differ_or_refuse() {
             .unwrap_or("outputs differ");
         println!("{what}: {refusal}");
     }
+}
+
+#[test]
+fn a_bad_device_url_is_a_graph_error_at_its_attribute() {
+    let ws = tamper_workspace();
+    ws.package(
+        "bad",
+        "[[flash]]\nname = \"f\"\ncode = \"//m:code\"\nsynthesized = \"//m:synth\"\ndevice = \"usb://board\"\n",
+    );
+    let build = ws.build(&["//bad:f"]);
+    assert_eq!(build.run.code, 2, "{}", build.run.stderr);
+    assert!(
+        build.run.stderr.contains("graphs/bad/BUILD.toml:5") && build.run.stderr.contains("unknown scheme `usb`"),
+        "{}",
+        build.run.stderr
+    );
 }

@@ -18,6 +18,7 @@ use std::fmt;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_bytes::{ByteBuf, Bytes};
 use thiserror::Error;
 
 use crate::frame::MessageType;
@@ -403,12 +404,12 @@ impl Request {
         match self {
             Request::Ping { nonce } => encode(kind, nonce),
             Request::LoadModelBegin(model) | Request::LoadModelEnd(model) => encode(kind, model),
-            Request::LoadModelChunk { offset, data } => encode(kind, &(offset, data)),
+            Request::LoadModelChunk { offset, data } => encode(kind, &(offset, Bytes::new(data))),
             Request::LoadInput {
                 total_len,
                 offset,
                 data,
-            } => encode(kind, &(total_len, offset, data)),
+            } => encode(kind, &(total_len, offset, Bytes::new(data))),
             Request::ReadOutput { offset } => encode(kind, offset),
             Request::GetInfo | Request::Verify | Request::Run | Request::ReadStatistics | Request::Reset => {
                 Ok(Vec::new())
@@ -425,13 +426,17 @@ impl Request {
             MessageType::GetInfo => decode_unit(kind, payload).map(|()| Request::GetInfo)?,
             MessageType::LoadModelBegin => Request::LoadModelBegin(decode(kind, payload)?),
             MessageType::LoadModelChunk => {
-                let (offset, data) = decode(kind, payload)?;
-                Request::LoadModelChunk { offset, data }
+                let (offset, data): (u32, ByteBuf) = decode(kind, payload)?;
+                Request::LoadModelChunk {
+                    offset,
+                    data: data.into_vec(),
+                }
             }
             MessageType::LoadModelEnd => Request::LoadModelEnd(decode(kind, payload)?),
             MessageType::Verify => decode_unit(kind, payload).map(|()| Request::Verify)?,
             MessageType::LoadInput => {
-                let (total_len, offset, data) = decode(kind, payload)?;
+                let (total_len, offset, data): (u32, u32, ByteBuf) = decode(kind, payload)?;
+                let data = data.into_vec();
                 Request::LoadInput {
                     total_len,
                     offset,
@@ -490,7 +495,7 @@ impl Response {
             Response::Verified(model) => encode(kind, model),
             Response::InputLoaded { received } => encode(kind, received),
             Response::RunComplete { output_len, statistics } => encode(kind, &(output_len, statistics)),
-            Response::Output { total_len, data } => encode(kind, &(total_len, data)),
+            Response::Output { total_len, data } => encode(kind, &(total_len, Bytes::new(data))),
             Response::Statistics(statistics) => encode(kind, statistics),
             Response::Error(error) => encode(kind, error),
             Response::UploadStarted | Response::ResetDone => Ok(Vec::new()),
@@ -518,8 +523,11 @@ impl Response {
                 Response::RunComplete { output_len, statistics }
             }
             MessageType::Output => {
-                let (total_len, data) = decode(kind, payload)?;
-                Response::Output { total_len, data }
+                let (total_len, data): (u32, ByteBuf) = decode(kind, payload)?;
+                Response::Output {
+                    total_len,
+                    data: data.into_vec(),
+                }
             }
             MessageType::Statistics => Response::Statistics(decode(kind, payload)?),
             MessageType::ResetDone => decode_unit(kind, payload).map(|()| Response::ResetDone)?,
@@ -534,6 +542,17 @@ impl Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_payloads_are_their_length_then_the_bytes() {
+        let chunk = Request::LoadModelChunk {
+            offset: 300,
+            data: vec![7, 8, 9],
+        };
+        // postcard: varint 300, varint 3, then the bytes as they are.
+        assert_eq!(chunk.encode().unwrap(), vec![0xac, 0x02, 3, 7, 8, 9]);
+        assert_eq!(Request::decode(chunk.kind(), &[0xac, 0x02, 3, 7, 8, 9]).unwrap(), chunk);
+    }
     use crate::frame::{Frame, MAX_PAYLOAD};
 
     fn model() -> ModelSummary {

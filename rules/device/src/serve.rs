@@ -130,26 +130,38 @@ impl<B: Board> Server<B> {
     /// the transport's error when it failed otherwise.
     pub fn serve(&mut self, transport: &mut dyn Transport) -> Result<(), TransportError> {
         let mut last_heard = Instant::now();
+        // What was pending at the last timeout: a frame on a slow line
+        // takes as long as it takes, as long as its bytes keep coming.
+        let mut pending_before = 0;
         loop {
             let deadline = Instant::now() + self.options.partial_frame_timeout;
             let received = transport.receive(deadline);
             if !matches!(received, Err(TransportError::TimedOut)) {
                 last_heard = Instant::now();
+                pending_before = 0;
             }
             let answer = match received {
                 Ok(Decoded::Frame(frame)) => self.answer(&frame),
                 Ok(Decoded::Rejected(rejected)) => answer_rejected(&rejected),
-                Err(TransportError::TimedOut) => match transport.give_up_partial() {
-                    Some(rejected) => answer_rejected(&rejected),
-                    None if self
-                        .options
-                        .idle_connection_timeout
-                        .is_some_and(|idle| last_heard.elapsed() >= idle) =>
-                    {
-                        return Ok(());
+                Err(TransportError::TimedOut) if transport.pending() > pending_before => {
+                    pending_before = transport.pending();
+                    last_heard = Instant::now();
+                    continue;
+                }
+                Err(TransportError::TimedOut) => {
+                    pending_before = 0;
+                    match transport.give_up_partial() {
+                        Some(rejected) => answer_rejected(&rejected),
+                        None if self
+                            .options
+                            .idle_connection_timeout
+                            .is_some_and(|idle| last_heard.elapsed() >= idle) =>
+                        {
+                            return Ok(());
+                        }
+                        None => continue,
                     }
-                    None => continue,
-                },
+                }
                 Err(TransportError::Closed) => return Ok(()),
                 Err(e) => return Err(e),
             };

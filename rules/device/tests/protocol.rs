@@ -477,6 +477,10 @@ impl<L: Link> Transport for CorruptFirst<StreamTransport<L>> {
         self.inner.give_up_partial()
     }
 
+    fn pending(&self) -> usize {
+        self.inner.pending()
+    }
+
     fn reconnect(&mut self) -> Result<(), kflow_device::TransportError> {
         self.inner.reconnect()
     }
@@ -523,4 +527,38 @@ fn an_idle_connection_is_ended_and_the_board_serves_the_next() {
         silent.receive(Instant::now() + Duration::from_secs(2)),
         Err(kflow_device::TransportError::Closed)
     ));
+}
+
+/// A frame on a slow line (every piece well within the partial-frame
+/// timeout, the whole frame far beyond it) is a frame, not a truncation.
+#[test]
+fn a_frame_whose_bytes_keep_coming_slowly_is_answered() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let options = ServeOptions {
+        partial_frame_timeout: Duration::from_millis(150),
+        idle_connection_timeout: None,
+    };
+    thread::spawn(move || {
+        Server::with_options(EchoBoard::default(), options).serve_tcp(&listener, LinkTimeouts::default())
+    });
+    let mut transport = connect(addr);
+    let ping = Request::Ping { nonce: 77 };
+    let bytes = Frame::new(ping.kind(), 9, ping.encode().unwrap()).encode().unwrap();
+    let start = Instant::now();
+    for piece in bytes.chunks(bytes.len().div_ceil(12)) {
+        std::io::Write::write_all(transport.link_mut(), piece).unwrap();
+        thread::sleep(Duration::from_millis(40));
+    }
+    assert!(start.elapsed() > Duration::from_millis(400));
+    match transport.receive(Instant::now() + Duration::from_secs(5)) {
+        Ok(Decoded::Frame(frame)) => {
+            assert_eq!(frame.seq, 9);
+            assert_eq!(
+                Response::decode(frame.kind, &frame.payload).unwrap(),
+                Response::Pong { nonce: 77 }
+            );
+        }
+        other => panic!("expected the pong, got {other:?}"),
+    }
 }

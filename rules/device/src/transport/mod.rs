@@ -47,6 +47,10 @@ pub trait Transport: Send {
     /// [`FrameDecoder::give_up_partial`]).
     fn give_up_partial(&mut self) -> Option<Rejected>;
 
+    /// Bytes received that are not yet a frame: when it grows, a frame is
+    /// still arriving.
+    fn pending(&self) -> usize;
+
     /// Opens the connection again after it failed, dropping anything
     /// half-received.
     fn reconnect(&mut self) -> Result<(), TransportError>;
@@ -100,11 +104,6 @@ impl<L: Link> StreamTransport<L> {
     pub fn link_mut(&mut self) -> &mut L {
         &mut self.link
     }
-
-    /// Bytes received that are not yet a frame.
-    pub fn pending(&self) -> usize {
-        self.decoder.pending()
-    }
 }
 
 impl<L: Link> Transport for StreamTransport<L> {
@@ -138,6 +137,10 @@ impl<L: Link> Transport for StreamTransport<L> {
 
     fn give_up_partial(&mut self) -> Option<Rejected> {
         self.decoder.give_up_partial()
+    }
+
+    fn pending(&self) -> usize {
+        self.decoder.pending()
     }
 
     fn reconnect(&mut self) -> Result<(), TransportError> {
@@ -216,6 +219,10 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 
     fn give_up_partial(&mut self) -> Option<Rejected> {
         (**self).give_up_partial()
+    }
+
+    fn pending(&self) -> usize {
+        (**self).pending()
     }
 
     fn reconnect(&mut self) -> Result<(), TransportError> {
