@@ -12,8 +12,7 @@
 //! (reflashed firmware, a swapped kit): `kflow build --rerun-devices` runs
 //! every device action again.
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::time::Duration;
 
 use kflow_ai8x_board::ModelImage;
@@ -110,36 +109,54 @@ fn policy() -> RetryPolicy {
     }
 }
 
-/// A connection to the board at `url`, held alone: two actions of one
-/// build never talk to the same board at once (a board holds one model,
-/// and a serial line carries one conversation). `sim://` boards are
-/// private to their connection and need no turn.
+/// A connection to the board at `url`, held alone: two actions never talk
+/// to one board at once, in one build or across kflow processes (a board
+/// holds one model, and a serial line carries one conversation). `sim://`
+/// boards are private to their connection and need no turn.
 pub struct Connection {
     pub client: Client<Box<dyn Transport>>,
-    _turn: Option<MutexGuard<'static, ()>>,
+    /// Closing it (also when the process dies) ends the turn.
+    _turn: Option<File>,
 }
 
-pub fn connect(url: &DeviceUrl) -> Result<Connection, ActionError> {
+pub fn connect(cx: &ActionContext<'_>, url: &DeviceUrl) -> Result<Connection, ActionError> {
     let turn = match url {
         DeviceUrl::Sim(_) => None,
-        _ => Some(turn(&url.to_string())),
+        DeviceUrl::Tcp { host, port } => Some(turn(cx, url, &format!("tcp-{host}-{port}"))?),
+        DeviceUrl::Serial { path, .. } => Some(turn(cx, url, &format!("serial-{path}"))?),
     };
     let client = kflow_ai8x_board::connect(url, LinkTimeouts::default(), policy())
         .map_err(|e| ActionError::new(format!("device {url}: {e}")))?;
     Ok(Connection { client, _turn: turn })
 }
 
-/// Waits for this process's turn on the board at `url`.
-fn turn(url: &str) -> MutexGuard<'static, ()> {
-    static BOARDS: Mutex<BTreeMap<String, &'static Mutex<()>>> = Mutex::new(BTreeMap::new());
-    let board: &'static Mutex<()> = {
-        let mut boards = BOARDS.lock().unwrap_or_else(PoisonError::into_inner);
-        // One small lock per distinct URL for the life of the process.
-        boards
-            .entry(url.to_owned())
-            .or_insert_with(|| Box::leak(Box::new(Mutex::new(()))))
-    };
-    board.lock().unwrap_or_else(PoisonError::into_inner)
+/// Waits for the board's lock file (in the system's temporary directory,
+/// named for the board's address; `flock` locks, so handles in one process
+/// exclude each other too).
+fn turn(cx: &ActionContext<'_>, url: &DeviceUrl, board: &str) -> Result<File, ActionError> {
+    let dir = std::env::temp_dir().join("kflow-devices");
+    let name: String = board
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .collect();
+    let path = dir.join(format!("{name}.lock"));
+    let fail = |e: std::io::Error| ActionError::new(format!("device {url}: lock file {}: {e}", path.display()));
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(fail)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => {
+            cx.progress(&format!("waiting for {url}: another action or kflow process is using it"));
+            file.lock().map_err(fail)?;
+            Ok(file)
+        }
+        Err(TryLockError::Error(e)) => Err(fail(e)),
+    }
 }
 
 /// Flashes `image` unless the board already holds exactly it; reports

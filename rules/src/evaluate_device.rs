@@ -188,7 +188,7 @@ impl Rule for EvaluateDeviceRule {
             .device
             .parse()
             .map_err(|e: kflow_device::url::UrlError| ActionError::new(format!("input `{FLASH}`: {e}")))?;
-        let mut connection = device::connect(&url)?;
+        let mut connection = device::connect(cx, &url)?;
         let client = &mut connection.client;
         let (info, _) = device::ensure_flashed(cx, client, &image)?;
         if (info.identity.as_str(), info.firmware_version.as_str()) != (&record.identity, &record.firmware) {

@@ -98,7 +98,7 @@ impl Rule for FlashRule {
         let program = device::program(cx)?;
         let image = device::image(cx, &program)?;
         let url = device::url(params.device_url.as_deref(), &program)?;
-        let mut board = device::connect(&url)?;
+        let mut board = device::connect(cx, &url)?;
         let (info, summary) = device::ensure_flashed(cx, &mut board.client, &image)?;
         let record = FlashRecord::new(&url.to_string(), &info, summary);
         cx.progress(&format!(
