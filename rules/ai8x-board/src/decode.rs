@@ -13,11 +13,14 @@
 //! - the operator: POST bits 24–25 (passthrough), 28 (transposed), ONED
 //!   bit 12 with bits 8–11 (conv1d and its kernel), bit 8 (1×1: linear or
 //!   conv2d), otherwise conv2d with LCTL bits 18–21/22–25 (MAX78002) or
-//!   3×3 (MAX78000); LCTL bit 29 depthwise; POST bit 27 or an LCTL2 pass
-//!   count beyond the input passes: flatten;
+//!   3×3 (MAX78000); LCTL bit 29 depthwise; POST bit 27, an LCTL2 pass
+//!   count beyond the input passes, or on one pixel a kernel count
+//!   without the last output pass's empty slots: flatten;
 //! - geometry: RCNT/CCNT (rows and columns of the stored input, padding in
-//!   bits 13–15 on the MAX78002, 16+ on the MAX78000), PRCNT/PCCNT (pool
-//!   size), STRIDE bits 0–3 (pool stride), LCTL bit 7 (pool) and 8 (max);
+//!   bits 13–15 on the MAX78002, 16+ on the MAX78000; rows times passes
+//!   for an element-wise layer the MAX78000 emulates), PRCNT/PCCNT (pool
+//!   size), STRIDE bits 0–3 (pool stride), LCTL bit 7 (pool larger than
+//!   1×1) and 8 (max; clear, or a stride, without bit 7: a 1×1 pool);
 //! - arithmetic: POST bits 13–17 (shift with sign), 22–23 (weight width),
 //!   26 (abs); LCTL bits 9 (ReLU), 16 (32-bit output), 6 (CHW input);
 //!   CTL bit 30 of `cnn_start` (binary weights);
@@ -181,8 +184,18 @@ pub fn decode(
             }
         };
         let pixels = produced.pixels() as u32;
+        // A flatten of one pixel reads like a linear layer; only its kernel
+        // count tells it apart, which leaves out the empty slots of the
+        // last output pass (§5.5, as kflow-ai8x-codegen counts kc).
+        let (in_passes, out_passes) = (
+            Passes::for_channels(channels.input),
+            Passes::for_channels(channels.output),
+        );
+        let slots = out_passes.count * out_passes.per_pass;
+        let empty = slots.saturating_sub(channels.output);
+        let one_pixel_flatten = pixels == 1 && empty > 0 && f.kernel_count + empty == slots * in_passes.count;
         let flatten = f.operator == Operator::Linear
-            && (f.flatten_bit || (pixels > 1 && f.in_count + 1 != Passes::for_channels(channels.input).count));
+            && (f.flatten_bit || one_pixel_flatten || (pixels > 1 && f.in_count + 1 != in_passes.count));
         let (height, width) = if flatten {
             (produced.height as u32, produced.width as u32)
         } else {
@@ -192,8 +205,20 @@ pub fn decode(
             } else {
                 hw_columns
             };
+            // The MAX78000 runs a multi-pass element-wise layer other than
+            // 2 operands × 2 passes as one pass over its rows times its
+            // passes (izer EMULATE_ELTWISE_MP, as kflow-ai8x-codegen writes
+            // RCNT).
+            let passes = in_passes.count;
+            let operands = f.eltwise.map_or(1, |e| e.operands);
+            let emulated = device == Device::Max78000
+                && f.operator == Operator::Passthrough
+                && operands > 1
+                && passes > 1
+                && operands * passes != operands + passes;
             let height = match f.rows {
                 Some(rows) if f.operator == Operator::ConvTranspose2d => rows / 2,
+                Some(rows) if emulated => rows / passes,
                 Some(rows) => rows,
                 None if width > 0 && pixels.is_multiple_of(width) => pixels / width,
                 None => {
@@ -398,7 +423,12 @@ fn layer_fields(
             format!("column padding {pad_w} differs from row padding {pad_h}"),
         ));
     }
-    let pool = (lctl & 0x80 != 0).then(|| Pool {
+    // LCTL bit 7 enables only pools larger than 1×1 (izer
+    // max7800x.py:1843); a 1×1 pool still subsamples by its STRIDE and
+    // keeps its kind in bit 8, which is set without a pool. So bit 8
+    // clear, or a stride, is a 1×1 pool too.
+    let pool_stride = (get(R::Stride) & 0xf) + 1;
+    let pool = (lctl & 0x180 != 0x100 || pool_stride > 1).then(|| Pool {
         kind: if lctl & 0x100 != 0 {
             PoolKind::Max
         } else {
@@ -407,7 +437,7 @@ fn layer_fields(
         // Pools are at most 16 × 16 (§2.6); wider fields are kept so that
         // the encoding check names the register.
         size: [(get(R::Prcnt) & 0xff) + 1, (get(R::Pccnt) & 0xff) + 1],
-        stride: (get(R::Stride) & 0xf) + 1,
+        stride: pool_stride,
     });
     let weight_bits = if passthrough {
         8
