@@ -137,7 +137,13 @@ fn turn(cx: &ActionContext<'_>, url: &DeviceUrl, board: &str) -> Result<File, Ac
     let dir = std::env::temp_dir().join("kflow-devices");
     let name: String = board
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let path = dir.join(format!("{name}.lock"));
     let fail = |e: std::io::Error| ActionError::new(format!("device {url}: lock file {}: {e}", path.display()));
@@ -151,7 +157,9 @@ fn turn(cx: &ActionContext<'_>, url: &DeviceUrl, board: &str) -> Result<File, Ac
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(TryLockError::WouldBlock) => {
-            cx.progress(&format!("waiting for {url}: another action or kflow process is using it"));
+            cx.progress(&format!(
+                "waiting for {url}: another action or kflow process is using it"
+            ));
             file.lock().map_err(fail)?;
             Ok(file)
         }

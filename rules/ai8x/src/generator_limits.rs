@@ -35,6 +35,33 @@ pub(crate) fn check_generator_limits(device: Device, layers: &[HwLayer], maps: &
                 "1 (the zero-stuffed taps need weight 0, which ±1 weights cannot hold)",
             ));
         }
+        // §5.5 says to golden-test or avoid this case. Its interleaved
+        // slots carry (pass, output) pairs across the spec's per-pass
+        // groups, so a skipped group of the short pass drops weights of the
+        // full passes (the simulated board reads them back as zeros), and
+        // the izer fills those slots with other channels' kernels.
+        let passes = Passes::for_channels(hw.in_channels());
+        if hw.weight_bits != WeightBits::Eight
+            && !hw.flatten
+            && !hw.is_depthwise()
+            && hw.operator != Operator::None
+            && passes.count * passes.per_pass != hw.in_channels()
+        {
+            v.push(at.violation(
+                Rule::Unsupported,
+                format!(
+                    "{} weights over {} channels in {} passes",
+                    match hw.weight_bits {
+                        WeightBits::Binary => "binary".to_owned(),
+                        bits => format!("{bits}-bit"),
+                    },
+                    hw.in_channels(),
+                    passes.count
+                ),
+                "uneven passes",
+                "passes of equal size, or 8-bit weights (the kernel packing of a short last pass is not established, spec §5.5)",
+            ));
+        }
         if hw.operator == Operator::ConvTranspose2d && hw.pool.is_some() {
             v.push(at.violation(
                 Rule::Unsupported,
