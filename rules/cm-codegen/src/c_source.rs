@@ -21,11 +21,13 @@ pub(crate) struct Buffers {
     /// Arena offset of each layer's assembled operator input, when it has one
     /// apart from its output.
     pub prepared: Vec<Option<usize>>,
+    /// Arena offset of each convolution's receptive-field vector.
+    pub scratch: Vec<Option<usize>>,
     pub arena_bytes: usize,
 }
 
 /// Lifetimes in layer steps: an output lives until its last reader, an
-/// assembled input only during its own layer.
+/// assembled input and a convolution's scratch only during their layer.
 pub(crate) fn buffers(net: &Network, geometry: &[LayerGeometry]) -> Buffers {
     let n = net.layers.len();
     let mut last_read: Vec<usize> = (0..n).collect();
@@ -37,7 +39,7 @@ pub(crate) fn buffers(net: &Network, geometry: &[LayerGeometry]) -> Buffers {
         }
     }
     let mut lifetimes = Vec::new();
-    let mut owners = Vec::new(); // (layer, is_output)
+    let mut owners = Vec::new();
     for (i, (layer, g)) in net.layers.iter().zip(geometry).enumerate() {
         if i + 1 < n {
             let width = match layer.output_width {
@@ -49,7 +51,7 @@ pub(crate) fn buffers(net: &Network, geometry: &[LayerGeometry]) -> Buffers {
                 first: i,
                 last: last_read[i],
             });
-            owners.push((i, true));
+            owners.push((i, Role::Output));
         }
         if g.needs_prepare(layer) && layer.op != Op::None {
             lifetimes.push(Lifetime {
@@ -57,23 +59,55 @@ pub(crate) fn buffers(net: &Network, geometry: &[LayerGeometry]) -> Buffers {
                 first: i,
                 last: i,
             });
-            owners.push((i, false));
+            owners.push((i, Role::Prepared));
+        }
+        if let Some(bytes) = scratch_bytes(layer) {
+            lifetimes.push(Lifetime {
+                bytes,
+                first: i,
+                last: i,
+            });
+            owners.push((i, Role::Scratch));
         }
     }
     let ArenaPlan { offsets, bytes } = arena::plan(&lifetimes);
     let mut out = Buffers {
         output: vec![None; n],
         prepared: vec![None; n],
+        scratch: vec![None; n],
         arena_bytes: bytes,
     };
-    for ((layer, is_output), offset) in owners.into_iter().zip(offsets) {
-        if is_output {
-            out.output[layer] = Some(offset);
-        } else {
-            out.prepared[layer] = Some(offset);
-        }
+    for ((layer, role), offset) in owners.into_iter().zip(offsets) {
+        let slot = match role {
+            Role::Output => &mut out.output,
+            Role::Prepared => &mut out.prepared,
+            Role::Scratch => &mut out.scratch,
+        };
+        slot[layer] = Some(offset);
     }
     out
+}
+
+enum Role {
+    Output,
+    Prepared,
+    Scratch,
+}
+
+/// `kf_conv` gathers one output pixel's receptive field: `in_c·kh·kw`
+/// bytes, or `kh·kw` for a depthwise layer.
+fn scratch_bytes(layer: &Layer) -> Option<usize> {
+    match layer.op {
+        Op::Conv1d { kernel, .. } => Some(layer.in_channels * kernel),
+        Op::Conv2d {
+            kernel,
+            depthwise: true,
+            ..
+        } => Some(kernel * kernel),
+        Op::Conv2d { kernel, .. } => Some(layer.in_channels * kernel * kernel),
+        Op::ConvTranspose2d { .. } => Some(layer.in_channels * 9),
+        Op::None | Op::Linear { .. } => None,
+    }
 }
 
 /// The geometry fields of the generated tables are 16 bits wide.
@@ -274,7 +308,11 @@ pub(crate) fn model_c(s: &Sources) -> Result<String, CodegenError> {
             field(i, layer, "output columns", out_w)?,
             u8::from(depthwise),
         );
-        let _ = writeln!(body, "    kf_conv(&kf_g{i}, {operator_input}, kf_w{i}, {bias}, {out});");
+        let col = s.buffers.scratch[i].map_or("NULL".to_owned(), arena_at);
+        let _ = writeln!(
+            body,
+            "    kf_conv(&kf_g{i}, {operator_input}, kf_w{i}, {bias}, {out}, {col});"
+        );
     }
 
     let mut c = String::new();

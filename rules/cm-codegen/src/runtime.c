@@ -173,6 +173,114 @@ static void kf_prepare(const kf_prep_t *p, const int8_t *const *src, const uint1
 }
 #endif
 
+#if KF_NEED_SCALE
+/*
+ * Dot products, the hot loop of convolutions and linear layers. On a core
+ * with the DSP extension (Cortex-M4/M7/M33), four int8 pairs per step:
+ * SXTB16 sign-extends bytes 0 and 2 of a word into two int16 lanes (with
+ * ROR #8, bytes 1 and 3), and SMLAD adds both lane products to a 32-bit
+ * accumulator. Both operands are split the same way, so the lanes pair
+ * up whatever the byte order. SMLAD wraps instead of saturating, and the
+ * sums of every legal layer fit int32 (spec §3.6), so the result is the
+ * exact sum. KF_EMULATE_DSP runs the same path on any host, with the
+ * instructions written out in C, so that host tests cover it.
+ */
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#include <string.h>
+#define KF_DSP 1
+static int32_t kf_sxtb16(int32_t x)
+{
+    return __sxtb16(x);
+}
+static int32_t kf_sxtb16_ror8(int32_t x)
+{
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+static int32_t kf_smlad(int32_t a, int32_t b, int32_t acc)
+{
+    return __smlad(a, b, acc);
+}
+#elif defined(KF_EMULATE_DSP)
+#include <string.h>
+#define KF_DSP 1
+static int32_t kf_lane(uint32_t v)
+{
+    return (int32_t)((v & 0xffffu) ^ 0x8000u) - 0x8000;
+}
+static int32_t kf_sxtb16(int32_t x)
+{
+    const uint32_t u = (uint32_t)x;
+    const uint32_t lo = (uint32_t)((int32_t)((u & 0xffu) ^ 0x80u) - 0x80) & 0xffffu;
+    const uint32_t hi = (uint32_t)((int32_t)(((u >> 16) & 0xffu) ^ 0x80u) - 0x80) & 0xffffu;
+    return (int32_t)(lo | (hi << 16));
+}
+static int32_t kf_sxtb16_ror8(int32_t x)
+{
+    const uint32_t u = (uint32_t)x;
+    return kf_sxtb16((int32_t)((u >> 8) | (u << 24)));
+}
+static int32_t kf_smlad(int32_t a, int32_t b, int32_t acc)
+{
+    const uint32_t ua = (uint32_t)a, ub = (uint32_t)b;
+    return acc + kf_lane(ua) * kf_lane(ub) + kf_lane(ua >> 16) * kf_lane(ub >> 16);
+}
+#else
+#define KF_DSP 0
+#endif
+
+/* Σ a[i]·b[i] for two rows `a0`, `a1` against one `b`, which is loaded
+ * once for both. */
+static void kf_dot2(const int8_t *a0, const int8_t *a1, const int8_t *b, int n, int32_t *acc0, int32_t *acc1)
+{
+    int32_t s0 = *acc0, s1 = *acc1;
+    int i = 0;
+#if KF_DSP
+    for (; i + 4 <= n; i += 4) {
+        int32_t wa, wb, x;
+        /* memcpy: the rows need not be word-aligned; the M4 loads them
+         * with one LDR. */
+        memcpy(&x, b + i, 4);
+        memcpy(&wa, a0 + i, 4);
+        memcpy(&wb, a1 + i, 4);
+        {
+            const int32_t xe = kf_sxtb16(x), xo = kf_sxtb16_ror8(x);
+            s0 = kf_smlad(kf_sxtb16(wa), xe, s0);
+            s0 = kf_smlad(kf_sxtb16_ror8(wa), xo, s0);
+            s1 = kf_smlad(kf_sxtb16(wb), xe, s1);
+            s1 = kf_smlad(kf_sxtb16_ror8(wb), xo, s1);
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        s0 += (int32_t)a0[i] * b[i];
+        s1 += (int32_t)a1[i] * b[i];
+    }
+    *acc0 = s0;
+    *acc1 = s1;
+}
+
+/* Every output channel's dot product with one input vector, two rows at
+ * a time; out[o·stride] receives output channel o. */
+static void kf_rows(const int8_t *w, int n, int rows, const int8_t *x, const int32_t *bias, void *out, size_t at,
+                    size_t stride, int shift_n, int act, int wide)
+{
+    int o;
+    for (o = 0; o < rows; o += 2) {
+        /* An odd last row pairs with itself; its second sum is dropped. */
+        const int o1 = o + 1 < rows ? o + 1 : o;
+        int32_t acc0 = bias ? bias[o] : 0, acc1 = bias ? bias[o1] : 0;
+        kf_dot2(w + (size_t)o * n, w + (size_t)o1 * n, x, n, &acc0, &acc1);
+        kf_store(out, at + (size_t)o * stride, acc0, shift_n, act, wide);
+        if (o1 != o) {
+            kf_store(out, at + (size_t)o1 * stride, acc1, shift_n, act, wide);
+        }
+    }
+}
+#endif
+
 #if KF_NEED_CONV
 /* A stride-1 convolution over an implicitly zero-padded input; with
  * step 2, over convtranspose2d's zero-stuffed input (spec §2.4). */
@@ -184,38 +292,70 @@ typedef struct {
     uint8_t act, wide;
 } kf_conv_t;
 
-static void kf_conv(const kf_conv_t *g, const int8_t *x, const int8_t *w, const int32_t *bias, void *out)
+/* The input index of padded coordinate v (output position + tap − pad),
+ * or −1 where it falls on padding or on a stuffed zero. */
+static int kf_tap(int v, int step, int len)
 {
-    const int per_out = g->depthwise ? 1 : g->in_c;
-    const int taps = g->kh * g->kw;
+    if (v < 0 || (v & (step - 1)) != 0) {
+        return -1;
+    }
+    v /= step;
+    return v < len ? v : -1;
+}
+
+/* The receptive field of output pixel (y, x) over channels [c0, c0+n)
+ * as one vector, zeros included, in the weights' [c][ky][kx] order. */
+static void kf_gather(const kf_conv_t *g, const int8_t *x, int c0, int n, int y, int xo, int8_t *col)
+{
     const size_t in_plane = (size_t)g->in_h * g->in_w;
-    size_t at = 0;
-    int o, y, xo, c, ky, kx;
-    for (o = 0; o < g->out_c; o++) {
-        const int8_t *wo = w + (size_t)o * per_out * taps;
-        const int8_t *xs = x + (g->depthwise ? (size_t)o * in_plane : 0);
-        const int32_t b = bias ? bias[o] : 0;
-        for (y = 0; y < g->out_h; y++) {
-            for (xo = 0; xo < g->out_w; xo++) {
-                int32_t acc = b;
-                for (c = 0; c < per_out; c++) {
-                    const int8_t *plane = xs + (size_t)c * in_plane;
-                    const int8_t *wc = wo + (size_t)c * taps;
-                    for (ky = 0; ky < g->kh; ky++) {
-                        int vy = y + ky - g->pad_top;
-                        if (vy < 0 || vy % g->step != 0 || (vy /= g->step) >= g->in_h) {
-                            continue;
-                        }
-                        for (kx = 0; kx < g->kw; kx++) {
-                            int vx = xo + kx - g->pad_left;
-                            if (vx < 0 || vx % g->step != 0 || (vx /= g->step) >= g->in_w) {
-                                continue;
-                            }
-                            acc += (int32_t)wc[ky * g->kw + kx] * plane[(size_t)vy * g->in_w + (size_t)vx];
-                        }
-                    }
+    const int left = xo - g->pad_left;
+    const int inside = g->step == 1 && left >= 0 && left + g->kw <= g->in_w;
+    int c, ky, kx;
+    for (c = c0; c < c0 + n; c++) {
+        const int8_t *plane = x + (size_t)c * in_plane;
+        for (ky = 0; ky < g->kh; ky++) {
+            const int iy = kf_tap(y + ky - g->pad_top, g->step, g->in_h);
+            if (iy < 0) {
+                for (kx = 0; kx < g->kw; kx++) {
+                    *col++ = 0;
                 }
-                kf_store(out, at++, acc, g->shift_n, g->act, g->wide);
+            } else if (inside) {
+                const int8_t *row = plane + (size_t)iy * g->in_w + (size_t)left;
+                for (kx = 0; kx < g->kw; kx++) {
+                    *col++ = row[kx];
+                }
+            } else {
+                const int8_t *row = plane + (size_t)iy * g->in_w;
+                for (kx = 0; kx < g->kw; kx++) {
+                    const int ix = kf_tap(left + kx, g->step, g->in_w);
+                    *col++ = ix < 0 ? 0 : row[ix];
+                }
+            }
+        }
+    }
+}
+
+/* Per output pixel: gather its receptive field into `col` once, then one
+ * dot product per output channel (a depthwise channel reads only its own
+ * input channel, so it gathers per channel). `col` holds in_c·kh·kw bytes. */
+static void kf_conv(const kf_conv_t *g, const int8_t *x, const int8_t *w, const int32_t *bias, void *out,
+                    int8_t *col)
+{
+    const int taps = g->kh * g->kw;
+    const size_t plane = (size_t)g->out_h * g->out_w;
+    size_t at = 0;
+    int y, xo, o;
+    for (y = 0; y < g->out_h; y++) {
+        for (xo = 0; xo < g->out_w; xo++, at++) {
+            if (!g->depthwise) {
+                kf_gather(g, x, 0, g->in_c, y, xo, col);
+                kf_rows(w, g->in_c * taps, g->out_c, col, bias, out, at, plane, g->shift_n, g->act, g->wide);
+                continue;
+            }
+            for (o = 0; o < g->out_c; o++) {
+                kf_gather(g, x, o, 1, y, xo, col);
+                kf_rows(w + (size_t)o * taps, taps, 1, col, bias ? bias + o : NULL, out, at + (size_t)o * plane, 0,
+                        g->shift_n, g->act, g->wide);
             }
         }
     }
@@ -231,14 +371,6 @@ typedef struct {
 
 static void kf_linear(const kf_linear_t *g, const int8_t *x, const int8_t *w, const int32_t *bias, void *out)
 {
-    int o, i;
-    for (o = 0; o < g->out_c; o++) {
-        const int8_t *row = w + (size_t)o * g->in_len;
-        int32_t acc = bias ? bias[o] : 0;
-        for (i = 0; i < g->in_len; i++) {
-            acc += (int32_t)row[i] * x[i];
-        }
-        kf_store(out, (size_t)o, acc, g->shift_n, g->act, g->wide);
-    }
+    kf_rows(w, g->in_len, g->out_c, x, bias, out, 0, 1, g->shift_n, g->act, g->wide);
 }
 #endif

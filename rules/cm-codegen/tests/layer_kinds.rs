@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Noise, Program, arm_compile, expected, have_arm_gcc, random_weights};
+use common::{Kernels, Noise, Program, arm_compile, expected, have_arm_gcc, random_weights};
 use kflow_ai8x_sim::{
     Activation, Device, EltwiseOp, Layer, LayerWeights, Network, Op, OutputWidth, Pool, PoolKind, Shape, SimOptions,
     Source, WeightBits,
@@ -14,16 +14,22 @@ use kflow_cm_codegen::{CodegenError, generate};
 
 fn agree_with(net: &Network, weights: &[LayerWeights], options: SimOptions) {
     let generated = generate(net, weights, options).expect("generate");
-    let program = Program::build(&generated).unwrap_or_else(|e| panic!("{e}\n{}", generated.model_c));
     let n = net.input.len();
     let mut noise = Noise::new(n as u64);
     let mut inputs = vec![vec![127i8; n], vec![-128i8; n], vec![0i8; n]];
     inputs.extend((0..3).map(|_| noise.int8s(n)));
     // Small values keep outputs away from saturation, so rounding shows.
     inputs.push((0..n).map(|_| noise.range(-4, 4) as i8).collect());
-    for (k, input) in inputs.iter().enumerate() {
-        let got = program.run(input).expect("run");
-        assert_eq!(got, expected(net, weights, input, options), "input {k}");
+    for kernels in [Kernels::Portable, Kernels::EmulatedDsp] {
+        let program = Program::build(&generated, kernels).unwrap_or_else(|e| panic!("{e}\n{}", generated.model_c));
+        for (k, input) in inputs.iter().enumerate() {
+            let got = program.run(input).expect("run");
+            assert_eq!(
+                got,
+                expected(net, weights, input, options),
+                "{kernels:?} kernels, input {k}"
+            );
+        }
     }
     if have_arm_gcc() {
         arm_compile(&generated).unwrap();

@@ -42,18 +42,27 @@ fn write_sources(dir: &Path, generated: &Generated) {
     }
 }
 
-/// Compiles the generated model with the host's gcc into a program.
+/// Which kernels a host build runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    Portable,
+    /// The Cortex-M4 path, its DSP instructions emulated in C.
+    EmulatedDsp,
+}
+
+/// The generated model compiled with the host's gcc into a program.
 pub struct Program {
     dir: tempfile::TempDir,
 }
 
 impl Program {
-    pub fn build(generated: &Generated) -> Result<Program, String> {
+    pub fn build(generated: &Generated, kernels: Kernels) -> Result<Program, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         write_sources(dir.path(), generated);
         std::fs::write(dir.path().join("main.c"), MAIN).map_err(|e| e.to_string())?;
         let out = Command::new("gcc")
             .args(HOST_FLAGS)
+            .args((kernels == Kernels::EmulatedDsp).then_some("-DKF_EMULATE_DSP"))
             .args(["main.c", "model.c", "-o", "model"])
             .current_dir(dir.path())
             .output()
