@@ -94,9 +94,14 @@ enum Role {
     Scratch,
 }
 
-/// `kf_conv` gathers one output pixel's receptive field: `in_c·kh·kw`
-/// bytes, or `kh·kw` for a depthwise layer.
+/// `kf_conv` gathers one output pixel's receptive field, `n = in_c·kh·kw`
+/// bytes (`kh·kw` for a depthwise layer), and on the DSP path widens it
+/// to `2·n` more bytes after a word boundary.
 fn scratch_bytes(layer: &Layer) -> Option<usize> {
+    field_len(layer).map(|n| n.next_multiple_of(4) + 2 * n)
+}
+
+fn field_len(layer: &Layer) -> Option<usize> {
     match layer.op {
         Op::Conv1d { kernel, .. } => Some(layer.in_channels * kernel),
         Op::Conv2d {

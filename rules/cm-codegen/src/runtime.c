@@ -6,6 +6,14 @@
  * signed values go through kf_asr and multiplications.
  */
 
+/* The inner loops need every register: inlined into their callers they
+ * spill to the stack. */
+#if defined(__GNUC__)
+#define KF_NOINLINE __attribute__((noinline))
+#else
+#define KF_NOINLINE
+#endif
+
 enum { KF_ACT_NONE = 0, KF_ACT_RELU = 1, KF_ACT_ABS = 2 };
 enum { KF_POOL_MAX = 0, KF_POOL_AVG = 1 };
 enum { KF_ELT_NONE = 0, KF_ELT_ADD = 1, KF_ELT_SUB = 2, KF_ELT_XOR = 3, KF_ELT_OR = 4 };
@@ -264,7 +272,7 @@ static void kf_dot2(const int8_t *a0, const int8_t *a1, const int8_t *b, int n, 
 
 /* Every output channel's dot product with one input vector, two rows at
  * a time; out[o·stride] receives output channel o. */
-static void kf_rows(const int8_t *w, int n, int rows, const int8_t *x, const int32_t *bias, void *out, size_t at,
+static KF_NOINLINE void kf_rows(const int8_t *w, int n, int rows, const int8_t *x, const int32_t *bias, void *out, size_t at,
                     size_t stride, int shift_n, int act, int wide)
 {
     int o;
@@ -276,6 +284,54 @@ static void kf_rows(const int8_t *w, int n, int rows, const int8_t *x, const int
         kf_store(out, at + (size_t)o * stride, acc0, shift_n, act, wide);
         if (o1 != o) {
             kf_store(out, at + (size_t)o1 * stride, acc1, shift_n, act, wide);
+        }
+    }
+}
+#endif
+
+#if KF_NEED_CONV && KF_DSP
+/* A receptive field read by many output channels is sign-extended once:
+ * each group of four int8 values becomes the two words SXTB16 would give,
+ * (x0, x2) and (x1, x3), so the inner loop extends only the weights. */
+static void kf_widen(const int8_t *col, int n, int32_t *q)
+{
+    int i;
+    for (i = 0; i + 4 <= n; i += 4) {
+        int32_t x;
+        memcpy(&x, col + i, 4);
+        *q++ = kf_sxtb16(x);
+        *q++ = kf_sxtb16_ror8(x);
+    }
+}
+
+/* kf_rows against a field widened by kf_widen (`q`), its last n mod 4
+ * values read from `col`. */
+static KF_NOINLINE void kf_rows_wide(const int8_t *w, int n, int rows, const int32_t *q, const int8_t *col, const int32_t *bias,
+                                     void *out, size_t at, size_t stride, int shift_n, int act, int wide)
+{
+    const int n4 = n & ~3;
+    int o, i;
+    for (o = 0; o < rows; o += 2) {
+        const int o1 = o + 1 < rows ? o + 1 : o;
+        const int8_t *a0 = w + (size_t)o * n, *a1 = w + (size_t)o1 * n;
+        const int32_t *x = q;
+        int32_t s0 = bias ? bias[o] : 0, s1 = bias ? bias[o1] : 0;
+        for (i = 0; i < n4; i += 4, x += 2) {
+            int32_t wa, wb;
+            memcpy(&wa, a0 + i, 4);
+            memcpy(&wb, a1 + i, 4);
+            s0 = kf_smlad(kf_sxtb16(wa), x[0], s0);
+            s0 = kf_smlad(kf_sxtb16_ror8(wa), x[1], s0);
+            s1 = kf_smlad(kf_sxtb16(wb), x[0], s1);
+            s1 = kf_smlad(kf_sxtb16_ror8(wb), x[1], s1);
+        }
+        for (; i < n; i++) {
+            s0 += (int32_t)a0[i] * col[i];
+            s1 += (int32_t)a1[i] * col[i];
+        }
+        kf_store(out, at + (size_t)o * stride, s0, shift_n, act, wide);
+        if (o1 != o) {
+            kf_store(out, at + (size_t)o1 * stride, s1, shift_n, act, wide);
         }
     }
 }
@@ -337,11 +393,14 @@ static void kf_gather(const kf_conv_t *g, const int8_t *x, int c0, int n, int y,
 
 /* Per output pixel: gather its receptive field into `col` once, then one
  * dot product per output channel (a depthwise channel reads only its own
- * input channel, so it gathers per channel). `col` holds in_c·kh·kw bytes. */
+ * input channel, so it gathers per channel). `col` holds the field's n =
+ * in_c·kh·kw bytes, rounded up to a word, then the 2·n bytes of its
+ * widened form (word-aligned, in the arena). */
 static void kf_conv(const kf_conv_t *g, const int8_t *x, const int8_t *w, const int32_t *bias, void *out,
                     int8_t *col)
 {
     const int taps = g->kh * g->kw;
+    const int n = g->in_c * taps;
     const size_t plane = (size_t)g->out_h * g->out_w;
     size_t at = 0;
     int y, xo, o;
@@ -349,7 +408,15 @@ static void kf_conv(const kf_conv_t *g, const int8_t *x, const int8_t *w, const 
         for (xo = 0; xo < g->out_w; xo++, at++) {
             if (!g->depthwise) {
                 kf_gather(g, x, 0, g->in_c, y, xo, col);
-                kf_rows(w, g->in_c * taps, g->out_c, col, bias, out, at, plane, g->shift_n, g->act, g->wide);
+#if KF_DSP
+                {
+                    int32_t *q = (int32_t *)(void *)(col + ((n + 3) & ~3));
+                    kf_widen(col, n, q);
+                    kf_rows_wide(w, n, g->out_c, q, col, bias, out, at, plane, g->shift_n, g->act, g->wide);
+                }
+#else
+                kf_rows(w, n, g->out_c, col, bias, out, at, plane, g->shift_n, g->act, g->wide);
+#endif
                 continue;
             }
             for (o = 0; o < g->out_c; o++) {
