@@ -18,57 +18,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kflow_ai8x::network::OutputWidth;
-use kflow_ai8x::{Allocation, Operator};
+use kflow_ai8x::Allocation;
 use kflow_ai8x_board::memory::Memories;
 use kflow_ai8x_board::{ModelImage, SimBoard, output_bytes};
 use kflow_ai8x_codegen::{InputLayout, Program};
 use kflow_ai8x_sim::{SimOptions, Tensor};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-/// What a network takes from the board's decoder, so that a generator
-/// that stops covering a layer kind shows in the printed summary.
-fn features(allocation: &Allocation) -> BTreeSet<String> {
-    let mut f = BTreeSet::from([format!("{}", allocation.device)]);
-    for a in &allocation.layers {
-        let l = &a.layer;
-        f.insert(match (l.operator, l.eltwise) {
-            (Operator::None, Some(e)) => format!("{} ({} operands)", e.as_str(), l.operands),
-            (Operator::None, None) => "passthrough".to_owned(),
-            (Operator::Conv2d, _) if l.is_depthwise() => "conv2d depthwise".to_owned(),
-            (Operator::Conv2d, Some(_)) => "conv2d + element-wise".to_owned(),
-            (Operator::Conv2d, None) => format!("conv2d {}x{}", l.kernel[0], l.kernel[1]),
-            (Operator::Conv1d, _) if l.dilation > 1 => "conv1d dilated".to_owned(),
-            (Operator::Conv1d, _) => "conv1d".to_owned(),
-            (Operator::ConvTranspose2d, _) => "convtranspose2d".to_owned(),
-            (Operator::Linear, _) if l.flatten => "linear flatten".to_owned(),
-            (Operator::Linear, _) => "linear".to_owned(),
-        });
-        if l.operator != Operator::None {
-            f.insert(format!("weights {}", l.weight_bits));
-        }
-        if let Some(p) = l.pool {
-            f.insert(format!("{:?} pool", p.kind));
-        }
-        if l.output_width == OutputWidth::ThirtyTwo {
-            f.insert("32-bit output".to_owned());
-        }
-        if a.in_passes.count > 1 || a.out_passes.count > 1 {
-            f.insert("multi-pass".to_owned());
-        }
-        if l.write_gap > 0 {
-            f.insert("write_gap".to_owned());
-        }
-        if a.maps.out_offset != 0 {
-            f.insert("out_offset".to_owned());
-        }
-        if a.maps.output_processors.trailing_zeros() % 4 != 0 {
-            f.insert("output map inside an instance".to_owned());
-        }
-    }
-    f
-}
 
 /// How one seed went.
 enum Outcome {
@@ -129,7 +85,7 @@ fn compare(seed: u64) -> Result<Outcome, String> {
         Err(e) => return Ok(Outcome::NotGenerated(format!("generate: {e}"))),
     };
     match run_on_board(seed, &case, &allocation, &program, &generated) {
-        Ok(()) => Ok(Outcome::Compared(features(&allocation))),
+        Ok(()) => Ok(Outcome::Compared(random_network::features(&allocation))),
         Err(why) => Err(match lost_weights(&program)? {
             Some(lost) => format!("{why}; kflow-ai8x-codegen packed weights it does not read back: {lost}"),
             None => why,

@@ -13,65 +13,9 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kflow_ai8x::network::OutputWidth;
-use kflow_ai8x::{Allocation, Device, Operator};
+use kflow_ai8x::Device;
 
 const SHIM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../ai8x-codegen/tests/data/shim.h");
-
-/// What the accepted networks exercise, so that a generator that stops
-/// covering a layer kind shows in the printed summary.
-fn features(allocation: &Allocation) -> BTreeSet<String> {
-    let mut f = BTreeSet::from([format!("{}", allocation.device)]);
-    let last = allocation.layers.len() - 1;
-    for (i, a) in allocation.layers.iter().enumerate() {
-        let l = &a.layer;
-        let kind = match (l.operator, l.eltwise) {
-            (Operator::None, Some(e)) => format!("{} ({} operands)", e.as_str(), l.operands),
-            (Operator::None, None) => "passthrough".to_owned(),
-            (Operator::Conv2d, _) if l.is_depthwise() => "conv2d depthwise".to_owned(),
-            (Operator::Conv2d, Some(_)) => "conv2d + element-wise".to_owned(),
-            (Operator::Conv2d, None) => format!("conv2d {}x{}", l.kernel[0], l.kernel[1]),
-            (Operator::Conv1d, _) if l.dilation > 1 => "conv1d dilated".to_owned(),
-            (Operator::Conv1d, _) => "conv1d".to_owned(),
-            (Operator::ConvTranspose2d, _) => "convtranspose2d".to_owned(),
-            (Operator::Linear, _) if l.flatten => "linear flatten".to_owned(),
-            (Operator::Linear, _) => "linear".to_owned(),
-        };
-        f.insert(kind);
-        if l.operator != Operator::None {
-            f.insert(format!("weights {}", l.weight_bits));
-        }
-        if let Some(p) = l.pool {
-            f.insert(format!("{:?} pool", p.kind));
-        }
-        if l.output_width == OutputWidth::ThirtyTwo {
-            f.insert("32-bit output".to_owned());
-        }
-        if a.in_passes.count > 1 || a.out_passes.count > 1 {
-            f.insert("multi-pass".to_owned());
-        }
-        if l.write_gap > 0 {
-            f.insert(
-                if i == last {
-                    "write_gap on the output"
-                } else {
-                    "write_gap"
-                }
-                .to_owned(),
-            );
-        }
-        if a.maps.out_offset != 0 {
-            f.insert("out_offset".to_owned());
-        }
-        if a.maps.output_processors.trailing_zeros() % 4 != 0 {
-            f.insert("output map inside an instance".to_owned());
-        }
-        if l.operator == Operator::None && l.eltwise.is_none() && a.maps.processors.trailing_zeros() % 16 != 0 {
-            f.insert("passthrough off a quadrant's first processor".to_owned());
-        }
-    }
-    f
-}
 
 /// Generates and compiles the network of `seed` if the checker accepts it:
 /// `Ok(None)` when it does not, what it exercises when it does, `Err` with
@@ -108,7 +52,7 @@ fn agree(seed: u64) -> Result<Option<BTreeSet<String>>, String> {
     if !output.status.success() {
         return Err(format!("gcc: {}", String::from_utf8_lossy(&output.stderr)));
     }
-    Ok(Some(features(&allocation)))
+    Ok(Some(random_network::features(&allocation)))
 }
 
 #[test]

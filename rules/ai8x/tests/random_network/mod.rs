@@ -6,13 +6,13 @@
 //! whose shapes do not resolve is drawn again; the checker decides the
 //! rest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use kflow_ai8x::network::{
     Activation, DataFormat, Dims, EltwiseOp, Layer, Network, Op, OutputWidth, PoolKind, SequenceRef, WeightBits,
 };
-use kflow_ai8x::{Device, Findings, HwLayer, Int8Layer, LayerWeights, Shape, Source, Weights};
+use kflow_ai8x::{Allocation, Device, Findings, HwLayer, Int8Layer, LayerWeights, Operator, Shape, Source, Weights};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -454,4 +454,61 @@ pub fn seeds(var: &str, default: Range<u64>) -> Range<u64> {
         }
         Err(_) => default,
     }
+}
+
+/// What an allocated network exercises, so that a generator that stops
+/// covering a layer kind shows in a test's printed summary.
+// Not every test that includes this module prints one.
+#[allow(dead_code)]
+pub fn features(allocation: &Allocation) -> BTreeSet<String> {
+    let mut f = BTreeSet::from([format!("{}", allocation.device)]);
+    let last = allocation.layers.len() - 1;
+    for (i, a) in allocation.layers.iter().enumerate() {
+        let l = &a.layer;
+        let kind = match (l.operator, l.eltwise) {
+            (Operator::None, Some(e)) => format!("{} ({} operands)", e.as_str(), l.operands),
+            (Operator::None, None) => "passthrough".to_owned(),
+            (Operator::Conv2d, _) if l.is_depthwise() => "conv2d depthwise".to_owned(),
+            (Operator::Conv2d, Some(_)) => "conv2d + element-wise".to_owned(),
+            (Operator::Conv2d, None) => format!("conv2d {}x{}", l.kernel[0], l.kernel[1]),
+            (Operator::Conv1d, _) if l.dilation > 1 => "conv1d dilated".to_owned(),
+            (Operator::Conv1d, _) => "conv1d".to_owned(),
+            (Operator::ConvTranspose2d, _) => "convtranspose2d".to_owned(),
+            (Operator::Linear, _) if l.flatten => "linear flatten".to_owned(),
+            (Operator::Linear, _) => "linear".to_owned(),
+        };
+        f.insert(kind);
+        if l.operator != Operator::None {
+            f.insert(format!("weights {}", l.weight_bits));
+        }
+        if let Some(p) = l.pool {
+            f.insert(format!("{:?} pool", p.kind));
+        }
+        if l.output_width == OutputWidth::ThirtyTwo {
+            f.insert("32-bit output".to_owned());
+        }
+        if a.in_passes.count > 1 || a.out_passes.count > 1 {
+            f.insert("multi-pass".to_owned());
+        }
+        if l.write_gap > 0 {
+            f.insert(
+                if i == last {
+                    "write_gap on the output"
+                } else {
+                    "write_gap"
+                }
+                .to_owned(),
+            );
+        }
+        if a.maps.out_offset != 0 {
+            f.insert("out_offset".to_owned());
+        }
+        if a.maps.output_processors.trailing_zeros() % 4 != 0 {
+            f.insert("output map inside an instance".to_owned());
+        }
+        if l.operator == Operator::None && l.eltwise.is_none() && a.maps.processors.trailing_zeros() % 16 != 0 {
+            f.insert("passthrough off a quadrant's first processor".to_owned());
+        }
+    }
+    f
 }
