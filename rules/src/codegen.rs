@@ -4,10 +4,11 @@
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::generate::one_output;
 use crate::json;
+use crate::quantize::{QUANT, QUANTIZED};
 use crate::synthesize::{ALLOCATION, WEIGHTS};
 
 pub struct CodegenRule;
@@ -26,17 +27,36 @@ pub const FILES: [&str; 8] = [
     "Kconfig",
 ];
 
-const ATTRS: &[AttrSpec] = &[AttrSpec::required(
-    "synthesized",
-    AttrType::Label,
-    "the `[[ai8x_synthesize]]` target to generate code for",
-)];
+const ATTRS: &[AttrSpec] = &[
+    AttrSpec::optional(
+        "synthesized",
+        AttrType::Label,
+        "the `[[ai8x_synthesize]]` target to generate accelerator code for",
+    ),
+    AttrSpec::optional(
+        "quantized",
+        AttrType::Label,
+        "instead, a `[[quantize]]` target: C99 inference for a Cortex-M without an accelerator (`model.c`, `model.h`)",
+    ),
+];
+
+/// What the C inference for a CPU-only target writes.
+pub const CPU_FILES: [&str; 2] = ["model.c", "model.h"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Attrs {
     #[serde(rename = "synthesized")]
-    _synthesized: String,
+    _synthesized: Option<String>,
+    #[serde(rename = "quantized")]
+    _quantized: Option<String>,
+}
+
+/// The params of C inference for a CPU-only target (an accelerator's
+/// code has none, as before there was a choice).
+#[derive(Serialize, Deserialize)]
+struct CpuParams {
+    cpu: bool,
 }
 
 /// The part of `allocation.json` code generation reads.
@@ -55,7 +75,7 @@ impl Rule for CodegenRule {
     }
 
     fn summary(&self) -> &'static str {
-        "C sources (cnn_model.c/.h), the weight stream (cnn_model.bin) and a Zephyr module for a synthesized network"
+        "C for the device: the accelerator's driver, weights and Zephyr module for a synthesized network, or C99 inference of a quantized one for a Cortex-M without an accelerator"
     }
 
     fn attrs(&self) -> &'static [AttrSpec] {
@@ -64,23 +84,51 @@ impl Rule for CodegenRule {
 
     fn plan(&self, target: &Target, planner: &mut Planner<'_>) -> Result<(), Diagnostic> {
         let _: Attrs = planner.attrs_as()?;
+        let given = |attr: &str| !target.attrs.labels(attr).is_empty();
+        let (params, inputs, outputs) = match (given("synthesized"), given("quantized")) {
+            (true, false) => (
+                serde_json::Value::Null,
+                vec![
+                    (
+                        ALLOCATION.to_owned(),
+                        one_output(planner, target, "synthesized", ALLOCATION)?,
+                    ),
+                    (WEIGHTS.to_owned(), one_output(planner, target, "synthesized", WEIGHTS)?),
+                ],
+                FILES.map(str::to_owned).to_vec(),
+            ),
+            (false, true) => (
+                json::to_value(&CpuParams { cpu: true })?,
+                vec![
+                    (QUANT.to_owned(), one_output(planner, target, "quantized", QUANT)?),
+                    (
+                        QUANTIZED.to_owned(),
+                        one_output(planner, target, "quantized", QUANTIZED)?,
+                    ),
+                ],
+                CPU_FILES.map(str::to_owned).to_vec(),
+            ),
+            _ => {
+                return Err(planner.error(
+                    "synthesized",
+                    "`codegen` takes `synthesized` (code for the accelerator) or `quantized` (C inference for a Cortex-M without one), not both or neither",
+                ));
+            }
+        };
         planner.add_final_action(ActionDecl {
             name: String::new(),
             rule: self.name().to_owned(),
-            params: serde_json::Value::Null,
-            inputs: vec![
-                (
-                    ALLOCATION.to_owned(),
-                    one_output(planner, target, "synthesized", ALLOCATION)?,
-                ),
-                (WEIGHTS.to_owned(), one_output(planner, target, "synthesized", WEIGHTS)?),
-            ],
-            outputs: FILES.map(str::to_owned).to_vec(),
+            params,
+            inputs,
+            outputs,
         });
         Ok(())
     }
 
     fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
+        if !cx.params().is_null() {
+            return cpu_inference(cx);
+        }
         let file: AllocationFile = json::input(cx, ALLOCATION)?;
         let values = kflow_ai8x::int8_values(&json::input_bytes(cx, WEIGHTS)?)
             .map_err(|e| ActionError::new(format!("input `{WEIGHTS}`: {e}")))?;
@@ -101,4 +149,25 @@ impl Rule for CodegenRule {
         ));
         Ok(Outcome::Done)
     }
+}
+
+/// The quantized network as self-contained C99 for a Cortex-M without an
+/// accelerator, computing what the simulator computes.
+fn cpu_inference(cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
+    let q = crate::inputs::quantized(cx)?;
+    // The integer semantics are the accelerator's on either device; the
+    // MAX78002's limits are the wider.
+    let (net, weights) = kflow_quant::to_sim(&q, kflow_ai8x::Device::Max78002);
+    let generated = kflow_cm_codegen::generate(&net, &weights, kflow_ai8x_sim::SimOptions::default())
+        .map_err(|e| ActionError::new(e.to_string()))?;
+    for (name, bytes) in generated.files() {
+        cx.write_output(&name, &bytes)?;
+    }
+    cx.progress(&format!(
+        "{} layers: {} bytes of weights and biases, a {}-byte arena",
+        net.layers.len(),
+        generated.constant_bytes,
+        generated.arena_bytes
+    ));
+    Ok(Outcome::Done)
 }
