@@ -34,37 +34,9 @@ int main(void)
 fn c_inference_of_a_quantized_model_equals_the_simulator_on_every_test_window() {
     let ws = Ws::new();
     ws.small_dataset(12_000, 5);
-    ws.package(
+    ws.quantized_cnn(
         "m",
         r#"
-[[model]]
-name = "cnn"
-input = [17, 16]
-task = { kind = "classifier", classes = 2 }
-seed = 3
-layers = [
-    { name = "conv0", op = "conv1d", out_channels = 16, kernel = 3, padding = 1, bias = false },
-    { name = "bn0", op = "batch_norm" },
-    { name = "act0", op = "relu" },
-    { name = "pool0", op = "max_pool", kernel = 2, stride = 2 },
-    { name = "conv1", op = "conv1d", out_channels = 8, kernel = 3, padding = 1 },
-    { name = "act1", op = "relu" },
-    { name = "flatten", op = "flatten" },
-    { name = "out", op = "linear", out_features = 2 },
-]
-
-[[train]]
-name = "train"
-model = ":cnn"
-dataset = "//data:small"
-epochs = 1
-
-[[quantize]]
-name = "q"
-model = ":cnn"
-weights = ":train"
-dataset = "//data:small"
-
 [[codegen]]
 name = "cortex_m"
 quantized = ":q"

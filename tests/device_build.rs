@@ -198,41 +198,15 @@ fn a_board_killed_mid_flash_fails_the_build_clearly_and_a_restarted_board_succee
     assert_kept_models_ran_on(&ws, &saboteur.url());
 }
 
-/// A small CNN taken to generated code, plus a `flash` and an
-/// `evaluate_device` of the code as generated (`:board`) and of the copy in
-/// `graphs/m/gen/` (`:board_tampered`).
+/// The small CNN of `Ws::quantized_cnn` taken to generated code, plus a
+/// `flash` and an `evaluate_device` of the code as generated (`:board`) and
+/// of the copy in `graphs/m/gen/` (`:board_tampered`).
 fn tamper_workspace() -> Ws {
     let ws = Ws::new();
     ws.small_dataset(20_000, 3).repository_package("platforms");
-    ws.package(
+    ws.quantized_cnn(
         "m",
         r#"
-[[model]]
-name = "cnn"
-input = [17, 16]
-task = { kind = "classifier", classes = 2 }
-seed = 11
-layers = [
-    { name = "conv0", op = "conv1d", out_channels = 8, kernel = 3, padding = 1 },
-    { name = "act0", op = "relu" },
-    { name = "conv1", op = "conv1d", out_channels = 8, kernel = 3, padding = 1 },
-    { name = "act1", op = "relu" },
-    { name = "flatten", op = "flatten" },
-    { name = "out", op = "linear", out_features = 2 },
-]
-
-[[train]]
-name = "train"
-model = ":cnn"
-dataset = "//data:small"
-epochs = 1
-
-[[quantize]]
-name = "q"
-model = ":cnn"
-weights = ":train"
-dataset = "//data:small"
-
 [[ai8x_synthesize]]
 name = "synth"
 quantized = ":q"

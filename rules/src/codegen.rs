@@ -13,15 +13,20 @@ use crate::synthesize::{ALLOCATION, WEIGHTS};
 
 pub struct CodegenRule;
 
+/// The weight stream and the register writes of the generated code: what
+/// a board is flashed with.
+pub const BIN: &str = "cnn_model.bin";
+pub const REGS: &str = "cnn_model.regs";
+
 /// What the generator writes, always the same set.
 pub const FILES: [&str; 8] = [
     "cnn_model.c",
     "cnn_model.h",
     "cnn_model_weights.h",
-    "cnn_model.bin",
+    BIN,
     // The register writes of cnn_model.c as data, for boards that
     // configure themselves from them (the simulated board).
-    "cnn_model.regs",
+    REGS,
     "zephyr/module.yml",
     "CMakeLists.txt",
     "Kconfig",
@@ -129,11 +134,7 @@ impl Rule for CodegenRule {
         if !cx.params().is_null() {
             return cpu_inference(cx);
         }
-        let file: AllocationFile = json::input(cx, ALLOCATION)?;
-        let values = kflow_ai8x::int8_values(&json::input_bytes(cx, WEIGHTS)?)
-            .map_err(|e| ActionError::new(format!("input `{WEIGHTS}`: {e}")))?;
-        let program =
-            kflow_ai8x::codegen::program(&file.allocation, &values).map_err(|e| ActionError::new(e.to_string()))?;
+        let program = program(cx)?;
         let generated = kflow_ai8x_codegen::generate(&program).map_err(|e| ActionError::new(e.to_string()))?;
         for name in FILES {
             let bytes = generated
@@ -145,10 +146,20 @@ impl Rule for CodegenRule {
         cx.progress(&format!(
             "{} layers, cnn_model.bin {} bytes",
             program.layers.len(),
-            generated.files.get("cnn_model.bin").map_or(0, Vec::len)
+            generated.files.get(BIN).map_or(0, Vec::len)
         ));
         Ok(Outcome::Done)
     }
+}
+
+/// The program of a synthesized network (inputs `allocation.json` and
+/// `weights.safetensors`): what the accelerator's code is generated from,
+/// and what a host needs to talk to a board running that code.
+pub(crate) fn program(cx: &ActionContext<'_>) -> Result<kflow_ai8x_codegen::Program, ActionError> {
+    let file: AllocationFile = json::input(cx, ALLOCATION)?;
+    let values = kflow_ai8x::int8_values(&json::input_bytes(cx, WEIGHTS)?)
+        .map_err(|e| ActionError::new(format!("input `{WEIGHTS}`: {e}")))?;
+    kflow_ai8x::codegen::program(&file.allocation, &values).map_err(|e| ActionError::new(e.to_string()))
 }
 
 /// The quantized network as self-contained C99 for a Cortex-M without an

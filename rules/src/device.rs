@@ -21,8 +21,8 @@ use kflow_device::{Client, DeviceInfo, DeviceUrl, LinkTimeouts, ModelSummary, Re
 use kflow_engine::{ActionContext, ActionError};
 use serde::{Deserialize, Serialize};
 
+use crate::codegen::{BIN, REGS};
 use crate::json;
-use crate::synthesize::{ALLOCATION, WEIGHTS};
 
 /// The param every device action names its board with; `kflow build
 /// --device URL` overrides it build-wide.
@@ -35,11 +35,6 @@ pub const FLASH: &str = "flash.json";
 /// The image flashed: `cnn_model.regs` and `cnn_model.bin` as the generated
 /// code ships them, with the channel counts (kflow-ai8x-board's KFMD).
 pub const IMAGE: &str = "cnn_model.kfmd";
-const REGS: &str = "cnn_model.regs";
-const BIN: &str = "cnn_model.bin";
-
-/// The generated files a flash reads, with the synthesized placement.
-pub const FLASH_INPUTS: [&str; 4] = [ALLOCATION, WEIGHTS, REGS, BIN];
 
 /// A flash, as recorded: where, onto which board, what.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,19 +73,6 @@ pub fn url(given: Option<&str>, program: &Program) -> Result<DeviceUrl, ActionEr
             kflow_ai8x_codegen::Device::Max78002 => kflow_device::SimBoard::Max78002,
         })),
     }
-}
-
-/// The program the code was generated from (inputs `allocation.json` and
-/// `weights.safetensors` of the synthesized network).
-pub fn program(cx: &ActionContext<'_>) -> Result<Program, ActionError> {
-    #[derive(Deserialize)]
-    struct AllocationFile {
-        allocation: kflow_ai8x::Allocation,
-    }
-    let file: AllocationFile = json::input(cx, ALLOCATION)?;
-    let values = kflow_ai8x::int8_values(&json::input_bytes(cx, WEIGHTS)?)
-        .map_err(|e| ActionError::new(format!("input `{WEIGHTS}`: {e}")))?;
-    kflow_ai8x::codegen::program(&file.allocation, &values).map_err(|e| ActionError::new(e.to_string()))
 }
 
 /// The image of the generated `cnn_model.regs` and `cnn_model.bin`.

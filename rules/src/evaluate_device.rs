@@ -183,7 +183,7 @@ impl Rule for EvaluateDeviceRule {
         let params: Params = cx.params_as()?;
         let record: FlashRecord = json::input(cx, FLASH)?;
         let image = json::input_bytes(cx, IMAGE)?;
-        let program = device::program(cx)?;
+        let program = crate::codegen::program(cx)?;
         let url: kflow_device::DeviceUrl = record
             .device
             .parse()

@@ -8,6 +8,7 @@ use kflow_engine::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::codegen::{BIN, REGS};
 use crate::device::{self, FLASH, FlashRecord, IMAGE};
 use crate::generate::one_output;
 use crate::json;
@@ -77,8 +78,8 @@ impl Rule for FlashRule {
         for name in [ALLOCATION, WEIGHTS] {
             inputs.push((name.to_owned(), one_output(planner, target, "synthesized", name)?));
         }
-        for name in &device::FLASH_INPUTS[2..] {
-            inputs.push(((*name).to_owned(), one_output(planner, target, "code", name)?));
+        for name in [REGS, BIN] {
+            inputs.push((name.to_owned(), one_output(planner, target, "code", name)?));
         }
         let params = Params {
             device_url: attrs.device,
@@ -95,7 +96,7 @@ impl Rule for FlashRule {
 
     fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
         let params: Params = cx.params_as()?;
-        let program = device::program(cx)?;
+        let program = crate::codegen::program(cx)?;
         let image = device::image(cx, &program)?;
         let url = device::url(params.device_url.as_deref(), &program)?;
         let mut board = device::connect(cx, &url)?;

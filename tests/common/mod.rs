@@ -110,6 +110,13 @@ impl Ws {
         )
     }
 
+    /// `graphs/<package>/BUILD.toml`: a small CNN (`:cnn`) trained one
+    /// epoch on `//data:small` (`:train`) and quantized for the
+    /// accelerators (`:q`), then `extra` targets.
+    pub fn quantized_cnn(&self, package: &str, extra: &str) -> &Ws {
+        self.package(package, &format!("{QUANTIZED_CNN}{extra}"))
+    }
+
     /// The repository's own `graphs/<package>/BUILD.toml`, copied.
     pub fn repository_package(&self, package: &str) -> &Ws {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -632,3 +639,34 @@ pub fn compile_c(compiler: &str, flags: &[&str], dir: &Path, out: &Path) {
         String::from_utf8_lossy(&result.stderr)
     );
 }
+
+/// See [`Ws::quantized_cnn`].
+const QUANTIZED_CNN: &str = r#"
+[[model]]
+name = "cnn"
+input = [17, 16]
+task = { kind = "classifier", classes = 2 }
+seed = 3
+layers = [
+    { name = "conv0", op = "conv1d", out_channels = 16, kernel = 3, padding = 1, bias = false },
+    { name = "bn0", op = "batch_norm" },
+    { name = "act0", op = "relu" },
+    { name = "pool0", op = "max_pool", kernel = 2, stride = 2 },
+    { name = "conv1", op = "conv1d", out_channels = 8, kernel = 3, padding = 1 },
+    { name = "act1", op = "relu" },
+    { name = "flatten", op = "flatten" },
+    { name = "out", op = "linear", out_features = 2 },
+]
+
+[[train]]
+name = "train"
+model = ":cnn"
+dataset = "//data:small"
+epochs = 1
+
+[[quantize]]
+name = "q"
+model = ":cnn"
+weights = ":train"
+dataset = "//data:small"
+"#;

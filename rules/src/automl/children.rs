@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::candidate::name;
 use super::config::Params;
 use crate::check::CHECK;
+use crate::codegen::{BIN, REGS};
 use crate::dataset::{META, TEST, TRAIN, VAL};
 use crate::device::{FLASH, IMAGE};
 use crate::evaluate::{METRICS, ONNX};
@@ -305,8 +306,8 @@ impl Batch {
         let inputs = vec![
             From::Child(synthesized, ALLOCATION).input(ALLOCATION),
             From::Child(synthesized, crate::synthesize::WEIGHTS).input(crate::synthesize::WEIGHTS),
-            From::Child(codegen, "cnn_model.regs").input("cnn_model.regs"),
-            From::Child(codegen, "cnn_model.bin").input("cnn_model.bin"),
+            From::Child(codegen, REGS).input(REGS),
+            From::Child(codegen, BIN).input(BIN),
         ];
         Ok(self.push(index, "deploy/flash", "flash", json(&params)?, inputs, &[FLASH, IMAGE]))
     }
