@@ -64,8 +64,8 @@ struct Attrs {
 /// The params of C inference for a CPU-only target (an accelerator's
 /// code has none, as before there was a choice).
 #[derive(Serialize, Deserialize)]
-struct CpuParams {
-    cpu: bool,
+pub(crate) struct CpuParams {
+    pub cpu: bool,
 }
 
 /// The part of `allocation.json` code generation reads.

@@ -35,6 +35,9 @@ pub const FLASH: &str = "flash.json";
 /// The image flashed: `cnn_model.regs` and `cnn_model.bin` as the generated
 /// code ships them, with the channel counts (kflow-ai8x-board's KFMD).
 pub const IMAGE: &str = "cnn_model.kfmd";
+/// kflow's firmware for a core without an accelerator, with the model's
+/// code linked in.
+pub const FIRMWARE: &str = "firmware.elf";
 
 /// A flash, as recorded: where, onto which board, what.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +78,32 @@ pub fn url(given: Option<&str>, program: &Program) -> Result<DeviceUrl, ActionEr
     }
 }
 
+/// The board CPU code is flashed to: `given`, or the emulated Cortex-M4.
+pub fn cpu_url(given: Option<&str>) -> Result<DeviceUrl, ActionError> {
+    given
+        .unwrap_or(crate::flash::DEFAULT_CPU_BOARD)
+        .parse()
+        .map_err(|e: kflow_device::url::UrlError| ActionError::new(e.to_string()))
+}
+
+/// kflow's firmware for the board at `url` with the model's code linked in.
+pub fn firmware_for(url: &DeviceUrl, model_c: &str, model_h: &str) -> Result<Vec<u8>, ActionError> {
+    match url {
+        DeviceUrl::Qemu { .. } => kflow_cm_firmware::build(model_c, model_h)
+            .map(|f| f.elf)
+            .map_err(|e| ActionError::new(format!("firmware for {url}: {e}"))),
+        _ => Err(ActionError::new(format!(
+            "C inference runs on kflow's firmware, which kflow builds for `qemu://` boards only; {url} is not one"
+        ))),
+    }
+}
+
+/// `url` booting the firmware at `path` (a `qemu://` board boots it; other
+/// boards run what they were flashed with).
+pub fn booting(url: &DeviceUrl, path: &std::path::Path) -> DeviceUrl {
+    url.with_firmware(&path.to_string_lossy())
+}
+
 /// The image of the generated `cnn_model.regs` and `cnn_model.bin`.
 pub fn image(cx: &ActionContext<'_>, program: &Program) -> Result<Vec<u8>, ActionError> {
     ModelImage::new(program, json::input_bytes(cx, REGS)?, json::input_bytes(cx, BIN)?)
@@ -103,7 +132,8 @@ pub struct Connection {
 
 pub fn connect(cx: &ActionContext<'_>, url: &DeviceUrl) -> Result<Connection, ActionError> {
     let turn = match url {
-        DeviceUrl::Sim(_) => None,
+        // Each connection to these starts its own board.
+        DeviceUrl::Sim(_) | DeviceUrl::Qemu { .. } => None,
         DeviceUrl::Tcp { host, port } => Some(turn(cx, url, &format!("tcp-{host}-{port}"))?),
         DeviceUrl::Serial { path, .. } => Some(turn(cx, url, &format!("serial-{path}"))?),
     };

@@ -1,7 +1,11 @@
 //! `evaluate_device`: the flashed model evaluated on its board (SPEC.md
-//! §10). Every validation and test window is quantized on the host, packed
-//! into the words `cnn_load_input` takes, run on the board, and its output
-//! read back with the board's cycle count. The board's own validation
+//! §10). Every validation and test window is quantized on the host, sent
+//! to the board (accelerator code: packed into the words `cnn_load_input`
+//! takes; C inference: the int8 tensor), run there, and its output read
+//! back with what the run cost: an accelerator's cycles, or the
+//! instructions an emulated core executed, timed at the platform's clock
+//! with the core's cycles per instruction (kflow-platform's
+//! `core_timing`). The board's own validation
 //! outputs set its threshold, as a deployment would; its test outputs give
 //! the quality. Each output is compared bit for bit with the host-side
 //! simulator's for the same quantized model and input
@@ -11,6 +15,7 @@
 use kflow_ai8x_codegen::{InputLayout, Program};
 use kflow_ai8x_sim as sim;
 use kflow_data::{Quality, Split};
+use kflow_cm_codegen::MODEL_BIN;
 use kflow_device::{Client, Transport};
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
@@ -19,7 +24,8 @@ use kflow_quant::Quantized;
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{TEST, VAL};
-use crate::device::{self, FLASH, FlashRecord, IMAGE};
+use crate::device::{self, FIRMWARE, FLASH, FlashRecord, IMAGE};
+use crate::platform::PLATFORM;
 use crate::evaluate::{Latency, METRICS, latency};
 use crate::evaluate_sim::{Scored, score};
 use crate::generate::one_output;
@@ -38,10 +44,15 @@ const ATTRS: &[AttrSpec] = &[
         AttrType::Label,
         "the `[[flash]]` target: the board and its model",
     ),
-    AttrSpec::required(
+    AttrSpec::optional(
         "synthesized",
         AttrType::Label,
-        "the `[[ai8x_synthesize]]` target the flashed code was generated from",
+        "accelerator code: the `[[ai8x_synthesize]]` target the flashed code was generated from",
+    ),
+    AttrSpec::optional(
+        "platform",
+        AttrType::Label,
+        "C inference (no `synthesized`): the `[[platform]]` whose core and clock time the executed instructions",
     ),
     AttrSpec::required(
         "quantized",
@@ -70,8 +81,8 @@ const ATTRS: &[AttrSpec] = &[
 struct Attrs {
     #[serde(rename = "flashed")]
     _flashed: String,
-    #[serde(rename = "synthesized")]
-    _synthesized: String,
+    synthesized: Option<String>,
+    platform: Option<String>,
     #[serde(rename = "quantized")]
     _quantized: String,
     #[serde(rename = "model")]
@@ -84,6 +95,9 @@ struct Attrs {
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Params {
     pub threshold_percentile: f64,
+    /// The flashed code is C inference for a core without an accelerator.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cpu: bool,
 }
 
 #[derive(Serialize)]
@@ -110,10 +124,17 @@ struct Metrics {
 
 #[derive(Serialize)]
 struct OnBoardLatency {
-    /// Accelerator cycles of one inference, as the board counts them.
+    /// Instructions of one inference, as an emulated core counts them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instructions: Option<Latency>,
+    /// Cycles of one inference.
     cycles: Latency,
-    /// The same at the board's clock.
+    /// The same at the clock `clock_mhz`.
     us: Latency,
+    clock_mhz: f64,
+    /// Where `cycles` come from: the board's count, or instructions times
+    /// a core's cycles per instruction.
+    cycles_from: String,
 }
 
 #[derive(Clone, Serialize)]
@@ -145,8 +166,16 @@ impl Rule for EvaluateDeviceRule {
 
     fn plan(&self, target: &Target, planner: &mut Planner<'_>) -> Result<(), Diagnostic> {
         let attrs: Attrs = planner.attrs_as()?;
+        let cpu = attrs.synthesized.is_none();
+        if cpu && attrs.platform.is_none() {
+            return Err(planner.error(
+                "platform",
+                "C inference (no `synthesized`) needs `platform`, whose clock times the executed instructions",
+            ));
+        }
         let params = Params {
             threshold_percentile: attrs.threshold_percentile.unwrap_or(99.0),
+            cpu,
         };
         if !(0.0..=100.0).contains(&params.threshold_percentile) {
             return Err(planner.error(
@@ -154,19 +183,21 @@ impl Rule for EvaluateDeviceRule {
                 "`threshold_percentile` is a percentile, 0..=100",
             ));
         }
-        let from = [
-            (FLASH, "flashed"),
-            (IMAGE, "flashed"),
-            (ALLOCATION, "synthesized"),
-            (WEIGHTS, "synthesized"),
+        let board: &[(&str, &str)] = if cpu {
+            &[(FLASH, "flashed"), (FIRMWARE, "flashed"), (MODEL_BIN, "flashed"), (PLATFORM, "platform")]
+        } else {
+            &[(FLASH, "flashed"), (IMAGE, "flashed"), (ALLOCATION, "synthesized"), (WEIGHTS, "synthesized")]
+        };
+        let model = [
             (MODEL, "model"),
             (QUANT, "quantized"),
             (QUANTIZED, "quantized"),
             (VAL, "dataset"),
             (TEST, "dataset"),
         ];
-        let inputs = from
+        let inputs = board
             .iter()
+            .chain(&model)
             .map(|(name, attr)| Ok(((*name).to_owned(), one_output(planner, target, attr, name)?)))
             .collect::<Result<Vec<_>, Diagnostic>>()?;
         planner.add_final_action(ActionDecl {
@@ -182,13 +213,27 @@ impl Rule for EvaluateDeviceRule {
     fn execute(&self, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
         let params: Params = cx.params_as()?;
         let record: FlashRecord = json::input(cx, FLASH)?;
-        let image = json::input_bytes(cx, IMAGE)?;
-        let program = crate::codegen::program(cx)?;
         let url: kflow_device::DeviceUrl = record
             .device
             .parse()
             .map_err(|e: kflow_device::url::UrlError| ActionError::new(format!("input `{FLASH}`: {e}")))?;
-        let mut connection = device::connect(cx, &url)?;
+        let q = inputs::quantized(cx)?;
+        let (wire, image, boot) = if params.cpu {
+            let platform: kflow_platform::Platform = json::input(cx, PLATFORM)?;
+            let timing = kflow_platform::core_timing(&platform.cpu).ok_or_else(|| {
+                ActionError::new(format!(
+                    "platform `{}`: kflow has no timing of a `{}` core to turn instructions into time",
+                    platform.name, platform.cpu
+                ))
+            })?;
+            let boot = device::booting(&url, &cx.input(FIRMWARE)?.path);
+            (Wire::Cpu { platform, timing }, json::input_bytes(cx, MODEL_BIN)?, boot)
+        } else {
+            let program = crate::codegen::program(cx)?;
+            let image = json::input_bytes(cx, IMAGE)?;
+            (Wire::accelerator(&program), image, url.clone())
+        };
+        let mut connection = device::connect(cx, &boot)?;
         let client = &mut connection.client;
         let (info, _) = device::ensure_flashed(cx, client, &image)?;
         if (info.identity.as_str(), info.firmware_version.as_str()) != (&record.identity, &record.firmware) {
@@ -198,9 +243,8 @@ impl Rule for EvaluateDeviceRule {
             )));
         }
         let model = inputs::model(cx)?;
-        let q = inputs::quantized(cx)?;
         let (val, test) = (read_split(cx, VAL)?, read_split(cx, TEST)?);
-        let mut board = OnBoard::new(&program, &q, client)?;
+        let mut board = OnBoard::new(wire, &q, client);
         cx.progress(&format!("streaming {} validation windows through {url}", val.len()));
         let val_out = board.stream(&val, "validation")?;
         cx.progress(&format!("streaming {} test windows through {url}", test.len()));
@@ -211,18 +255,13 @@ impl Rule for EvaluateDeviceRule {
             forecast_weights,
             ..
         } = score(&model, &val, &test, (&val_out, &test_out), params.threshold_percentile);
-        let clock = info.clock_hz.max(1) as f64;
-        let mut cycles: Vec<f64> = board.cycles.iter().map(|&c| c as f64).collect();
-        let mut us: Vec<f64> = cycles.iter().map(|c| c * 1e6 / clock).collect();
+        let latency = board.latency(&info);
         let metrics = Metrics {
             model: model.name.clone(),
             board: record,
             threshold,
             quality,
-            latency: OnBoardLatency {
-                cycles: latency(&mut cycles),
-                us: latency(&mut us),
-            },
+            latency,
             matches_simulator: board.mismatched == 0,
             windows_compared: val.len() + test.len(),
             test_windows_compared: test.len(),
@@ -240,41 +279,122 @@ impl Rule for EvaluateDeviceRule {
     }
 }
 
+/// How a board takes inputs, returns outputs and counts what a run cost.
+enum Wire {
+    /// Generated accelerator code: inputs packed as `cnn_load_input`
+    /// takes them, outputs as `cnn_unload` gives them, cycles counted.
+    Accelerator {
+        device: kflow_ai8x::Device,
+        layout: InputLayout,
+        width: Option<kflow_ai8x_codegen::OutputWidth>,
+    },
+    /// C inference: the int8 tensor in, the simulator's output out
+    /// (int32 values little-endian), instructions counted.
+    Cpu {
+        platform: kflow_platform::Platform,
+        timing: kflow_platform::CoreTiming,
+    },
+}
+
+impl Wire {
+    fn accelerator(program: &Program) -> Wire {
+        Wire::Accelerator {
+            device: match program.device {
+                kflow_ai8x_codegen::Device::Max78000 => kflow_ai8x::Device::Max78000,
+                kflow_ai8x_codegen::Device::Max78002 => kflow_ai8x::Device::Max78002,
+            },
+            layout: InputLayout::new(program),
+            width: program.layers.last().map(|l| l.output_width),
+        }
+    }
+
+    /// The device whose arithmetic the simulator follows (C inference
+    /// computes the accelerator's; the MAX78002's limits are the wider).
+    fn device(&self) -> kflow_ai8x::Device {
+        match self {
+            Wire::Accelerator { device, .. } => *device,
+            Wire::Cpu { .. } => kflow_ai8x::Device::Max78002,
+        }
+    }
+
+    fn input(&self, input: &sim::Tensor<i8>) -> Vec<u8> {
+        match self {
+            Wire::Accelerator { layout, .. } => layout.pack(&input.data).iter().flat_map(|w| w.to_le_bytes()).collect(),
+            Wire::Cpu { .. } => input.data.iter().map(|&v| v as u8).collect(),
+        }
+    }
+
+    fn output(&self, output: &sim::Output) -> Vec<u8> {
+        match self {
+            Wire::Accelerator { width, .. } => kflow_ai8x_board::output_bytes(output, *width),
+            Wire::Cpu { .. } => match output {
+                sim::Output::Int8(t) => t.data.iter().map(|&v| v as u8).collect(),
+                sim::Output::Int32(t) => t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            },
+        }
+    }
+
+    /// The count this board must report for a run.
+    fn cost(&self, statistics: &kflow_device::RunStatistics) -> Option<u64> {
+        match self {
+            Wire::Accelerator { .. } => statistics.cycles,
+            Wire::Cpu { .. } => statistics.instructions,
+        }
+    }
+}
+
 /// Windows through a board, beside the host-side simulator.
 struct OnBoard<'a> {
     client: &'a mut Client<Box<dyn Transport>>,
     q: &'a Quantized,
     net: sim::Network,
     weights: Vec<sim::LayerWeights>,
-    layout: InputLayout,
-    width: Option<kflow_ai8x_codegen::OutputWidth>,
-    cycles: Vec<u64>,
+    wire: Wire,
+    /// Cycles (accelerator) or instructions (C inference) per run.
+    costs: Vec<u64>,
     mismatched: usize,
     first_mismatch: Option<Mismatch>,
 }
 
 impl<'a> OnBoard<'a> {
-    fn new(
-        program: &Program,
-        q: &'a Quantized,
-        client: &'a mut Client<Box<dyn Transport>>,
-    ) -> Result<OnBoard<'a>, ActionError> {
-        let device = match program.device {
-            kflow_ai8x_codegen::Device::Max78000 => kflow_ai8x::Device::Max78000,
-            kflow_ai8x_codegen::Device::Max78002 => kflow_ai8x::Device::Max78002,
-        };
-        let (net, weights) = kflow_quant::to_sim(q, device);
-        Ok(OnBoard {
+    fn new(wire: Wire, q: &'a Quantized, client: &'a mut Client<Box<dyn Transport>>) -> OnBoard<'a> {
+        let (net, weights) = kflow_quant::to_sim(q, wire.device());
+        OnBoard {
             client,
             q,
             net,
             weights,
-            layout: InputLayout::new(program),
-            width: program.layers.last().map(|l| l.output_width),
-            cycles: Vec::new(),
+            wire,
+            costs: Vec::new(),
             mismatched: 0,
             first_mismatch: None,
-        })
+        }
+    }
+
+    /// What the runs cost, in cycles and time and, for C inference, in
+    /// instructions.
+    fn latency(&self, info: &kflow_device::DeviceInfo) -> OnBoardLatency {
+        let counted: Vec<f64> = self.costs.iter().map(|&c| c as f64).collect();
+        let (instructions, cycles, clock_hz, cycles_from) = match &self.wire {
+            Wire::Accelerator { .. } => (None, counted, info.clock_hz as f64, "the board's cycle count".to_owned()),
+            Wire::Cpu { platform, timing } => (
+                Some(latency(&mut counted.clone())),
+                counted.iter().map(|i| i * timing.cycles_per_instruction).collect(),
+                platform.cpu_clock_mhz * 1e6,
+                format!(
+                    "instructions × {} cycles per instruction ({})",
+                    timing.cycles_per_instruction, timing.basis
+                ),
+            ),
+        };
+        let mut us: Vec<f64> = cycles.iter().map(|c| c * 1e6 / clock_hz.max(1.0)).collect();
+        OnBoardLatency {
+            instructions,
+            cycles: latency(&mut cycles.clone()),
+            us: latency(&mut us),
+            clock_mhz: clock_hz / 1e6,
+            cycles_from,
+        }
     }
 
     /// The board's outputs for every window of `split`, as real values.
@@ -286,22 +406,18 @@ impl<'a> OnBoard<'a> {
             let input = kflow_quant::sample_input(&self.net, &split.x[i * per..(i + 1) * per]).map_err(quant)?;
             let expected = sim::simulate(&self.net, &self.weights, &input, sim::SimOptions::default())
                 .map_err(|e| ActionError::new(format!("host-side simulator: {e}")))?;
-            let words: Vec<u8> = self
-                .layout
-                .pack(&input.data)
-                .iter()
-                .flat_map(|w| w.to_le_bytes())
-                .collect();
             let inference = self
                 .client
-                .infer(&words)
+                .infer(&self.wire.input(&input))
                 .map_err(|e| ActionError::new(format!("{name} window {i}: {e}")))?;
-            let cycles = inference
-                .statistics
-                .cycles
-                .ok_or_else(|| ActionError::new(format!("{name} window {i}: the board reported no cycle count")))?;
-            self.cycles.push(cycles);
-            let simulated = kflow_ai8x_board::output_bytes(&expected, self.width);
+            let cost = self.wire.cost(&inference.statistics).ok_or_else(|| {
+                ActionError::new(format!(
+                    "{name} window {i}: the board did not say what the run cost ({:?})",
+                    inference.statistics
+                ))
+            })?;
+            self.costs.push(cost);
+            let simulated = self.wire.output(&expected);
             if inference.output != simulated {
                 self.mismatched += 1;
                 if self.first_mismatch.is_none() {

@@ -4,7 +4,8 @@
 //! Layers, bottom up: [`frame`] (the wire format) and [`decoder`] (frames
 //! out of a byte stream, resynchronising after anything else), [`message`]
 //! (typed requests and responses with explicit limits), [`transport`]
-//! (TCP, serial, in-process), [`url`] (`sim://`, `tcp://`, `serial://`),
+//! (TCP, serial, QEMU, in-process), [`url`] (`sim://`, `tcp://`, `serial://`,
+//! `qemu://`),
 //! then [`client`] (the host: retries, `flash`) and [`serve`] (the board
 //! side loop around a [`serve::Board`]).
 //!
@@ -24,4 +25,4 @@ pub use client::{Client, ClientError, FlashProgress, Inference, RetryPolicy};
 pub use message::{DeviceError, DeviceInfo, ErrorCode, ModelSummary, RunStatistics};
 pub use serve::{Board, ServeOptions, Server, spawn_in_process};
 pub use transport::{LinkTimeouts, OpenError, StreamTransport, Transport, TransportError, open};
-pub use url::{DeviceUrl, SimBoard};
+pub use url::{DeviceUrl, QemuMachine, SimBoard};

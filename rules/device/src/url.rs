@@ -4,7 +4,10 @@
 //! - `tcp://HOST:PORT`: a `kflow device-sim` or a bridge to a board
 //!   (`HOST` may be a name, an IPv4 address or a bracketed IPv6 address);
 //! - `serial://PATH?baud=N`: a board on a serial port, e.g.
-//!   `serial:///dev/ttyUSB0?baud=115200` (`baud` defaults to 115200).
+//!   `serial:///dev/ttyUSB0?baud=115200` (`baud` defaults to 115200);
+//! - `qemu://MACHINE?firmware=PATH`: a firmware on a board QEMU emulates,
+//!   e.g. `qemu://mps2-an386`; kflow's `flash` names the firmware it built
+//!   for the model.
 
 use std::fmt;
 use std::str::FromStr;
@@ -46,12 +49,57 @@ impl FromStr for SimBoard {
     }
 }
 
+/// A board QEMU emulates, for firmwares of Cortex-M cores without an
+/// accelerator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QemuMachine {
+    /// Arm's MPS2 with the AN386 image: a Cortex-M4.
+    Mps2An386,
+}
+
+impl QemuMachine {
+    pub const ALL: [QemuMachine; 1] = [QemuMachine::Mps2An386];
+
+    /// QEMU's name of the machine.
+    pub fn name(self) -> &'static str {
+        match self {
+            QemuMachine::Mps2An386 => "mps2-an386",
+        }
+    }
+}
+
+impl FromStr for QemuMachine {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<QemuMachine, String> {
+        QemuMachine::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let known: Vec<_> = QemuMachine::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown QEMU machine `{s}`; known machines: {}", known.join(", "))
+            })
+    }
+}
+
 /// Where a board is.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum DeviceUrl {
     Sim(SimBoard),
-    Tcp { host: String, port: u16 },
-    Serial { path: String, baud: u32 },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Serial {
+        path: String,
+        baud: u32,
+    },
+    /// `firmware` is the ELF QEMU boots; without it the URL names the
+    /// board but cannot be opened.
+    Qemu {
+        machine: QemuMachine,
+        firmware: Option<String>,
+    },
 }
 
 /// Why a string is not a device URL.
@@ -62,7 +110,8 @@ pub struct UrlError {
     pub reason: String,
 }
 
-const FORMS: &str = "expected sim://max78002, sim://max78000, tcp://HOST:PORT or serial:///dev/ttyX?baud=N";
+const FORMS: &str =
+    "expected sim://max78002, sim://max78000, tcp://HOST:PORT, serial:///dev/ttyX?baud=N or qemu://mps2-an386";
 
 impl FromStr for DeviceUrl {
     type Err = UrlError;
@@ -79,8 +128,9 @@ impl FromStr for DeviceUrl {
             "sim" => rest.parse().map(DeviceUrl::Sim).map_err(fail),
             "tcp" => parse_tcp(rest).map_err(fail),
             "serial" => parse_serial(rest).map_err(fail),
+            "qemu" => parse_qemu(rest).map_err(fail),
             _ => {
-                let hint = ["sim", "tcp", "serial"]
+                let hint = ["sim", "tcp", "serial", "qemu"]
                     .into_iter()
                     .find(|known| strsim::levenshtein(&scheme.to_ascii_lowercase(), known) <= 2)
                     .map(|known| format!(" (did you mean `{known}://`?)"))
@@ -141,6 +191,34 @@ fn parse_serial(rest: &str) -> Result<DeviceUrl, String> {
     })
 }
 
+fn parse_qemu(rest: &str) -> Result<DeviceUrl, String> {
+    let (machine, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let machine = machine.parse()?;
+    let firmware = match query {
+        "" => None,
+        _ => match query.strip_prefix("firmware=") {
+            Some("") => return Err("an empty firmware path".into()),
+            Some(path) => Some(path.to_string()),
+            None => return Err(format!("unknown query `{query}`; the only parameter is firmware=PATH")),
+        },
+    };
+    Ok(DeviceUrl::Qemu { machine, firmware })
+}
+
+impl DeviceUrl {
+    /// This URL with the firmware a QEMU board boots (other URLs are
+    /// returned as they are).
+    pub fn with_firmware(&self, path: &str) -> DeviceUrl {
+        match self {
+            DeviceUrl::Qemu { machine, .. } => DeviceUrl::Qemu {
+                machine: *machine,
+                firmware: Some(path.to_string()),
+            },
+            other => other.clone(),
+        }
+    }
+}
+
 impl fmt::Display for DeviceUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -148,6 +226,11 @@ impl fmt::Display for DeviceUrl {
             DeviceUrl::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
             DeviceUrl::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
             DeviceUrl::Serial { path, baud } => write!(f, "serial://{path}?baud={baud}"),
+            DeviceUrl::Qemu { machine, firmware: None } => write!(f, "qemu://{}", machine.name()),
+            DeviceUrl::Qemu {
+                machine,
+                firmware: Some(path),
+            } => write!(f, "qemu://{}?firmware={path}", machine.name()),
         }
     }
 }
@@ -193,6 +276,20 @@ mod tests {
                     baud: 921_600,
                 },
             ),
+            (
+                "qemu://mps2-an386",
+                DeviceUrl::Qemu {
+                    machine: QemuMachine::Mps2An386,
+                    firmware: None,
+                },
+            ),
+            (
+                "qemu://mps2-an386?firmware=/tmp/fw.elf",
+                DeviceUrl::Qemu {
+                    machine: QemuMachine::Mps2An386,
+                    firmware: Some("/tmp/fw.elf".into()),
+                },
+            ),
         ];
         for (text, url) in cases {
             assert_eq!(parse(text).unwrap(), url, "{text}");
@@ -233,6 +330,10 @@ mod tests {
                 "serial:///dev/ttyUSB0?parity=none",
                 "unknown query parameter `parity=none`",
             ),
+            ("qemu://mps2-an385", "unknown QEMU machine `mps2-an385`; known machines: mps2-an386"),
+            ("qemu://mps2-an386?firmware=", "an empty firmware path"),
+            ("qemu://mps2-an386?elf=x", "unknown query `elf=x`"),
+            ("qemo://mps2-an386", "did you mean `qemu://`?"),
         ];
         for (text, expected) in cases {
             let message = parse(text).unwrap_err();

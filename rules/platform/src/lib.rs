@@ -5,12 +5,14 @@
 //! external commands.
 
 mod constraints;
+mod core_timing;
 mod cpu_fit;
 mod error;
 mod external;
 mod platform;
 
 pub use constraints::{Resources, evaluate, validate};
+pub use core_timing::{CoreTiming, core_timing};
 pub use cpu_fit::{CpuFit, cpu_fit};
 pub use error::PlatformError;
 pub use external::{ExternalVerdict, run_check};

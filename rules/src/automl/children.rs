@@ -2,6 +2,7 @@
 //! rule (`generate`, `prune`, `quantize`, `check`, `train`,
 //! `ai8x_synthesize`, `codegen`, `evaluate`), with that rule's own params.
 
+use kflow_cm_codegen::MODEL_BIN;
 use kflow_engine::{ActionError, BlobRef, ChildInput, ChildSpec};
 use kflow_train::Hyper;
 use serde::Serialize;
@@ -9,9 +10,9 @@ use serde::Serialize;
 use super::candidate::name;
 use super::config::Params;
 use crate::check::CHECK;
-use crate::codegen::{BIN, REGS};
+use crate::codegen::{BIN, CPU_FILES, REGS};
 use crate::dataset::{META, TEST, TRAIN, VAL};
-use crate::device::{FLASH, IMAGE};
+use crate::device::{FIRMWARE, FLASH, IMAGE};
 use crate::evaluate::{METRICS, ONNX};
 use crate::generate::{GENOME, HISTORY_INPUT, META_INPUT, SPACE_INPUT};
 use crate::model::{INIT, MODEL};
@@ -53,6 +54,14 @@ impl From {
         };
         (name.to_owned(), input)
     }
+}
+
+/// The board C inference is flashed to.
+pub enum CpuBoard {
+    /// The search's `device`, which `--device` may override.
+    Search(Option<String>),
+    /// A board of its own.
+    Fixed(String),
 }
 
 /// A batch of children under construction.
@@ -294,6 +303,70 @@ impl Batch {
         )
     }
 
+    /// C inference of the quantized model for a core without an
+    /// accelerator (`stage`/codegen).
+    pub fn cpu_codegen(&mut self, index: u64, stage: &str, quantized: usize) -> Result<usize, ActionError> {
+        let inputs = vec![
+            From::Child(quantized, QUANT).input(QUANT),
+            From::Child(quantized, QUANTIZED).input(QUANTIZED),
+        ];
+        let params = json(&crate::codegen::CpuParams { cpu: true })?;
+        let name = format!("{stage}/codegen");
+        Ok(self.push(index, &name, "codegen", params, inputs, &crate::codegen::CPU_FILES))
+    }
+
+    /// The C inference linked into kflow's firmware and flashed to a core
+    /// without an accelerator: the search's board (`device_url`, which
+    /// `--device` may override), or a fixed one.
+    pub fn cpu_flash(
+        &mut self,
+        index: u64,
+        stage: &str,
+        codegen: usize,
+        board: CpuBoard,
+    ) -> Result<usize, ActionError> {
+        let params = match board {
+            CpuBoard::Search(device_url) => json(&crate::flash::Params {
+                device_url,
+                fixed_device: None,
+                cpu: true,
+            })?,
+            CpuBoard::Fixed(url) => crate::flash::fixed_board_params(&url),
+        };
+        let inputs = CPU_FILES.iter().map(|&f| From::Child(codegen, f).input(f)).collect();
+        let name = format!("{stage}/flash");
+        Ok(self.push(index, &name, "flash", params, inputs, &[FLASH, FIRMWARE, MODEL_BIN]))
+    }
+
+    /// The flashed C inference on its core, beside the host-side simulator,
+    /// timed at `platform`'s clock.
+    pub fn cpu_evaluate(
+        &mut self,
+        index: u64,
+        stage: &str,
+        (flash, quantized): (usize, usize),
+        model: From,
+        (platform, shared): (BlobRef, &Shared),
+    ) -> Result<usize, ActionError> {
+        let params = crate::evaluate_device::Params {
+            threshold_percentile: 99.0,
+            cpu: true,
+        };
+        let inputs = vec![
+            From::Child(flash, FLASH).input(FLASH),
+            From::Child(flash, FIRMWARE).input(FIRMWARE),
+            From::Child(flash, MODEL_BIN).input(MODEL_BIN),
+            From::Blob(platform).input(PLATFORM),
+            model.input(MODEL),
+            From::Child(quantized, QUANT).input(QUANT),
+            From::Child(quantized, QUANTIZED).input(QUANTIZED),
+            From::Blob(shared.val).input(VAL),
+            From::Blob(shared.test).input(TEST),
+        ];
+        let name = format!("{stage}/evaluate_device");
+        Ok(self.push(index, &name, "evaluate_device", json(&params)?, inputs, &[METRICS]))
+    }
+
     /// The generated code's model onto the search's board.
     pub fn flash(
         &mut self,
@@ -302,7 +375,11 @@ impl Batch {
         codegen: usize,
         device_url: Option<String>,
     ) -> Result<usize, ActionError> {
-        let params = crate::flash::Params { device_url };
+        let params = crate::flash::Params {
+            device_url,
+            fixed_device: None,
+            cpu: false,
+        };
         let inputs = vec![
             From::Child(synthesized, ALLOCATION).input(ALLOCATION),
             From::Child(synthesized, crate::synthesize::WEIGHTS).input(crate::synthesize::WEIGHTS),
@@ -322,6 +399,7 @@ impl Batch {
     ) -> Result<usize, ActionError> {
         let params = crate::evaluate_device::Params {
             threshold_percentile: 99.0,
+            cpu: false,
         };
         let inputs = vec![
             From::Child(flash, FLASH).input(FLASH),

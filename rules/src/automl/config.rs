@@ -64,7 +64,12 @@ pub const ATTRS: &[AttrSpec] = &[
     AttrSpec::optional(
         "device",
         AttrType::String,
-        "the board kept models are flashed to and evaluated on, with an accelerator platform: `sim://...`, `tcp://HOST:PORT` or `serial:///dev/ttyX?baud=N` (default: the platform's simulated board; `kflow build --device` wins)",
+        "the board kept models are flashed to and evaluated on: with an accelerator platform `sim://...`, `tcp://HOST:PORT` or `serial:///dev/ttyX?baud=N` (default: the platform's simulated board), with a CPU-only platform `qemu://mps2-an386` (default: none, the host evaluates); `kflow build --device` wins",
+    ),
+    AttrSpec::optional(
+        "cpu_device",
+        AttrType::String,
+        "accelerator platforms: a `qemu://` board on which kept models also run as C inference on the platform's core without the accelerator, to measure the accelerator's speed-up",
     ),
     USER_CHECKS[0],
     USER_CHECKS[1],
@@ -90,6 +95,7 @@ struct Attrs {
     objectives: Option<Vec<String>>,
     keep: Option<usize>,
     device: Option<String>,
+    cpu_device: Option<String>,
     #[serde(default)]
     constraints: Vec<String>,
     #[serde(default)]
@@ -164,10 +170,14 @@ pub struct Params {
     pub objectives: Vec<Objective>,
     pub keep: usize,
     pub check: crate::check::Params,
-    /// Where kept models of an accelerator platform are flashed and
-    /// evaluated; `None`: the platform's simulated board. Always present in
-    /// the params (null by default), so that `--device` can override it.
+    /// Where kept models are flashed and evaluated; `None`: the simulated
+    /// board of an accelerator platform, the host for a CPU-only one.
+    /// Always present in the params (null by default), so that `--device`
+    /// can override it.
     pub device_url: Option<String>,
+    /// Where kept models of an accelerator platform also run in software.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_device_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -309,6 +319,7 @@ pub fn params(planner: &Planner<'_>) -> Result<Params, Diagnostic> {
         ));
     }
     crate::flash::check_url(planner, "device", attrs.device.as_deref())?;
+    crate::flash::check_url(planner, "cpu_device", attrs.cpu_device.as_deref())?;
     for expression in &attrs.constraints {
         kflow_platform::validate(expression).map_err(|e| err("constraints", e.to_string()))?;
     }
@@ -330,5 +341,6 @@ pub fn params(planner: &Planner<'_>) -> Result<Params, Diagnostic> {
             check_timeout_s: attrs.check_timeout_s.unwrap_or(60),
         },
         device_url: attrs.device,
+        cpu_device_url: attrs.cpu_device,
     })
 }

@@ -15,11 +15,12 @@ use kflow_search::{Evaluated, Genome, Space};
 use kflow_train::EpochStats;
 
 use super::candidate::{Candidate, Status};
-use super::children::{Batch, From, Shared};
+use super::children::{Batch, CpuBoard, From, Shared};
 use super::config::Params;
 use super::select;
 use crate::check::{CHECK, Misfit, Report};
-use crate::device::{FLASH, IMAGE};
+use crate::codegen::CPU_FILES;
+use crate::device::{FIRMWARE, FLASH, IMAGE};
 use crate::generate::{GENOME, Strategy};
 use crate::json;
 use crate::model::{INIT, MODEL};
@@ -47,8 +48,11 @@ pub struct Kept {
     pub candidate: usize,
     pub files: BTreeMap<&'static str, BlobRef>,
     pub metrics: serde_json::Value,
-    /// Its `metrics.json` from the board (accelerator platforms).
+    /// Its `metrics.json` from the board it was deployed to.
     pub device_metrics: Option<serde_json::Value>,
+    /// Its `metrics.json` as C inference on the core of an accelerator
+    /// platform, without the accelerator.
+    pub cpu_metrics: Option<serde_json::Value>,
     /// The resources of the deployed (pruned, quantized) network.
     pub resources: BTreeMap<String, f64>,
 }
@@ -58,6 +62,10 @@ pub struct Kept {
 /// sources, and its evaluation.
 /// A kept model's `metrics.json` from its board.
 pub const DEVICE_METRICS: &str = "device_metrics.json";
+/// An accelerator platform's kept model run in software on its core: the
+/// flash and the metrics.
+pub const CPU_FLASH: &str = "cpu_flash.json";
+pub const CPU_METRICS: &str = "cpu_metrics.json";
 
 pub fn kept_files() -> Vec<&'static str> {
     let mut files = vec![
@@ -72,7 +80,9 @@ pub fn kept_files() -> Vec<&'static str> {
         "allocation.json",
     ];
     files.extend(crate::codegen::FILES);
-    files.extend(["model.onnx", "metrics.json", FLASH, IMAGE, DEVICE_METRICS]);
+    files.extend(CPU_FILES);
+    files.extend(["model.onnx", "metrics.json", FLASH, IMAGE, FIRMWARE, DEVICE_METRICS]);
+    files.extend([CPU_FLASH, CPU_METRICS]);
     files
 }
 
@@ -508,6 +518,19 @@ impl<'a, 'c> Search<'a, 'c> {
             chain.flash = Some(flash);
             chain.evaluate_device =
                 Some(batch.evaluate_device(c.index, (flash, synthesized, q), model.clone(), &self.shared)?);
+            if let Some(url) = &self.params.cpu_device_url {
+                let codegen = batch.cpu_codegen(c.index, "cpu", q)?;
+                let flash = batch.cpu_flash(c.index, "cpu", codegen, CpuBoard::Fixed(url.clone()))?;
+                chain.cpu_evaluate = Some(batch.cpu_evaluate(
+                    c.index,
+                    "cpu",
+                    (flash, q),
+                    model.clone(),
+                    (platform, &self.shared),
+                )?);
+                chain.cpu_codegen = Some(codegen);
+                chain.cpu_flash = Some(flash);
+            }
             chain.evaluate = batch.evaluate(c.index, (model, weights), Some((q, device)), &self.shared)?;
         } else {
             if let Some(platform) = self.shared.platform {
@@ -519,6 +542,30 @@ impl<'a, 'c> Search<'a, 'c> {
                     None,
                     (platform, &self.shared),
                 )?);
+                // C inference on the search's board, when it names one.
+                if self.params.device_url.is_some() {
+                    let q = batch.quantize(
+                        self.params,
+                        c.index,
+                        "deploy",
+                        (model.clone(), weights.clone()),
+                        true,
+                        &self.shared,
+                    )?;
+                    let codegen = batch.cpu_codegen(c.index, "deploy", q)?;
+                    let board = CpuBoard::Search(self.params.device_url.clone());
+                    let flash = batch.cpu_flash(c.index, "deploy", codegen, board)?;
+                    chain.evaluate_device = Some(batch.cpu_evaluate(
+                        c.index,
+                        "deploy",
+                        (flash, q),
+                        model.clone(),
+                        (platform, &self.shared),
+                    )?);
+                    chain.quantize = Some(q);
+                    chain.cpu_codegen = Some(codegen);
+                    chain.flash = Some(flash);
+                }
             }
             chain.evaluate = batch.evaluate(c.index, (model, weights), None, &self.shared)?;
         }
@@ -538,6 +585,7 @@ impl<'a, 'c> Search<'a, 'c> {
             ("quantize", chain.quantize),
             ("synthesize", chain.synthesize),
             ("codegen", chain.codegen),
+            ("codegen", chain.cpu_codegen),
             ("evaluate", Some(chain.evaluate)),
         ];
         if let Some(verdict) = self.verdict(results, [None, None, chain.check])? {
@@ -545,7 +593,8 @@ impl<'a, 'c> Search<'a, 'c> {
         }
         // A board that fails is no fault of the candidate: the build stops
         // and says why, and a rerun resumes from the cached stages.
-        for child in [chain.flash, chain.evaluate_device].into_iter().flatten() {
+        let boards = [chain.flash, chain.evaluate_device, chain.cpu_flash, chain.cpu_evaluate];
+        for child in boards.into_iter().flatten() {
             let r = &results[child];
             if !succeeded(r) {
                 return Err(ActionError::new(format!(
@@ -599,18 +648,31 @@ impl<'a, 'c> Search<'a, 'c> {
         );
         let generated: Vec<(&'static str, &str)> = crate::codegen::FILES.iter().map(|&f| (f, f)).collect();
         take(&mut files, chain.codegen, &generated);
+        let c_inference: Vec<(&'static str, &str)> = CPU_FILES.iter().map(|&f| (f, f)).collect();
+        take(&mut files, chain.cpu_codegen, &c_inference);
         take(
             &mut files,
             Some(chain.evaluate),
             &[("metrics.json", "metrics.json"), ("model.onnx", "model.onnx")],
         );
-        if let Some(r) = chain.flash.map(|k| &results[k]) {
-            for name in [FLASH, IMAGE] {
-                files.insert(name, output(r, name)?);
+        // The flash of an accelerator search's board, or of the C inference
+        // on a CPU-only platform's, and the software baseline's.
+        let flashed = [(chain.flash, FLASH), (chain.cpu_flash, CPU_FLASH)];
+        for (child, record) in flashed {
+            if let Some(r) = child.map(|k| &results[k]) {
+                files.insert(record, output(r, FLASH)?);
+                for name in [IMAGE, FIRMWARE] {
+                    if let Some(b) = r.outputs.get(name) {
+                        files.insert(name, *b);
+                    }
+                }
             }
         }
         if let Some(r) = chain.evaluate_device.map(|k| &results[k]) {
             files.insert(DEVICE_METRICS, output(r, "metrics.json")?);
+        }
+        if let Some(r) = chain.cpu_evaluate.map(|k| &results[k]) {
+            files.insert(CPU_METRICS, output(r, "metrics.json")?);
         }
         let read = |file: &str| -> Result<serde_json::Value, ActionError> {
             serde_json::from_slice(&self.cx.read_artifact(&files[file])?)
@@ -621,6 +683,7 @@ impl<'a, 'c> Search<'a, 'c> {
             .contains_key(DEVICE_METRICS)
             .then(|| read(DEVICE_METRICS))
             .transpose()?;
+        let cpu_metrics = files.contains_key(CPU_METRICS).then(|| read(CPU_METRICS)).transpose()?;
         let resources = self
             .check_report(results, chain.check)?
             .map_or_else(|| c.resources.clone(), |r| r.resources);
@@ -629,6 +692,7 @@ impl<'a, 'c> Search<'a, 'c> {
             files,
             metrics,
             device_metrics,
+            cpu_metrics,
             resources,
         }))
     }
@@ -676,6 +740,11 @@ struct Chain {
     codegen: Option<usize>,
     flash: Option<usize>,
     evaluate_device: Option<usize>,
+    /// C inference: of a CPU-only platform's model, or of an accelerator
+    /// platform's on its core (with `cpu_flash` and `cpu_evaluate`).
+    cpu_codegen: Option<usize>,
+    cpu_flash: Option<usize>,
+    cpu_evaluate: Option<usize>,
     evaluate: usize,
 }
 

@@ -14,10 +14,12 @@ use crate::frame::{Frame, FrameError};
 use crate::url::DeviceUrl;
 
 pub mod in_process;
+pub mod qemu;
 pub mod serial;
 pub mod tcp;
 
 pub use in_process::ChannelLink;
+pub use qemu::QemuLink;
 pub use serial::SerialLink;
 pub use tcp::TcpLink;
 
@@ -187,9 +189,11 @@ pub enum OpenError {
     InProcess { url: DeviceUrl },
     #[error("cannot connect to {url}: {source}")]
     Connect { url: DeviceUrl, source: io::Error },
+    #[error("{url} names no firmware to boot; `flash` builds one from the model's C code")]
+    NoFirmware { url: DeviceUrl },
 }
 
-/// Opens a transport to a `tcp://` or `serial://` board.
+/// Opens a transport to a `tcp://`, `serial://` or `qemu://` board.
 pub fn open(url: &DeviceUrl, timeouts: LinkTimeouts) -> Result<Box<dyn Transport>, OpenError> {
     let connect_error = |source| OpenError::Connect {
         url: url.clone(),
@@ -205,6 +209,15 @@ pub fn open(url: &DeviceUrl, timeouts: LinkTimeouts) -> Result<Box<dyn Transport
             let link = SerialLink::open(url.to_string(), path, *baud, timeouts).map_err(connect_error)?;
             Ok(Box::new(StreamTransport::new(link)))
         }
+        DeviceUrl::Qemu {
+            machine,
+            firmware: Some(firmware),
+        } => {
+            let link = QemuLink::start(url.to_string(), *machine, std::path::Path::new(firmware), timeouts)
+                .map_err(connect_error)?;
+            Ok(Box::new(StreamTransport::new(link)))
+        }
+        DeviceUrl::Qemu { firmware: None, .. } => Err(OpenError::NoFirmware { url: url.clone() }),
     }
 }
 
