@@ -2,6 +2,7 @@
  * counts down at 25 MHz of QEMU's virtual time, which -icount advances by
  * exactly 2^shift ns per instruction. These routines are in assembly so
  * that the instructions between starting and reading the timer are fixed. */
+    .file "count.S"     @ else the symbol table names a random temporary file
     .syntax unified
     .thumb
     .text
