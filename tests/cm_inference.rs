@@ -11,19 +11,25 @@ use std::process::Command;
 use common::Ws;
 use kflow_ai8x_sim::{Output, SimOptions};
 
-/// Runs `kflow_infer` on every input of a file of back-to-back inputs and
-/// writes the outputs back to back (int32 outputs in the host's order).
+/// Reads model.bin, then runs `kflow_infer` on every input of a file of
+/// back-to-back inputs and writes the outputs back to back (int32 outputs
+/// in the host's order).
 const MAIN: &str = r#"#include <stdio.h>
 #include <stdint.h>
 #include "model.h"
 
+static int32_t weights[(KFLOW_WEIGHTS_BYTES + 3) / 4];
 static int8_t in[KFLOW_INPUT_LEN];
 static int32_t out[(KFLOW_OUTPUT_BYTES + 3) / 4];
 
 int main(void)
 {
+    FILE *f = fopen("model.bin", "rb");
+    if (!f || fread(weights, 1, KFLOW_WEIGHTS_BYTES, f) != KFLOW_WEIGHTS_BYTES) return 3;
+    fclose(f);
+    if (kflow_check_weights(weights, KFLOW_WEIGHTS_BYTES) != 0) return 6;
     while (fread(in, 1, sizeof in, stdin) == sizeof in) {
-        if (kflow_infer(in, out) != 0) return 4;
+        if (kflow_infer(weights, in, out) != 0) return 4;
         if (fwrite(out, 1, KFLOW_OUTPUT_BYTES, stdout) != KFLOW_OUTPUT_BYTES) return 5;
     }
     return 0;
@@ -44,7 +50,7 @@ quantized = ":q"
     );
     ws.build_ok(&["//m:cortex_m", "//m:q", "//data:small"]);
     let dir = tempfile::tempdir().expect("temp dir");
-    for file in ["model.c", "model.h"] {
+    for file in ["model.c", "model.h", "model.bin"] {
         std::fs::copy(ws.output("m", "cortex_m", file), dir.path().join(file)).expect("copy");
     }
     std::fs::write(dir.path().join("main.c"), MAIN).expect("write main.c");
@@ -96,6 +102,7 @@ quantized = ":q"
     }
     std::fs::write(dir.path().join("inputs.bin"), &inputs).expect("write inputs");
     let run = Command::new(&exe)
+        .current_dir(dir.path())
         .stdin(std::fs::File::open(dir.path().join("inputs.bin")).expect("inputs"))
         .output()
         .expect("run the C inference");

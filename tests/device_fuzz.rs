@@ -506,9 +506,11 @@ impl Fuzz {
     }
 
     fn response(&mut self, kind: MessageType) -> Response {
+        let mut maybe = || (self.rng.below(2) == 0).then(|| self.rng.next_u64());
         let statistics = RunStatistics {
-            cycles: self.rng.next_u64(),
-            time_us: self.rng.next_u64(),
+            cycles: maybe(),
+            time_us: maybe(),
+            instructions: maybe(),
         };
         match kind {
             MessageType::Pong => Response::Pong {

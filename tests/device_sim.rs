@@ -27,7 +27,7 @@ fn device_sim_over_tcp_runs_a_generated_model_like_the_in_process_board() {
     )
     .unwrap());
     assert_eq!(over_tcp, in_process);
-    assert!(over_tcp.statistics.cycles > 1);
+    assert!(over_tcp.statistics.cycles.is_some_and(|c| c > 1));
 }
 
 #[test]

@@ -41,12 +41,16 @@ const ATTRS: &[AttrSpec] = &[
     AttrSpec::optional(
         "quantized",
         AttrType::Label,
-        "instead, a `[[quantize]]` target: C99 inference for a Cortex-M without an accelerator (`model.c`, `model.h`)",
+        "instead, a `[[quantize]]` target: C99 inference for a Cortex-M without an accelerator (`model.c`, `model.h`, and its weights `model.bin`)",
     ),
 ];
 
 /// What the C inference for a CPU-only target writes.
-pub const CPU_FILES: [&str; 2] = ["model.c", "model.h"];
+pub const CPU_FILES: [&str; 3] = [
+    kflow_cm_codegen::MODEL_C,
+    kflow_cm_codegen::MODEL_H,
+    kflow_cm_codegen::MODEL_BIN,
+];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -296,7 +296,11 @@ impl<'a> OnBoard<'a> {
                 .client
                 .infer(&words)
                 .map_err(|e| ActionError::new(format!("{name} window {i}: {e}")))?;
-            self.cycles.push(inference.statistics.cycles);
+            let cycles = inference
+                .statistics
+                .cycles
+                .ok_or_else(|| ActionError::new(format!("{name} window {i}: the board reported no cycle count")))?;
+            self.cycles.push(cycles);
             let simulated = kflow_ai8x_board::output_bytes(&expected, self.width);
             if inference.output != simulated {
                 self.mismatched += 1;

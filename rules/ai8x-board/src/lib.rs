@@ -285,8 +285,9 @@ impl Board for SimBoard {
         self.output = Some(loaded.run(input)?);
         let clock = clock_hz(self.device);
         Ok(RunStatistics {
-            cycles: loaded.cycles,
-            time_us: (u128::from(loaded.cycles) * 1_000_000).div_ceil(u128::from(clock)) as u64,
+            cycles: Some(loaded.cycles),
+            time_us: Some((u128::from(loaded.cycles) * 1_000_000).div_ceil(u128::from(clock)) as u64),
+            instructions: None,
         })
     }
 

@@ -181,7 +181,14 @@ struct Needs {
     linear: bool,
 }
 
-pub(crate) fn model_c(s: &Sources) -> Result<String, CodegenError> {
+/// `model.c` and the blob of weights and biases its `kflow_infer` reads.
+pub(crate) struct ModelC {
+    pub text: String,
+    pub blob: Blob,
+}
+
+pub(crate) fn model_c(s: &Sources) -> Result<ModelC, CodegenError> {
+    let mut blob = Blob::default();
     let mut tables = String::new();
     let mut body = String::new();
     let mut needs = Needs::default();
@@ -239,12 +246,11 @@ pub(crate) fn model_c(s: &Sources) -> Result<String, CodegenError> {
             Op::ConvTranspose2d { .. } => transposed_kernel(layer, &w.weight),
             _ => w.weight.clone(),
         };
-        array(&mut tables, &format!("static const int8_t kf_w{i}"), &weights, 24);
+        let weights = format!("KF_W8({})", blob.int8s(&weights));
         let bias = match &w.bias {
             Some(b) => {
                 let scaled: Vec<i32> = b.iter().map(|&v| 128 * i32::from(v)).collect();
-                array(&mut tables, &format!("static const int32_t kf_b{i}"), &scaled, 12);
-                format!("kf_b{i}")
+                format!("KF_W32({})", blob.int32s(&scaled))
             }
             None => "NULL".to_owned(),
         };
@@ -262,7 +268,7 @@ pub(crate) fn model_c(s: &Sources) -> Result<String, CodegenError> {
             );
             let _ = writeln!(
                 body,
-                "    kf_linear(&kf_g{i}, {operator_input}, kf_w{i}, {bias}, {out});"
+                "    kf_linear(&kf_g{i}, {operator_input}, {weights}, {bias}, {out});"
             );
             continue;
         }
@@ -316,7 +322,7 @@ pub(crate) fn model_c(s: &Sources) -> Result<String, CodegenError> {
         let col = s.buffers.scratch[i].map_or("NULL".to_owned(), arena_at);
         let _ = writeln!(
             body,
-            "    kf_conv(&kf_g{i}, {operator_input}, kf_w{i}, {bias}, {out}, {col});"
+            "    kf_conv(&kf_g{i}, {operator_input}, {weights}, {bias}, {out}, {col});"
         );
     }
 
@@ -337,11 +343,104 @@ pub(crate) fn model_c(s: &Sources) -> Result<String, CodegenError> {
             s.buffers.arena_bytes / arena::ALIGN
         );
     }
-    c.push_str("\nint kflow_infer(const int8_t *input, void *output)\n{\n");
-    c.push_str("    if (input == NULL || output == NULL) {\n        return -1;\n    }\n");
+    c.push_str(CHECK_WEIGHTS);
+    c.push_str("\nint kflow_infer(const void *weights, const int8_t *input, void *output)\n{\n");
+    c.push_str("    const uint8_t *const kf_wb = (const uint8_t *)weights;\n");
+    if blob.is_empty() {
+        // A network of pooling and element-wise layers reads no weights.
+        c.push_str("    (void)kf_wb;\n");
+    }
+    c.push_str("    if (weights == NULL || input == NULL || output == NULL) {\n        return -1;\n    }\n");
     c.push_str(&body);
     c.push_str("    return 0;\n}\n");
-    Ok(c)
+    Ok(ModelC { text: c, blob })
+}
+
+/// Reads the blob's header; the blob is little-endian, so the version word
+/// also refuses a big-endian core.
+const CHECK_WEIGHTS: &str = r#"
+#define KF_W8(offset) ((const int8_t *)(kf_wb + (offset)))
+#define KF_W32(offset) ((const int32_t *)(const void *)(kf_wb + (offset)))
+
+int kflow_check_weights(const void *weights, uint32_t len)
+{
+    static const char magic[] = "KFCW";
+    static const char id[] = KFLOW_MODEL_ID;
+    const uint8_t *b = (const uint8_t *)weights;
+    const uint32_t *words = (const uint32_t *)weights;
+    uint32_t i;
+    if (weights == NULL || len != KFLOW_WEIGHTS_BYTES || ((uintptr_t)weights & 3u) != 0) {
+        return -1;
+    }
+    for (i = 0; i < 4; i++) {
+        if (b[i] != (uint8_t)magic[i]) {
+            return -2;
+        }
+    }
+    for (i = 0; i < 16; i++) {
+        if (b[12 + i] != (uint8_t)id[i]) {
+            return -2;
+        }
+    }
+    if (words[1] != KFLOW_WEIGHTS_VERSION || words[2] != len) {
+        return -3;
+    }
+    return 0;
+}
+"#;
+
+/// `model.bin`: a header (magic `KFCW`, format version and length as
+/// little-endian u32, the model id in 16 ASCII hex digits, 4 bytes of
+/// padding), then every layer's weights (int8) and biases (int32,
+/// little-endian, already scaled by 128), each table 4-byte aligned.
+#[derive(Default)]
+pub(crate) struct Blob {
+    tables: Vec<u8>,
+}
+
+pub(crate) const BLOB_HEADER: usize = 32;
+pub(crate) const BLOB_VERSION: u32 = 1;
+
+impl Blob {
+    /// Appends `values`; returns their offset in the blob.
+    fn int8s(&mut self, values: &[i8]) -> usize {
+        let at = self.align();
+        self.tables.extend(values.iter().map(|&v| v as u8));
+        at
+    }
+
+    fn int32s(&mut self, values: &[i32]) -> usize {
+        let at = self.align();
+        self.tables.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        at
+    }
+
+    fn align(&mut self) -> usize {
+        self.tables.resize(self.tables.len().next_multiple_of(4), 0);
+        BLOB_HEADER + self.tables.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        BLOB_HEADER + self.tables.len().next_multiple_of(4)
+    }
+
+    /// The whole blob, for the model named `id` (16 hex digits).
+    pub fn bytes(&self, id: &str) -> Vec<u8> {
+        let len = self.len();
+        let mut b = Vec::with_capacity(len);
+        b.extend_from_slice(b"KFCW");
+        b.extend_from_slice(&BLOB_VERSION.to_le_bytes());
+        b.extend_from_slice(&(len as u32).to_le_bytes());
+        b.extend_from_slice(id.as_bytes());
+        b.resize(BLOB_HEADER, 0);
+        b.extend_from_slice(&self.tables);
+        b.resize(len, 0);
+        b
+    }
 }
 
 pub(crate) fn emit_prepare(

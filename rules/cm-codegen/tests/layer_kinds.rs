@@ -75,6 +75,50 @@ fn conv2d_3x3_with_padding_relu_and_bias() {
 
 /// One 1x1 convolution per output shift reads the input; a passthrough
 /// concatenates them all, so that one program covers every shift.
+/// `model.bin` belongs to its `model.c`: the weights of a network with the
+/// same shapes but other shifts, or a damaged header, are refused.
+#[test]
+fn weights_of_another_network_are_refused() {
+    let net = |shift| {
+        let layer = Layer {
+            output_shift: shift,
+            ..Layer::new(
+                Op::Conv2d {
+                    kernel: 3,
+                    pad: 1,
+                    depthwise: false,
+                },
+                2,
+                4,
+            )
+        };
+        network(Shape::new(2, 5, 5), vec![layer])
+    };
+    let (a, b) = (net(0), net(1));
+    let weights = with_bias(&a, 3);
+    let ga = generate(&a, &weights, SimOptions::default()).expect("generate");
+    let gb = generate(&b, &weights, SimOptions::default()).expect("generate");
+    assert_ne!(ga.model_id, gb.model_id);
+    assert_eq!(ga.model_bin.len(), gb.model_bin.len());
+    let program = Program::build(&ga, Kernels::Portable).expect("build");
+    let input = vec![1i8; a.input.len()];
+    assert_eq!(
+        program.run(&input),
+        Ok(expected(&a, &weights, &input, SimOptions::default()))
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let other = dir.path().join("other.bin");
+    std::fs::write(&other, &gb.model_bin).expect("write");
+    assert!(
+        program.run_with(&other, &input).is_err(),
+        "weights of another model ran"
+    );
+    let mut damaged = ga.model_bin.clone();
+    damaged[9] ^= 1; // the length field
+    std::fs::write(&other, &damaged).expect("write");
+    assert!(program.run_with(&other, &input).is_err(), "a damaged header ran");
+}
+
 #[test]
 fn conv2d_every_output_shift_and_activation() {
     for activation in [Activation::None, Activation::Relu, Activation::Abs] {

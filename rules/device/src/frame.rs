@@ -26,7 +26,7 @@ use thiserror::Error;
 /// The two bytes every frame starts with.
 pub const MAGIC: [u8; 2] = *b"KF";
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 16;
 /// Bytes after the payload (the frame's CRC-32).

@@ -96,13 +96,17 @@ pub struct DeviceInfo {
     pub max_chunk_bytes: u32,
 }
 
-/// What one inference cost.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What one inference cost, as far as the board can tell: an accelerator
+/// counts its cycles, an emulated core its executed instructions (cycles
+/// are then the host's estimate, not the board's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunStatistics {
-    /// Accelerator cycles.
-    pub cycles: u64,
+    /// Cycles the board counted or models exactly.
+    pub cycles: Option<u64>,
     /// Time at the board's clock, in microseconds.
-    pub time_us: u64,
+    pub time_us: Option<u64>,
+    /// Instructions the core executed.
+    pub instructions: Option<u64>,
 }
 
 /// Why a board did not do what it was asked. The numbers are part of the
@@ -610,15 +614,20 @@ mod tests {
             Response::RunComplete {
                 output_len: 10,
                 statistics: RunStatistics {
-                    cycles: 123_456,
-                    time_us: 617,
+                    cycles: Some(123_456),
+                    time_us: Some(617),
+                    instructions: None,
                 },
             },
             Response::Output {
                 total_len: 100_000,
                 data: vec![1; MAX_DATA],
             },
-            Response::Statistics(RunStatistics { cycles: 1, time_us: 0 }),
+            Response::Statistics(RunStatistics {
+                cycles: None,
+                time_us: None,
+                instructions: Some(1),
+            }),
             Response::ResetDone,
             Response::Error(DeviceError::new(
                 ErrorCode::Refused,

@@ -527,8 +527,9 @@ mod tests {
             assert!(input.first() != Some(&b'!'), "test board told to panic");
             self.output = Some(input.iter().rev().copied().collect());
             Ok(RunStatistics {
-                cycles: input.len() as u64,
-                time_us: 1,
+                cycles: Some(input.len() as u64),
+                time_us: Some(1),
+                instructions: None,
             })
         }
 
@@ -770,7 +771,11 @@ mod tests {
         );
         assert_eq!(error_code(ask(&mut server, 5, Request::Run)), ErrorCode::NoInput);
         ask(&mut server, 6, input(b"abc"));
-        let statistics = RunStatistics { cycles: 3, time_us: 1 };
+        let statistics = RunStatistics {
+            cycles: Some(3),
+            time_us: Some(1),
+            instructions: None,
+        };
         assert_eq!(
             ask(&mut server, 7, Request::Run),
             Response::RunComplete {

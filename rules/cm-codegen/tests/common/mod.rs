@@ -11,24 +11,29 @@ use kflow_ai8x_sim::{
 };
 use kflow_cm_codegen::Generated;
 
-/// Reads `KFLOW_INPUT_LEN` bytes from argv[1], writes the output's bytes
-/// (int32 in the host's byte order) to argv[2].
+/// Reads model.bin from argv[1] and `KFLOW_INPUT_LEN` bytes from argv[2],
+/// writes the output's bytes (int32 in the host's byte order) to argv[3].
 const MAIN: &str = r#"#include <stdio.h>
 #include <stdint.h>
 #include "model.h"
 
+static int32_t weights[(KFLOW_WEIGHTS_BYTES + 3) / 4];
 static int8_t in[KFLOW_INPUT_LEN];
 static int32_t out[(KFLOW_OUTPUT_BYTES + 3) / 4];
 
 int main(int argc, char **argv)
 {
     FILE *f;
-    if (argc != 3) return 2;
+    if (argc != 4) return 2;
     f = fopen(argv[1], "rb");
+    if (!f || fread(weights, 1, KFLOW_WEIGHTS_BYTES, f) != KFLOW_WEIGHTS_BYTES) return 3;
+    fclose(f);
+    if (kflow_check_weights(weights, KFLOW_WEIGHTS_BYTES) != 0) return 6;
+    f = fopen(argv[2], "rb");
     if (!f || fread(in, 1, sizeof in, f) != sizeof in) return 3;
     fclose(f);
-    if (kflow_infer(in, out) != 0) return 4;
-    f = fopen(argv[2], "wb");
+    if (kflow_infer(weights, in, out) != 0) return 4;
+    f = fopen(argv[3], "wb");
     if (!f || fwrite(out, 1, KFLOW_OUTPUT_BYTES, f) != KFLOW_OUTPUT_BYTES) return 5;
     return fclose(f) != 0;
 }
@@ -74,10 +79,16 @@ impl Program {
     }
 
     pub fn run(&self, input: &[i8]) -> Result<Vec<u8>, String> {
+        self.run_with(&self.dir.path().join(kflow_cm_codegen::MODEL_BIN), input)
+    }
+
+    /// Runs with the weights in `model_bin` instead of the generated ones.
+    pub fn run_with(&self, model_bin: &Path, input: &[i8]) -> Result<Vec<u8>, String> {
         let (i, o) = (self.dir.path().join("in.bin"), self.dir.path().join("out.bin"));
         let bytes: Vec<u8> = input.iter().map(|&v| v as u8).collect();
         std::fs::write(&i, bytes).map_err(|e| e.to_string())?;
         let status = Command::new(self.dir.path().join("model"))
+            .arg(model_bin)
             .args([&i, &o])
             .status()
             .map_err(|e| e.to_string())?;
