@@ -1,0 +1,231 @@
+//! Bare-metal firmware for QEMU's `mps2-an386` board (Cortex-M4) that
+//! serves kflow's device protocol (`kflow-device`, protocol version 2) on
+//! UART0 around a model's generated C inference (`kflow-cm-codegen`), and
+//! the command line that runs it.
+//!
+//! [`build`] compiles the firmware's C sources (in `firmware/`, held here
+//! with `include_str!`) together with a model's `model.c` and `model.h`
+//! with `arm-none-eabi-gcc` into an ELF that QEMU boots with `-kernel`.
+//! The weights are not part of it: the host flashes `model.bin` over the
+//! protocol, and the firmware refuses a blob that is not the weights of
+//! the model it was built with. Each run reports the exact number of
+//! instructions `kflow_infer` executed (see README.md for why it is exact).
+
+use std::fmt::Write as _;
+use std::io::ErrorKind;
+use std::path::Path;
+use std::process::Command;
+
+use thiserror::Error;
+
+/// The firmware's C sources, by file name.
+pub const SOURCES: &[(&str, &str)] = &[
+    ("board.c", include_str!("../firmware/board.c")),
+    ("proto.c", include_str!("../firmware/proto.c")),
+    ("proto.h", include_str!("../firmware/proto.h")),
+    ("crc32.c", include_str!("../firmware/crc32.c")),
+    ("crc32.h", include_str!("../firmware/crc32.h")),
+    ("blake3.c", include_str!("../firmware/blake3.c")),
+    ("blake3.h", include_str!("../firmware/blake3.h")),
+    ("libc.c", include_str!("../firmware/libc.c")),
+    ("count.S", include_str!("../firmware/count.S")),
+    ("link.ld", include_str!("../firmware/link.ld")),
+];
+
+/// Sources that need no hardware and compile on the host too (the tests
+/// check them against the Rust crates).
+pub const HOST_SOURCES: &[&str] = &["crc32.c", "blake3.c", "proto.c"];
+
+/// The cross compiler.
+pub const COMPILER: &str = "arm-none-eabi-gcc";
+
+/// The emulator.
+pub const QEMU: &str = "qemu-system-arm";
+
+/// The flags of every firmware build. `-g0` and the relative file names of
+/// a build in its own directory keep the ELF free of paths, so that the
+/// same sources give the same bytes from any directory.
+pub const CFLAGS: &[&str] = &[
+    "-mcpu=cortex-m4",
+    "-mthumb",
+    "-O2",
+    "-std=c99",
+    "-Wall",
+    "-Wextra",
+    "-g0",
+    "-ffunction-sections",
+    "-fdata-sections",
+    // libc.c's loops must not become calls to the functions they define.
+    "-fno-tree-loop-distribute-patterns",
+    "-nostdlib",
+    "-nostartfiles",
+    "-Wl,--gc-sections",
+    "-Wl,--build-id=none",
+];
+
+/// Largest model image the firmware accepts (two such buffers and a 4 MiB
+/// input staging area fill the board's 16 MiB PSRAM).
+pub const MAX_MODEL_BYTES: u32 = 6 * 1024 * 1024;
+
+/// The board's SYSCLK in QEMU.
+pub const CLOCK_HZ: u64 = 25_000_000;
+
+/// A built firmware.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Firmware {
+    /// The ELF image QEMU boots with `-kernel`.
+    pub elf: Vec<u8>,
+    /// What the board reports as `firmware_version`:
+    /// `kflow-cm4 <crate version> model <KFLOW_MODEL_ID>`.
+    pub version: String,
+    /// `KFLOW_MODEL_ID` of the model it was built with.
+    pub model_id: String,
+}
+
+#[derive(Debug, Error)]
+pub enum FirmwareError {
+    #[error(
+        "{COMPILER} not found; install it with `apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi`"
+    )]
+    NoCompiler,
+    #[error("model.h does not define KFLOW_MODEL_ID as a string of 1 to 64 characters [0-9A-Za-z_-]")]
+    NoModelId,
+    #[error("{COMPILER} failed:\n{stderr}")]
+    Compiler { stderr: String },
+    #[error("firmware build: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The `KFLOW_MODEL_ID` string of a `model.h`.
+pub fn model_id(model_h: &str) -> Option<String> {
+    model_h.lines().find_map(|line| {
+        let rest = line.trim().strip_prefix("#define")?.trim_start();
+        let value = rest.strip_prefix("KFLOW_MODEL_ID")?;
+        if !value.starts_with([' ', '\t']) {
+            return None;
+        }
+        let id = value.split('"').nth(1)?;
+        let ok = !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        ok.then(|| id.to_owned())
+    })
+}
+
+/// Writes the firmware's sources into `dir` (for people and tests who
+/// build it themselves).
+pub fn write_sources(dir: &Path) -> std::io::Result<()> {
+    for (name, text) in SOURCES {
+        std::fs::write(dir.join(name), text)?;
+    }
+    Ok(())
+}
+
+/// Builds the firmware for a model from its generated `model.c` and
+/// `model.h`, in a private temporary directory.
+pub fn build(model_c: &str, model_h: &str) -> Result<Firmware, FirmwareError> {
+    let model_id = model_id(model_h).ok_or(FirmwareError::NoModelId)?;
+    let dir = tempfile::tempdir()?;
+    write_sources(dir.path())?;
+    std::fs::write(dir.path().join("model.c"), model_c)?;
+    std::fs::write(dir.path().join("model.h"), model_h)?;
+    let version_define = format!("-DKF_FIRMWARE_VERSION=\"{}\"", env!("CARGO_PKG_VERSION"));
+    let prefix_map = format!("-ffile-prefix-map={}=.", dir.path().display());
+    let output = Command::new(COMPILER)
+        .args(CFLAGS)
+        .arg(version_define)
+        .arg(prefix_map)
+        .args(["-I.", "-T", "link.ld", "-o", "firmware.elf"])
+        .args([
+            "board.c", "proto.c", "crc32.c", "blake3.c", "libc.c", "count.S", "model.c",
+        ])
+        .arg("-lgcc")
+        .current_dir(dir.path())
+        .output()
+        .map_err(|e| match e.kind() {
+            ErrorKind::NotFound => FirmwareError::NoCompiler,
+            _ => FirmwareError::Io(e),
+        })?;
+    if !output.status.success() {
+        return Err(FirmwareError::Compiler {
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    let elf = std::fs::read(dir.path().join("firmware.elf"))?;
+    Ok(Firmware {
+        elf,
+        version: format!("kflow-cm4 {} model {model_id}", env!("CARGO_PKG_VERSION")),
+        model_id,
+    })
+}
+
+/// The `-serial` value for a TCP server on `127.0.0.1:port` that QEMU
+/// opens before it starts the board (`wait=on`), so that nothing the board
+/// says is lost before the host connects. `nodelay=on`: the board writes
+/// its answers a byte at a time, and with Nagle's algorithm each answer
+/// waited for the host's delayed ACK (40 ms a round trip).
+pub fn tcp_serial(port: u16) -> String {
+    format!("tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on")
+}
+
+/// The validated arguments (after the program name, [`QEMU`]) that run a
+/// firmware ELF with UART0 on `serial` (e.g. [`tcp_serial`]).
+///
+/// `-icount shift=8`: every instruction advances virtual time by exactly
+/// 256 ns, which the firmware's timer turns into an exact instruction
+/// count. `sleep=on` (QEMU's default, written out): while the board waits
+/// in `wfi` virtual time follows real time, so its partial-frame timeout
+/// (500 ms) is real time; with `sleep=off` an idle board would jump to the
+/// timer's deadline at once and time out in the middle of every frame.
+pub fn qemu_args(elf: &Path, serial: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-M",
+        "mps2-an386",
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        serial,
+        "-icount",
+        "shift=8,align=off,sleep=on",
+        "-kernel",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.push(elf.display().to_string());
+    args
+}
+
+/// [`qemu_args`] as one shell-quoted line, for messages and READMEs.
+pub fn qemu_command_line(elf: &Path, serial: &str) -> String {
+    let mut line = QEMU.to_owned();
+    for arg in qemu_args(elf, serial) {
+        let _ = write!(line, " {arg}");
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_id_is_read_from_model_h() {
+        let h = "#ifndef X\n#define KFLOW_MODEL_ID \"00ff12ab00ff12ab\" /* net */\n";
+        assert_eq!(model_id(h).as_deref(), Some("00ff12ab00ff12ab"));
+        assert_eq!(model_id("#define KFLOW_MODEL_ID 3\n"), None);
+        assert_eq!(model_id("#define KFLOW_MODEL_ID \"a\\\"b\"\n"), None);
+        assert_eq!(model_id("#define KFLOW_MODEL_IDX \"ab\"\n"), None);
+    }
+
+    #[test]
+    fn qemu_args_name_the_board_the_serial_line_and_icount() {
+        let args = qemu_args(Path::new("/tmp/f.elf"), &tcp_serial(5000));
+        let line = args.join(" ");
+        assert!(line.contains("-M mps2-an386"));
+        assert!(line.contains("-serial tcp:127.0.0.1:5000,server=on,wait=on,nodelay=on"));
+        assert!(line.contains("-icount shift=8"));
+        assert_eq!(args.last().map(String::as_str), Some("/tmp/f.elf"));
+    }
+}
