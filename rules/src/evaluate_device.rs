@@ -14,8 +14,8 @@
 
 use kflow_ai8x_codegen::{InputLayout, Program};
 use kflow_ai8x_sim as sim;
-use kflow_data::{Quality, Split};
 use kflow_cm_codegen::MODEL_BIN;
+use kflow_data::{Quality, Split};
 use kflow_device::{Client, Transport};
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
@@ -25,13 +25,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::{TEST, VAL};
 use crate::device::{self, FIRMWARE, FLASH, FlashRecord, IMAGE};
-use crate::platform::PLATFORM;
 use crate::evaluate::{Latency, METRICS, latency};
 use crate::evaluate_sim::{Scored, score};
 use crate::generate::one_output;
 use crate::inputs;
 use crate::json;
 use crate::model::MODEL;
+use crate::platform::PLATFORM;
 use crate::quantize::{QUANT, QUANTIZED};
 use crate::split::read_split;
 use crate::synthesize::{ALLOCATION, WEIGHTS};
@@ -184,9 +184,19 @@ impl Rule for EvaluateDeviceRule {
             ));
         }
         let board: &[(&str, &str)] = if cpu {
-            &[(FLASH, "flashed"), (FIRMWARE, "flashed"), (MODEL_BIN, "flashed"), (PLATFORM, "platform")]
+            &[
+                (FLASH, "flashed"),
+                (FIRMWARE, "flashed"),
+                (MODEL_BIN, "flashed"),
+                (PLATFORM, "platform"),
+            ]
         } else {
-            &[(FLASH, "flashed"), (IMAGE, "flashed"), (ALLOCATION, "synthesized"), (WEIGHTS, "synthesized")]
+            &[
+                (FLASH, "flashed"),
+                (IMAGE, "flashed"),
+                (ALLOCATION, "synthesized"),
+                (WEIGHTS, "synthesized"),
+            ]
         };
         let model = [
             (MODEL, "model"),
@@ -376,7 +386,12 @@ impl<'a> OnBoard<'a> {
     fn latency(&self, info: &kflow_device::DeviceInfo) -> OnBoardLatency {
         let counted: Vec<f64> = self.costs.iter().map(|&c| c as f64).collect();
         let (instructions, cycles, clock_hz, cycles_from) = match &self.wire {
-            Wire::Accelerator { .. } => (None, counted, info.clock_hz as f64, "the board's cycle count".to_owned()),
+            Wire::Accelerator { .. } => (
+                None,
+                counted,
+                info.clock_hz as f64,
+                "the board's cycle count".to_owned(),
+            ),
             Wire::Cpu { platform, timing } => (
                 Some(latency(&mut counted.clone())),
                 counted.iter().map(|i| i * timing.cycles_per_instruction).collect(),

@@ -97,7 +97,12 @@ impl Rule for FlashRule {
         let from: &[(&str, &str)] = if cpu {
             &[(MODEL_C, "code"), (MODEL_H, "code"), (MODEL_BIN, "code")]
         } else {
-            &[(ALLOCATION, "synthesized"), (WEIGHTS, "synthesized"), (REGS, "code"), (BIN, "code")]
+            &[
+                (ALLOCATION, "synthesized"),
+                (WEIGHTS, "synthesized"),
+                (REGS, "code"),
+                (BIN, "code"),
+            ]
         };
         let inputs = from
             .iter()
@@ -147,7 +152,11 @@ pub(crate) fn fixed_board_params(board: &str) -> serde_json::Value {
 
 /// What a flash of accelerator or CPU code writes.
 pub(crate) fn outputs(cpu: bool) -> Vec<String> {
-    let names: &[&str] = if cpu { &[FLASH, FIRMWARE, MODEL_BIN] } else { &[FLASH, IMAGE] };
+    let names: &[&str] = if cpu {
+        &[FLASH, FIRMWARE, MODEL_BIN]
+    } else {
+        &[FLASH, IMAGE]
+    };
     names.iter().map(|n| (*n).to_owned()).collect()
 }
 

@@ -226,7 +226,10 @@ impl fmt::Display for DeviceUrl {
             DeviceUrl::Tcp { host, port } if host.contains(':') => write!(f, "tcp://[{host}]:{port}"),
             DeviceUrl::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
             DeviceUrl::Serial { path, baud } => write!(f, "serial://{path}?baud={baud}"),
-            DeviceUrl::Qemu { machine, firmware: None } => write!(f, "qemu://{}", machine.name()),
+            DeviceUrl::Qemu {
+                machine,
+                firmware: None,
+            } => write!(f, "qemu://{}", machine.name()),
             DeviceUrl::Qemu {
                 machine,
                 firmware: Some(path),
@@ -330,7 +333,10 @@ mod tests {
                 "serial:///dev/ttyUSB0?parity=none",
                 "unknown query parameter `parity=none`",
             ),
-            ("qemu://mps2-an385", "unknown QEMU machine `mps2-an385`; known machines: mps2-an386"),
+            (
+                "qemu://mps2-an385",
+                "unknown QEMU machine `mps2-an385`; known machines: mps2-an386",
+            ),
             ("qemu://mps2-an386?firmware=", "an empty firmware path"),
             ("qemu://mps2-an386?elf=x", "unknown query `elf=x`"),
             ("qemo://mps2-an386", "did you mean `qemu://`?"),

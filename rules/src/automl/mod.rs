@@ -191,10 +191,32 @@ struct KeptSummary<'a> {
     val_f1: Option<f64>,
     latency_us: Option<f64>,
     weight_bytes: Option<f64>,
-    /// On the board it was flashed to (accelerator platforms).
+    /// On the board it was flashed to.
     #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<serde_json::Value>,
+    /// Accelerator platforms with `cpu_device`: the same quantized model as
+    /// C inference on the platform's core without the accelerator, and how
+    /// many times faster the accelerator is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu: Option<serde_json::Value>,
     dir: String,
+}
+
+/// The summary of a board's `metrics.json`.
+fn on_board(d: &serde_json::Value) -> serde_json::Value {
+    let mut row = serde_json::json!({
+        "url": d.pointer("/board/device"),
+        "identity": d.pointer("/board/identity"),
+        "f1": d.pointer("/quality/f1"),
+        "matches_simulator": d.get("matches_simulator"),
+        "windows_compared": d.get("windows_compared"),
+        "latency_us": d.pointer("/latency/us/median"),
+        "cycles": d.pointer("/latency/cycles/median"),
+    });
+    if let (Some(i), Some(obj)) = (d.pointer("/latency/instructions/median"), row.as_object_mut()) {
+        obj.insert("instructions".into(), i.clone());
+    }
+    row
 }
 
 fn number(v: &serde_json::Value, path: &[&str]) -> Option<f64> {
@@ -242,16 +264,22 @@ fn write_outputs(
                 val_f1: c.fitness(),
                 latency_us: m.resources.get("latency_us").copied(),
                 weight_bytes: m.resources.get("weight_bytes").copied(),
-                device: m.device_metrics.as_ref().map(|d| {
-                    serde_json::json!({
-                        "url": d.pointer("/board/device"),
-                        "identity": d.pointer("/board/identity"),
-                        "f1": d.pointer("/quality/f1"),
-                        "matches_simulator": d.get("matches_simulator"),
-                        "windows_compared": d.get("windows_compared"),
-                        "latency_us": d.pointer("/latency/us/median"),
-                        "cycles": d.pointer("/latency/cycles/median"),
-                    })
+                device: m.device_metrics.as_ref().map(on_board),
+                cpu: m.cpu_metrics.as_ref().map(|d| {
+                    let mut row = on_board(d);
+                    // The accelerator's time as measured on its board, else
+                    // as the check estimated it.
+                    let accelerator_us = m
+                        .device_metrics
+                        .as_ref()
+                        .and_then(|a| number(a, &["latency", "us", "median"]))
+                        .or_else(|| m.resources.get("latency_us").copied());
+                    let cpu_us = number(d, &["latency", "us", "median"]);
+                    if let (Some(a), Some(c), Some(obj)) = (accelerator_us, cpu_us, row.as_object_mut()) {
+                        obj.insert("accelerator_us".into(), a.into());
+                        obj.insert("accelerator_speedup".into(), (c / a.max(f64::MIN_POSITIVE)).into());
+                    }
+                    row
                 }),
                 dir: format!("kept/{}", k + 1),
             }

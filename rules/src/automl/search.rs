@@ -521,13 +521,8 @@ impl<'a, 'c> Search<'a, 'c> {
             if let Some(url) = &self.params.cpu_device_url {
                 let codegen = batch.cpu_codegen(c.index, "cpu", q)?;
                 let flash = batch.cpu_flash(c.index, "cpu", codegen, CpuBoard::Fixed(url.clone()))?;
-                chain.cpu_evaluate = Some(batch.cpu_evaluate(
-                    c.index,
-                    "cpu",
-                    (flash, q),
-                    model.clone(),
-                    (platform, &self.shared),
-                )?);
+                chain.cpu_evaluate =
+                    Some(batch.cpu_evaluate(c.index, "cpu", (flash, q), model.clone(), (platform, &self.shared))?);
                 chain.cpu_codegen = Some(codegen);
                 chain.cpu_flash = Some(flash);
             }

@@ -77,11 +77,7 @@ impl Board {
             .stderr(Stdio::null())
             .spawn()
             .expect("start qemu");
-        let board = Board {
-            child,
-            port,
-            _dir: dir,
-        };
+        let board = Board { child, port, _dir: dir };
         let client = board.connect();
         (board, client)
     }

@@ -28,6 +28,9 @@ pub const QEMU: &str = "qemu-system-arm";
 /// 25 MHz timers move 6.4 ticks per instruction, enough to count single
 /// instructions exactly.
 pub const ICOUNT_SHIFT: u32 = 8;
+/// `-icount`: instruction counting, and (`sleep=on`) virtual time that
+/// follows real time while the core waits in `wfi`, so that a firmware's
+/// timeouts between the bytes of a frame are real time.
 /// How long the emulator may take to start and connect its UART.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Most bytes of the emulator's stderr kept for error messages.
@@ -48,7 +51,7 @@ pub fn qemu_args(machine: QemuMachine, firmware: &Path, serial: &str) -> Vec<Str
         "-serial",
         serial,
         "-icount",
-        &format!("shift={ICOUNT_SHIFT},align=off,sleep=off"),
+        &format!("shift={ICOUNT_SHIFT},align=off,sleep=on"),
         "-kernel",
     ]
     .into_iter()
@@ -102,7 +105,13 @@ impl Emulator {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let mut child = Command::new(QEMU)
-            .args(qemu_args(machine, firmware, &format!("tcp:127.0.0.1:{port}")))
+            // nodelay: the board answers a byte at a time, and with Nagle's
+            // algorithm each answer would wait for a delayed ACK.
+            .args(qemu_args(
+                machine,
+                firmware,
+                &format!("tcp:127.0.0.1:{port},nodelay=on"),
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
