@@ -8,30 +8,17 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# Debian packages the tests need: nginx serves as the remote cache in
-# tests/remote_cache.rs; the Arm cross compiler and its C library compile
-# the generated accelerator code for the Cortex-M4; socat makes the
-# pseudo-terminal pair tests/device_sim.rs serves a board over.
-install_packages() {
-    local missing=()
-    command -v socat >/dev/null || missing+=(socat)
-    [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
-    command -v arm-none-eabi-gcc >/dev/null || missing+=(gcc-arm-none-eabi)
-    [ -e /usr/lib/arm-none-eabi/include/stdint.h ] || missing+=(libnewlib-arm-none-eabi)
-    [ ${#missing[@]} -eq 0 ] && return
-    step "installing ${missing[*]}"
-    local sudo=()
-    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-}
-
-install_packages
+# The Debian packages the graphs and tests need (cross compiler, QEMU,
+# nginx, socat), then ONNX Runtime.
+scripts/install-packages.sh test
 scripts/install-onnxruntime.sh
 
 # A cold build gains nothing from incremental state, which would double the
 # target directory's size on disk.
 export CARGO_INCREMENTAL=0
+# QEMU and the cross compiler are installed above: tests that need them
+# must not skip.
+export KFLOW_REQUIRE_QEMU=1
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check

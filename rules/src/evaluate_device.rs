@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::{TEST, VAL};
 use crate::device::{self, FIRMWARE, FLASH, FlashRecord, IMAGE};
 use crate::evaluate::{Latency, METRICS, latency};
-use crate::evaluate_sim::{Scored, score};
+use crate::evaluate_sim::score;
 use crate::generate::one_output;
 use crate::inputs;
 use crate::json;
@@ -70,6 +70,11 @@ const ATTRS: &[AttrSpec] = &[
         "the `[[dataset]]` whose validation and test splits to stream",
     ),
     AttrSpec::optional(
+        "windows",
+        AttrType::Int,
+        "stream only the first N validation and N test windows: the cost of a run and bit-exactness, without quality (default: every window)",
+    ),
+    AttrSpec::optional(
         "threshold_percentile",
         AttrType::Float,
         "autoencoders: the anomaly threshold is this percentile of nominal validation errors (default 99)",
@@ -89,6 +94,7 @@ struct Attrs {
     _model: String,
     #[serde(rename = "dataset")]
     _dataset: String,
+    windows: Option<usize>,
     threshold_percentile: Option<f64>,
 }
 
@@ -98,15 +104,20 @@ pub(crate) struct Params {
     /// The flashed code is C inference for a core without an accelerator.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cpu: bool,
+    /// Windows per split, when not every window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<usize>,
 }
 
 #[derive(Serialize)]
 struct Metrics {
     model: String,
     board: FlashRecord,
-    /// Chosen on the board's validation outputs.
-    threshold: f32,
-    quality: Quality,
+    /// Chosen on the board's validation outputs (when every window ran).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threshold: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quality: Option<Quality>,
     latency: OnBoardLatency,
     /// Every output the board returned equals the host-side simulator's,
     /// bit for bit.
@@ -173,9 +184,13 @@ impl Rule for EvaluateDeviceRule {
                 "C inference (no `synthesized`) needs `platform`, whose clock times the executed instructions",
             ));
         }
+        if attrs.windows == Some(0) {
+            return Err(planner.error("windows", "`windows` is at least 1"));
+        }
         let params = Params {
             threshold_percentile: attrs.threshold_percentile.unwrap_or(99.0),
             cpu,
+            windows: attrs.windows,
         };
         if !(0.0..=100.0).contains(&params.threshold_percentile) {
             return Err(planner.error(
@@ -254,34 +269,34 @@ impl Rule for EvaluateDeviceRule {
         }
         let model = inputs::model(cx)?;
         let (val, test) = (read_split(cx, VAL)?, read_split(cx, TEST)?);
+        let limit = params.windows.unwrap_or(usize::MAX);
+        let (n_val, n_test) = (val.len().min(limit), test.len().min(limit));
         let mut board = OnBoard::new(wire, &q, client);
-        cx.progress(&format!("streaming {} validation windows through {url}", val.len()));
-        let val_out = board.stream(&val, "validation")?;
-        cx.progress(&format!("streaming {} test windows through {url}", test.len()));
-        let test_out = board.stream(&test, "test")?;
-        let Scored {
-            threshold,
-            quality,
-            forecast_weights,
-            ..
-        } = score(&model, &val, &test, (&val_out, &test_out), params.threshold_percentile);
+        cx.progress(&format!("streaming {n_val} validation windows through {url}"));
+        let val_out = board.stream(&val, n_val, "validation")?;
+        cx.progress(&format!("streaming {n_test} test windows through {url}"));
+        let test_out = board.stream(&test, n_test, "test")?;
+        let scored = params
+            .windows
+            .is_none()
+            .then(|| score(&model, &val, &test, (&val_out, &test_out), params.threshold_percentile));
         let latency = board.latency(&info);
         let metrics = Metrics {
             model: model.name.clone(),
             board: record,
-            threshold,
-            quality,
+            threshold: scored.as_ref().map(|s| s.threshold),
+            quality: scored.as_ref().map(|s| s.quality.clone()),
             latency,
             matches_simulator: board.mismatched == 0,
-            windows_compared: val.len() + test.len(),
-            test_windows_compared: test.len(),
+            windows_compared: n_val + n_test,
+            test_windows_compared: n_test,
             mismatched_windows: board.mismatched,
             first_mismatch: board.first_mismatch.clone(),
-            forecast_weights,
+            forecast_weights: scored.and_then(|s| s.forecast_weights),
         };
         cx.write_output(METRICS, &json::pretty(&metrics)?)?;
         cx.set_metadata(serde_json::json!({
-            "f1": metrics.quality.f1,
+            "f1": metrics.quality.as_ref().map(|q| q.f1),
             "matches_simulator": metrics.matches_simulator,
             "latency_us": metrics.latency.us.median,
         }));
@@ -413,11 +428,11 @@ impl<'a> OnBoard<'a> {
     }
 
     /// The board's outputs for every window of `split`, as real values.
-    fn stream(&mut self, split: &Split, name: &'static str) -> Result<Vec<f32>, ActionError> {
+    fn stream(&mut self, split: &Split, windows: usize, name: &'static str) -> Result<Vec<f32>, ActionError> {
         let quant = |e: kflow_quant::QuantError| ActionError::new(e.to_string());
         let per = split.shape[1] * split.shape[2];
         let mut outputs = Vec::new();
-        for i in 0..split.len() {
+        for i in 0..windows.min(split.len()) {
             let input = kflow_quant::sample_input(&self.net, &split.x[i * per..(i + 1) * per]).map_err(quant)?;
             let expected = sim::simulate(&self.net, &self.weights, &input, sim::SimOptions::default())
                 .map_err(|e| ActionError::new(format!("host-side simulator: {e}")))?;

@@ -183,3 +183,26 @@ fn flash_cpu(cx: &ActionContext<'_>, params: &Params) -> Result<Outcome, ActionE
     cx.write_output(FLASH, &json::pretty(&record)?)?;
     Ok(Outcome::Done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--device` replaces a params key where the key is present: a fixed
+    /// board's params must not have it, and must read back as that board.
+    #[test]
+    fn a_fixed_board_has_no_device_url_key_and_reads_back() {
+        let value = fixed_board_params("qemu://mps2-an386");
+        assert!(value.get(crate::device::DEVICE_PARAM).is_none(), "{value}");
+        let params: Params = serde_json::from_value(value).unwrap();
+        assert_eq!(params.fixed_device.as_deref(), Some("qemu://mps2-an386"));
+        assert!(params.device_url.is_none() && params.cpu);
+        let search = json::to_value(&Params {
+            device_url: None,
+            fixed_device: None,
+            cpu: true,
+        })
+        .unwrap();
+        assert!(search.get(crate::device::DEVICE_PARAM).is_some(), "{search}");
+    }
+}

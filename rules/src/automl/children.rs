@@ -339,11 +339,12 @@ impl Batch {
     }
 
     /// The flashed C inference on its core, beside the host-side simulator,
-    /// timed at `platform`'s clock.
+    /// timed at `platform`'s clock: every window, or the first `windows`
+    /// of each split.
     pub fn cpu_evaluate(
         &mut self,
         index: u64,
-        stage: &str,
+        (stage, windows): (&str, Option<usize>),
         (flash, quantized): (usize, usize),
         model: From,
         (platform, shared): (BlobRef, &Shared),
@@ -351,6 +352,7 @@ impl Batch {
         let params = crate::evaluate_device::Params {
             threshold_percentile: 99.0,
             cpu: true,
+            windows,
         };
         let inputs = vec![
             From::Child(flash, FLASH).input(FLASH),
@@ -400,6 +402,7 @@ impl Batch {
         let params = crate::evaluate_device::Params {
             threshold_percentile: 99.0,
             cpu: false,
+            windows: None,
         };
         let inputs = vec![
             From::Child(flash, FLASH).input(FLASH),

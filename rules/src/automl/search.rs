@@ -43,6 +43,12 @@ pub struct Search<'a, 'c> {
     rung: usize,
 }
 
+/// Windows per split an accelerator platform's kept model runs as C
+/// inference on its core: enough to time it (its instruction count hardly
+/// depends on the input) and to see it compute the simulator's outputs;
+/// its quality is the accelerator's.
+const SOFTWARE_BASELINE_WINDOWS: usize = 64;
+
 /// A deployed model: the candidate and its artifacts by kept-file name.
 pub struct Kept {
     pub candidate: usize,
@@ -521,8 +527,13 @@ impl<'a, 'c> Search<'a, 'c> {
             if let Some(url) = &self.params.cpu_device_url {
                 let codegen = batch.cpu_codegen(c.index, "cpu", q)?;
                 let flash = batch.cpu_flash(c.index, "cpu", codegen, CpuBoard::Fixed(url.clone()))?;
-                chain.cpu_evaluate =
-                    Some(batch.cpu_evaluate(c.index, "cpu", (flash, q), model.clone(), (platform, &self.shared))?);
+                chain.cpu_evaluate = Some(batch.cpu_evaluate(
+                    c.index,
+                    ("cpu", Some(SOFTWARE_BASELINE_WINDOWS)),
+                    (flash, q),
+                    model.clone(),
+                    (platform, &self.shared),
+                )?);
                 chain.cpu_codegen = Some(codegen);
                 chain.cpu_flash = Some(flash);
             }
@@ -552,7 +563,7 @@ impl<'a, 'c> Search<'a, 'c> {
                     let flash = batch.cpu_flash(c.index, "deploy", codegen, board)?;
                     chain.evaluate_device = Some(batch.cpu_evaluate(
                         c.index,
-                        "deploy",
+                        ("deploy", None),
                         (flash, q),
                         model.clone(),
                         (platform, &self.shared),
