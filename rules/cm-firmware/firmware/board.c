@@ -35,6 +35,9 @@
 #define IRQ_TIMER1 9
 
 #define SYSCLK_HZ 25000000u
+#ifndef SPIN_POLLS
+#define SPIN_POLLS 2000u
+#endif
 /* serve.rs's default partial_frame_timeout. */
 #define PARTIAL_TIMEOUT_TICKS (SYSCLK_HZ / 2u)
 
@@ -184,6 +187,15 @@ void kf_board_run(const uint8_t *model, kf_stats *stats)
 int kf_port_read(int partial)
 {
     int c = -1;
+    uint32_t spin;
+    /* Bytes of a frame follow each other closely: poll a while before the
+     * timer and wfi, whose wake-up costs more than a byte's arrival. */
+    for (spin = 0; spin < SPIN_POLLS; spin++)
+        if (UART0_STATE & UART_RX_FULL) {
+            c = (int)(UART0_DATA & 0xFFu);
+            UART0_INTCLEAR = 2u;
+            return c;
+        }
     if (!(UART0_STATE & UART_RX_FULL) && partial) {
         TIMER1_CTRL = 0;
         TIMER1_RELOAD = PARTIAL_TIMEOUT_TICKS;

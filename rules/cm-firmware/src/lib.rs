@@ -84,9 +84,7 @@ pub struct Firmware {
 
 #[derive(Debug, Error)]
 pub enum FirmwareError {
-    #[error(
-        "{COMPILER} not found; install it with `apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi`"
-    )]
+    #[error("{COMPILER} not found; install it with `apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi`")]
     NoCompiler,
     #[error("model.h does not define KFLOW_MODEL_ID as a string of 1 to 64 characters [0-9A-Za-z_-]")]
     NoModelId,
@@ -105,9 +103,8 @@ pub fn model_id(model_h: &str) -> Option<String> {
             return None;
         }
         let id = value.split('"').nth(1)?;
-        let ok = !id.is_empty()
-            && id.len() <= 64
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok =
+            !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         ok.then(|| id.to_owned())
     })
 }

@@ -50,8 +50,29 @@ fn blake3_and_crc32_match_the_rust_crates() {
         .expect("host gcc");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lengths = [
-        0usize, 1, 2, 63, 64, 65, 127, 128, 1023, 1024, 1025, 2047, 2048, 2049, 3072, 3073, 4096, 5000, 8193,
-        31_744, 100_000, 1_048_576, 1_048_577 + 4096,
+        0usize,
+        1,
+        2,
+        63,
+        64,
+        65,
+        127,
+        128,
+        1023,
+        1024,
+        1025,
+        2047,
+        2048,
+        2049,
+        3072,
+        3073,
+        4096,
+        5000,
+        8193,
+        31_744,
+        100_000,
+        1_048_576,
+        1_048_577 + 4096,
     ];
     for len in lengths {
         // BLAKE3's test-vector input pattern: byte i is i mod 251.
@@ -71,18 +92,36 @@ fn host_sources_compile_warning_free() {
     kflow_cm_firmware::write_sources(dir.path()).unwrap();
     for source in kflow_cm_firmware::HOST_SOURCES {
         let out = Command::new("gcc")
-            .args(["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", source, "-o"])
+            .args([
+                "-std=c99",
+                "-O2",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pedantic",
+                "-c",
+                source,
+                "-o",
+            ])
             .arg(format!("{source}.o"))
             .current_dir(dir.path())
             .output()
             .expect("host gcc");
-        assert!(out.status.success(), "{source}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{source}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 #[test]
 fn the_elf_is_the_same_from_any_directory_and_compiler_errors_come_back() {
-    if std::process::Command::new(kflow_cm_firmware::COMPILER).arg("--version").output().is_err() {
+    if std::process::Command::new(kflow_cm_firmware::COMPILER)
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         if std::env::var_os("KFLOW_REQUIRE_QEMU").is_some() {
             panic!("{} missing and KFLOW_REQUIRE_QEMU is set", kflow_cm_firmware::COMPILER);
         }
@@ -100,7 +139,10 @@ fn the_elf_is_the_same_from_any_directory_and_compiler_errors_come_back() {
     assert_eq!(a.version, format!("kflow-cm4 {} model copy", env!("CARGO_PKG_VERSION")));
     let err = kflow_cm_firmware::build("int kflow_infer(void) { return x; }\n", h).unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, kflow_cm_firmware::FirmwareError::Compiler { .. }), "{text}");
+    assert!(
+        matches!(err, kflow_cm_firmware::FirmwareError::Compiler { .. }),
+        "{text}"
+    );
     assert!(text.contains("model.c"), "{text}");
     assert!(matches!(
         kflow_cm_firmware::build(c, "#define KFLOW_INPUT_LEN 3\n"),

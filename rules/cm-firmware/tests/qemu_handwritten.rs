@@ -88,14 +88,19 @@ fn dense_reference(blob: &[u8], input: &[u8]) -> Vec<u8> {
     (0..4)
         .flat_map(|i| {
             let bias = i32::from_le_bytes(blob[68 + 4 * i..72 + 4 * i].try_into().unwrap());
-            let acc = (0..16).fold(bias, |acc, j| acc + i32::from(blob[4 + 16 * i + j] as i8) * i32::from(input[j] as i8));
+            let acc = (0..16).fold(bias, |acc, j| {
+                acc + i32::from(blob[4 + 16 * i + j] as i8) * i32::from(input[j] as i8)
+            });
             acc.to_le_bytes()
         })
         .collect()
 }
 
 fn refused_code(error: &kflow_device::ClientError) -> ErrorCode {
-    error.device_error().map(|e| e.code).unwrap_or_else(|| panic!("not a refusal: {error}"))
+    error
+        .device_error()
+        .map(|e| e.code)
+        .unwrap_or_else(|| panic!("not a refusal: {error}"))
 }
 
 #[test]
@@ -112,7 +117,10 @@ fn dense_model_runs_refuses_other_blobs_and_counts_identically() {
     println!("boot to first answer: {:?}", started.elapsed());
     assert_eq!(info.board, "mps2-an386");
     assert_eq!(info.firmware_version, firmware.version);
-    assert_eq!(info.firmware_version, format!("kflow-cm4 {} model 00000000deadbeef", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        info.firmware_version,
+        format!("kflow-cm4 {} model 00000000deadbeef", env!("CARGO_PKG_VERSION"))
+    );
     assert_eq!(info.identity, "qemu-mps2-an386");
     assert_eq!(info.clock_hz, 25_000_000);
     assert_eq!(info.max_model_bytes, kflow_cm_firmware::MAX_MODEL_BYTES);
@@ -177,6 +185,11 @@ fn a_loop_of_known_length_counts_exactly() {
         let stats: RunStatistics = client.infer(&n.to_le_bytes()).unwrap().statistics;
         assert_eq!(stats.instructions, Some(2 * u64::from(n) + 3), "n = {n}");
     }
+    // Without -icount the timer runs on the host's clock: no count.
+    let (_board, mut client) = Board::start_with(&firmware.elf, false);
+    client.flash(&[0; 4], |_| {}).unwrap();
+    let stats = client.infer(&1000u32.to_le_bytes()).unwrap().statistics;
+    assert_eq!(stats.instructions, None);
 }
 
 /// Raw frames on a TCP connection, for what the client never sends.
@@ -249,7 +262,10 @@ fn damaged_and_out_of_order_frames_are_answered_and_the_board_keeps_serving() {
     raw.send(&bytes);
     let answer = raw.frame();
     assert_eq!(answer.seq, 4);
-    assert_eq!(error_of(Response::decode(answer.kind, &answer.payload).unwrap()), ErrorCode::CorruptFrame);
+    assert_eq!(
+        error_of(Response::decode(answer.kind, &answer.payload).unwrap()),
+        ErrorCode::CorruptFrame
+    );
 
     // An oversized header is refused from the header alone.
     let header = kflow_device::frame::Header {
@@ -261,7 +277,10 @@ fn damaged_and_out_of_order_frames_are_answered_and_the_board_keeps_serving() {
     raw.send(&header.to_bytes());
     let answer = raw.frame();
     assert_eq!(answer.seq, 5);
-    assert_eq!(error_of(Response::decode(answer.kind, &answer.payload).unwrap()), ErrorCode::TooLarge);
+    assert_eq!(
+        error_of(Response::decode(answer.kind, &answer.payload).unwrap()),
+        ErrorCode::TooLarge
+    );
 
     // A frame that stops arriving is answered as truncated after the timeout.
     let bytes = Frame::new(ping.kind(), 6, ping.encode().unwrap()).encode().unwrap();
@@ -269,45 +288,92 @@ fn damaged_and_out_of_order_frames_are_answered_and_the_board_keeps_serving() {
     let started = Instant::now();
     let answer = raw.frame();
     assert_eq!(answer.seq, 6);
-    assert_eq!(error_of(Response::decode(answer.kind, &answer.payload).unwrap()), ErrorCode::CorruptFrame);
+    assert_eq!(
+        error_of(Response::decode(answer.kind, &answer.payload).unwrap()),
+        ErrorCode::CorruptFrame
+    );
     println!("truncated frame answered after {:?}", started.elapsed());
 
     // Out of order, malformed and unsupported requests.
-    let chunk = Request::LoadModelChunk { offset: 0, data: vec![1] };
+    let chunk = Request::LoadModelChunk {
+        offset: 0,
+        data: vec![1],
+    };
     assert_eq!(error_of(raw.ask(7, &chunk).1), ErrorCode::OutOfOrder);
     let end = Request::LoadModelEnd(ModelSummary::of(b"abcd").unwrap());
     assert_eq!(error_of(raw.ask(8, &end).1), ErrorCode::OutOfOrder);
     raw.send(&Frame::new(MessageType::Run, 9, vec![0]).encode().unwrap());
     let answer = raw.frame();
-    assert_eq!(error_of(Response::decode(answer.kind, &answer.payload).unwrap()), ErrorCode::Malformed);
-    raw.send(&Frame::new(MessageType::LoadModelChunk, 10, vec![0, 0xff, 0xff, 0xff, 0xff, 0x7f]).encode().unwrap());
+    assert_eq!(
+        error_of(Response::decode(answer.kind, &answer.payload).unwrap()),
+        ErrorCode::Malformed
+    );
+    raw.send(
+        &Frame::new(MessageType::LoadModelChunk, 10, vec![0, 0xff, 0xff, 0xff, 0xff, 0x7f])
+            .encode()
+            .unwrap(),
+    );
     let answer = raw.frame();
-    assert_eq!(error_of(Response::decode(answer.kind, &answer.payload).unwrap()), ErrorCode::Malformed);
+    assert_eq!(
+        error_of(Response::decode(answer.kind, &answer.payload).unwrap()),
+        ErrorCode::Malformed
+    );
     raw.send(&Frame::new(MessageType::Pong, 11, vec![]).encode().unwrap());
     let answer = raw.frame();
-    assert_eq!(error_of(Response::decode(answer.kind, &answer.payload).unwrap()), ErrorCode::Unsupported);
+    assert_eq!(
+        error_of(Response::decode(answer.kind, &answer.payload).unwrap()),
+        ErrorCode::Unsupported
+    );
     assert_eq!(error_of(raw.ask(12, &Request::ReadStatistics).1), ErrorCode::OutOfOrder);
-    assert_eq!(error_of(raw.ask(13, &Request::ReadOutput { offset: 0 }).1), ErrorCode::OutOfOrder);
+    assert_eq!(
+        error_of(raw.ask(13, &Request::ReadOutput { offset: 0 }).1),
+        ErrorCode::OutOfOrder
+    );
 
     // An upload in chunks, with a resent chunk, a wrong resend and a gap.
     let model = ModelSummary::of(&[5, 6, 7, 8]).unwrap();
     assert_eq!(raw.ask(14, &Request::LoadModelBegin(model)).1, Response::UploadStarted);
-    let chunk = |offset: u32, data: &[u8]| Request::LoadModelChunk { offset, data: data.to_vec() };
-    assert_eq!(raw.ask(15, &chunk(0, &[5, 6])).1, Response::ChunkAccepted { next_offset: 2 });
-    assert_eq!(raw.ask(16, &chunk(0, &[5, 6])).1, Response::ChunkAccepted { next_offset: 2 });
+    let chunk = |offset: u32, data: &[u8]| Request::LoadModelChunk {
+        offset,
+        data: data.to_vec(),
+    };
+    assert_eq!(
+        raw.ask(15, &chunk(0, &[5, 6])).1,
+        Response::ChunkAccepted { next_offset: 2 }
+    );
+    assert_eq!(
+        raw.ask(16, &chunk(0, &[5, 6])).1,
+        Response::ChunkAccepted { next_offset: 2 }
+    );
     assert_eq!(error_of(raw.ask(17, &chunk(0, &[9])).1), ErrorCode::OutOfOrder);
     assert_eq!(error_of(raw.ask(18, &chunk(3, &[8])).1), ErrorCode::OutOfOrder);
     assert_eq!(error_of(raw.ask(19, &chunk(2, &[7, 8, 9])).1), ErrorCode::TooLarge);
-    assert_eq!(error_of(raw.ask(20, &Request::LoadModelEnd(model)).1), ErrorCode::OutOfOrder);
-    assert_eq!(raw.ask(21, &chunk(1, &[6, 7, 8])).1, Response::ChunkAccepted { next_offset: 4 });
-    assert_eq!(raw.ask(22, &Request::LoadModelEnd(model)).1, Response::ModelLoaded(model));
+    assert_eq!(
+        error_of(raw.ask(20, &Request::LoadModelEnd(model)).1),
+        ErrorCode::OutOfOrder
+    );
+    assert_eq!(
+        raw.ask(21, &chunk(1, &[6, 7, 8])).1,
+        Response::ChunkAccepted { next_offset: 4 }
+    );
+    assert_eq!(
+        raw.ask(22, &Request::LoadModelEnd(model)).1,
+        Response::ModelLoaded(model)
+    );
     // The end again, its answer lost: the same answer.
-    assert_eq!(raw.ask(23, &Request::LoadModelEnd(model)).1, Response::ModelLoaded(model));
+    assert_eq!(
+        raw.ask(23, &Request::LoadModelEnd(model)).1,
+        Response::ModelLoaded(model)
+    );
 
     // A RETRY of the last request is answered from memory: the run is not
     // done again (the same answer, even after the input changed under it
     // would be impossible to tell; the sequence number tells).
-    let input = Request::LoadInput { total_len: 4, offset: 0, data: 5u32.to_le_bytes().to_vec() };
+    let input = Request::LoadInput {
+        total_len: 4,
+        offset: 0,
+        data: 5u32.to_le_bytes().to_vec(),
+    };
     assert_eq!(raw.ask(24, &input).1, Response::InputLoaded { received: 4 });
     let run = Frame::new(MessageType::Run, 25, vec![]);
     raw.send(&run.encode().unwrap());
@@ -316,30 +382,114 @@ fn damaged_and_out_of_order_frames_are_answered_and_the_board_keeps_serving() {
     retry.flags = Flags::RETRY;
     raw.send(&retry.encode().unwrap());
     assert_eq!(raw.frame(), first);
-    let Response::RunComplete { output_len: 1, statistics } = Response::decode(first.kind, &first.payload).unwrap()
+    let Response::RunComplete {
+        output_len: 1,
+        statistics,
+    } = Response::decode(first.kind, &first.payload).unwrap()
     else {
         panic!()
     };
     assert_eq!(statistics.instructions, Some(13));
     assert_eq!(
         raw.ask(26, &Request::ReadOutput { offset: 1 }).1,
-        Response::Output { total_len: 1, data: vec![] }
+        Response::Output {
+            total_len: 1,
+            data: vec![]
+        }
     );
-    assert_eq!(error_of(raw.ask(27, &Request::ReadOutput { offset: 2 }).1), ErrorCode::OutOfOrder);
+    assert_eq!(
+        error_of(raw.ask(27, &Request::ReadOutput { offset: 2 }).1),
+        ErrorCode::OutOfOrder
+    );
     // Input chunks: offset 0 restarts, a chunk of another total is out of order.
-    let part = |total_len: u32, offset: u32, data: &[u8]| Request::LoadInput { total_len, offset, data: data.to_vec() };
-    assert_eq!(raw.ask(28, &part(4, 0, &[1, 0])).1, Response::InputLoaded { received: 2 });
+    let part = |total_len: u32, offset: u32, data: &[u8]| Request::LoadInput {
+        total_len,
+        offset,
+        data: data.to_vec(),
+    };
+    assert_eq!(
+        raw.ask(28, &part(4, 0, &[1, 0])).1,
+        Response::InputLoaded { received: 2 }
+    );
     assert_eq!(error_of(raw.ask(29, &part(5, 2, &[0, 0])).1), ErrorCode::OutOfOrder);
     assert_eq!(raw.ask(30, &part(4, 0, &[2])).1, Response::InputLoaded { received: 1 });
-    assert_eq!(raw.ask(31, &part(4, 1, &[0, 0, 0])).1, Response::InputLoaded { received: 4 });
-    let Response::RunComplete { statistics, .. } = raw.ask(32, &Request::Run).1 else { panic!() };
+    assert_eq!(
+        raw.ask(31, &part(4, 1, &[0, 0, 0])).1,
+        Response::InputLoaded { received: 4 }
+    );
+    let Response::RunComplete { statistics, .. } = raw.ask(32, &Request::Run).1 else {
+        panic!()
+    };
     assert_eq!(statistics.instructions, Some(7));
-    assert_eq!(raw.ask(33, &Request::ReadStatistics).1, Response::Statistics(statistics));
+    assert_eq!(
+        raw.ask(33, &Request::ReadStatistics).1,
+        Response::Statistics(statistics)
+    );
     assert_eq!(raw.ask(34, &Request::Reset).1, Response::ResetDone);
     assert_eq!(error_of(raw.ask(35, &Request::Run).1), ErrorCode::NoInput);
     assert_eq!(raw.ask(36, &Request::Verify).1, Response::Verified(Some(model)));
     // A model over the board's limit is refused at the beginning.
-    let big = ModelSummary { len: kflow_cm_firmware::MAX_MODEL_BYTES + 1, digest: model.digest };
-    assert_eq!(error_of(raw.ask(37, &Request::LoadModelBegin(big)).1), ErrorCode::TooLarge);
-    assert_eq!(raw.ask(38, &Request::Ping { nonce: u64::MAX }).1, Response::Pong { nonce: u64::MAX });
+    let big = ModelSummary {
+        len: kflow_cm_firmware::MAX_MODEL_BYTES + 1,
+        digest: model.digest,
+    };
+    assert_eq!(
+        error_of(raw.ask(37, &Request::LoadModelBegin(big)).1),
+        ErrorCode::TooLarge
+    );
+    assert_eq!(
+        raw.ask(38, &Request::Ping { nonce: u64::MAX }).1,
+        Response::Pong { nonce: u64::MAX }
+    );
+}
+
+/// kflow_infer faults (an undefined instruction) when the input is 1.
+const FAULT_H: &str = r#"#include <stdint.h>
+#define KFLOW_INPUT_LEN 1
+#define KFLOW_OUTPUT_LEN 1
+#define KFLOW_OUTPUT_INT32 0
+#define KFLOW_WEIGHTS_BYTES 1
+#define KFLOW_MODEL_ID "fault"
+int kflow_check_weights(const void *weights, uint32_t len);
+int kflow_infer(const void *weights, const int8_t *input, void *output);
+"#;
+
+const FAULT_C: &str = r#"#include "model.h"
+int kflow_check_weights(const void *weights, uint32_t len) { (void)weights; return len != 1; }
+int kflow_infer(const void *weights, const int8_t *input, void *output)
+{
+    (void)weights;
+    if (input[0] == 1)
+        __asm__ volatile("udf #0");
+    *(int8_t *)output = input[0];
+    return 0;
+}
+"#;
+
+#[test]
+fn a_fault_restarts_the_board_without_its_model() {
+    if !tools_or_skip("a_fault_restarts_the_board_without_its_model") {
+        return;
+    }
+    let firmware = kflow_cm_firmware::build(FAULT_C, FAULT_H).unwrap();
+    let (board, client) = Board::start(&firmware.elf);
+    drop(client);
+    let transport = kflow_device::open(&board.url(), kflow_device::LinkTimeouts::default()).unwrap();
+    let mut client = kflow_device::Client::new(
+        transport,
+        kflow_device::RetryPolicy {
+            attempts: 2,
+            response_timeout: Duration::from_secs(2),
+            ..common::policy()
+        },
+    );
+    client.flash(&[0], |_| {}).unwrap();
+    assert_eq!(client.infer(&[5]).unwrap().output, vec![5]);
+    // The run that faults gets no answer; its retry finds a restarted
+    // board that holds no model.
+    let err = client.infer(&[1]).unwrap_err();
+    assert_eq!(refused_code(&err), ErrorCode::NoModel, "{err}");
+    assert_eq!(client.verify().unwrap(), None);
+    client.flash(&[0], |_| {}).unwrap();
+    assert_eq!(client.infer(&[7]).unwrap().output, vec![7]);
 }
