@@ -116,6 +116,10 @@ fn generated_networks_match_the_simulator_on_the_board() {
             firmware.elf.len()
         );
         assert_eq!(firmware.model_id, generated.model_id);
+        assert_eq!(
+            firmware.warnings, "",
+            "the firmware and model.c compile without warnings"
+        );
 
         let started = Instant::now();
         let (board, mut client) = Board::start(&firmware.elf);

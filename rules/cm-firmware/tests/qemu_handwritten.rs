@@ -245,6 +245,9 @@ fn damaged_and_out_of_order_frames_are_answered_and_the_board_keeps_serving() {
     let (board, client) = Board::start(&firmware.elf);
     drop(client);
     let stream = TcpStream::connect(("127.0.0.1", board.port)).unwrap();
+    // Many small writes: without this, Nagle's algorithm waits for the
+    // delayed ACK of each.
+    stream.set_nodelay(true).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut raw = Raw(stream);
 
