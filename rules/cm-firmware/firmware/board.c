@@ -35,6 +35,9 @@
 #define IRQ_TIMER1 9
 
 #define SYSCLK_HZ 25000000u
+#ifndef SPIN_POLLS
+#define SPIN_POLLS 20000u
+#endif
 /* serve.rs's default partial_frame_timeout. */
 #define PARTIAL_TIMEOUT_TICKS (SYSCLK_HZ / 2u)
 
@@ -184,13 +187,23 @@ void kf_board_run(const uint8_t *model, kf_stats *stats)
 int kf_port_read(int partial)
 {
     int c = -1;
-    if (!(UART0_STATE & UART_RX_FULL) && partial) {
+    uint32_t spin;
+    /* Bytes of a frame follow each other closely: poll a while before the
+     * timer and wfi, whose wake-up costs more than a byte's arrival. */
+    for (spin = 0; spin < SPIN_POLLS; spin++)
+        if (UART0_STATE & UART_RX_FULL)
+            return (int)(UART0_DATA & 0xFFu);
+    if (partial) {
         TIMER1_CTRL = 0;
         TIMER1_RELOAD = PARTIAL_TIMEOUT_TICKS;
         TIMER1_VALUE = PARTIAL_TIMEOUT_TICKS;
         TIMER1_INT = 1;
         TIMER1_CTRL = 1u | 8u; /* enabled, interrupt enabled */
     }
+    /* Forget interrupts latched by earlier bytes, or wfi would return at
+     * once for ever; one that arrives from here on ends the wait. */
+    UART0_INTCLEAR = 2u;
+    NVIC_ICPR0 = (1u << IRQ_UART0_RX) | (1u << IRQ_TIMER1);
     for (;;) {
         if (UART0_STATE & UART_RX_FULL) {
             c = (int)(UART0_DATA & 0xFFu);
@@ -207,8 +220,6 @@ int kf_port_read(int partial)
         TIMER1_CTRL = 0;
         TIMER1_INT = 1;
     }
-    UART0_INTCLEAR = 2u;
-    NVIC_ICPR0 = (1u << IRQ_UART0_RX) | (1u << IRQ_TIMER1);
     return c;
 }
 

@@ -350,6 +350,11 @@ static int decode_next(uint32_t *want)
             rx_start += cand;
             continue;
         }
+        if (garbage >= KF_MAX_FRAME) {
+            /* A stream of nothing but garbage is still answered now and then. */
+            answer_garbage();
+            return 1;
+        }
         if (n < KF_HEADER_LEN) {
             *want = KF_HEADER_LEN;
             return 0;

@@ -80,6 +80,9 @@ pub struct Firmware {
     pub version: String,
     /// `KFLOW_MODEL_ID` of the model it was built with.
     pub model_id: String,
+    /// What the compiler said on success (empty: no warning under
+    /// `-Wall -Wextra`).
+    pub warnings: String,
 }
 
 #[derive(Debug, Error)]
@@ -153,6 +156,7 @@ pub fn build(model_c: &str, model_h: &str) -> Result<Firmware, FirmwareError> {
         elf,
         version: format!("kflow-cm4 {} model {model_id}", env!("CARGO_PKG_VERSION")),
         model_id,
+        warnings: String::from_utf8_lossy(&output.stderr).into_owned(),
     })
 }
 

@@ -136,6 +136,7 @@ fn the_elf_is_the_same_from_any_directory_and_compiler_errors_come_back() {
     assert!(a.elf == b.elf, "two builds of the same sources differ");
     assert_eq!((&a.version, &a.model_id), (&b.version, &b.model_id));
     assert_eq!(&a.elf[..4], b"\x7fELF");
+    assert_eq!(a.warnings, "");
     assert_eq!(a.version, format!("kflow-cm4 {} model copy", env!("CARGO_PKG_VERSION")));
     let err = kflow_cm_firmware::build("int kflow_infer(void) { return x; }\n", h).unwrap_err();
     let text = err.to_string();

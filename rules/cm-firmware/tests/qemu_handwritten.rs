@@ -185,6 +185,11 @@ fn a_loop_of_known_length_counts_exactly() {
         let stats: RunStatistics = client.infer(&n.to_le_bytes()).unwrap().statistics;
         assert_eq!(stats.instructions, Some(2 * u64::from(n) + 3), "n = {n}");
     }
+    // Without -icount the timer runs on the host's clock: no count.
+    let (_board, mut client) = Board::start_with(&firmware.elf, false);
+    client.flash(&[0; 4], |_| {}).unwrap();
+    let stats = client.infer(&1000u32.to_le_bytes()).unwrap().statistics;
+    assert_eq!(stats.instructions, None);
 }
 
 /// Raw frames on a TCP connection, for what the client never sends.
@@ -240,6 +245,9 @@ fn damaged_and_out_of_order_frames_are_answered_and_the_board_keeps_serving() {
     let (board, client) = Board::start(&firmware.elf);
     drop(client);
     let stream = TcpStream::connect(("127.0.0.1", board.port)).unwrap();
+    // Many small writes: without this, Nagle's algorithm waits for the
+    // delayed ACK of each.
+    stream.set_nodelay(true).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut raw = Raw(stream);
 
@@ -436,4 +444,55 @@ fn damaged_and_out_of_order_frames_are_answered_and_the_board_keeps_serving() {
         raw.ask(38, &Request::Ping { nonce: u64::MAX }).1,
         Response::Pong { nonce: u64::MAX }
     );
+}
+
+/// kflow_infer faults (an undefined instruction) when the input is 1.
+const FAULT_H: &str = r#"#include <stdint.h>
+#define KFLOW_INPUT_LEN 1
+#define KFLOW_OUTPUT_LEN 1
+#define KFLOW_OUTPUT_INT32 0
+#define KFLOW_WEIGHTS_BYTES 1
+#define KFLOW_MODEL_ID "fault"
+int kflow_check_weights(const void *weights, uint32_t len);
+int kflow_infer(const void *weights, const int8_t *input, void *output);
+"#;
+
+const FAULT_C: &str = r#"#include "model.h"
+int kflow_check_weights(const void *weights, uint32_t len) { (void)weights; return len != 1; }
+int kflow_infer(const void *weights, const int8_t *input, void *output)
+{
+    (void)weights;
+    if (input[0] == 1)
+        __asm__ volatile("udf #0");
+    *(int8_t *)output = input[0];
+    return 0;
+}
+"#;
+
+#[test]
+fn a_fault_restarts_the_board_without_its_model() {
+    if !tools_or_skip("a_fault_restarts_the_board_without_its_model") {
+        return;
+    }
+    let firmware = kflow_cm_firmware::build(FAULT_C, FAULT_H).unwrap();
+    let (board, client) = Board::start(&firmware.elf);
+    drop(client);
+    let transport = kflow_device::open(&board.url(), kflow_device::LinkTimeouts::default()).unwrap();
+    let mut client = kflow_device::Client::new(
+        transport,
+        kflow_device::RetryPolicy {
+            attempts: 2,
+            response_timeout: Duration::from_secs(2),
+            ..common::policy()
+        },
+    );
+    client.flash(&[0], |_| {}).unwrap();
+    assert_eq!(client.infer(&[5]).unwrap().output, vec![5]);
+    // The run that faults gets no answer; its retry finds a restarted
+    // board that holds no model.
+    let err = client.infer(&[1]).unwrap_err();
+    assert_eq!(refused_code(&err), ErrorCode::NoModel, "{err}");
+    assert_eq!(client.verify().unwrap(), None);
+    client.flash(&[0], |_| {}).unwrap();
+    assert_eq!(client.infer(&[7]).unwrap().output, vec![7]);
 }

@@ -66,12 +66,23 @@ impl Board {
     /// Boots `elf` and returns the board and a client connected to it
     /// (QEMU starts the board only once the client is connected).
     pub fn start(elf: &[u8]) -> (Board, Client<Box<dyn Transport>>) {
+        Board::start_with(elf, true)
+    }
+
+    /// [`Board::start`], optionally without `-icount` (QEMU's free-running
+    /// clock: no instruction counts).
+    pub fn start_with(elf: &[u8], icount: bool) -> (Board, Client<Box<dyn Transport>>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("firmware.elf");
         std::fs::write(&path, elf).unwrap();
         let port = free_port();
+        let mut args = qemu_args(&path, &tcp_serial(port));
+        if !icount {
+            let at = args.iter().position(|a| a == "-icount").unwrap();
+            args.drain(at..at + 2);
+        }
         let child = Command::new(QEMU)
-            .args(qemu_args(&path, &tcp_serial(port)))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
