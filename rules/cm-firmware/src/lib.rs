@@ -11,7 +11,6 @@
 //! the model it was built with. Each run reports the exact number of
 //! instructions `kflow_infer` executed (see README.md for why it is exact).
 
-use std::fmt::Write as _;
 use std::io::ErrorKind;
 use std::path::Path;
 use std::process::Command;
@@ -160,53 +159,6 @@ pub fn build(model_c: &str, model_h: &str) -> Result<Firmware, FirmwareError> {
     })
 }
 
-/// The `-serial` value for a TCP server on `127.0.0.1:port` that QEMU
-/// opens before it starts the board (`wait=on`), so that nothing the board
-/// says is lost before the host connects. `nodelay=on`: the board writes
-/// its answers a byte at a time, and with Nagle's algorithm each answer
-/// waited for the host's delayed ACK (40 ms a round trip).
-pub fn tcp_serial(port: u16) -> String {
-    format!("tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on")
-}
-
-/// The validated arguments (after the program name, [`QEMU`]) that run a
-/// firmware ELF with UART0 on `serial` (e.g. [`tcp_serial`]).
-///
-/// `-icount shift=8`: every instruction advances virtual time by exactly
-/// 256 ns, which the firmware's timer turns into an exact instruction
-/// count. `sleep=on` (QEMU's default, written out): while the board waits
-/// in `wfi` virtual time follows real time, so its partial-frame timeout
-/// (500 ms) is real time; with `sleep=off` an idle board would jump to the
-/// timer's deadline at once and time out in the middle of every frame.
-pub fn qemu_args(elf: &Path, serial: &str) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-M",
-        "mps2-an386",
-        "-nographic",
-        "-monitor",
-        "none",
-        "-serial",
-        serial,
-        "-icount",
-        "shift=8,align=off,sleep=on",
-        "-kernel",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.push(elf.display().to_string());
-    args
-}
-
-/// [`qemu_args`] as one shell-quoted line, for messages and READMEs.
-pub fn qemu_command_line(elf: &Path, serial: &str) -> String {
-    let mut line = QEMU.to_owned();
-    for arg in qemu_args(elf, serial) {
-        let _ = write!(line, " {arg}");
-    }
-    line
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,15 +170,5 @@ mod tests {
         assert_eq!(model_id("#define KFLOW_MODEL_ID 3\n"), None);
         assert_eq!(model_id("#define KFLOW_MODEL_ID \"a\\\"b\"\n"), None);
         assert_eq!(model_id("#define KFLOW_MODEL_IDX \"ab\"\n"), None);
-    }
-
-    #[test]
-    fn qemu_args_name_the_board_the_serial_line_and_icount() {
-        let args = qemu_args(Path::new("/tmp/f.elf"), &tcp_serial(5000));
-        let line = args.join(" ");
-        assert!(line.contains("-M mps2-an386"));
-        assert!(line.contains("-serial tcp:127.0.0.1:5000,server=on,wait=on,nodelay=on"));
-        assert!(line.contains("-icount shift=8"));
-        assert_eq!(args.last().map(String::as_str), Some("/tmp/f.elf"));
     }
 }

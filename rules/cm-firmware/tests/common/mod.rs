@@ -6,8 +6,9 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kflow_cm_firmware::{QEMU, qemu_args, tcp_serial};
-use kflow_device::{Client, DeviceUrl, LinkTimeouts, RetryPolicy, Transport};
+use kflow_cm_firmware::QEMU;
+use kflow_device::transport::qemu::qemu_args;
+use kflow_device::{Client, DeviceUrl, LinkTimeouts, QemuMachine, RetryPolicy, Transport};
 
 /// Whether QEMU tests may be skipped: only when a tool is missing and
 /// `KFLOW_REQUIRE_QEMU` is unset (CI sets it).
@@ -76,7 +77,11 @@ impl Board {
         let path = dir.path().join("firmware.elf");
         std::fs::write(&path, elf).unwrap();
         let port = free_port();
-        let mut args = qemu_args(&path, &tcp_serial(port));
+        // QEMU listens (unlike kflow's `qemu://` transport, which owns one
+        // emulator per connection), so that a test can reconnect to the
+        // same board; it starts the board once the first client is there.
+        let serial = format!("tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on");
+        let mut args = qemu_args(QemuMachine::Mps2An386, &path, &serial);
         if !icount {
             let at = args.iter().position(|a| a == "-icount").unwrap();
             args.drain(at..at + 2);

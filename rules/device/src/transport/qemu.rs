@@ -47,7 +47,6 @@ pub fn qemu_args(machine: QemuMachine, firmware: &Path, serial: &str) -> Vec<Str
         "none",
         "-monitor",
         "none",
-        "-nodefaults",
         "-serial",
         serial,
         "-icount",
