@@ -39,6 +39,16 @@ linear_units = [16]
 classes = 2
 "#;
 
+/// A CPU-only microcontroller.
+const MCU: &str = r#"
+[[platform]]
+name = "mcu"
+cpu = "cortex-m4f"
+cpu_clock_mhz = 120
+flash_kb = 1024
+ram_kb = 128
+"#;
+
 /// Platforms as the repository declares them, with `weight_limit` as a
 /// constraint of the MAX78002.
 fn platforms(weight_limit: u64) -> String {
@@ -386,17 +396,7 @@ fn candidates_whose_training_diverges_are_recorded_as_crashed_and_the_build_succ
 #[test]
 fn cpu_only_and_host_searches_keep_models_evaluated_on_the_host() {
     let ws = workspace(1_000_000, 1);
-    ws.package(
-        "cpu",
-        r#"
-[[platform]]
-name = "mcu"
-cpu = "cortex-m4f"
-cpu_clock_mhz = 120
-flash_kb = 1024
-ram_kb = 128
-"#,
-    );
+    ws.package("cpu", MCU);
     let cpu = search("a2", "max78002", 1).replace("//platforms:max78002", "//cpu:mcu");
     let host = search("host", "max78002", 1)
         .replace("platform = \"//platforms:max78002\"\n", "")
@@ -433,6 +433,53 @@ ram_kb = 128
     let build = ws.build(&["//s:host"]);
     assert_eq!(build.run.code, 2, "{}", build.run.stderr);
     assert!(build.run.stderr.contains("need a `platform`"), "{}", build.run.stderr);
+}
+
+/// Kept models as C inference on an emulated Cortex-M4 (kflow's firmware in
+/// QEMU): a CPU-only platform's on its `device`, evaluated on every window;
+/// an accelerator platform's also on `cpu_device`, for the speed-up.
+#[test]
+fn kept_models_run_as_c_inference_on_an_emulated_cortex_m4() {
+    if !common::qemu_tools_present() {
+        return;
+    }
+    let ws = workspace(1_000_000, 1);
+    ws.package("cpu", MCU);
+    let cpu = search("mcu", "max78002", 1).replace("//platforms:max78002", "//cpu:mcu");
+    let accelerator = search("a2", "max78002", 1);
+    ws.package(
+        "s",
+        &format!("{cpu}device = \"qemu://mps2-an386\"\n{accelerator}cpu_device = \"qemu://mps2-an386\"\n"),
+    );
+    ws.build_ok(&["//s:mcu", "//s:a2"]);
+
+    let mcu = json(&ws, "mcu", "summary.json");
+    let device = &mcu["kept"][0]["device"];
+    assert_eq!(device["url"], "qemu://mps2-an386", "{mcu}");
+    assert_eq!(device["matches_simulator"], true, "{mcu}");
+    assert!(device["instructions"].as_f64() > Some(0.0), "{mcu}");
+    assert!(device["f1"].as_f64().is_some(), "{mcu}");
+    for file in [
+        "model.c",
+        "model.bin",
+        "firmware.elf",
+        "flash.json",
+        "device_metrics.json",
+    ] {
+        assert!(ws.output("s", "mcu", &format!("kept/1/{file}")).is_file(), "{file}");
+    }
+    let metrics: Value = serde_json::from_str(&ws.read_output("s", "mcu", "kept/1/device_metrics.json")).expect("JSON");
+    assert!(metrics["test_windows_compared"].as_u64() > Some(100), "{metrics}");
+
+    let a2 = json(&ws, "a2", "summary.json");
+    let software = &a2["kept"][0]["cpu"];
+    assert_eq!(software["matches_simulator"], true, "{a2}");
+    assert_eq!(software["windows_compared"], 128, "{a2}");
+    assert!(software["accelerator_speedup"].as_f64() > Some(1.0), "{a2}");
+    assert!(ws.output("s", "a2", "kept/1/cpu_metrics.json").is_file());
+
+    let again = ws.build_ok(&["//s:mcu", "//s:a2"]);
+    assert_eq!(again.count("executed"), 0, "{:?}", again.ids("executed"));
 }
 
 #[test]

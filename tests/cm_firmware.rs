@@ -12,7 +12,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::Ws;
 use serde_json::Value;
@@ -51,19 +50,6 @@ dataset = "//datasets:cats_small"
 platform = "//platforms:max32690"
 "#;
 
-fn tools_present() -> bool {
-    let present = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
-    let ok = present("qemu-system-arm") && present("arm-none-eabi-gcc");
-    if !ok {
-        assert!(
-            std::env::var_os("KFLOW_REQUIRE_QEMU").is_none(),
-            "qemu-system-arm or arm-none-eabi-gcc is missing and KFLOW_REQUIRE_QEMU is set"
-        );
-        println!("qemu-system-arm or arm-none-eabi-gcc is not installed: skipped");
-    }
-    ok
-}
-
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).expect("JSON")
@@ -71,7 +57,7 @@ fn read_json(path: &Path) -> Value {
 
 #[test]
 fn the_firmware_in_qemu_computes_the_simulators_outputs_on_every_window() {
-    if !tools_present() {
+    if !common::qemu_tools_present() {
         return;
     }
     let ws = Ws::new();

@@ -581,6 +581,22 @@ impl GenGraph {
 }
 
 /// A TOML basic string.
+/// Whether `qemu-system-arm` and `arm-none-eabi-gcc` are installed; a test
+/// that needs them skips without them, unless `KFLOW_REQUIRE_QEMU` is set
+/// (scripts/test.sh installs both and sets it).
+pub fn qemu_tools_present() -> bool {
+    let present = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
+    let ok = present("qemu-system-arm") && present("arm-none-eabi-gcc");
+    if !ok {
+        assert!(
+            std::env::var_os("KFLOW_REQUIRE_QEMU").is_none(),
+            "qemu-system-arm or arm-none-eabi-gcc is missing and KFLOW_REQUIRE_QEMU is set"
+        );
+        println!("qemu-system-arm or arm-none-eabi-gcc is not installed: skipped");
+    }
+    ok
+}
+
 pub fn toml_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
