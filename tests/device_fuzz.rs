@@ -30,7 +30,7 @@ use common::Rng;
 use common::board::{model, start_tcp};
 use kflow_ai8x_board::connect;
 use kflow_device::decoder::{Decoded, FrameDecoder};
-use kflow_device::frame::{Flags, Frame, FrameError, HEADER_LEN, Header, MessageType};
+use kflow_device::frame::{Flags, Frame, FrameError, HEADER_LEN, Header, MessageType, VERSION};
 use kflow_device::message::{Digest, MAX_DATA, MAX_MODEL_BYTES, MAX_TENSOR_BYTES, Request, Response};
 use kflow_device::{
     Client, DeviceError, DeviceInfo, DeviceUrl, ErrorCode, LinkTimeouts, ModelSummary, RetryPolicy, RunStatistics,
@@ -763,7 +763,7 @@ impl Fuzz {
         }
         .to_bytes();
         match self.rng.below(4) {
-            0 => header[2] = self.pick(&[0, 2, 3, 0x7f, 0xff]),
+            0 => header[2] = self.pick(&[0, VERSION - 1, VERSION + 1, 0x7f, 0xff]),
             1 => {
                 let code = loop {
                     let code = self.rng.next_u64() as u8;

@@ -303,9 +303,25 @@ impl Batch {
         )
     }
 
-    /// C inference of the quantized model for a core without an
-    /// accelerator (`stage`/codegen).
-    pub fn cpu_codegen(&mut self, index: u64, stage: &str, quantized: usize) -> Result<usize, ActionError> {
+    /// The quantized model as C inference on a core without an accelerator:
+    /// `stage`/codegen, `stage`/flash to `board` and `stage`/evaluate_device
+    /// (every window, or the first `windows` of each split), timed at
+    /// `platform`'s clock.
+    pub fn c_inference(
+        &mut self,
+        index: u64,
+        (stage, windows): (&str, Option<usize>),
+        (quantized, board): (usize, CpuBoard),
+        model: From,
+        (platform, shared): (BlobRef, &Shared),
+    ) -> Result<[usize; 3], ActionError> {
+        let codegen = self.cpu_codegen(index, stage, quantized)?;
+        let flash = self.cpu_flash(index, stage, codegen, board)?;
+        let evaluate = self.cpu_evaluate(index, (stage, windows), (flash, quantized), model, (platform, shared))?;
+        Ok([codegen, flash, evaluate])
+    }
+
+    fn cpu_codegen(&mut self, index: u64, stage: &str, quantized: usize) -> Result<usize, ActionError> {
         let inputs = vec![
             From::Child(quantized, QUANT).input(QUANT),
             From::Child(quantized, QUANTIZED).input(QUANTIZED),
@@ -315,16 +331,7 @@ impl Batch {
         Ok(self.push(index, &name, "codegen", params, inputs, &crate::codegen::CPU_FILES))
     }
 
-    /// The C inference linked into kflow's firmware and flashed to a core
-    /// without an accelerator: the search's board (`device_url`, which
-    /// `--device` may override), or a fixed one.
-    pub fn cpu_flash(
-        &mut self,
-        index: u64,
-        stage: &str,
-        codegen: usize,
-        board: CpuBoard,
-    ) -> Result<usize, ActionError> {
+    fn cpu_flash(&mut self, index: u64, stage: &str, codegen: usize, board: CpuBoard) -> Result<usize, ActionError> {
         let params = match board {
             CpuBoard::Search(device_url) => json(&crate::flash::Params {
                 device_url,
@@ -338,10 +345,7 @@ impl Batch {
         Ok(self.push(index, &name, "flash", params, inputs, &[FLASH, FIRMWARE, MODEL_BIN]))
     }
 
-    /// The flashed C inference on its core, beside the host-side simulator,
-    /// timed at `platform`'s clock: every window, or the first `windows`
-    /// of each split.
-    pub fn cpu_evaluate(
+    fn cpu_evaluate(
         &mut self,
         index: u64,
         (stage, windows): (&str, Option<usize>),

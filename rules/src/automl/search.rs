@@ -498,15 +498,19 @@ impl<'a, 'c> Search<'a, 'c> {
             prune: pruned,
             ..Chain::default()
         };
-        if let (Some(device), Some(platform)) = (self.accelerator(), self.shared.platform) {
-            let q = batch.quantize(
+        // Quantized for the deployment, with QAT when configured.
+        let quantize = |batch: &mut Batch| {
+            batch.quantize(
                 self.params,
                 c.index,
                 "deploy",
                 (model.clone(), weights.clone()),
                 true,
                 &self.shared,
-            )?;
+            )
+        };
+        if let (Some(device), Some(platform)) = (self.accelerator(), self.shared.platform) {
+            let q = quantize(&mut *batch)?;
             chain.quantize = Some(q);
             chain.check = Some(batch.check(
                 self.params,
@@ -525,19 +529,21 @@ impl<'a, 'c> Search<'a, 'c> {
             chain.evaluate_device =
                 Some(batch.evaluate_device(c.index, (flash, synthesized, q), model.clone(), &self.shared)?);
             if let Some(url) = &self.params.cpu_device_url {
-                let codegen = batch.cpu_codegen(c.index, "cpu", q)?;
-                let flash = batch.cpu_flash(c.index, "cpu", codegen, CpuBoard::Fixed(url.clone()))?;
-                chain.cpu_evaluate = Some(batch.cpu_evaluate(
+                let [codegen, flash, evaluate] = batch.c_inference(
                     c.index,
                     ("cpu", Some(SOFTWARE_BASELINE_WINDOWS)),
-                    (flash, q),
+                    (q, CpuBoard::Fixed(url.clone())),
                     model.clone(),
                     (platform, &self.shared),
-                )?);
-                chain.cpu_codegen = Some(codegen);
-                chain.cpu_flash = Some(flash);
+                )?;
+                (chain.cpu_codegen, chain.cpu_flash, chain.cpu_evaluate) = (Some(codegen), Some(flash), Some(evaluate));
             }
-            chain.evaluate = batch.evaluate(c.index, (model, weights), Some((q, device)), &self.shared)?;
+            chain.evaluate = batch.evaluate(
+                c.index,
+                (model.clone(), weights.clone()),
+                Some((q, device)),
+                &self.shared,
+            )?;
         } else {
             if let Some(platform) = self.shared.platform {
                 chain.check = Some(batch.check(
@@ -550,30 +556,21 @@ impl<'a, 'c> Search<'a, 'c> {
                 )?);
                 // C inference on the search's board, when it names one.
                 if self.params.device_url.is_some() {
-                    let q = batch.quantize(
-                        self.params,
-                        c.index,
-                        "deploy",
-                        (model.clone(), weights.clone()),
-                        true,
-                        &self.shared,
-                    )?;
-                    let codegen = batch.cpu_codegen(c.index, "deploy", q)?;
+                    let q = quantize(&mut *batch)?;
                     let board = CpuBoard::Search(self.params.device_url.clone());
-                    let flash = batch.cpu_flash(c.index, "deploy", codegen, board)?;
-                    chain.evaluate_device = Some(batch.cpu_evaluate(
+                    let [codegen, flash, evaluate] = batch.c_inference(
                         c.index,
                         ("deploy", None),
-                        (flash, q),
+                        (q, board),
                         model.clone(),
                         (platform, &self.shared),
-                    )?);
+                    )?;
                     chain.quantize = Some(q);
-                    chain.cpu_codegen = Some(codegen);
-                    chain.flash = Some(flash);
+                    (chain.cpu_codegen, chain.flash, chain.evaluate_device) =
+                        (Some(codegen), Some(flash), Some(evaluate));
                 }
             }
-            chain.evaluate = batch.evaluate(c.index, (model, weights), None, &self.shared)?;
+            chain.evaluate = batch.evaluate(c.index, (model.clone(), weights.clone()), None, &self.shared)?;
         }
         Ok(chain)
     }
