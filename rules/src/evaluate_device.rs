@@ -273,9 +273,9 @@ impl Rule for EvaluateDeviceRule {
         let (n_val, n_test) = (val.len().min(limit), test.len().min(limit));
         let mut board = OnBoard::new(wire, &q, client);
         cx.progress(&format!("streaming {n_val} validation windows through {url}"));
-        let val_out = board.stream(&val, n_val, "validation")?;
+        let val_out = board.stream(cx, &val, n_val, "validation")?;
         cx.progress(&format!("streaming {n_test} test windows through {url}"));
-        let test_out = board.stream(&test, n_test, "test")?;
+        let test_out = board.stream(cx, &test, n_test, "test")?;
         let scored = params
             .windows
             .is_none()
@@ -428,11 +428,24 @@ impl<'a> OnBoard<'a> {
     }
 
     /// The board's outputs for every window of `split`, as real values.
-    fn stream(&mut self, split: &Split, windows: usize, name: &'static str) -> Result<Vec<f32>, ActionError> {
+    /// A line of progress per tenth of the windows: a slow link (an
+    /// emulator's one-byte UART) takes minutes.
+    fn stream(
+        &mut self,
+        cx: &ActionContext<'_>,
+        split: &Split,
+        windows: usize,
+        name: &'static str,
+    ) -> Result<Vec<f32>, ActionError> {
         let quant = |e: kflow_quant::QuantError| ActionError::new(e.to_string());
         let per = split.shape[1] * split.shape[2];
         let mut outputs = Vec::new();
-        for i in 0..windows.min(split.len()) {
+        let n = windows.min(split.len());
+        let step = n.div_ceil(10).max(1);
+        for i in 0..n {
+            if i > 0 && i % step == 0 {
+                cx.progress(&format!("{name}: {i} of {n} windows"));
+            }
             let input = kflow_quant::sample_input(&self.net, &split.x[i * per..(i + 1) * per]).map_err(quant)?;
             let expected = sim::simulate(&self.net, &self.weights, &input, sim::SimOptions::default())
                 .map_err(|e| ActionError::new(format!("host-side simulator: {e}")))?;
