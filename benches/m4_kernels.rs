@@ -895,16 +895,16 @@ fn least_squares<const N: usize>(rows: &[([f64; N], f64)], excluded: &[bool; N])
         v[0] -= alpha;
         let vv: f64 = v.iter().map(|x| x * x).sum();
         for &jj in &used[k..] {
-            let dot: f64 = (k..m).map(|i| v[i - k] * a[i][jj]).sum();
+            let dot: f64 = a[k..].iter().zip(&v).map(|(r, vi)| vi * r[jj]).sum();
             let f = 2.0 * dot / vv;
-            for i in k..m {
-                a[i][jj] -= f * v[i - k];
+            for (r, vi) in a[k..].iter_mut().zip(&v) {
+                r[jj] -= f * vi;
             }
         }
-        let dot: f64 = (k..m).map(|i| v[i - k] * b[i]).sum();
+        let dot: f64 = b[k..].iter().zip(&v).map(|(bi, vi)| vi * bi).sum();
         let f = 2.0 * dot / vv;
-        for i in k..m {
-            b[i] -= f * v[i - k];
+        for (bi, vi) in b[k..].iter_mut().zip(&v) {
+            *bi -= f * vi;
         }
     }
     let mut x = [0.0; N];
@@ -915,8 +915,8 @@ fn least_squares<const N: usize>(rows: &[([f64; N], f64)], excluded: &[bool; N])
         }
         x[j] = s / a[k][j];
     }
-    for j in 0..N {
-        x[j] *= scale[j];
+    for (xj, sc) in x.iter_mut().zip(scale) {
+        *xj *= sc;
     }
     Ok(x)
 }
