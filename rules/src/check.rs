@@ -169,7 +169,7 @@ impl Rule for CheckRule {
     }
 
     fn version(&self) -> u32 {
-        6
+        7
     }
 
     fn summary(&self) -> &'static str {
@@ -347,13 +347,14 @@ fn accelerator_resources(
     Ok((reasons, resources))
 }
 
-/// The resource report of an int8 model run by the platform's CPU, and
-/// what does not fit.
+/// The resource report of an int8 model run by the platform's CPU (with
+/// the estimated latency of kflow's generated C when kflow has a model of
+/// the core), and what does not fit.
 fn cpu_resources(model: &Model, platform: &Platform) -> Result<(Vec<Reason>, Resources), ActionError> {
     let fit = kflow_platform::cpu_fit(model, platform).map_err(|e| ActionError::new(e.to_string()))?;
     let counts = kflow_model::counts(model).map_err(|e| ActionError::new(e.to_string()))?;
     let layers = counts.layers.iter().filter(|t| t.macs > 0).count();
-    let resources: Resources = [
+    let mut resources: Resources = [
         ("weight_bytes", fit.weight_bytes as f64),
         ("arena_bytes", fit.arena_bytes as f64),
         ("flash_bytes", fit.flash_bytes as f64),
@@ -365,5 +366,11 @@ fn cpu_resources(model: &Model, platform: &Platform) -> Result<(Vec<Reason>, Res
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    // Only for a core kflow has a model of, so that `latency_us` never
+    // stands for a guess.
+    let latency = kflow_platform::software_latency_us(model, platform).map_err(|e| ActionError::new(e.to_string()))?;
+    if let Some(us) = latency {
+        resources.insert("latency_us".to_owned(), us);
+    }
     Ok((fit.problems.into_iter().map(Reason::size).collect(), resources))
 }

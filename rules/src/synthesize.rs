@@ -51,7 +51,7 @@ impl Rule for SynthesizeRule {
     }
 
     fn version(&self) -> u32 {
-        4
+        5
     }
 
     fn summary(&self) -> &'static str {

@@ -162,7 +162,7 @@ fn print_timing(allocation: &kflow_ai8x::Allocation) {
     let t = kflow_ai8x::timing::accelerator(allocation);
     let s = kflow_ai8x::timing::software_baseline(allocation);
     line(format!(
-        "accelerator: {} cycles, {:.2} µs at {} MHz{}; Cortex-M4F software: {} cycles, {:.0} µs at {} MHz ({} cycles per MAC)",
+        "accelerator: {} cycles, {:.2} µs at {} MHz{}; Cortex-M4F software: {} instructions, {} cycles, {:.0} µs at {} MHz ({} cycles per instruction)",
         t.cycles,
         t.seconds * 1e6,
         t.clock_hz / 1_000_000,
@@ -171,10 +171,11 @@ fn print_timing(allocation: &kflow_ai8x::Allocation) {
         } else {
             " (estimate, model not validated on this device)"
         },
+        s.instructions,
         s.cycles,
         s.seconds * 1e6,
         s.clock_hz / 1_000_000,
-        s.cycles_per_mac
+        s.cycles_per_instruction
     ));
 }
 

@@ -2,16 +2,12 @@
 //! an emulator counted exactly (QEMU's `-icount`, see kflow-cm-firmware).
 //!
 //! QEMU models no pipeline, so cycles are instructions times a
-//! cycles-per-instruction figure per core. For the Cortex-M4 it comes from
-//! the Technical Reference Manual's instruction timings applied to the hot
-//! loop of kflow's generated kernels (`kf_rows_wide`, compiled `-O2`): per
-//! eight MACs two word loads and one doubleword load (pipelined: 5
-//! cycles), four SXTB16 and four SMLAD (1 cycle each), two loop-counter
-//! operations (1 each) and one taken branch (1 + a refill of 1 to 3, taken
-//! as 3): 18 cycles for 15 instructions, 1.2; rounded up to 1.25 for the
-//! stores, gathers and calls around it. Code and data in zero-wait-state
-//! memory is assumed, as on the MAX32690 and the MAX78002 at their clocks
-//! from SRAM and the flash cache.
+//! cycles-per-instruction figure per core. The Cortex-M4's figure, and
+//! how it was derived, is `kflow_ai8x::timing::CORTEX_M4_CYCLES_PER_INSTRUCTION`,
+//! which the MAX78000/MAX78002 software baseline uses too, as it uses the
+//! same model of the instructions kflow's generated C executes.
+
+use kflow_ai8x::timing::{CORTEX_M4_CYCLES_PER_INSTRUCTION, M4_SOFTWARE, SoftwareModel};
 
 /// How instructions become cycles on one core.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -19,11 +15,15 @@ pub struct CoreTiming {
     pub cycles_per_instruction: f64,
     /// Where the figure comes from, for reports.
     pub basis: &'static str,
+    /// Instructions of kflow's generated C inference on this core, fitted
+    /// to QEMU's counts: a latency estimate without running anything.
+    pub software: SoftwareModel,
 }
 
 const CORTEX_M4: CoreTiming = CoreTiming {
-    cycles_per_instruction: 1.25,
+    cycles_per_instruction: CORTEX_M4_CYCLES_PER_INSTRUCTION,
     basis: "Cortex-M4 TRM timings of the generated kernels' inner loop (1.2), rounded up for the code around it",
+    software: M4_SOFTWARE,
 };
 
 /// The timing of `cpu` (a platform's `cpu`, e.g. `cortex-m4f`), when kflow

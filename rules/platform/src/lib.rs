@@ -10,6 +10,7 @@ mod cpu_fit;
 mod error;
 mod external;
 mod platform;
+mod software_latency;
 
 pub use constraints::{Resources, evaluate, validate};
 pub use core_timing::{CoreTiming, core_timing};
@@ -17,3 +18,4 @@ pub use cpu_fit::{CpuFit, cpu_fit};
 pub use error::PlatformError;
 pub use external::{ExternalVerdict, run_check};
 pub use platform::Platform;
+pub use software_latency::{software_latency_us, software_layers};
