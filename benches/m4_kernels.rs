@@ -406,17 +406,7 @@ fn software_layers(net: &Network) -> Result<Vec<(SoftwareLayer, u64)>, String> {
             };
             let c = g.pooled.channels;
             let layer = match l.op {
-                Op::None => SoftwareLayer {
-                    kind: SoftwareKind::PoolOnly,
-                    macs: 0,
-                    simd_macs: 0,
-                    tail_macs: 0,
-                    calls: 0,
-                    gathered: 0,
-                    field_rows: 0,
-                    assembled,
-                    outputs,
-                },
+                Op::None => SoftwareLayer::pool_only(assembled, outputs),
                 Op::Conv1d { kernel, .. } => dot(SoftwareKind::Conv1d, pixels, c * kernel, Some(kernel)),
                 Op::Conv2d {
                     kernel,
@@ -866,57 +856,32 @@ fn model_of(c: &[f64; 13]) -> SoftwareModel {
 
 /// Least squares `min Σ ((a_i·x − y_i) / y_i)²`: relative residuals, so
 /// that a network of a few hundred instructions counts as much as one of
-/// millions. Householder QR on columns scaled to unit norm; a column with
-/// no data (a kind no network has) or `excluded` gets 0.
+/// millions, solved by nalgebra's SVD on columns scaled to unit norm; a
+/// column with no data (a kind no network has) or `excluded` gets 0.
 fn least_squares<const N: usize>(rows: &[([f64; N], f64)], excluded: &[bool; N]) -> Result<[f64; N], String> {
     let m = rows.len();
-    let mut a: Vec<[f64; N]> = rows.iter().map(|(r, y)| r.map(|v| v / y)).collect();
-    let mut b = vec![1.0; m];
-    let mut scale = [0.0; N];
-    for (j, sc) in scale.iter_mut().enumerate() {
-        let norm = a.iter().map(|r| r[j] * r[j]).sum::<f64>().sqrt();
-        *sc = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-        for r in &mut a {
-            r[j] *= *sc;
-        }
-    }
-    let used: Vec<usize> = (0..N).filter(|&j| scale[j] > 0.0 && !excluded[j]).collect();
+    let norm = |j: usize| rows.iter().map(|(r, y)| (r[j] / y).powi(2)).sum::<f64>().sqrt();
+    let used: Vec<(usize, f64)> = (0..N)
+        .filter(|&j| !excluded[j])
+        .map(|j| (j, norm(j)))
+        .filter(|&(_, n)| n > 0.0)
+        .collect();
     if m < used.len() {
         return Err(format!("{m} networks for {} coefficients", used.len()));
     }
-    // Householder QR of the used columns, applied to b as it goes.
-    for (k, &j) in used.iter().enumerate() {
-        let norm = (k..m).map(|i| a[i][j] * a[i][j]).sum::<f64>().sqrt();
-        if norm < 1e-12 {
-            return Err(format!("column {j} depends on the others"));
-        }
-        let alpha = if a[k][j] > 0.0 { -norm } else { norm };
-        let mut v: Vec<f64> = (k..m).map(|i| a[i][j]).collect();
-        v[0] -= alpha;
-        let vv: f64 = v.iter().map(|x| x * x).sum();
-        for &jj in &used[k..] {
-            let dot: f64 = a[k..].iter().zip(&v).map(|(r, vi)| vi * r[jj]).sum();
-            let f = 2.0 * dot / vv;
-            for (r, vi) in a[k..].iter_mut().zip(&v) {
-                r[jj] -= f * vi;
-            }
-        }
-        let dot: f64 = b[k..].iter().zip(&v).map(|(bi, vi)| vi * bi).sum();
-        let f = 2.0 * dot / vv;
-        for (bi, vi) in b[k..].iter_mut().zip(&v) {
-            *bi -= f * vi;
-        }
+    let a = nalgebra::DMatrix::from_fn(m, used.len(), |i, k| {
+        let (j, n) = used[k];
+        rows[i].0[j] / rows[i].1 / n
+    });
+    let b = nalgebra::DVector::from_element(m, 1.0);
+    let svd = a.svd(true, true);
+    if svd.rank(1e-10) < used.len() {
+        return Err("the features are linearly dependent".to_owned());
     }
+    let solution = svd.solve(&b, 1e-12)?;
     let mut x = [0.0; N];
-    for (k, &j) in used.iter().enumerate().rev() {
-        let mut s = b[k];
-        for &jj in &used[k + 1..] {
-            s -= a[k][jj] * x[jj];
-        }
-        x[j] = s / a[k][j];
-    }
-    for (xj, sc) in x.iter_mut().zip(scale) {
-        *xj *= sc;
+    for (k, &(j, n)) in used.iter().enumerate() {
+        x[j] = solution[k] / n;
     }
     Ok(x)
 }
@@ -1072,12 +1037,16 @@ fn fit(seeds: Range<u64>) -> Result<(), String> {
             samples.push(s);
         }
     }
-    let (train, held): (Vec<(usize, &Sample)>, Vec<(usize, &Sample)>) = samples
-        .iter()
-        .enumerate()
-        .partition(|(i, _)| i % HOLD_OUT != HOLD_OUT - 1);
-    let train: Vec<&Sample> = train.into_iter().map(|(_, s)| s).collect();
-    let held: Vec<&Sample> = held.into_iter().map(|(_, s)| s).collect();
+    // Every HOLD_OUT-th network is held out.
+    let split = |held: bool| -> Vec<&Sample> {
+        samples
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (i % HOLD_OUT == HOLD_OUT - 1) == held)
+            .map(|(_, s)| s)
+            .collect()
+    };
+    let (train, held) = (split(false), split(true));
     let rows: Vec<([f64; 13], f64)> = train.iter().map(|s| (row(s), s.instructions)).collect();
     // No cost is negative: a column whose coefficient comes out below 0
     // (the few depthwise layers, whose per-MAC cost the per-call cost

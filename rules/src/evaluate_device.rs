@@ -252,6 +252,7 @@ impl Rule for EvaluateDeviceRule {
                 ))
             })?;
             let boot = device::booting(&url, &cx.input(FIRMWARE)?.path);
+            let platform = Box::new(platform);
             (Wire::Cpu { platform, timing }, json::input_bytes(cx, MODEL_BIN)?, boot)
         } else {
             let program = crate::codegen::program(cx)?;
@@ -316,7 +317,7 @@ enum Wire {
     /// C inference: the int8 tensor in, the simulator's output out
     /// (int32 values little-endian), instructions counted.
     Cpu {
-        platform: kflow_platform::Platform,
+        platform: Box<kflow_platform::Platform>,
         timing: kflow_platform::CoreTiming,
     },
 }

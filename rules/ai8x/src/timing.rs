@@ -264,6 +264,22 @@ impl SoftwareLayer {
         }
     }
 
+    /// A layer of pooling or element-wise work only: it assembles
+    /// `assembled` input elements into `outputs`.
+    pub fn pool_only(assembled: u64, outputs: u64) -> SoftwareLayer {
+        SoftwareLayer {
+            kind: SoftwareKind::PoolOnly,
+            macs: 0,
+            simd_macs: 0,
+            tail_macs: 0,
+            calls: 0,
+            gathered: 0,
+            field_rows: 0,
+            assembled,
+            outputs,
+        }
+    }
+
     pub fn of(l: &HwLayer) -> SoftwareLayer {
         let operands = u64::from(l.operands.max(1));
         let assembled = match l.pool {
@@ -279,17 +295,7 @@ impl SoftwareLayer {
         let taps = u64::from(l.kernel_taps());
         let pixels = l.output.pixels();
         match l.operator {
-            Operator::None => SoftwareLayer {
-                kind: SoftwareKind::PoolOnly,
-                macs: 0,
-                simd_macs: 0,
-                tail_macs: 0,
-                calls: 0,
-                gathered: 0,
-                field_rows: 0,
-                assembled,
-                outputs,
-            },
+            Operator::None => SoftwareLayer::pool_only(assembled, outputs),
             Operator::Linear => {
                 let n = if l.flatten { cin * l.pooled.pixels() } else { cin };
                 SoftwareLayer::of_dot_products(SoftwareKind::Linear, 1, cout, n, None, assembled, outputs)

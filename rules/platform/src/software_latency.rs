@@ -45,27 +45,13 @@ pub fn software_layers(model: &Model) -> Result<Vec<SoftwareLayer>, ModelError> 
             Op::MaxPool { kernel, .. } | Op::AvgPool { kernel, .. } => {
                 // Every pooled element reads its window: `kernel` long in 1-D data, square in 2-D.
                 let window = if ls.input().len() == 2 { kernel } else { kernel * kernel };
-                pool_only(outputs * window as u64, outputs)
+                SoftwareLayer::pool_only(outputs * window as u64, outputs)
             }
-            Op::Add => pool_only(ls.inputs.iter().map(|s| numel(s)).sum(), outputs),
+            Op::Add => SoftwareLayer::pool_only(ls.inputs.iter().map(|s| numel(s)).sum(), outputs),
             Op::Flatten | Op::BatchNorm { .. } | Op::Relu | Op::Abs => continue,
         });
     }
     Ok(layers)
-}
-
-fn pool_only(assembled: u64, outputs: u64) -> SoftwareLayer {
-    SoftwareLayer {
-        kind: SoftwareKind::PoolOnly,
-        macs: 0,
-        simd_macs: 0,
-        tail_macs: 0,
-        calls: 0,
-        gathered: 0,
-        field_rows: 0,
-        assembled,
-        outputs,
-    }
 }
 
 /// The estimated latency in microseconds, or `None` when kflow has no
