@@ -205,11 +205,11 @@ fn generated_c_compiles_for_host_and_cortex_m4_and_the_bin_holds_the_weights() {
     ] {
         assert!(dir.join(file).is_file(), "{file}");
     }
-    common::compile_c("gcc", &["-std=c99"], &dir, &ws.root().join("host.o"));
+    common::compile_c("gcc", &["-std=c99"], (&dir, "cnn_model.c"), &ws.root().join("host.o"));
     common::compile_c(
         "arm-none-eabi-gcc",
         &["-mcpu=cortex-m4", "-mthumb", "-Os"],
-        &dir,
+        (&dir, "cnn_model.c"),
         &ws.root().join("m4.o"),
     );
 

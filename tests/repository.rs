@@ -70,11 +70,16 @@ fn baseline_beats_the_zscore_detector_and_deploys_to_the_max78002() {
     assert_eq!(check["fits"], true, "{check}");
 
     let deploy = ws.out_dir().join("max78002/baseline_deploy");
-    common::compile_c("gcc", &["-std=c99"], &deploy, &ws.root().join("host.o"));
+    common::compile_c(
+        "gcc",
+        &["-std=c99"],
+        (&deploy, "cnn_model.c"),
+        &ws.root().join("host.o"),
+    );
     common::compile_c(
         "arm-none-eabi-gcc",
         &["-mcpu=cortex-m4", "-mthumb", "-Os"],
-        &deploy,
+        (&deploy, "cnn_model.c"),
         &ws.root().join("m4.o"),
     );
     let yaml = ws.read_output("max78002", "baseline_synth", "network.yaml");
@@ -115,7 +120,7 @@ fn baseline_beats_the_zscore_detector_and_deploys_to_the_max78002() {
     common::compile_c(
         "arm-none-eabi-gcc",
         &["-mcpu=cortex-m4", "-mthumb", "-Os"],
-        &kept,
+        (&kept, "cnn_model.c"),
         &ws.root().join("kept.o"),
     );
 

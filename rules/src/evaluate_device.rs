@@ -400,17 +400,12 @@ impl<'a> OnBoard<'a> {
     /// What the runs cost, in cycles and time and, for C inference, in
     /// instructions.
     fn latency(&self, info: &kflow_device::DeviceInfo) -> OnBoardLatency {
-        let counted: Vec<f64> = self.costs.iter().map(|&c| c as f64).collect();
-        let (instructions, cycles, clock_hz, cycles_from) = match &self.wire {
-            Wire::Accelerator { .. } => (
-                None,
-                counted,
-                info.clock_hz as f64,
-                "the board's cycle count".to_owned(),
-            ),
+        let mut counted: Vec<f64> = self.costs.iter().map(|&c| c as f64).collect();
+        // Cycles per counted unit, the clock, and how cycles were had.
+        let (per_count, clock_hz, cycles_from) = match &self.wire {
+            Wire::Accelerator { .. } => (1.0, info.clock_hz as f64, "the board's cycle count".to_owned()),
             Wire::Cpu { platform, timing } => (
-                Some(latency(&mut counted.clone())),
-                counted.iter().map(|i| i * timing.cycles_per_instruction).collect(),
+                timing.cycles_per_instruction,
                 platform.cpu_clock_mhz * 1e6,
                 format!(
                     "instructions × {} cycles per instruction ({})",
@@ -418,10 +413,12 @@ impl<'a> OnBoard<'a> {
                 ),
             ),
         };
+        let mut cycles: Vec<f64> = counted.iter().map(|c| c * per_count).collect();
         let mut us: Vec<f64> = cycles.iter().map(|c| c * 1e6 / clock_hz.max(1.0)).collect();
+        let counts_instructions = matches!(self.wire, Wire::Cpu { .. });
         OnBoardLatency {
-            instructions,
-            cycles: latency(&mut cycles.clone()),
+            instructions: counts_instructions.then(|| latency(&mut counted)),
+            cycles: latency(&mut cycles),
             us: latency(&mut us),
             clock_mhz: clock_hz / 1e6,
             cycles_from,

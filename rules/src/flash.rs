@@ -131,17 +131,27 @@ impl Rule for FlashRule {
         let program = crate::codegen::program(cx)?;
         let image = device::image(cx, &program)?;
         let url = device::url(params.device_url.as_deref(), &program)?;
-        let mut board = device::connect(cx, &url)?;
-        let (info, summary) = device::ensure_flashed(cx, &mut board.client, &image)?;
-        let record = FlashRecord::new(&url.to_string(), &info, summary);
-        cx.progress(&format!(
-            "{} bytes on {} ({}, {})",
-            record.image_bytes, record.device, record.identity, record.firmware
-        ));
-        cx.write_output(IMAGE, &image)?;
-        cx.write_output(FLASH, &json::pretty(&record)?)?;
-        Ok(Outcome::Done)
+        flash_and_record(cx, (&url, &url), (IMAGE, &image))
     }
+}
+
+/// Flashes `image` to the board at `boot` (`url` with what it boots) and
+/// writes it as output `name` beside `flash.json`, which names `url`.
+fn flash_and_record(
+    cx: &ActionContext<'_>,
+    (url, boot): (&kflow_device::DeviceUrl, &kflow_device::DeviceUrl),
+    (name, image): (&str, &[u8]),
+) -> Result<Outcome, ActionError> {
+    let mut board = device::connect(cx, boot)?;
+    let (info, summary) = device::ensure_flashed(cx, &mut board.client, image)?;
+    let record = FlashRecord::new(&url.to_string(), &info, summary);
+    cx.progress(&format!(
+        "{} bytes of {name} on {} ({}, {})",
+        record.image_bytes, record.device, record.identity, record.firmware
+    ));
+    cx.write_output(name, image)?;
+    cx.write_output(FLASH, &json::pretty(&record)?)?;
+    Ok(Outcome::Done)
 }
 
 /// The params of a flash of CPU code to `board`, without the `device_url`
@@ -172,16 +182,8 @@ fn flash_cpu(cx: &ActionContext<'_>, params: &Params) -> Result<Outcome, ActionE
     cx.progress(&format!("building the firmware for {url} with arm-none-eabi-gcc"));
     let firmware = device::firmware_for(&url, &text(MODEL_C)?, &text(MODEL_H)?)?;
     cx.write_output(FIRMWARE, &firmware)?;
-    let mut board = device::connect(cx, &device::booting(&url, &cx.output_path(FIRMWARE)))?;
-    let (info, summary) = device::ensure_flashed(cx, &mut board.client, &image)?;
-    let record = FlashRecord::new(&url.to_string(), &info, summary);
-    cx.progress(&format!(
-        "{} bytes of weights on {} ({}, {})",
-        record.image_bytes, record.device, record.identity, record.firmware
-    ));
-    cx.write_output(MODEL_BIN, &image)?;
-    cx.write_output(FLASH, &json::pretty(&record)?)?;
-    Ok(Outcome::Done)
+    let boot = device::booting(&url, &cx.output_path(FIRMWARE));
+    flash_and_record(cx, (&url, &boot), (MODEL_BIN, &image))
 }
 
 #[cfg(test)]

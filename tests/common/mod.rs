@@ -639,12 +639,12 @@ pub fn tree_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-/// Runs a compiler on the generated `cnn_model.c` in `dir`; a missing
-/// compiler is a failure (scripts/test.sh installs both).
-pub fn compile_c(compiler: &str, flags: &[&str], dir: &Path, out: &Path) {
+/// Runs a compiler on the generated `source` in `dir`, warnings as
+/// errors; a missing compiler is a failure (scripts/test.sh installs both).
+pub fn compile_c(compiler: &str, flags: &[&str], (dir, source): (&Path, &str), out: &Path) {
     let result = Command::new(compiler)
         .args(flags)
-        .args(["-Wall", "-Wextra", "-Werror", "-c", "cnn_model.c", "-o"])
+        .args(["-Wall", "-Wextra", "-Werror", "-c", source, "-o"])
         .arg(out)
         .current_dir(dir)
         .output()
