@@ -452,7 +452,8 @@ fn measure(
     model_bin: &[u8],
     inputs: &[Vec<u8>],
 ) -> Result<Vec<u64>, String> {
-    let firmware = kflow_cm_firmware::build(model_c, model_h).map_err(|e| format!("{}: {e}", case.name))?;
+    let firmware = kflow_cm_firmware::build(kflow_cm_firmware::Target::Mps2An386, model_c, model_h)
+        .map_err(|e| format!("{}: {e}", case.name))?;
     if !firmware.warnings.is_empty() {
         return Err(format!("{}: the compiler warned:\n{}", case.name, firmware.warnings));
     }

@@ -3,7 +3,9 @@
 //! linked into kflow's firmware, flashed to `qemu://mps2-an386` over the
 //! device protocol and evaluated there on every validation and test window
 //! of `anomaly_smoke`'s dataset; each output equals the simulator's, and
-//! the instructions one inference executes are the same in every run.
+//! the instructions one inference executes are the same in every run. The
+//! same C, built for a Cortex-M7 (`qemu://mps2-an500`), computes the same
+//! outputs and is timed at the STM32F746's clock.
 //!
 //! Needs `qemu-system-arm` and `arm-none-eabi-gcc` (scripts/test.sh
 //! installs both); without them the test says so and passes, unless
@@ -48,6 +50,20 @@ quantized = ":int8"
 model = "//host:baseline_cnn"
 dataset = "//datasets:cats_small"
 platform = "//platforms:max32690"
+
+[[flash]]
+name = "flashed_m7"
+code = ":c"
+device = "qemu://mps2-an500"
+
+[[evaluate_device]]
+name = "on_m7"
+flashed = ":flashed_m7"
+quantized = ":int8"
+model = "//host:baseline_cnn"
+dataset = "//datasets:cats_small"
+platform = "//platforms:stm32f746"
+windows = 100
 "#;
 
 fn read_json(path: &Path) -> Value {
@@ -65,7 +81,7 @@ fn the_firmware_in_qemu_computes_the_simulators_outputs_on_every_window() {
         ws.repository_package(package);
     }
     ws.package("m", GRAPH);
-    ws.build_ok(&["//m:on_m4", "//m:flashed"]);
+    ws.build_ok(&["//m:on_m4", "//m:flashed", "//m:on_m7", "//m:flashed_m7"]);
     let metrics_path = ws.output("m", "on_m4", "metrics.json");
     let metrics = read_json(&metrics_path);
     assert_eq!(metrics["matches_simulator"], true, "{metrics}");
@@ -90,8 +106,25 @@ fn the_firmware_in_qemu_computes_the_simulators_outputs_on_every_window() {
     assert_eq!(flash["device"], "qemu://mps2-an386", "{flash}");
     assert_eq!(flash["board"], "mps2-an386", "{flash}");
 
+    // The Cortex-M7: the same outputs, its own build, its clock and CPI.
+    let m7 = read_json(&ws.output("m", "on_m7", "metrics.json"));
+    assert_eq!(m7["matches_simulator"], true, "{m7}");
+    assert_eq!(m7["windows_compared"], 200, "{m7}");
+    let m7_latency = &m7["latency"];
+    assert_eq!(m7_latency["clock_mhz"], 216.0, "{m7}");
+    let m7_instructions = m7_latency["instructions"]["median"].as_f64().expect("instructions");
+    assert!(
+        (m7_instructions / instructions - 1.0).abs() < 0.1,
+        "M7 {m7_instructions} against M4 {instructions} instructions"
+    );
+    let m7_cycles = m7_latency["cycles"]["median"].as_f64().expect("cycles");
+    assert!((m7_cycles - m7_instructions * 0.85).abs() < 1.0, "{m7}");
+    let flash_m7 = read_json(&ws.output("m", "flashed_m7", "flash.json"));
+    assert_eq!(flash_m7["board"], "mps2-an500", "{flash_m7}");
+    assert_ne!(flash_m7["firmware"], flash["firmware"], "{flash_m7}");
+
     // A second build executes nothing.
-    let again = ws.build_ok(&["//m:on_m4", "//m:flashed"]);
+    let again = ws.build_ok(&["//m:on_m4", "//m:flashed", "//m:on_m7", "//m:flashed_m7"]);
     assert!(again.ids("executed").is_empty(), "{:?}", again.ids("executed"));
 
     // On a fresh emulator every count is the same again.

@@ -294,6 +294,14 @@ platform = "//platforms:max78000"
     );
     let log = json(&ws, "qat", "qat.json");
     assert_eq!(log["epochs"].as_array().map(Vec::len), Some(2), "{log}");
+    // The weights kept are the start's or an epoch's, whichever quantized
+    // network validated best.
+    let kept = log["kept_epoch"].as_u64().expect("kept_epoch");
+    let f1 = |epoch: u64| match epoch {
+        0 => log["start_val_f1"].as_f64(),
+        e => log["epochs"][e as usize - 1]["val_f1"].as_f64(),
+    };
+    assert!((0..=2).all(|e| f1(e) <= f1(kept)), "{log}");
 
     // Bits outside 1, 2, 4, 8 and "binary" are a graph error at the file.
     graphs(&ws, &quantize(1).replace("weight_bits = 2", "weight_bits = 3"));

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use kflow_ai8x_board::ModelImage;
 use kflow_ai8x_codegen::Program;
-use kflow_device::{Client, DeviceInfo, DeviceUrl, LinkTimeouts, ModelSummary, RetryPolicy, Transport};
+use kflow_device::{Client, DeviceInfo, DeviceUrl, LinkTimeouts, ModelSummary, QemuMachine, RetryPolicy, Transport};
 use kflow_engine::{ActionContext, ActionError};
 use serde::{Deserialize, Serialize};
 
@@ -89,12 +89,19 @@ pub fn cpu_url(given: Option<&str>) -> Result<DeviceUrl, ActionError> {
 /// kflow's firmware for the board at `url` with the model's code linked in.
 pub fn firmware_for(url: &DeviceUrl, model_c: &str, model_h: &str) -> Result<Vec<u8>, ActionError> {
     match url {
-        DeviceUrl::Qemu { .. } => kflow_cm_firmware::build(model_c, model_h)
+        DeviceUrl::Qemu { machine, .. } => kflow_cm_firmware::build(firmware_target(*machine), model_c, model_h)
             .map(|f| f.elf)
             .map_err(|e| ActionError::new(format!("firmware for {url}: {e}"))),
         _ => Err(ActionError::new(format!(
             "C inference runs on kflow's firmware, which kflow builds for `qemu://` boards only; {url} is not one"
         ))),
+    }
+}
+
+fn firmware_target(machine: QemuMachine) -> kflow_cm_firmware::Target {
+    match machine {
+        QemuMachine::Mps2An386 => kflow_cm_firmware::Target::Mps2An386,
+        QemuMachine::Mps2An500 => kflow_cm_firmware::Target::Mps2An500,
     }
 }
 

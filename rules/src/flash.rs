@@ -35,7 +35,7 @@ const ATTRS: &[AttrSpec] = &[
     AttrSpec::optional(
         "device",
         AttrType::String,
-        "the board: `sim://max78002`, `sim://max78000`, `tcp://HOST:PORT`, `serial:///dev/ttyX?baud=N` or `qemu://mps2-an386` (default: the simulated board of the synthesized device, or `qemu://mps2-an386` for code without an accelerator; `kflow build --device` wins)",
+        "the board: `sim://max78002`, `sim://max78000`, `tcp://HOST:PORT`, `serial:///dev/ttyX?baud=N`, `qemu://mps2-an386` or `qemu://mps2-an500` (default: the simulated board of the synthesized device, or `qemu://mps2-an386` for code without an accelerator; `kflow build --device` wins)",
     ),
 ];
 

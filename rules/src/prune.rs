@@ -159,7 +159,10 @@ impl Rule for PruneRule {
                     &data(&train),
                     &data(&val),
                     &params.hyper,
-                    view,
+                    kflow_train::View {
+                        weights: view,
+                        activations: None,
+                    },
                 )
                 .map_err(|e| ActionError::new(e.to_string()))?;
                 cx.progress(&format!(

@@ -130,7 +130,7 @@ impl Rule for QuantizeRule {
     }
 
     fn version(&self) -> u32 {
-        4
+        5
     }
 
     fn summary(&self) -> &'static str {
@@ -213,7 +213,7 @@ impl Rule for QuantizeRule {
         let (model, weights) = match &params.qat {
             Some(qat) => {
                 let (model, weights, log) = fine_tune(cx, qat, &params.options, (&x, n), model, weights, train)?;
-                cx.write_output(QAT_LOG, &json::pretty(&serde_json::json!({ "epochs": log }))?)?;
+                cx.write_output(QAT_LOG, &json::pretty(&log)?)?;
                 (model, weights)
             }
             None => (model, weights),
@@ -235,8 +235,12 @@ fn quant_err(e: kflow_quant::QuantError) -> ActionError {
 }
 
 /// Quantization-aware fine-tuning as ai8x-training runs it: batch norms
-/// folded first, then epochs whose forward pass sees the quantized
-/// weights, recalibrated at the start of each epoch.
+/// folded first, then epochs whose forward pass sees the quantized weights
+/// and activations rounded as the accelerator rounds them, recalibrated at
+/// the start of each epoch. The weights kept are those of the epoch (the
+/// start counts as epoch 0) whose quantized network has the best
+/// validation F1: the loss fine-tuning lowers is not the detector's
+/// quality, and more epochs of it can cost a forecaster its F1.
 fn fine_tune(
     cx: &ActionContext<'_>,
     qat: &Qat,
@@ -245,24 +249,69 @@ fn fine_tune(
     model: Model,
     weights: Weights,
     train: kflow_data::Split,
-) -> Result<(Model, Weights, Vec<EpochStats>), ActionError> {
+) -> Result<(Model, Weights, QatLog), ActionError> {
     let (model, weights) = kflow_quant::fold_batchnorm(&model, &weights).map_err(quant_err)?;
     let train = training_windows(train, model.task);
     let val = read_split(cx, VAL)?;
+    let train_err = |e: kflow_train::TrainError| ActionError::new(e.to_string());
     let mut checkpoint = Checkpoint::fresh(weights);
-    let mut log = Vec::new();
+    let mut log = QatLog::default();
+    let mut kept = checkpoint.weights.clone();
+    let mut best_f1 = None;
     for epoch in 1..=qat.epochs {
         let fake = FakeQuant::calibrate(&model, &checkpoint.weights, x, n, options).map_err(quant_err)?;
-        let view = |w: &Weights| fake.apply(w).map_err(|e| e.to_string());
+        let weights = |w: &Weights| fake.apply(w).map_err(|e| e.to_string());
+        let grid = activation_grid(fake.activations());
+        let view = kflow_train::View {
+            weights: Some(&weights),
+            activations: Some(&grid),
+        };
+        let best = match best_f1 {
+            Some(f1) => f1,
+            None => {
+                let (_, _, f1) =
+                    kflow_train::validate_viewed(&model, &checkpoint.weights, &data(&val), view).map_err(train_err)?;
+                log.start_val_f1 = f1;
+                f1
+            }
+        };
         let (next, stats) =
-            kflow_train::train_epoch_viewed(&model, checkpoint, &data(&train), &data(&val), &qat.hyper, Some(&view))
-                .map_err(|e| ActionError::new(e.to_string()))?;
+            kflow_train::train_epoch_viewed(&model, checkpoint, &data(&train), &data(&val), &qat.hyper, view)
+                .map_err(train_err)?;
         cx.progress(&format!(
-            "quantization-aware epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val metric {:.4}",
-            qat.epochs, stats.train_loss, stats.val_loss, stats.val_metric
+            "quantization-aware epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val F1 {:.4}",
+            qat.epochs, stats.train_loss, stats.val_loss, stats.val_f1
         ));
-        log.push(stats);
+        best_f1 = Some(best);
+        if stats.val_f1 > best {
+            best_f1 = Some(stats.val_f1);
+            log.kept_epoch = epoch;
+            kept = next.weights.clone();
+        }
+        log.epochs.push(stats);
         checkpoint = next;
     }
-    Ok((model, checkpoint.weights, log))
+    Ok((model, kept, log))
+}
+
+/// What fine-tuning did: every epoch, the validation F1 of the quantized
+/// network before it, and the epoch whose weights were kept (0: none
+/// improved on the start).
+#[derive(Debug, Default, Serialize)]
+struct QatLog {
+    epochs: Vec<EpochStats>,
+    start_val_f1: f64,
+    kept_epoch: u32,
+}
+
+/// The grid on which `kflow-train` rounds what the accelerator rounds.
+fn activation_grid(scales: &kflow_quant::ActivationScales) -> kflow_train::ActivationGrid {
+    kflow_train::ActivationGrid {
+        input: Some(kflow_train::Grid::int8(scales.input)),
+        layers: scales
+            .layers
+            .iter()
+            .map(|(name, &s)| (name.clone(), kflow_train::Grid::int8(s)))
+            .collect(),
+    }
 }

@@ -1,13 +1,17 @@
-/* The mps2-an386 side: reset, UART0, timers, instruction counting and the
- * board hooks of proto.h around the generated model (model.h). */
+/* The MPS2 board side (mps2-an386 and mps2-an500 share it): reset, UART0,
+ * timers, instruction counting and the board hooks of proto.h around the generated model (model.h). */
 #include <stdint.h>
 #include <string.h>
 
 #include "model.h"
 #include "proto.h"
 
+/* The build names the firmware ("kflow-cm4 0.1.0") and the board. */
 #ifndef KF_FIRMWARE_VERSION
-#define KF_FIRMWARE_VERSION "0"
+#define KF_FIRMWARE_VERSION "kflow-cm4 0"
+#endif
+#ifndef KF_BOARD
+#define KF_BOARD "mps2-an386"
 #endif
 
 #define REG(addr) (*(volatile uint32_t *)(addr))
@@ -59,14 +63,14 @@ static uint32_t output_words[(OUTPUT_BYTES + 3u) / 4u];
 #endif
 
 static const kf_info info = {
-    "mps2-an386",
+    KF_BOARD,
     "none",
     0,
     0,
     (uint32_t)(ARENA_BYTES + sizeof input_words + sizeof output_words),
     SYSCLK_HZ,
-    "kflow-cm4 " KF_FIRMWARE_VERSION " model " KFLOW_MODEL_ID,
-    "qemu-mps2-an386",
+    KF_FIRMWARE_VERSION " model " KFLOW_MODEL_ID,
+    "qemu-" KF_BOARD,
     MODEL_BUFFER_BYTES,
     KF_MAX_DATA,
 };

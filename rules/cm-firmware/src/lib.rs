@@ -1,11 +1,12 @@
-//! Bare-metal firmware for QEMU's `mps2-an386` board (Cortex-M4) that
-//! serves kflow's device protocol (`kflow-device`, protocol version 2) on
+//! Bare-metal firmware for QEMU's MPS2 boards (`mps2-an386`, a Cortex-M4,
+//! and `mps2-an500`, a Cortex-M7) that serves kflow's device protocol (`kflow-device`, protocol version 2) on
 //! UART0 around a model's generated C inference (`kflow-cm-codegen`), and
 //! the command line that runs it.
 //!
 //! [`build`] compiles the firmware's C sources (in `firmware/`, held here
 //! with `include_str!`) together with a model's `model.c` and `model.h`
-//! with `arm-none-eabi-gcc` into an ELF that QEMU boots with `-kernel`.
+//! with `arm-none-eabi-gcc` for one [`Target`] into an ELF that QEMU boots
+//! with `-kernel`.
 //! The weights are not part of it: the host flashes `model.bin` over the
 //! protocol, and the firmware refuses a blob that is not the weights of
 //! the model it was built with. Each run reports the exact number of
@@ -41,11 +42,67 @@ pub const COMPILER: &str = "arm-none-eabi-gcc";
 /// The emulator.
 pub const QEMU: &str = "qemu-system-arm";
 
+/// A board the firmware runs on: the core it is compiled for and the one
+/// place their memory maps differ (QEMU 7.2, `hw/arm/mps2.c`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// MPS2 with the AN386 image: a Cortex-M4.
+    Mps2An386,
+    /// MPS2 with the AN500 image: a Cortex-M7.
+    Mps2An500,
+}
+
+impl Target {
+    pub const ALL: [Target; 2] = [Target::Mps2An386, Target::Mps2An500];
+
+    /// QEMU's name of the machine, which the board reports as its `board`.
+    pub fn machine(self) -> &'static str {
+        match self {
+            Target::Mps2An386 => "mps2-an386",
+            Target::Mps2An500 => "mps2-an500",
+        }
+    }
+
+    /// gcc's `-mcpu`.
+    pub fn cpu(self) -> &'static str {
+        match self {
+            Target::Mps2An386 => "cortex-m4",
+            Target::Mps2An500 => "cortex-m7",
+        }
+    }
+
+    /// The 16 MiB PSRAM, which holds the model buffers: the AN500 image
+    /// maps it at 0x60000000 and leaves 0x21000000 unmapped.
+    fn psram(self) -> u32 {
+        match self {
+            Target::Mps2An386 => 0x2100_0000,
+            Target::Mps2An500 => 0x6000_0000,
+        }
+    }
+
+    /// `memory.ld`, which `link.ld` includes.
+    pub fn memory_ld(self) -> String {
+        format!(
+            "/* {} */\nMEMORY\n{{\n    CODE (rwx) : ORIGIN = 0x00000000, LENGTH = 4M\n    \
+             RAM (rw)   : ORIGIN = 0x20000000, LENGTH = 4M\n    PSRAM (rw) : ORIGIN = {:#010x}, LENGTH = 16M\n}}\n",
+            self.machine(),
+            self.psram()
+        )
+    }
+
+    /// The firmware's name in its version string.
+    fn firmware_name(self) -> &'static str {
+        match self {
+            Target::Mps2An386 => "kflow-cm4",
+            Target::Mps2An500 => "kflow-cm7",
+        }
+    }
+}
+
 /// The flags of every firmware build. `-g0` and the relative file names of
 /// a build in its own directory keep the ELF free of paths, so that the
 /// same sources give the same bytes from any directory.
 pub const CFLAGS: &[&str] = &[
-    "-mcpu=cortex-m4",
     "-mthumb",
     "-O2",
     "-std=c99",
@@ -75,7 +132,8 @@ pub struct Firmware {
     /// The ELF image QEMU boots with `-kernel`.
     pub elf: Vec<u8>,
     /// What the board reports as `firmware_version`:
-    /// `kflow-cm4 <crate version> model <KFLOW_MODEL_ID>`.
+    /// `kflow-cm4 <crate version> model <KFLOW_MODEL_ID>` (`kflow-cm7` on
+    /// the Cortex-M7).
     pub version: String,
     /// `KFLOW_MODEL_ID` of the model it was built with.
     pub model_id: String,
@@ -111,28 +169,33 @@ pub fn model_id(model_h: &str) -> Option<String> {
     })
 }
 
-/// Writes the firmware's sources into `dir` (for people and tests who
-/// build it themselves).
-pub fn write_sources(dir: &Path) -> std::io::Result<()> {
+/// Writes the firmware's sources and the memory map of `target` into
+/// `dir` (for people and tests who build it themselves).
+pub fn write_sources(dir: &Path, target: Target) -> std::io::Result<()> {
     for (name, text) in SOURCES {
         std::fs::write(dir.join(name), text)?;
     }
-    Ok(())
+    std::fs::write(dir.join("memory.ld"), target.memory_ld())
 }
 
-/// Builds the firmware for a model from its generated `model.c` and
-/// `model.h`, in a private temporary directory.
-pub fn build(model_c: &str, model_h: &str) -> Result<Firmware, FirmwareError> {
+/// Builds the firmware for `target` around a model's generated `model.c`
+/// and `model.h`, in a private temporary directory.
+pub fn build(target: Target, model_c: &str, model_h: &str) -> Result<Firmware, FirmwareError> {
     let model_id = model_id(model_h).ok_or(FirmwareError::NoModelId)?;
     let dir = tempfile::tempdir()?;
-    write_sources(dir.path())?;
+    write_sources(dir.path(), target)?;
     std::fs::write(dir.path().join("model.c"), model_c)?;
     std::fs::write(dir.path().join("model.h"), model_h)?;
-    let version_define = format!("-DKF_FIRMWARE_VERSION=\"{}\"", env!("CARGO_PKG_VERSION"));
+    let version = format!("{} {}", target.firmware_name(), env!("CARGO_PKG_VERSION"));
+    let defines = [
+        format!("-mcpu={}", target.cpu()),
+        format!("-DKF_FIRMWARE_VERSION=\"{version}\""),
+        format!("-DKF_BOARD=\"{}\"", target.machine()),
+    ];
     let prefix_map = format!("-ffile-prefix-map={}=.", dir.path().display());
     let output = Command::new(COMPILER)
         .args(CFLAGS)
-        .arg(version_define)
+        .args(&defines)
         .arg(prefix_map)
         .args(["-I.", "-T", "link.ld", "-o", "firmware.elf"])
         .args([
@@ -153,7 +216,7 @@ pub fn build(model_c: &str, model_h: &str) -> Result<Firmware, FirmwareError> {
     let elf = std::fs::read(dir.path().join("firmware.elf"))?;
     Ok(Firmware {
         elf,
-        version: format!("kflow-cm4 {} model {model_id}", env!("CARGO_PKG_VERSION")),
+        version: format!("{version} model {model_id}"),
         model_id,
         warnings: String::from_utf8_lossy(&output.stderr).into_owned(),
     })

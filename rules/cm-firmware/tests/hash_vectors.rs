@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use kflow_cm_firmware::Target;
+
 /// Prints, for the file argv[1]: the BLAKE3 digest in hex, then the CRC-32
 /// of the whole file (fed in uneven pieces, as frames arrive) in hex.
 const DRIVER: &str = r#"#include <stdio.h>
@@ -40,7 +42,7 @@ int main(int argc, char **argv)
 #[test]
 fn blake3_and_crc32_match_the_rust_crates() {
     let dir = tempfile::tempdir().unwrap();
-    kflow_cm_firmware::write_sources(dir.path()).unwrap();
+    kflow_cm_firmware::write_sources(dir.path(), Target::Mps2An386).unwrap();
     std::fs::write(dir.path().join("driver.c"), DRIVER).unwrap();
     let out = Command::new("gcc")
         .args(["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pedantic"])
@@ -89,7 +91,7 @@ fn blake3_and_crc32_match_the_rust_crates() {
 #[test]
 fn host_sources_compile_warning_free() {
     let dir = tempfile::tempdir().unwrap();
-    kflow_cm_firmware::write_sources(dir.path()).unwrap();
+    kflow_cm_firmware::write_sources(dir.path(), Target::Mps2An386).unwrap();
     for source in kflow_cm_firmware::HOST_SOURCES {
         let out = Command::new("gcc")
             .args([
@@ -130,15 +132,22 @@ fn the_elf_is_the_same_from_any_directory_and_compiler_errors_come_back() {
     }
     let h = "#include <stdint.h>\n#define KFLOW_INPUT_LEN 3\n#define KFLOW_OUTPUT_LEN 3\n#define KFLOW_OUTPUT_INT32 0\n#define KFLOW_WEIGHTS_BYTES 1\n#define KFLOW_MODEL_ID \"copy\"\nint kflow_check_weights(const void *w, uint32_t len);\nint kflow_infer(const void *w, const int8_t *in, void *out);\n";
     let c = "#include \"model.h\"\nint kflow_check_weights(const void *w, uint32_t len) { (void)w; return len != 1; }\nint kflow_infer(const void *w, const int8_t *in, void *out) { int8_t *o = out; (void)w; o[0] = in[2]; o[1] = in[1]; o[2] = in[0]; return 0; }\n";
-    let a = kflow_cm_firmware::build(c, h).unwrap();
-    let b = kflow_cm_firmware::build(c, h).unwrap();
+    let a = kflow_cm_firmware::build(Target::Mps2An386, c, h).unwrap();
+    let b = kflow_cm_firmware::build(Target::Mps2An386, c, h).unwrap();
     // Not assert_eq: a difference would print two ELF images.
     assert!(a.elf == b.elf, "two builds of the same sources differ");
     assert_eq!((&a.version, &a.model_id), (&b.version, &b.model_id));
     assert_eq!(&a.elf[..4], b"\x7fELF");
     assert_eq!(a.warnings, "");
     assert_eq!(a.version, format!("kflow-cm4 {} model copy", env!("CARGO_PKG_VERSION")));
-    let err = kflow_cm_firmware::build("int kflow_infer(void) { return x; }\n", h).unwrap_err();
+    // The Cortex-M7's is another program.
+    let m7 = kflow_cm_firmware::build(Target::Mps2An500, c, h).unwrap();
+    assert!(m7.elf != a.elf, "the Cortex-M7 build is the Cortex-M4's");
+    assert_eq!(
+        m7.version,
+        format!("kflow-cm7 {} model copy", env!("CARGO_PKG_VERSION"))
+    );
+    let err = kflow_cm_firmware::build(Target::Mps2An386, "int kflow_infer(void) { return x; }\n", h).unwrap_err();
     let text = err.to_string();
     assert!(
         matches!(err, kflow_cm_firmware::FirmwareError::Compiler { .. }),
@@ -146,7 +155,7 @@ fn the_elf_is_the_same_from_any_directory_and_compiler_errors_come_back() {
     );
     assert!(text.contains("model.c"), "{text}");
     assert!(matches!(
-        kflow_cm_firmware::build(c, "#define KFLOW_INPUT_LEN 3\n"),
+        kflow_cm_firmware::build(Target::Mps2An386, c, "#define KFLOW_INPUT_LEN 3\n"),
         Err(kflow_cm_firmware::FirmwareError::NoModelId)
     ));
 }

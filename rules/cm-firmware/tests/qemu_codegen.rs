@@ -11,6 +11,7 @@ use kflow_ai8x_sim::{
     Activation, Device, Layer, LayerWeights, Network, Op, Output, OutputWidth, Pool, PoolKind, Shape, SimOptions,
     Tensor, simulate,
 };
+use kflow_cm_firmware::Target;
 use kflow_device::ErrorCode;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -105,13 +106,14 @@ fn generated_networks_match_the_simulator_on_the_board() {
         return;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    for net in [cnn(-2), conv1d()] {
+    for (target, net) in Target::ALL.into_iter().flat_map(|t| [(t, cnn(-2)), (t, conv1d())]) {
         let w = weights(&net, &mut rng);
         let generated = kflow_cm_codegen::generate(&net, &w, SimOptions::default()).unwrap();
         let started = Instant::now();
-        let firmware = kflow_cm_firmware::build(&generated.model_c, &generated.model_h).unwrap();
+        let firmware = kflow_cm_firmware::build(target, &generated.model_c, &generated.model_h).unwrap();
         println!(
-            "firmware build: {:?}, {} bytes of ELF",
+            "{}: firmware build: {:?}, {} bytes of ELF",
+            target.machine(),
             started.elapsed(),
             firmware.elf.len()
         );
@@ -122,7 +124,7 @@ fn generated_networks_match_the_simulator_on_the_board() {
         );
 
         let started = Instant::now();
-        let (board, mut client) = Board::start(&firmware.elf);
+        let (board, mut client) = Board::start(target, &firmware.elf);
         let info = client.device_info().unwrap();
         println!("boot and first answer: {:?}", started.elapsed());
         assert_eq!(info.firmware_version, firmware.version);
@@ -165,7 +167,7 @@ fn generated_networks_match_the_simulator_on_the_board() {
         let first = client.infer(&input).unwrap().statistics;
         drop(client);
         drop(board);
-        let (_board, mut client) = Board::start(&firmware.elf);
+        let (_board, mut client) = Board::start(target, &firmware.elf);
         client.flash(&generated.model_bin, |_| {}).unwrap();
         assert_eq!(client.infer(&input).unwrap().statistics, first);
     }

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{Board, tools_or_skip};
+use kflow_cm_firmware::Target;
 use kflow_device::decoder::{Decoded, FrameDecoder};
 use kflow_device::frame::{Flags, Frame, HEADER_LEN, Header, MessageType};
 use kflow_device::message::{Digest, Request, Response};
@@ -76,8 +77,8 @@ fn random_and_damaged_frames_are_answered_as_the_protocol_says() {
     if !tools_or_skip("random_and_damaged_frames_are_answered_as_the_protocol_says") {
         return;
     }
-    let firmware = kflow_cm_firmware::build(C, H).unwrap();
-    let (board, client) = Board::start(&firmware.elf);
+    let firmware = kflow_cm_firmware::build(Target::Mps2An386, C, H).unwrap();
+    let (board, client) = Board::start(Target::Mps2An386, &firmware.elf);
     drop(client);
     let stream = TcpStream::connect(("127.0.0.1", board.port)).unwrap();
     // Many small writes: without this, Nagle's algorithm waits for the

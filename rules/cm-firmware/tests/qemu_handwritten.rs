@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::{Board, tools_or_skip};
+use kflow_cm_firmware::Target;
 use kflow_device::frame::{Flags, Frame, MessageType};
 use kflow_device::message::{ModelSummary, Request, Response};
 use kflow_device::{ErrorCode, RunStatistics};
@@ -108,20 +109,26 @@ fn dense_model_runs_refuses_other_blobs_and_counts_identically() {
     if !tools_or_skip("dense_model_runs_refuses_other_blobs_and_counts_identically") {
         return;
     }
-    let firmware = kflow_cm_firmware::build(DENSE_C, DENSE_H).unwrap();
+    for (target, name) in [(Target::Mps2An386, "kflow-cm4"), (Target::Mps2An500, "kflow-cm7")] {
+        dense_model_on(target, name);
+    }
+}
+
+fn dense_model_on(target: Target, name: &str) {
+    let firmware = kflow_cm_firmware::build(target, DENSE_C, DENSE_H).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let blob = dense_blob(&mut rng);
     let started = Instant::now();
-    let (board, mut client) = Board::start(&firmware.elf);
+    let (board, mut client) = Board::start(target, &firmware.elf);
     let info = client.device_info().unwrap();
-    println!("boot to first answer: {:?}", started.elapsed());
-    assert_eq!(info.board, "mps2-an386");
+    println!("{}: boot to first answer: {:?}", target.machine(), started.elapsed());
+    assert_eq!(info.board, target.machine());
     assert_eq!(info.firmware_version, firmware.version);
     assert_eq!(
         info.firmware_version,
-        format!("kflow-cm4 {} model 00000000deadbeef", env!("CARGO_PKG_VERSION"))
+        format!("{name} {} model 00000000deadbeef", env!("CARGO_PKG_VERSION"))
     );
-    assert_eq!(info.identity, "qemu-mps2-an386");
+    assert_eq!(info.identity, format!("qemu-{}", target.machine()));
     assert_eq!(info.clock_hz, 25_000_000);
     assert_eq!(info.max_model_bytes, kflow_cm_firmware::MAX_MODEL_BYTES);
 
@@ -167,7 +174,7 @@ fn dense_model_runs_refuses_other_blobs_and_counts_identically() {
     drop(board);
 
     // Another QEMU run counts the same.
-    let (_board, mut client) = Board::start(&firmware.elf);
+    let (_board, mut client) = Board::start(target, &firmware.elf);
     client.flash(&blob, |_| {}).unwrap();
     let stats = client.infer(&[1; 16]).unwrap().statistics;
     assert_eq!(stats.instructions, Some(counts[0]));
@@ -178,15 +185,18 @@ fn a_loop_of_known_length_counts_exactly() {
     if !tools_or_skip("a_loop_of_known_length_counts_exactly") {
         return;
     }
-    let firmware = kflow_cm_firmware::build(SPIN_C, SPIN_H).unwrap();
-    let (_board, mut client) = Board::start(&firmware.elf);
-    client.flash(&[0; 4], |_| {}).unwrap();
-    for n in [1u32, 2, 3, 10, 1000, 65_537, 1_234_567, 20_000_000] {
-        let stats: RunStatistics = client.infer(&n.to_le_bytes()).unwrap().statistics;
-        assert_eq!(stats.instructions, Some(2 * u64::from(n) + 3), "n = {n}");
+    for target in Target::ALL {
+        let firmware = kflow_cm_firmware::build(target, SPIN_C, SPIN_H).unwrap();
+        let (_board, mut client) = Board::start(target, &firmware.elf);
+        client.flash(&[0; 4], |_| {}).unwrap();
+        for n in [1u32, 2, 3, 10, 1000, 65_537, 1_234_567, 20_000_000] {
+            let stats: RunStatistics = client.infer(&n.to_le_bytes()).unwrap().statistics;
+            assert_eq!(stats.instructions, Some(2 * u64::from(n) + 3), "{target:?}, n = {n}");
+        }
     }
     // Without -icount the timer runs on the host's clock: no count.
-    let (_board, mut client) = Board::start_with(&firmware.elf, false);
+    let firmware = kflow_cm_firmware::build(Target::Mps2An386, SPIN_C, SPIN_H).unwrap();
+    let (_board, mut client) = Board::start_with(Target::Mps2An386, &firmware.elf, false);
     client.flash(&[0; 4], |_| {}).unwrap();
     let stats = client.infer(&1000u32.to_le_bytes()).unwrap().statistics;
     assert_eq!(stats.instructions, None);
@@ -241,8 +251,8 @@ fn damaged_and_out_of_order_frames_are_answered_and_the_board_keeps_serving() {
     if !tools_or_skip("damaged_and_out_of_order_frames_are_answered_and_the_board_keeps_serving") {
         return;
     }
-    let firmware = kflow_cm_firmware::build(SPIN_C, SPIN_H).unwrap();
-    let (board, client) = Board::start(&firmware.elf);
+    let firmware = kflow_cm_firmware::build(Target::Mps2An386, SPIN_C, SPIN_H).unwrap();
+    let (board, client) = Board::start(Target::Mps2An386, &firmware.elf);
     drop(client);
     let stream = TcpStream::connect(("127.0.0.1", board.port)).unwrap();
     // Many small writes: without this, Nagle's algorithm waits for the
@@ -474,8 +484,8 @@ fn a_fault_restarts_the_board_without_its_model() {
     if !tools_or_skip("a_fault_restarts_the_board_without_its_model") {
         return;
     }
-    let firmware = kflow_cm_firmware::build(FAULT_C, FAULT_H).unwrap();
-    let (board, client) = Board::start(&firmware.elf);
+    let firmware = kflow_cm_firmware::build(Target::Mps2An386, FAULT_C, FAULT_H).unwrap();
+    let (board, client) = Board::start(Target::Mps2An386, &firmware.elf);
     drop(client);
     let transport = kflow_device::open(&board.url(), kflow_device::LinkTimeouts::default()).unwrap();
     let mut client = kflow_device::Client::new(

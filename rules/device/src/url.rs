@@ -55,15 +55,18 @@ impl FromStr for SimBoard {
 pub enum QemuMachine {
     /// Arm's MPS2 with the AN386 image: a Cortex-M4.
     Mps2An386,
+    /// Arm's MPS2 with the AN500 image: a Cortex-M7.
+    Mps2An500,
 }
 
 impl QemuMachine {
-    pub const ALL: [QemuMachine; 1] = [QemuMachine::Mps2An386];
+    pub const ALL: [QemuMachine; 2] = [QemuMachine::Mps2An386, QemuMachine::Mps2An500];
 
     /// QEMU's name of the machine.
     pub fn name(self) -> &'static str {
         match self {
             QemuMachine::Mps2An386 => "mps2-an386",
+            QemuMachine::Mps2An500 => "mps2-an500",
         }
     }
 }
@@ -110,8 +113,7 @@ pub struct UrlError {
     pub reason: String,
 }
 
-const FORMS: &str =
-    "expected sim://max78002, sim://max78000, tcp://HOST:PORT, serial:///dev/ttyX?baud=N or qemu://mps2-an386";
+const FORMS: &str = "expected sim://max78002, sim://max78000, tcp://HOST:PORT, serial:///dev/ttyX?baud=N, qemu://mps2-an386 or qemu://mps2-an500";
 
 impl FromStr for DeviceUrl {
     type Err = UrlError;
@@ -287,6 +289,13 @@ mod tests {
                 },
             ),
             (
+                "qemu://mps2-an500",
+                DeviceUrl::Qemu {
+                    machine: QemuMachine::Mps2An500,
+                    firmware: None,
+                },
+            ),
+            (
                 "qemu://mps2-an386?firmware=/tmp/fw.elf",
                 DeviceUrl::Qemu {
                     machine: QemuMachine::Mps2An386,
@@ -335,7 +344,7 @@ mod tests {
             ),
             (
                 "qemu://mps2-an385",
-                "unknown QEMU machine `mps2-an385`; known machines: mps2-an386",
+                "unknown QEMU machine `mps2-an385`; known machines: mps2-an386, mps2-an500",
             ),
             ("qemu://mps2-an386?firmware=", "an empty firmware path"),
             ("qemu://mps2-an386?elf=x", "unknown query `elf=x`"),

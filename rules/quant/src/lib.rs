@@ -18,7 +18,7 @@ mod tests;
 pub use error::QuantError;
 pub use fuse::{Activation, Fused, FusedLayer, HwOp, HwSource, Pool, PoolKind, fuse};
 pub use prune::{PruneKind, PruneReport, prune};
-pub use qat::{FakeQuant, fold_batchnorm};
+pub use qat::{ActivationScales, FakeQuant, fold_batchnorm};
 pub use quantize::{
     Bits, QuantLayer, QuantOptions, Quantized, dequantize_step, quantize, quantize_input, quantize_layer,
 };

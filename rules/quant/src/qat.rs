@@ -11,7 +11,9 @@ use kflow_model::{Model, Op, Tensor, Weights};
 
 use crate::error::QuantError;
 use crate::fuse::fuse;
-use crate::quantize::{QuantOptions, calibrate, check_options, dequantize_step, factors, quantize_layer, scaled};
+use crate::quantize::{
+    QuantOptions, calibrate, check_options, dequantize_step, factors, is_wide, quantize_layer, scaled,
+};
 
 /// `model` with every batch norm folded into the operator before it (its
 /// weight scaled, its bias created or shifted), computing what `model`
@@ -84,6 +86,16 @@ pub fn fold_batchnorm(model: &Model, weights: &Weights) -> Result<(Model, Weight
 pub struct FakeQuant {
     layers: Vec<FakeLayer>,
     quantile: f64,
+    activations: ActivationScales,
+}
+
+/// Where the accelerator rounds activations to int8, and at which scale
+/// (the hardware value of an activation `v` is `round(v · scale · 128)`):
+/// the network input, and the outputs of layers by their IR name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivationScales {
+    pub input: f64,
+    pub layers: BTreeMap<String, f64>,
 }
 
 /// A layer with parameters. Without batch norms, a fused layer's weight and
@@ -118,6 +130,15 @@ impl FakeQuant {
             )));
         }
         let scales = calibrate(&fused, x, n, options)?;
+        // The accelerator rounds the input and each hidden layer's output to
+        // int8 at its scale; a wide last layer's output is not rounded.
+        let rounded = (0..fused.layers.len())
+            .filter(|&i| factors(&fused, &scales, i).is_some() && !is_wide(&fused, i, options))
+            .filter_map(|i| Some((fused.layers[i].ir_layers.last()?.clone(), scales[i])));
+        let activations = ActivationScales {
+            input: 1.0,
+            layers: rounded.collect(),
+        };
         let layers = (0..fused.layers.len())
             .filter_map(|i| {
                 let (weight_factor, bias_factor) = factors(&fused, &scales, i)?;
@@ -133,7 +154,13 @@ impl FakeQuant {
         Ok(FakeQuant {
             layers,
             quantile: options.shift_quantile,
+            activations,
         })
+    }
+
+    /// Where the accelerator rounds activations, at this calibration.
+    pub fn activations(&self) -> &ActivationScales {
+        &self.activations
     }
 
     /// `weights` with every operator's weight and bias replaced by the

@@ -173,7 +173,7 @@ impl QuantOptions {
 }
 
 /// Whether layer `i` writes its raw 32-bit accumulator.
-fn is_wide(fused: &Fused, i: usize, options: &QuantOptions) -> bool {
+pub(crate) fn is_wide(fused: &Fused, i: usize, options: &QuantOptions) -> bool {
     let layer = &fused.layers[i];
     options.wide_output
         && i + 1 == fused.layers.len()

@@ -449,6 +449,22 @@ fn the_fake_quantized_view_is_what_quantization_produces() {
             }
             scale_in = l.scale;
         }
+        // Activations are rounded where the accelerator rounds them: the
+        // input, and each layer's int8 output at its scale (not a wide one).
+        let grid = FakeQuant::calibrate(&m, &w, &x, 32, &options)
+            .unwrap()
+            .activations()
+            .clone();
+        assert_eq!(grid.input, 1.0);
+        let rounded: std::collections::BTreeMap<String, f64> = q
+            .layers
+            .iter()
+            .filter(|l| !l.weight.is_empty() && l.output_width == 8)
+            .map(|l| (l.layer.ir_layers.last().unwrap().clone(), l.scale))
+            .collect();
+        assert!(!rounded.is_empty());
+        assert_eq!(grid.layers, rounded, "{bits}");
+        assert!(q.layers.iter().any(|l| l.output_width == 32), "the last layer is wide");
     }
     // A model whose batch norms are not folded is refused, not misread.
     let raw = cnn1d();

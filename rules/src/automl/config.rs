@@ -64,7 +64,7 @@ pub const ATTRS: &[AttrSpec] = &[
     AttrSpec::optional(
         "device",
         AttrType::String,
-        "the board kept models are flashed to and evaluated on: with an accelerator platform `sim://...`, `tcp://HOST:PORT` or `serial:///dev/ttyX?baud=N` (default: the platform's simulated board), with a CPU-only platform `qemu://mps2-an386` (default: none, the host evaluates); `kflow build --device` wins",
+        "the board kept models are flashed to and evaluated on: with an accelerator platform `sim://...`, `tcp://HOST:PORT` or `serial:///dev/ttyX?baud=N` (default: the platform's simulated board), with a CPU-only platform `qemu://mps2-an386` (Cortex-M4) or `qemu://mps2-an500` (Cortex-M7) (default: none, the host evaluates); `kflow build --device` wins",
     ),
     AttrSpec::optional(
         "cpu_device",

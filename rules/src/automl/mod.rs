@@ -56,8 +56,25 @@ impl Rule for AutomlRule {
         "automl"
     }
 
+    /// A search's result stands for its children's, so that a new version
+    /// of any rule it runs as a child is a new search result.
     fn version(&self) -> u32 {
-        1
+        const OWN: u32 = 2;
+        let children: [&dyn Rule; 10] = [
+            &crate::generate::GenerateRule,
+            &crate::train::TrainRule,
+            &crate::prune::PruneRule,
+            &crate::quantize::QuantizeRule,
+            &crate::check::CheckRule,
+            &crate::synthesize::SynthesizeRule,
+            &crate::codegen::CodegenRule,
+            &crate::evaluate::EvaluateRule,
+            &crate::flash::FlashRule,
+            &crate::evaluate_device::EvaluateDeviceRule,
+        ];
+        children
+            .iter()
+            .fold(OWN, |v, rule| v.wrapping_mul(1_000_003).wrapping_add(rule.version()))
     }
 
     fn summary(&self) -> &'static str {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adamw::AdamStep;
 use crate::evaluate::validate;
+use crate::grid::ActivationGrid;
 use crate::network::{Mode, Network};
 use crate::shuffle::permutation;
 use crate::{Checkpoint, Data, Hyper, TrainError};
@@ -59,7 +60,7 @@ pub fn train_epoch(
     val: &Data,
     hyper: &Hyper,
 ) -> Result<(Checkpoint, EpochStats), TrainError> {
-    train_epoch_viewed(model, checkpoint, train, val, hyper, None)
+    train_epoch_viewed(model, checkpoint, train, val, hyper, View::default())
 }
 
 /// What the forward pass sees of the weights, when not the weights
@@ -69,21 +70,54 @@ pub fn train_epoch(
 /// it was given, with the same shapes.
 pub type WeightView<'a> = dyn Fn(&Weights) -> Result<Weights, String> + Sync + 'a;
 
-/// [`train_epoch`], with the forward pass and validation seeing `view` of
-/// the weights.
+/// What the forward pass and validation see, where it is not the float
+/// network itself.
+#[derive(Clone, Copy, Default)]
+pub struct View<'a> {
+    pub weights: Option<&'a WeightView<'a>>,
+    /// Activations rounded as the hardware rounds them.
+    pub activations: Option<&'a ActivationGrid>,
+}
+
+/// [`train_epoch`], with the forward pass and validation seeing `view`.
 pub fn train_epoch_viewed(
     model: &Model,
     checkpoint: Checkpoint,
     train: &Data,
     val: &Data,
     hyper: &Hyper,
-    view: Option<&WeightView<'_>>,
+    view: View<'_>,
 ) -> Result<(Checkpoint, EpochStats), TrainError> {
     hyper.check()?;
-    let net = Network::plan(model, &checkpoint.weights)?;
+    let net = planned(model, &checkpoint.weights, view)?;
     train.check("train", model)?;
     val.check("val", model)?;
-    crate::threads::run(|| run_epoch(&net, checkpoint, train, val, hyper, view))
+    crate::threads::run(|| run_epoch(&net, checkpoint, train, val, hyper, view.weights))
+}
+
+/// The validation loss, metric and F1 that [`train_epoch_viewed`] reports
+/// after an epoch, of `weights` as they are.
+pub fn validate_viewed(
+    model: &Model,
+    weights: &Weights,
+    val: &Data,
+    view: View<'_>,
+) -> Result<(f64, f64, f64), TrainError> {
+    let net = planned(model, weights, view)?;
+    val.check("val", model)?;
+    let seen = match view.weights {
+        Some(view) => view(weights).map_err(TrainError::View)?,
+        None => weights.clone(),
+    };
+    crate::threads::run(|| validate(&net, &seen, val))
+}
+
+fn planned(model: &Model, weights: &Weights, view: View<'_>) -> Result<Network, TrainError> {
+    let mut net = Network::plan(model, weights)?;
+    if let Some(grid) = view.activations {
+        net.round_activations(model, grid)?;
+    }
+    Ok(net)
 }
 
 fn run_epoch(

@@ -9,6 +9,7 @@
 
 pub(crate) mod batch_norm;
 pub(crate) mod bias;
+pub(crate) mod fake_quant;
 pub(crate) mod im2col;
 pub(crate) mod pool;
 pub(crate) mod relu;

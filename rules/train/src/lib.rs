@@ -8,6 +8,8 @@
 //! - `epoch.rs`: one epoch (shuffle, mini-batches, AdamW, validation);
 //! - `adamw.rs`, `shuffle.rs`, `checkpoint.rs`: the update, the order, the
 //!   state between epochs;
+//! - `grid.rs`: activations rounded as the hardware rounds them, for
+//!   quantization-aware training;
 //! - `evaluate.rs`: evaluation-mode outputs, scores and metrics;
 //! - `forecast.rs`: which outputs of a forecaster are scored, against what;
 //! - `threads.rs`: why results do not depend on thread counts.
@@ -19,6 +21,7 @@ mod epoch;
 mod error;
 mod evaluate;
 mod forecast;
+mod grid;
 mod hyper;
 mod kernels;
 mod network;
@@ -27,7 +30,8 @@ mod threads;
 
 pub use checkpoint::{CHECKPOINT_FORMAT, Checkpoint};
 pub use data::Data;
-pub use epoch::{EpochStats, WeightView, train_epoch, train_epoch_viewed};
+pub use epoch::{EpochStats, View, WeightView, train_epoch, train_epoch_viewed, validate_viewed};
 pub use error::TrainError;
 pub use evaluate::{forward, scores};
+pub use grid::{ActivationGrid, Grid};
 pub use hyper::Hyper;

@@ -14,8 +14,10 @@ use kflow_model::{ForecastMask, Model, Op, Task, Weights};
 
 use crate::TrainError;
 use crate::checkpoint::is_trainable;
+use crate::grid::{ActivationGrid, Grid};
 use crate::kernels::batch_norm::{BatchNormTrain, Moments};
 use crate::kernels::bias::ChannelBias;
+use crate::kernels::fake_quant::FakeQuant;
 use crate::kernels::im2col::Im2Col;
 use crate::kernels::pool::{Pool, PoolKind};
 use crate::kernels::relu::Relu;
@@ -95,6 +97,10 @@ pub(crate) struct Network {
     /// A forecaster's masked weights, with the index of their tensor in
     /// `params`: kept at zero by every update.
     pub mask: Option<(usize, ForecastMask)>,
+    /// Where activations are rounded (quantization-aware training): the
+    /// input, then each node's output.
+    input_grid: Option<Grid>,
+    grids: Vec<Option<Grid>>,
 }
 
 /// Resolves a layer's tensors by name and checks their shapes.
@@ -394,6 +400,7 @@ impl Network {
         let output = shapes.pop().unwrap_or_default();
         let mask = ForecastMask::of(model)
             .and_then(|mask| Some((planner.params.iter().position(|p| *p == mask.tensor)?, mask)));
+        let grids = vec![None; nodes.len()];
         Ok(Network {
             task: model.task,
             input: model.input.clone(),
@@ -402,7 +409,30 @@ impl Network {
             params: planner.params,
             norms,
             mask,
+            input_grid: None,
+            grids,
         })
+    }
+
+    /// Rounds activations to `grid` in every forward pass from now on.
+    /// `model` is the one the network was planned from.
+    pub(crate) fn round_activations(&mut self, model: &Model, grid: &ActivationGrid) -> Result<(), TrainError> {
+        let invalid = |what: &str| TrainError::Model(format!("activation grid of {what}: the step must be positive"));
+        if grid.input.is_some_and(|g| !g.is_valid()) {
+            return Err(invalid("the input"));
+        }
+        self.input_grid = grid.input;
+        self.grids = vec![None; self.nodes.len()];
+        for (name, g) in &grid.layers {
+            let i = model.layers.iter().position(|l| &l.name == name).ok_or_else(|| {
+                TrainError::Model(format!("activation grid of `{name}`: the model has no such layer"))
+            })?;
+            if !g.is_valid() {
+                return Err(invalid(&format!("`{name}`")));
+            }
+            self.grids[i] = Some(*g);
+        }
+        Ok(())
     }
 
     /// Runs the network on a batch `x` of shape `[B, ...input]`. `params`
@@ -417,9 +447,12 @@ impl Network {
         mode: Mode,
     ) -> Result<(Tensor, Vec<BatchStats>), TrainError> {
         let mut values: Vec<Tensor> = Vec::with_capacity(self.nodes.len() + 1);
-        values.push(x.clone());
+        values.push(match self.input_grid {
+            Some(g) => x.contiguous()?.apply_op1(FakeQuant(g))?,
+            None => x.clone(),
+        });
         let mut stats = Vec::new();
-        for node in &self.nodes {
+        for (node, grid) in self.nodes.iter().zip(&self.grids) {
             let x = &values[node.inputs[0]];
             let y = match node.kind {
                 Kind::Conv {
@@ -488,7 +521,10 @@ impl Network {
                 Kind::Relu => x.contiguous()?.apply_op1(Relu)?,
                 Kind::Abs => x.abs()?,
             };
-            values.push(y);
+            values.push(match grid {
+                Some(g) => y.contiguous()?.apply_op1(FakeQuant(*g))?,
+                None => y,
+            });
         }
         let out = values
             .pop()

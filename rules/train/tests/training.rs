@@ -271,7 +271,11 @@ fn a_weight_view_is_what_the_forward_pass_and_validation_see() {
         ..Hyper::default()
     };
     let start = || Checkpoint::fresh(init(&model, 3));
-    let run = |view: Option<&kflow_train::WeightView<'_>>| {
+    let run = |weights: Option<&kflow_train::WeightView<'_>>| {
+        let view = kflow_train::View {
+            weights,
+            activations: None,
+        };
         kflow_train::train_epoch_viewed(&model, start(), &train.data(), &val.data(), &hyper, view).unwrap()
     };
     // The identity view changes nothing, byte for byte.
@@ -302,7 +306,66 @@ fn a_weight_view_is_what_the_forward_pass_and_validation_see() {
     assert_ne!(moved.to_safetensors().unwrap(), start().to_safetensors().unwrap());
     // A view that drops a tensor is an error, not a panic.
     let lossy = |_: &kflow_model::Weights| Ok(kflow_model::Weights::default());
-    let err = kflow_train::train_epoch_viewed(&model, start(), &train.data(), &val.data(), &hyper, Some(&lossy))
+    let view = kflow_train::View {
+        weights: Some(&lossy),
+        activations: None,
+    };
+    let err = kflow_train::train_epoch_viewed(&model, start(), &train.data(), &val.data(), &hyper, view)
         .expect_err("an error");
     assert!(matches!(err, TrainError::View(_)), "{err}");
+}
+
+/// Rounded activations are what the forward pass and validation see; the
+/// gradient passes through the rounding where nothing was clipped.
+#[test]
+fn rounded_activations_are_what_the_forward_pass_sees() {
+    let model = cnn1d([4, 32], &[8]);
+    let (train, val) = (bumps(128, 4, 32, 1), bumps(64, 4, 32, 2));
+    let hyper = Hyper {
+        batch_size: 32,
+        ..Hyper::default()
+    };
+    let start = || Checkpoint::fresh(init(&model, 3));
+    let run = |grid: &kflow_train::ActivationGrid| {
+        let view = kflow_train::View {
+            weights: None,
+            activations: Some(grid),
+        };
+        kflow_train::train_epoch_viewed(&model, start(), &train.data(), &val.data(), &hyper, view)
+    };
+    let last = model.layers.last().unwrap().name.clone();
+    let grid = |layer: &str, step: f32| kflow_train::ActivationGrid {
+        input: None,
+        layers: [(
+            layer.to_owned(),
+            kflow_train::Grid {
+                step,
+                min: -1000,
+                max: 1000,
+            },
+        )]
+        .into(),
+    };
+    // Logits on a grid so coarse that they are all 0: the loss is ln 2,
+    // yet the weights move (straight-through).
+    let (moved, stats) = run(&grid(&last, 1e4)).unwrap();
+    assert!(
+        (stats.val_loss - std::f64::consts::LN_2).abs() < 1e-6,
+        "{}",
+        stats.val_loss
+    );
+    assert!(
+        (stats.train_loss - std::f64::consts::LN_2).abs() < 1e-6,
+        "{}",
+        stats.train_loss
+    );
+    assert_ne!(moved.to_safetensors().unwrap(), start().to_safetensors().unwrap());
+    // A fine grid is close to the float network, not equal to it.
+    let (plain, plain_stats) = train_epoch(&model, start(), &train.data(), &val.data(), &hyper).unwrap();
+    let (fine, fine_stats) = run(&grid(&last, 1e-3)).unwrap();
+    assert_ne!(plain.to_safetensors().unwrap(), fine.to_safetensors().unwrap());
+    assert!((plain_stats.val_loss - fine_stats.val_loss).abs() < 1e-2 * plain_stats.val_loss);
+    // A layer the model does not have is an error.
+    let err = run(&grid("nowhere", 0.1)).expect_err("an error");
+    assert!(err.to_string().contains("nowhere"), "{err}");
 }

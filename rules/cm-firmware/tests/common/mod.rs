@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kflow_cm_firmware::QEMU;
+use kflow_cm_firmware::{QEMU, Target};
 use kflow_device::transport::qemu::qemu_args;
 use kflow_device::{Client, DeviceUrl, LinkTimeouts, QemuMachine, RetryPolicy, Transport};
 
@@ -66,13 +66,13 @@ pub fn policy() -> RetryPolicy {
 impl Board {
     /// Boots `elf` and returns the board and a client connected to it
     /// (QEMU starts the board only once the client is connected).
-    pub fn start(elf: &[u8]) -> (Board, Client<Box<dyn Transport>>) {
-        Board::start_with(elf, true)
+    pub fn start(target: Target, elf: &[u8]) -> (Board, Client<Box<dyn Transport>>) {
+        Board::start_with(target, elf, true)
     }
 
     /// [`Board::start`], optionally without `-icount` (QEMU's free-running
     /// clock: no instruction counts).
-    pub fn start_with(elf: &[u8], icount: bool) -> (Board, Client<Box<dyn Transport>>) {
+    pub fn start_with(target: Target, elf: &[u8], icount: bool) -> (Board, Client<Box<dyn Transport>>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("firmware.elf");
         std::fs::write(&path, elf).unwrap();
@@ -81,7 +81,8 @@ impl Board {
         // emulator per connection), so that a test can reconnect to the
         // same board; it starts the board once the first client is there.
         let serial = format!("tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on");
-        let mut args = qemu_args(QemuMachine::Mps2An386, &path, &serial);
+        let machine: QemuMachine = target.machine().parse().unwrap();
+        let mut args = qemu_args(machine, &path, &serial);
         if !icount {
             let at = args.iter().position(|a| a == "-icount").unwrap();
             args.drain(at..at + 2);
