@@ -7,7 +7,9 @@
 #                                      firmware, qemu-system-arm runs it
 #   scripts/install-packages.sh test   those, and what the tests add: nginx
 #                                      serves as the remote cache, socat
-#                                      makes pseudo-terminal pairs
+#                                      makes pseudo-terminal pairs, headless
+#                                      chromium renders the report (with
+#                                      one font, as recommends are skipped)
 set -euo pipefail
 
 missing=()
@@ -24,6 +26,8 @@ run) ;;
 test)
     need socat command -v socat
     need nginx sh -c '[ -x /usr/sbin/nginx ] || command -v nginx'
+    need chromium command -v chromium
+    need fonts-dejavu-core test -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
     ;;
 *)
     echo "usage: $0 run|test" >&2

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # The Debian packages the graphs and tests need (cross compiler, QEMU,
-# nginx, socat), then ONNX Runtime.
+# nginx, socat, chromium), then ONNX Runtime.
 scripts/install-packages.sh test
 scripts/install-onnxruntime.sh
 
@@ -19,6 +19,7 @@ export CARGO_INCREMENTAL=0
 # QEMU and the cross compiler are installed above: tests that need them
 # must not skip.
 export KFLOW_REQUIRE_QEMU=1
+export KFLOW_REQUIRE_CHROMIUM=1
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check

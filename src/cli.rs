@@ -47,6 +47,9 @@ pub enum Command {
     Cache(CacheArgs),
     /// Remove `kflow-out/` (and with --cache, the cache too).
     Clean(CleanArgs),
+    /// The report of a search that has been built.
+    #[command(subcommand)]
+    Report(ReportCommand),
     /// The MAX78000/MAX78002 toolchain on ai8x network files: check, simulate, synthesize.
     Ai8x(Ai8xArgs),
     /// Serve a simulated MAX78002/MAX78000 board over TCP (and a serial
@@ -202,6 +205,21 @@ fn parse_device_url(url: &str) -> Result<String, String> {
 pub enum OutputFormat {
     Text,
     Json,
+}
+
+#[derive(Subcommand)]
+pub enum ReportCommand {
+    /// Print the path of a search's `report.html` and open it in the
+    /// browser, when there is one ($BROWSER, else the system's default).
+    Open(ReportArgs),
+    /// Print the path of a search's `report.html`.
+    Path(ReportArgs),
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// The `[[automl]]` target, e.g. target//max78002:anomaly.
+    pub target: String,
 }
 
 #[derive(Args)]

@@ -215,6 +215,35 @@ fn a_search_rejects_before_training_halves_in_rungs_and_deploys_what_it_keeps() 
     }
     assert!(summary["zscore"]["f1"].as_f64().is_some(), "{summary}");
 
+    // The report: every plot drawn, inline in the page, the numbers beside.
+    let html = std::fs::read_to_string(ws.output("s", "a2", "report/report.html")).expect("report.html");
+    for plot in ["training", "status", "pareto_latency", "pareto_memory"] {
+        let svg = std::fs::read_to_string(ws.output("s", "a2", &format!("report/{plot}.svg"))).expect(plot);
+        assert!(svg.starts_with("<svg") && svg.contains("<text"), "{plot}");
+        assert!(html.contains(svg.trim()), "{plot} is not in report.html");
+    }
+    let numbers = json(&ws, "a2", "report/report.json");
+    assert_eq!(numbers["stats"]["command"], "kflow build target//s:a2", "{numbers}");
+    assert_eq!(
+        numbers["training"].as_array().map(Vec::len),
+        Some(candidates.iter().filter(|c| c["epochs"].as_u64() > Some(0)).count())
+    );
+    let path = ws.run(&["report", "path", "//s:a2"]);
+    assert_eq!(path.code, 0, "{}", path.stderr);
+    assert!(
+        path.stdout.trim_end().ends_with("kflow-out/s/a2/report/report.html"),
+        "{}",
+        path.stdout
+    );
+    let none = ws.run(&["report", "path", "//platforms:max78002"]);
+    assert!(none.code != 0 && none.stderr.contains("no report"), "{}", none.stderr);
+    let built = ws.run(&["build", "//s:a2"]);
+    assert!(
+        built.stderr.contains("report: kflow-out/s/a2/report/report.html"),
+        "{}",
+        built.stderr
+    );
+
     let again = ws.build_ok(&["//s:a2"]);
     assert_eq!(again.count("executed"), 0, "{:?}", again.ids("executed"));
 }
@@ -231,7 +260,10 @@ fn changing_keep_or_the_weight_limit_retrains_nothing_and_explain_says_why() {
     );
     let fewer = ws.build_ok(&["//s:a2"]);
     assert!(executed_epochs(&fewer).is_empty(), "{:?}", executed_epochs(&fewer));
-    assert_eq!(fewer.ids("executed"), BTreeSet::from(["target//s:a2".to_owned()]));
+    assert_eq!(
+        fewer.ids("executed"),
+        BTreeSet::from(["target//s:a2".to_owned(), "target//s:a2[report]/report".to_owned()])
+    );
     let explain = ws.run(&["explain", "//s:a2"]);
     assert_eq!(explain.code, 0, "{}", explain.stderr);
     assert!(explain.stdout.contains("param `keep` 2 → 1"), "{}", explain.stdout);

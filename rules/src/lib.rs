@@ -21,6 +21,7 @@ mod model;
 mod platform;
 mod prune;
 mod quantize;
+mod report;
 mod space;
 mod split;
 mod synthesize;
@@ -49,6 +50,7 @@ pub fn registry() -> RuleRegistry {
     rules.register(Arc::new(flash::FlashRule));
     rules.register(Arc::new(evaluate_device::EvaluateDeviceRule));
     rules.register(Arc::new(automl::AutomlRule));
+    rules.register(Arc::new(report::ReportRule));
     rules
 }
 

@@ -15,6 +15,8 @@ use crate::Failure;
 
 /// The file a target's results start at, when it has one (a search's).
 const SUMMARY: &str = "summary.json";
+/// A search's report page, printed after its summary.
+const REPORT: &str = "report/report.html";
 use crate::cli::{BuildArgs, ColorMode};
 use crate::{progress, render};
 
@@ -106,6 +108,10 @@ fn build_once(cwd: &Path, ws: &Workspace, args: &BuildArgs, opts: &BuildOptions,
             }
             let shown = dir.strip_prefix(cwd).unwrap_or(&dir);
             eprintln!("  {label} -> {}", shown.display());
+            let report = target_out_dir(&ws.out_dir(), label).join(REPORT);
+            if report.is_file() {
+                eprintln!("  report: {}", report.strip_prefix(cwd).unwrap_or(&report).display());
+            }
         }
         if result.outputs.len() > SHOWN {
             eprintln!(

@@ -11,7 +11,7 @@ use kflow_engine::{Diagnostic, Label, Pattern, Workspace};
 
 use super::open_workspace;
 use crate::Failure;
-use crate::cli::{ExplainArgs, GraphArgs, GraphFormat, OutputFormat, QueryArgs, TargetsArgs};
+use crate::cli::{ExplainArgs, GraphArgs, GraphFormat, OutputFormat, QueryArgs, ReportCommand, TargetsArgs};
 
 fn single_label(ws: &Workspace, cwd: &Path, text: &str) -> Result<Label, Failure> {
     match ws.parse_patterns(cwd, &[text.to_owned()])?.pop() {
@@ -21,6 +21,30 @@ fn single_label(ws: &Workspace, cwd: &Path, text: &str) -> Result<Label, Failure
         }
         _ => Err(Diagnostic::new(format!("`{text}` is a pattern; name one target (`cell//pkg:name`)")).into()),
     }
+}
+
+/// `kflow report open|path TARGET`.
+pub fn report(cwd: &Path, command: ReportCommand) -> Result<(), Failure> {
+    let (args, open) = match command {
+        ReportCommand::Open(args) => (args, true),
+        ReportCommand::Path(args) => (args, false),
+    };
+    let ws = open_workspace(cwd)?;
+    let label = single_label(&ws, cwd, &args.target)?;
+    let page = kflow_engine::materialize::target_out_dir(&ws.out_dir(), &label)
+        .join("report")
+        .join("report.html");
+    if !page.is_file() {
+        return Err(Failure::Build(Some(format!(
+            "no report at {}: `[[automl]]` targets write one when they are built (`kflow build {label}`)",
+            page.display()
+        ))));
+    }
+    crate::output::line(page.display());
+    if open && let Err(e) = opener::open_browser(&page) {
+        eprintln!("no browser opened ({e}); open the file above");
+    }
+    Ok(())
 }
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {

@@ -26,6 +26,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Targets(args) => inspect::targets(&cwd, args),
         Command::Cache(args) => cache::run(&cwd, args, cli.quiet),
         Command::Clean(args) => cache::clean(&cwd, args, cli.quiet),
+        Command::Report(command) => inspect::report(&cwd, command),
         Command::Ai8x(args) => ai8x::run(args),
         Command::DeviceSim(args) => device::serve(args, cli.quiet),
     }

@@ -20,7 +20,10 @@ mod rungs;
 mod search;
 mod select;
 
-use kflow_engine::{ActionContext, ActionDecl, ActionError, AttrSpec, Diagnostic, Outcome, Planner, Rule, Target};
+use kflow_engine::{
+    ActionContext, ActionDecl, ActionError, AttrSpec, BlobRef, ChildInput, ChildSpec, Diagnostic, Outcome, Planner,
+    Rule, Target,
+};
 use kflow_platform::Platform;
 use kflow_search::Space;
 use serde::Serialize;
@@ -60,7 +63,7 @@ impl Rule for AutomlRule {
     /// of any rule it runs as a child is a new search result.
     fn version(&self) -> u32 {
         const OWN: u32 = 2;
-        let children: [&dyn Rule; 10] = [
+        let children: [&dyn Rule; 11] = [
             &crate::generate::GenerateRule,
             &crate::train::TrainRule,
             &crate::prune::PruneRule,
@@ -71,6 +74,7 @@ impl Rule for AutomlRule {
             &crate::evaluate::EvaluateRule,
             &crate::flash::FlashRule,
             &crate::evaluate_device::EvaluateDeviceRule,
+            &crate::report::ReportRule,
         ];
         children
             .iter()
@@ -105,6 +109,7 @@ impl Rule for AutomlRule {
         }
         inputs.extend(check_file_inputs(target, planner)?);
         let mut outputs = vec![SUMMARY.to_owned(), CANDIDATES.to_owned()];
+        outputs.extend(kflow_report::FILES.map(report_output));
         for slot in 1..=params.keep {
             outputs.extend(kept_files().iter().map(|f| kept_output(slot, f)));
         }
@@ -345,7 +350,42 @@ fn write_outputs(
             )
         }),
     };
-    cx.write_output(SUMMARY, &json::pretty(&summary)?)?;
-    cx.write_output(CANDIDATES, &json::pretty(&candidates)?)?;
+    let summary = cx.put_artifact(&json::pretty(&summary)?)?;
+    let candidates = cx.put_artifact(&json::pretty(&candidates)?)?;
+    cx.set_output_blob(SUMMARY, summary);
+    cx.set_output_blob(CANDIDATES, candidates);
+    report(cx, summary, candidates)
+}
+
+/// The report's file `name`, as the target exposes it.
+fn report_output(name: &str) -> String {
+    format!("report/{name}")
+}
+
+/// The search's report, an ordinary cached child over its records: a new
+/// `keep` gives new records and so a new report, without retraining.
+fn report(cx: &ActionContext<'_>, summary: BlobRef, candidates: BlobRef) -> Result<(), ActionError> {
+    let spec = ChildSpec {
+        group: "report".to_owned(),
+        name: "report".to_owned(),
+        rule: "report".to_owned(),
+        params: serde_json::json!({ "target": cx.id() }),
+        inputs: vec![
+            (SUMMARY.to_owned(), ChildInput::Blob(summary)),
+            (CANDIDATES.to_owned(), ChildInput::Blob(candidates)),
+        ],
+        outputs: kflow_report::FILES.map(str::to_owned).to_vec(),
+    };
+    let result = cx
+        .submit(vec![spec])?
+        .pop()
+        .ok_or_else(|| ActionError::new("the report was not run"))?;
+    for name in kflow_report::FILES {
+        let blob = result.outputs.get(name).ok_or_else(|| {
+            let why = result.reason.as_deref().unwrap_or("no reason given");
+            ActionError::new(format!("the report did not write {name}: {why}"))
+        })?;
+        cx.set_output_blob(&report_output(name), *blob);
+    }
     Ok(())
 }

@@ -1,0 +1,88 @@
+//! The report of an AutoML search, from what the `automl` rule records
+//! (`summary.json`, `candidates.json`): plots as SVG (plotters), one
+//! self-contained HTML page, the same as Markdown, and `report.json`, the
+//! numbers behind every plot. A pure function of its inputs: the same
+//! search gives the same bytes (no wall-clock times; those are in the
+//! build report).
+//!
+//! - `data.rs`: the records as read;
+//! - `numbers.rs`: what every plot and table shows, derived once;
+//! - `plots.rs`: the SVG plots;
+//! - `page.rs`: HTML and Markdown.
+
+mod data;
+mod numbers;
+mod page;
+mod plots;
+
+use thiserror::Error;
+
+pub use data::{Candidate, Summary};
+pub use numbers::Numbers;
+
+/// Every file the report writes, plots included, whatever the search
+/// recorded (a plot with nothing to show is drawn empty).
+pub const FILES: [&str; 8] = [
+    "report.html",
+    "report.md",
+    "report.json",
+    "training.svg",
+    "status.svg",
+    "pareto_latency.svg",
+    "pareto_memory.svg",
+    "latency.svg",
+];
+
+#[derive(Debug, Error)]
+pub enum ReportError {
+    #[error("unreadable {file}: {message}")]
+    Input { file: &'static str, message: String },
+    #[error("plot {plot}: {message}")]
+    Plot { plot: &'static str, message: String },
+}
+
+/// The report's files, by name.
+pub struct Report {
+    pub files: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// The report of the search `target`, from its `summary.json` and
+/// `candidates.json`.
+pub fn render(target: &str, summary: &[u8], candidates: &[u8]) -> Result<Report, ReportError> {
+    let summary: Summary = serde_json::from_slice(summary).map_err(|e| ReportError::Input {
+        file: "summary.json",
+        message: e.to_string(),
+    })?;
+    let candidates: Vec<Candidate> = serde_json::from_slice(candidates).map_err(|e| ReportError::Input {
+        file: "candidates.json",
+        message: e.to_string(),
+    })?;
+    let numbers = Numbers::new(target, &summary, &candidates);
+    let plots = plots::all(&numbers)?;
+    let json = serde_json::to_vec_pretty(&numbers).map_err(|e| ReportError::Input {
+        file: "report.json",
+        message: e.to_string(),
+    })?;
+    let mut files = vec![
+        ("report.html", page::html(&numbers, &plots).into_bytes()),
+        ("report.md", page::markdown(&numbers, &plots).into_bytes()),
+        ("report.json", json),
+    ];
+    for name in &FILES[3..] {
+        let svg = plots
+            .iter()
+            .find(|p| p.file == *name)
+            .map(|p| p.svg.clone().into_bytes())
+            .unwrap_or_else(|| empty_svg(name));
+        files.push((name, svg));
+    }
+    Ok(Report { files })
+}
+
+/// A plot the search has nothing for (no Cortex-M runs: no latency plot).
+fn empty_svg(name: &str) -> Vec<u8> {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"860\" height=\"60\"><text x=\"10\" y=\"30\" font-family=\"sans-serif\">{name}: nothing to plot in this search</text></svg>\n"
+    )
+    .into_bytes()
+}

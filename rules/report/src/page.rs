@@ -1,0 +1,193 @@
+//! The page: `report.html` (self-contained: the plots inline, CSS in the
+//! head, no network access) and `report.md` (the plots as `.svg` files
+//! beside it), from the same numbers.
+
+use std::fmt::Write as _;
+
+use crate::numbers::{KeptRow, Numbers};
+use crate::plots::Plot;
+
+const CSS: &str = "body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222;line-height:1.4}\
+h1{margin-bottom:0}.sub{color:#666;margin-top:.2em}\
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}\
+th{background:#f4f4f4}td.l,th.l{text-align:left}figure{margin:1.5em 0}figcaption{color:#555;font-size:.9em}\
+.ratio{font-size:2.6em;font-weight:bold;color:#2c7a2c}code{background:#f4f4f4;padding:0 .2em}\
+@media print{figure{page-break-inside:avoid}}";
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+fn num(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// The rows of the tables, as text cells: (header, cells per row).
+fn stats_rows(n: &Numbers) -> Vec<(String, String)> {
+    let s = &n.stats;
+    let mut rows = vec![
+        (
+            "platform".to_owned(),
+            n.platform.clone().unwrap_or_else(|| "host".into()),
+        ),
+        ("candidates".to_owned(), s.candidates.to_string()),
+    ];
+    rows.extend(s.counts.iter().map(|(k, v)| (format!("  {k}"), v.to_string())));
+    rows.extend([
+        ("training epochs, all candidates".to_owned(), s.epochs.to_string()),
+        ("strategy".to_owned(), s.strategy.to_string()),
+        ("budget".to_owned(), s.budget.to_string()),
+        ("batch of proposals".to_owned(), s.batch.to_string()),
+        ("seed".to_owned(), s.seed.to_string()),
+        ("objectives".to_owned(), s.objectives.join(", ")),
+    ]);
+    rows
+}
+
+const KEPT_HEADER: [&str; 9] = [
+    "model",
+    "family",
+    "float F1",
+    "target F1",
+    "on-board F1",
+    "ROC AUC",
+    "accelerator µs",
+    "weights (B)",
+    "Cortex-M µs",
+];
+
+fn kept_cells(k: &KeptRow) -> [String; 9] {
+    [
+        k.candidate.clone(),
+        k.family.clone(),
+        num(k.f1_float, 3),
+        num(k.f1_target, 3),
+        num(k.f1_board, 3),
+        num(k.roc_auc, 3),
+        num(k.latency_us, 2),
+        num(k.weight_bytes, 0),
+        num(k.cpu_us, 1),
+    ]
+}
+
+const NOT_YET: &str = "Per-layer resource use against the device's limits, confusion matrices and ROC curves \
+of the kept models are not in this report yet.";
+
+pub fn html(n: &Numbers, plots: &[Plot]) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>kflow report: {t}</title><style>{CSS}</style></head><body>\n\
+         <h1>AutoML search: <code>{t}</code></h1>\n<p class=\"sub\">Reproduce: <code>{c}</code></p>\n",
+        t = escape(&n.target),
+        c = escape(&n.stats.command)
+    );
+    if let Some(best) = n.kept.iter().find(|k| k.speedup.is_some()) {
+        let _ = writeln!(
+            h,
+            "<p>The CNN accelerator runs <b>{}</b> <span class=\"ratio\" id=\"speedup\">{:.0}×</span> faster than the same quantized model as C on the Cortex-M core without it.</p>",
+            escape(&best.candidate),
+            best.speedup.unwrap_or_default()
+        );
+    }
+    h.push_str("<h2>Search</h2>\n<table id=\"stats\">\n");
+    for (k, v) in stats_rows(n) {
+        let _ = writeln!(
+            h,
+            "<tr><th class=\"l\">{}</th><td class=\"l\">{}</td></tr>",
+            escape(&k),
+            escape(&v)
+        );
+    }
+    h.push_str("</table>\n");
+    if let Some(missing) = &n.stats.missing {
+        let _ = writeln!(h, "<p>{}</p>", escape(missing));
+    }
+    h.push_str("<h2>Kept models</h2>\n<table id=\"kept\"><tr>");
+    for head in KEPT_HEADER {
+        let _ = write!(h, "<th>{head}</th>");
+    }
+    h.push_str("</tr>\n");
+    for k in &n.kept {
+        h.push_str("<tr>");
+        for (i, cell) in kept_cells(k).iter().enumerate() {
+            let class = if i < 2 { " class=\"l\"" } else { "" };
+            let _ = write!(h, "<td{class}>{}</td>", escape(cell));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n<h2>Plots</h2>\n");
+    for p in plots {
+        let id = p.file.trim_end_matches(".svg");
+        let _ = writeln!(
+            h,
+            "<figure id=\"{id}\">{}<figcaption>{}</figcaption></figure>",
+            p.svg,
+            escape(p.title)
+        );
+    }
+    h.push_str("<h2>Why candidates were rejected</h2>\n<table id=\"rejections\"><tr><th class=\"l\">reason</th><th>candidates</th></tr>\n");
+    for r in &n.rejections {
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"l\">{}</td><td>{}</td></tr>",
+            escape(&r.reason),
+            r.candidates
+        );
+    }
+    let _ = write!(h, "</table>\n<p>{NOT_YET}</p>\n</body></html>\n");
+    h
+}
+
+pub fn markdown(n: &Numbers, plots: &[Plot]) -> String {
+    let mut m = String::new();
+    let _ = write!(
+        m,
+        "# AutoML search: `{}`\n\nReproduce: `{}`\n\n",
+        n.target, n.stats.command
+    );
+    if let Some(best) = n.kept.iter().find(|k| k.speedup.is_some()) {
+        let _ = write!(
+            m,
+            "The CNN accelerator runs {} **{:.0}×** faster than the same quantized model as C on the Cortex-M core without it.\n\n",
+            best.candidate,
+            best.speedup.unwrap_or_default()
+        );
+    }
+    m.push_str("## Search\n\n| | |\n|---|---|\n");
+    for (k, v) in stats_rows(n) {
+        let _ = writeln!(m, "| {} | {} |", k.trim(), v.replace('|', "\\|"));
+    }
+    if let Some(missing) = &n.stats.missing {
+        let _ = writeln!(m, "\n{missing}");
+    }
+    let _ = write!(
+        m,
+        "\n## Kept models\n\n| {} |\n|{}\n",
+        KEPT_HEADER.join(" | "),
+        "---|".repeat(9)
+    );
+    for k in &n.kept {
+        let _ = writeln!(m, "| {} |", kept_cells(k).join(" | "));
+    }
+    m.push_str("\n## Plots\n\n");
+    for p in plots {
+        let _ = write!(m, "![{}]({})\n\n", p.title, p.file);
+    }
+    m.push_str("## Why candidates were rejected\n\n| reason | candidates |\n|---|---|\n");
+    for r in &n.rejections {
+        let _ = writeln!(m, "| {} | {} |", r.reason.replace('|', "\\|"), r.candidates);
+    }
+    let _ = write!(m, "\n{NOT_YET}\n");
+    m
+}

@@ -1,0 +1,142 @@
+//! The report of a real search's records (`anomaly_smoke`-sized, written
+//! here so that the test needs no build): every file, every plot with its
+//! title, axis labels and legend, and the same bytes twice.
+
+use serde_json::json;
+
+fn records() -> (Vec<u8>, Vec<u8>) {
+    let log = |losses: &[(f64, f64)]| {
+        losses
+            .iter()
+            .enumerate()
+            .map(|(i, (t, v))| json!({"epoch": i + 1, "train_loss": t, "val_loss": v, "val_metric": v, "val_f1": 0.4, "samples": 100}))
+            .collect::<Vec<_>>()
+    };
+    let candidates = json!([
+        {"candidate": "cand-0", "index": 0, "family": "forecaster", "status": "evaluated",
+         "resources": {"latency_us": 3.2, "weight_bytes": 6192.0}, "rung": 1, "epochs": 2,
+         "best": {"epoch": 2, "train_loss": 0.0001, "val_loss": 0.0002, "val_metric": 0.0002, "val_f1": 0.49, "samples": 100},
+         "log": log(&[(0.001, 0.002), (0.0001, 0.0002)])},
+        {"candidate": "cand-1", "index": 1, "family": "cnn", "status": "trained",
+         "resources": {"latency_us": 6.6, "weight_bytes": 6708.0}, "rung": 0, "epochs": 1,
+         "best": {"epoch": 1, "train_loss": 0.12, "val_loss": 0.2, "val_metric": 0.0, "val_f1": 0.21, "samples": 100},
+         "log": log(&[(0.12, 0.2)])},
+        {"candidate": "cand-2", "index": 2, "family": "cnn", "status": "rejected-incompatible",
+         "reason": "before training: layer 2 (mlp): flattened pixels: 272, limit 256 (C11 flatten); constraint `macs <= 150_000` does not hold",
+         "resources": {"latency_us": 160.0, "weight_bytes": 418586.0}, "rung": null, "epochs": 0, "best": null, "log": []},
+        {"candidate": "cand-3", "index": 3, "family": "cnn", "status": "rejected-too-big",
+         "reason": "before training: constraint `macs <= 150_000` does not hold",
+         "resources": {}, "rung": null, "epochs": 0, "best": null, "log": []}
+    ]);
+    let summary = json!({
+        "platform": "max78002",
+        "search": {"strategy": {"kind": "evolution"}, "seed": 1234, "candidates": 4, "batch": 2,
+                   "budget": {"kind": "successive_halving", "min_epochs": 1, "max_epochs": 2, "eta": 2},
+                   "rungs": [{"epochs": 1, "candidates": 2}, {"epochs": 2, "candidates": 1}], "epochs": 3},
+        "counts": {"evaluated": 1, "trained": 1, "rejected-incompatible": 1, "rejected-too-big": 1},
+        "objectives": ["f1:max"],
+        "pareto_front": ["cand-0"],
+        "zscore": {"f1": 0.06, "roc_auc": 0.37},
+        "kept": [{"candidate": "cand-0", "family": "forecaster", "f1": 0.669, "f1_float": 0.704, "roc_auc": 0.81,
+                  "val_f1": 0.49, "latency_us": 3.195, "weight_bytes": 6192.0,
+                  "device": {"url": "sim://max78002", "f1": 0.669, "latency_us": 3.195, "matches_simulator": true},
+                  "cpu": {"url": "qemu://mps2-an386", "latency_us": 1839.6, "instructions": 176605.0,
+                          "accelerator_us": 3.195, "accelerator_speedup": 575.8}}]
+    });
+    (
+        serde_json::to_vec(&summary).unwrap(),
+        serde_json::to_vec(&candidates).unwrap(),
+    )
+}
+
+fn file<'a>(report: &'a kflow_report::Report, name: &str) -> &'a str {
+    let bytes = &report.files.iter().find(|(n, _)| *n == name).expect(name).1;
+    std::str::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn every_plot_has_its_title_axes_and_legend_and_the_page_holds_them() {
+    let (summary, candidates) = records();
+    let report = kflow_report::render("target//m:search", &summary, &candidates).unwrap();
+    let names: Vec<&str> = report.files.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, kflow_report::FILES);
+    let expect = [
+        (
+            "training.svg",
+            vec![
+                "Training losses",
+                "epochs trained",
+                "loss (log scale",
+                "forecaster (validation solid",
+                "rung boundary",
+            ],
+        ),
+        (
+            "status.svg",
+            vec![
+                "Candidates by status",
+                "batch of proposals",
+                "candidates",
+                "rejected-too-big (1)",
+                "evaluated (1)",
+            ],
+        ),
+        (
+            "pareto_latency.svg",
+            vec![
+                "accelerator latency",
+                "(µs, log scale)",
+                "validation F1",
+                "Pareto front",
+                "kept (deployed)",
+                "z-score detector",
+            ],
+        ),
+        (
+            "pareto_memory.svg",
+            vec!["weight memory", "(bytes, log scale)", "Pareto front"],
+        ),
+        (
+            "latency.svg",
+            vec![
+                "accelerator against the Cortex-M",
+                "µs, log scale",
+                "CNN accelerator",
+                "Cortex-M, C inference",
+                "576×",
+                "cand-0",
+            ],
+        ),
+    ];
+    let html = file(&report, "report.html");
+    for (name, texts) in expect {
+        let svg = file(&report, name);
+        assert!(svg.starts_with("<svg"), "{name}");
+        for text in texts {
+            assert!(svg.contains(text), "{name} lacks {text:?}");
+        }
+        // Inline in the page, whole.
+        assert!(html.contains(svg.trim()), "{name} is not in report.html");
+        assert!(file(&report, "report.md").contains(&format!("]({name})")));
+    }
+    assert!(html.contains("576×"), "the ratio, large");
+    assert!(html.contains("kflow build target//m:search"));
+    assert!(!html.contains("http://") || !html.contains("<link"), "nothing fetched");
+    let numbers: serde_json::Value = serde_json::from_str(file(&report, "report.json")).unwrap();
+    assert_eq!(
+        numbers["rejections"][0]["reason"],
+        "constraint `macs <= N` does not hold"
+    );
+    assert_eq!(numbers["rejections"][0]["candidates"], 2);
+    assert_eq!(numbers["training"].as_array().map(Vec::len), Some(2));
+
+    let again = kflow_report::render("target//m:search", &summary, &candidates).unwrap();
+    assert!(again.files == report.files, "two renders differ");
+}
+
+#[test]
+fn unreadable_records_name_the_file() {
+    let (summary, _) = records();
+    let err = kflow_report::render("t", &summary, b"{").err().unwrap();
+    assert!(err.to_string().contains("candidates.json"), "{err}");
+}
