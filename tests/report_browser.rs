@@ -16,7 +16,7 @@ use common::Ws;
 
 /// Each plot: its figure id and texts its SVG must carry (title, axis
 /// labels, a legend entry).
-const PLOTS: [(&str, &[&str]); 5] = [
+const PLOTS: [(&str, &[&str]); 7] = [
     (
         "training",
         &[
@@ -52,6 +52,19 @@ const PLOTS: [(&str, &[&str]); 5] = [
             "time per inference (µs",
             "CNN accelerator",
             "Cortex-M, C inference",
+        ],
+    ),
+    (
+        "quality",
+        &["Test F1", "kept model", "test F1", "float (host", "on the board"],
+    ),
+    (
+        "resources_1",
+        &[
+            "kernel memory per processor",
+            "processor",
+            "9-byte columns",
+            "available",
         ],
     ),
 ];

@@ -27,11 +27,19 @@ struct Attrs {
 }
 
 /// The search's target, as the report names it (and the command that
-/// rebuilds it).
+/// rebuilds it), and how many kept models' files it may be given
+/// (`kept-<slot>-metrics.json`, `kept-<slot>-allocation.json`).
 #[derive(Serialize, Deserialize)]
 pub struct Params {
     pub target: String,
+    #[serde(default)]
+    pub kept: usize,
 }
+
+/// The kept models' files the report reads.
+pub const KEPT_FILES: [&str; 2] = [METRICS, ALLOCATION];
+const METRICS: &str = "metrics.json";
+const ALLOCATION: &str = "allocation.json";
 
 impl Rule for ReportRule {
     fn name(&self) -> &'static str {
@@ -69,9 +77,12 @@ impl Rule for ReportRule {
         planner.add_final_action(ActionDecl {
             name: String::new(),
             rule: self.name().to_owned(),
-            params: json::to_value(&Params { target: search })?,
+            params: json::to_value(&Params {
+                target: search,
+                kept: 0,
+            })?,
             inputs,
-            outputs: kflow_report::FILES.map(str::to_owned).to_vec(),
+            outputs: kflow_report::files(0),
         });
         Ok(())
     }
@@ -80,11 +91,89 @@ impl Rule for ReportRule {
         let params: Params = cx.params_as()?;
         let summary = json::input_bytes(cx, SUMMARY)?;
         let candidates = json::input_bytes(cx, CANDIDATES)?;
-        let report =
-            kflow_report::render(&params.target, &summary, &candidates).map_err(|e| ActionError::new(e.to_string()))?;
+        let details = (1..=params.kept)
+            .map(|slot| detail(cx, slot))
+            .collect::<Result<Vec<_>, _>>()?;
+        let report = kflow_report::render(&params.target, &summary, &candidates, &details)
+            .map_err(|e| ActionError::new(e.to_string()))?;
         for (name, bytes) in &report.files {
             cx.write_output(name, bytes)?;
         }
         Ok(Outcome::Done)
     }
+}
+
+/// The input of the `slot`-th kept model's `file`.
+pub fn kept_input(slot: usize, file: &str) -> String {
+    format!("kept-{slot}-{file}")
+}
+
+fn detail(cx: &ActionContext<'_>, slot: usize) -> Result<kflow_report::KeptDetail, ActionError> {
+    let read = |file: &str| -> Result<Option<serde_json::Value>, ActionError> {
+        let name = kept_input(slot, file);
+        match cx.inputs().contains_key(&name) {
+            true => json::input(cx, &name).map(Some),
+            false => Ok(None),
+        }
+    };
+    Ok(kflow_report::KeptDetail {
+        metrics: read(METRICS)?,
+        resources: read(ALLOCATION)?.as_ref().and_then(resource_use),
+    })
+}
+
+/// A placement (`allocation.json`) against its device's memories.
+fn resource_use(allocation: &serde_json::Value) -> Option<kflow_report::ResourceUse> {
+    let r = allocation.get("resources")?;
+    let device: kflow_ai8x::Device = allocation.pointer("/allocation/device")?.as_str()?.parse().ok()?;
+    let numbers = |v: &serde_json::Value| -> Option<Vec<u32>> { serde_json::from_value(v.clone()).ok() };
+    let names: Vec<String> = allocation
+        .pointer("/allocation/layers")?
+        .as_array()?
+        .iter()
+        .map(|l| {
+            l.pointer("/layer/name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    let shape = |v: Option<&serde_json::Value>| -> [u32; 3] {
+        let dim = |k: &str| {
+            v.and_then(|v| v.get(k))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0) as u32
+        };
+        [dim("channels"), dim("height"), dim("width")]
+    };
+    let count = |l: &serde_json::Value, k: &str| l.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let layers = r
+        .get("per_layer")?
+        .as_array()?
+        .iter()
+        .enumerate()
+        .map(|(i, l)| kflow_report::LayerUse {
+            name: names.get(i).cloned().unwrap_or_default(),
+            op: l.get("op").and_then(|o| o.as_str()).unwrap_or("").to_owned(),
+            input: shape(l.get("input")),
+            output: shape(l.get("output")),
+            processors: count(l, "processors") as u32,
+            kernel_columns: l
+                .pointer("/kernel/columns")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0) as u32,
+            weight_bytes: count(l, "weight_bytes"),
+            bias_bytes: count(l, "bias_bytes"),
+            macs: count(l, "macs"),
+        })
+        .collect();
+    let kernel_columns = numbers(r.get("kernel_columns_per_processor")?)?;
+    Some(kflow_report::ResourceUse {
+        device: format!("{device:?}").to_ascii_uppercase(),
+        kernel_columns_limit: (0..kernel_columns.len()).map(|p| device.weight_columns(p)).collect(),
+        kernel_columns,
+        bias_bytes: numbers(r.get("bias_bytes_per_quadrant")?)?,
+        bias_bytes_limit: device.bias_bytes_per_quadrant(),
+        layers,
+    })
 }

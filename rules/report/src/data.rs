@@ -106,3 +106,39 @@ pub struct Epoch {
     #[serde(default)]
     pub val_f1: f64,
 }
+
+/// What the report shows of one kept model beyond `summary.json`: its
+/// `metrics.json` (confusion matrices) and its placement on the device.
+#[derive(Clone, Debug, Default)]
+pub struct KeptDetail {
+    pub metrics: Option<serde_json::Value>,
+    pub resources: Option<ResourceUse>,
+}
+
+/// A model's use of the accelerator's memories against their sizes.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResourceUse {
+    pub device: String,
+    /// Kernel-memory columns used and available, per processor.
+    pub kernel_columns: Vec<u32>,
+    pub kernel_columns_limit: Vec<u32>,
+    /// Bias bytes used per quadrant, and the size of each.
+    pub bias_bytes: Vec<u32>,
+    pub bias_bytes_limit: u32,
+    pub layers: Vec<LayerUse>,
+}
+
+/// One hardware layer, as placed.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerUse {
+    pub name: String,
+    pub op: String,
+    /// `[channels, height, width]`.
+    pub input: [u32; 3],
+    pub output: [u32; 3],
+    pub processors: u32,
+    pub kernel_columns: u32,
+    pub weight_bytes: u64,
+    pub bias_bytes: u64,
+    pub macs: u64,
+}

@@ -17,12 +17,12 @@ mod plots;
 
 use thiserror::Error;
 
-pub use data::{Candidate, Summary};
+pub use data::{Candidate, KeptDetail, LayerUse, ResourceUse, Summary};
 pub use numbers::Numbers;
 
-/// Every file the report writes, plots included, whatever the search
+/// The files of every report, plots included, whatever the search
 /// recorded (a plot with nothing to show is drawn empty).
-pub const FILES: [&str; 8] = [
+pub const FILES: [&str; 9] = [
     "report.html",
     "report.md",
     "report.json",
@@ -30,25 +30,42 @@ pub const FILES: [&str; 8] = [
     "status.svg",
     "pareto_latency.svg",
     "pareto_memory.svg",
+    "quality.svg",
     "latency.svg",
 ];
+
+/// The per-model plot of the `slot`-th kept model (1-based): its use of
+/// the accelerator's kernel memory.
+pub fn resources_plot(slot: usize) -> String {
+    format!("resources_{slot}.svg")
+}
+
+/// The files of the report of a search that keeps `keep` models.
+pub fn files(keep: usize) -> Vec<String> {
+    FILES
+        .iter()
+        .map(|f| (*f).to_owned())
+        .chain((1..=keep).map(resources_plot))
+        .collect()
+}
 
 #[derive(Debug, Error)]
 pub enum ReportError {
     #[error("unreadable {file}: {message}")]
     Input { file: &'static str, message: String },
     #[error("plot {plot}: {message}")]
-    Plot { plot: &'static str, message: String },
+    Plot { plot: String, message: String },
 }
 
-/// The report's files, by name.
+/// The report's files, by name: [`files`] of the kept models it has.
 pub struct Report {
-    pub files: Vec<(&'static str, Vec<u8>)>,
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
-/// The report of the search `target`, from its `summary.json` and
-/// `candidates.json`.
-pub fn render(target: &str, summary: &[u8], candidates: &[u8]) -> Result<Report, ReportError> {
+/// The report of the search `target`, from its `summary.json`,
+/// `candidates.json` and what there is of each kept model, in rank order:
+/// the files are [`files`]`(kept.len())`.
+pub fn render(target: &str, summary: &[u8], candidates: &[u8], kept: &[KeptDetail]) -> Result<Report, ReportError> {
     let summary: Summary = serde_json::from_slice(summary).map_err(|e| ReportError::Input {
         file: "summary.json",
         message: e.to_string(),
@@ -57,26 +74,26 @@ pub fn render(target: &str, summary: &[u8], candidates: &[u8]) -> Result<Report,
         file: "candidates.json",
         message: e.to_string(),
     })?;
-    let numbers = Numbers::new(target, &summary, &candidates);
+    let numbers = Numbers::new(target, &summary, &candidates, kept);
     let plots = plots::all(&numbers)?;
     let json = serde_json::to_vec_pretty(&numbers).map_err(|e| ReportError::Input {
         file: "report.json",
         message: e.to_string(),
     })?;
-    let mut files = vec![
-        ("report.html", page::html(&numbers, &plots).into_bytes()),
-        ("report.md", page::markdown(&numbers, &plots).into_bytes()),
-        ("report.json", json),
+    let mut written = vec![
+        ("report.html".to_owned(), page::html(&numbers, &plots).into_bytes()),
+        ("report.md".to_owned(), page::markdown(&numbers, &plots).into_bytes()),
+        ("report.json".to_owned(), json),
     ];
-    for name in &FILES[3..] {
+    for name in files(kept.len()).into_iter().skip(3) {
         let svg = plots
             .iter()
-            .find(|p| p.file == *name)
+            .find(|p| p.file == name)
             .map(|p| p.svg.clone().into_bytes())
-            .unwrap_or_else(|| empty_svg(name));
-        files.push((name, svg));
+            .unwrap_or_else(|| empty_svg(&name));
+        written.push((name, svg));
     }
-    Ok(Report { files })
+    Ok(Report { files: written })
 }
 
 /// A plot the search has nothing for (no Cortex-M runs: no latency plot).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::data::{Baseline, Candidate, Epoch, Rung, Summary};
+use crate::data::{Baseline, Candidate, Epoch, KeptDetail, ResourceUse, Rung, Summary};
 
 /// The statuses in the order a candidate goes through them.
 pub const STATUSES: [&str; 7] = [
@@ -98,10 +98,19 @@ pub struct KeptRow {
     pub cpu_instructions: Option<f64>,
     pub accelerator_us: Option<f64>,
     pub speedup: Option<f64>,
+    /// `[[true normal, false alarm], [missed, detected]]` on the test split:
+    /// of the float model, and as deployed (the accelerator's).
+    pub confusion_float: Option<[[u64; 2]; 2]>,
+    pub confusion_target: Option<[[u64; 2]; 2]>,
+    pub resources: Option<ResourceUse>,
+}
+
+fn confusion(metrics: &serde_json::Value, pointer: &str) -> Option<[[u64; 2]; 2]> {
+    serde_json::from_value(metrics.pointer(pointer)?.clone()).ok()
 }
 
 impl Numbers {
-    pub fn new(target: &str, summary: &Summary, candidates: &[Candidate]) -> Numbers {
+    pub fn new(target: &str, summary: &Summary, candidates: &[Candidate], details: &[KeptDetail]) -> Numbers {
         let kept_names: Vec<&str> = summary.kept.iter().map(|k| k.candidate.as_str()).collect();
         let training = candidates
             .iter()
@@ -159,7 +168,9 @@ impl Numbers {
         let kept = summary
             .kept
             .iter()
-            .map(|k| KeptRow {
+            .enumerate()
+            .map(|(i, k)| (k, details.get(i).cloned().unwrap_or_default()))
+            .map(|(k, detail)| KeptRow {
                 candidate: k.candidate.clone(),
                 family: k.family.clone(),
                 f1_float: k.f1_float,
@@ -174,6 +185,12 @@ impl Numbers {
                 cpu_instructions: k.cpu.as_ref().and_then(|c| c.instructions),
                 accelerator_us: k.cpu.as_ref().and_then(|c| c.accelerator_us),
                 speedup: k.cpu.as_ref().and_then(|c| c.accelerator_speedup),
+                confusion_float: detail.metrics.as_ref().and_then(|m| confusion(m, "/quality/confusion")),
+                confusion_target: detail
+                    .metrics
+                    .as_ref()
+                    .and_then(|m| confusion(m, "/accelerator/quality/confusion")),
+                resources: detail.resources,
             })
             .collect();
         Numbers {

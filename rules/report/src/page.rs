@@ -28,6 +28,127 @@ fn escape(text: &str) -> String {
     out
 }
 
+/// Rows of a confusion matrix, for both pages: (actual class, counts).
+fn confusion_rows(c: &[[u64; 2]; 2]) -> [(&'static str, u64, u64); 2] {
+    [("normal", c[0][0], c[0][1]), ("anomaly", c[1][0], c[1][1])]
+}
+
+const LAYER_HEADER: [&str; 8] = [
+    "layer",
+    "operator",
+    "input C×H×W",
+    "output C×H×W",
+    "processors",
+    "kernel columns",
+    "weight bytes",
+    "MACs",
+];
+
+fn layer_cells(l: &crate::data::LayerUse) -> [String; 8] {
+    let shape = |s: [u32; 3]| format!("{}×{}×{}", s[0], s[1], s[2]);
+    [
+        l.name.clone(),
+        l.op.clone(),
+        shape(l.input),
+        shape(l.output),
+        l.processors.to_string(),
+        l.kernel_columns.to_string(),
+        l.weight_bytes.to_string(),
+        l.macs.to_string(),
+    ]
+}
+
+fn kept_html(h: &mut String, slot: usize, k: &KeptRow, plots: &[Plot]) {
+    let _ = writeln!(
+        h,
+        "<h2 id=\"kept-{slot}\">Kept model {slot}: {}</h2>",
+        escape(&k.candidate)
+    );
+    for (title, matrix) in [
+        ("float model", &k.confusion_float),
+        ("as deployed", &k.confusion_target),
+    ] {
+        let Some(c) = matrix else { continue };
+        let _ = writeln!(
+            h,
+            "<table class=\"confusion\"><caption>Test confusion matrix, {title}</caption>\
+             <tr><th class=\"l\">actual \\ predicted</th><th>normal</th><th>anomaly</th></tr>"
+        );
+        for (actual, normal, anomaly) in confusion_rows(c) {
+            let _ = writeln!(
+                h,
+                "<tr><th class=\"l\">{actual}</th><td>{normal}</td><td>{anomaly}</td></tr>"
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    match &k.resources {
+        Some(r) => {
+            h.push_str(
+                "<table class=\"architecture\"><caption>Architecture, as placed on the accelerator</caption><tr>",
+            );
+            for head in LAYER_HEADER {
+                let _ = write!(h, "<th>{head}</th>");
+            }
+            h.push_str("</tr>\n");
+            for l in &r.layers {
+                h.push_str("<tr>");
+                for (i, cell) in layer_cells(l).iter().enumerate() {
+                    let class = if i < 2 { " class=\"l\"" } else { "" };
+                    let _ = write!(h, "<td{class}>{}</td>", escape(cell));
+                }
+                h.push_str("</tr>\n");
+            }
+            h.push_str("</table>\n");
+            let file = crate::resources_plot(slot);
+            if let Some(p) = plots.iter().find(|p| p.file == file) {
+                let id = file.trim_end_matches(".svg");
+                let _ = writeln!(
+                    h,
+                    "<figure id=\"{id}\">{}<figcaption>{}</figcaption></figure>",
+                    p.svg,
+                    escape(&p.title)
+                );
+            }
+        }
+        None => h.push_str("<p>No placement on an accelerator was recorded for this model.</p>\n"),
+    }
+}
+
+fn kept_markdown(m: &mut String, slot: usize, k: &KeptRow, plots: &[Plot]) {
+    let _ = write!(m, "## Kept model {slot}: {}\n\n", k.candidate);
+    for (title, matrix) in [
+        ("float model", &k.confusion_float),
+        ("as deployed", &k.confusion_target),
+    ] {
+        let Some(c) = matrix else { continue };
+        let _ = write!(
+            m,
+            "Test confusion matrix, {title}:\n\n| actual \\ predicted | normal | anomaly |\n|---|---|---|\n"
+        );
+        for (actual, normal, anomaly) in confusion_rows(c) {
+            let _ = writeln!(m, "| {actual} | {normal} | {anomaly} |");
+        }
+        m.push('\n');
+    }
+    if let Some(r) = &k.resources {
+        let _ = write!(
+            m,
+            "| {} |\n|{}\n",
+            LAYER_HEADER.join(" | "),
+            "---|".repeat(LAYER_HEADER.len())
+        );
+        for l in &r.layers {
+            let _ = writeln!(m, "| {} |", layer_cells(l).join(" | "));
+        }
+        let file = crate::resources_plot(slot);
+        if let Some(p) = plots.iter().find(|p| p.file == file) {
+            let _ = write!(m, "\n![{}]({})\n", p.title, p.file);
+        }
+        m.push('\n');
+    }
+}
+
 fn num(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "–".to_owned(), |v| format!("{v:.decimals$}"))
 }
@@ -80,8 +201,8 @@ fn kept_cells(k: &KeptRow) -> [String; 9] {
     ]
 }
 
-const NOT_YET: &str = "Per-layer resource use against the device's limits, confusion matrices and ROC curves \
-of the kept models are not in this report yet.";
+const NOT_YET: &str = "Not in this report yet: ROC curves of the kept models (their AUC is in the table), \
+and data memory per layer.";
 
 pub fn html(n: &Numbers, plots: &[Plot]) -> String {
     let mut h = String::new();
@@ -127,14 +248,17 @@ pub fn html(n: &Numbers, plots: &[Plot]) -> String {
         h.push_str("</tr>\n");
     }
     h.push_str("</table>\n<h2>Plots</h2>\n");
-    for p in plots {
+    for p in plots.iter().filter(|p| !p.file.starts_with("resources_")) {
         let id = p.file.trim_end_matches(".svg");
         let _ = writeln!(
             h,
             "<figure id=\"{id}\">{}<figcaption>{}</figcaption></figure>",
             p.svg,
-            escape(p.title)
+            escape(&p.title)
         );
+    }
+    for (i, k) in n.kept.iter().enumerate() {
+        kept_html(&mut h, i + 1, k, plots);
     }
     h.push_str("<h2>Why candidates were rejected</h2>\n<table id=\"rejections\"><tr><th class=\"l\">reason</th><th>candidates</th></tr>\n");
     for r in &n.rejections {
@@ -181,8 +305,11 @@ pub fn markdown(n: &Numbers, plots: &[Plot]) -> String {
         let _ = writeln!(m, "| {} |", kept_cells(k).join(" | "));
     }
     m.push_str("\n## Plots\n\n");
-    for p in plots {
+    for p in plots.iter().filter(|p| !p.file.starts_with("resources_")) {
         let _ = write!(m, "![{}]({})\n\n", p.title, p.file);
+    }
+    for (i, k) in n.kept.iter().enumerate() {
+        kept_markdown(&mut m, i + 1, k, plots);
     }
     m.push_str("## Why candidates were rejected\n\n| reason | candidates |\n|---|---|\n");
     for r in &n.rejections {

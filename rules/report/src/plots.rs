@@ -13,22 +13,22 @@ const FONT: &str = "sans-serif";
 
 /// One plot: its file name and SVG text.
 pub struct Plot {
-    pub file: &'static str,
-    pub title: &'static str,
+    pub file: String,
+    pub title: String,
     pub svg: String,
 }
 
-fn err<E: std::fmt::Debug>(plot: &'static str) -> impl Fn(E) -> ReportError {
+fn err<E: std::fmt::Debug>(plot: &str) -> impl Fn(E) -> ReportError + '_ {
     move |e| ReportError::Plot {
-        plot,
+        plot: plot.to_owned(),
         message: format!("{e:?}"),
     }
 }
 
 /// Draws into a fresh SVG of [`SIZE`].
 fn svg(
-    file: &'static str,
-    title: &'static str,
+    file: &str,
+    title: &str,
     draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), ReportError>,
 ) -> Result<Plot, ReportError> {
     let mut text = String::new();
@@ -38,7 +38,42 @@ fn svg(
         draw(&root)?;
         root.present().map_err(err(file))?;
     }
-    Ok(Plot { file, title, svg: text })
+    Ok(Plot {
+        file: file.to_owned(),
+        title: title.to_owned(),
+        svg: text,
+    })
+}
+
+/// A chart with its title and room for the axis labels (`y_area` wide).
+fn builder<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    y_area: u32,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(title, (FONT, 20))
+        .margin(12)
+        .x_label_area_size(44)
+        .y_label_area_size(y_area);
+    builder
+}
+
+/// Draws the legend of the chart's labelled series.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+    file: &str,
+) -> Result<(), ReportError> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font((FONT, 13))
+        .draw()
+        .map_err(err(file))
 }
 
 fn family_color(family: &str) -> RGBColor {
@@ -76,8 +111,16 @@ pub fn all(n: &Numbers) -> Result<Vec<Plot>, ReportError> {
         "Quality against weight memory",
         Axis::Weights,
     )?);
+    if !n.kept.is_empty() {
+        plots.push(quality(n)?);
+    }
     if n.kept.iter().any(|k| k.cpu_us.is_some()) {
         plots.push(latency(n)?);
+    }
+    for (i, k) in n.kept.iter().enumerate() {
+        if let Some(r) = &k.resources {
+            plots.push(resources(&crate::resources_plot(i + 1), &k.candidate, r)?);
+        }
     }
     Ok(plots)
 }
@@ -104,11 +147,7 @@ fn training(n: &Numbers) -> Result<Plot, ReportError> {
             .flat_map(|c| c.epochs.iter().map(|e| e.epoch))
             .max()
             .unwrap_or(1);
-        let mut chart = ChartBuilder::on(root)
-            .caption("Training losses of every candidate", (FONT, 20))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(70)
+        let mut chart = builder(root, "Training losses of every candidate", 70)
             .build_cartesian_2d(0.5f64..f64::from(max_epoch) + 0.5, (lo..hi).log_scale())
             .map_err(err(FILE))?;
         chart
@@ -163,14 +202,7 @@ fn training(n: &Numbers) -> Result<Plot, ReportError> {
             .map_err(err(FILE))?
             .label("rung boundary")
             .legend(|(x, y)| PathElement::new(vec![(x + 10, y - 6), (x + 10, y + 6)], BLACK.mix(0.3)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(err(FILE))
+        legend(&mut chart, SeriesLabelPosition::UpperRight, FILE)
     })
 }
 
@@ -185,11 +217,7 @@ fn statuses(n: &Numbers) -> Result<Plot, ReportError> {
             .map(|b| b.counts.values().sum::<u64>())
             .max()
             .unwrap_or(1);
-        let mut chart = ChartBuilder::on(root)
-            .caption("Candidates by status over the search", (FONT, 20))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(60)
+        let mut chart = builder(root, "Candidates by status over the search", 60)
             .build_cartesian_2d(-0.5f64..batches as f64 - 0.5, 0f64..tallest as f64 * 1.35)
             .map_err(err(FILE))?;
         chart
@@ -234,14 +262,7 @@ fn statuses(n: &Numbers) -> Result<Plot, ReportError> {
                 .label(format!("{status} ({total})"))
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(err(FILE))
+        legend(&mut chart, SeriesLabelPosition::UpperRight, FILE)
     })
 }
 
@@ -254,7 +275,7 @@ enum Axis {
 /// Validation F1 of every trained candidate against a resource, the
 /// Pareto front and the kept models marked, the z-score detector's F1 as
 /// the baseline.
-fn front(n: &Numbers, file: &'static str, title: &'static str, axis: Axis) -> Result<Plot, ReportError> {
+fn front(n: &Numbers, file: &str, title: &str, axis: Axis) -> Result<Plot, ReportError> {
     svg(file, title, |root| {
         let x_of = |p: &crate::numbers::Point| match axis {
             Axis::Latency => p.latency_us,
@@ -277,11 +298,7 @@ fn front(n: &Numbers, file: &'static str, title: &'static str, axis: Axis) -> Re
             Axis::Latency => "latency on the accelerator (µs, log scale)",
             Axis::Weights => "weight memory (bytes, log scale)",
         };
-        let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 20))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(60)
+        let mut chart = builder(root, title, 60)
             .build_cartesian_2d((xlo..xhi).log_scale(), 0f64..1f64)
             .map_err(err(file))?;
         chart
@@ -334,14 +351,7 @@ fn front(n: &Numbers, file: &'static str, title: &'static str, axis: Axis) -> Re
                 .label(format!("z-score detector (test F1 {f1:.3})"))
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(214, 39, 40)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
-            .draw()
-            .map_err(err(file))
+        legend(&mut chart, SeriesLabelPosition::UpperLeft, file)
     })
 }
 
@@ -359,25 +369,14 @@ fn latency(n: &Numbers) -> Result<Plot, ReportError> {
         let hi = rows.iter().map(|r| r.2).fold(1.0f64, f64::max) * 3.0;
         let lo = rows.iter().map(|r| r.1).fold(hi, f64::min) / 3.0;
         let names: Vec<String> = n.kept.iter().map(|k| k.candidate.clone()).collect();
-        let mut chart = ChartBuilder::on(root)
-            .caption("Inference time: accelerator against the Cortex-M core", (FONT, 20))
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(70)
+        let mut chart = builder(root, "Inference time: accelerator against the Cortex-M core", 70)
             .build_cartesian_2d(-0.5f64..names.len().max(1) as f64 - 0.5, (lo..hi).log_scale())
             .map_err(err(FILE))?;
         chart
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(names.len().max(1))
-            .x_label_formatter(&|x| {
-                let i = x.round();
-                if i >= 0.0 && (i - x).abs() < 0.01 {
-                    names.get(i as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
+            .x_label_formatter(&|x| category(&names, *x))
             .x_desc("kept model")
             .y_desc("time per inference (µs, log scale)")
             .label_style((FONT, 13))
@@ -410,13 +409,111 @@ fn latency(n: &Numbers) -> Result<Plot, ReportError> {
                 )
             }))
             .map_err(err(FILE))?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight, FILE)
+    })
+}
+
+/// One of a kept model's F1 figures.
+type Quality = fn(&crate::numbers::KeptRow) -> Option<f64>;
+
+/// Test F1 of each kept model: the float model on the host, as deployed
+/// (quantized, on the simulated accelerator) and on the board.
+fn quality(n: &Numbers) -> Result<Plot, ReportError> {
+    const FILE: &str = "quality.svg";
+    svg(FILE, "Quality: float, quantized and on the board", |root| {
+        let names: Vec<String> = n.kept.iter().map(|k| k.candidate.clone()).collect();
+        let mut chart = builder(root, "Test F1: float, quantized and on the board", 60)
+            .build_cartesian_2d(-0.5f64..names.len() as f64 - 0.5, 0f64..1.15f64)
+            .map_err(err(FILE))?;
         chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 13))
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(names.len())
+            .x_label_formatter(&|x| category(&names, *x))
+            .x_desc("kept model")
+            .y_desc("test F1")
+            .label_style((FONT, 13))
             .draw()
-            .map_err(err(FILE))
+            .map_err(err(FILE))?;
+        let bars: [(&str, RGBColor, Quality); 3] = [
+            ("float (host, ONNX Runtime)", RGBColor(127, 127, 127), |k| k.f1_float),
+            ("quantized (simulated target)", RGBColor(31, 119, 180), |k| k.f1_target),
+            ("on the board", RGBColor(44, 160, 44), |k| k.f1_board),
+        ];
+        for (b, (label, color, value)) in bars.into_iter().enumerate() {
+            let left = -0.36 + 0.24 * b as f64;
+            chart
+                .draw_series(n.kept.iter().enumerate().filter_map(|(i, k)| {
+                    let x = i as f64 + left;
+                    Some(Rectangle::new([(x, 0.0), (x + 0.22, value(k)?)], color.filled()))
+                }))
+                .map_err(err(FILE))?
+                .label(label)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+        }
+        legend(&mut chart, SeriesLabelPosition::UpperRight, FILE)
+    })
+}
+
+/// The name of the category at `x`, on whole positions only.
+fn category(names: &[String], x: f64) -> String {
+    let i = x.round();
+    if i >= 0.0 && (i - x).abs() < 0.01 {
+        names.get(i as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
+/// One kept model's kernel memory, processor by processor, against what
+/// each processor has.
+fn resources(file: &str, candidate: &str, r: &crate::data::ResourceUse) -> Result<Plot, ReportError> {
+    let title = format!("{candidate}: kernel memory per processor ({})", r.device);
+    svg(file, &title, |root| {
+        let processors = r.kernel_columns_limit.len().max(r.kernel_columns.len()).max(1);
+        let top = r.kernel_columns_limit.iter().copied().max().unwrap_or(1).max(1) as f64;
+        let mut chart = builder(root, &title, 70)
+            .build_cartesian_2d(-0.5f64..processors as f64 - 0.5, (0.5f64..top * 3.0).log_scale())
+            .map_err(err(file))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_desc("processor")
+            .y_desc("kernel memory (9-byte columns, log scale)")
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(err(file))?;
+        let used = RGBColor(31, 119, 180);
+        chart
+            .draw_series(
+                r.kernel_columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c > 0)
+                    .map(|(p, &c)| {
+                        Rectangle::new([(p as f64 - 0.4, 0.5), (p as f64 + 0.4, f64::from(c))], used.filled())
+                    }),
+            )
+            .map_err(err(file))?
+            .label(format!(
+                "used ({} columns; bias bytes per quadrant {:?} of {})",
+                r.kernel_columns.iter().map(|&c| u64::from(c)).sum::<u64>(),
+                r.bias_bytes,
+                r.bias_bytes_limit
+            ))
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], used.filled()));
+        let limit = RGBColor(214, 39, 40);
+        chart
+            .draw_series(r.kernel_columns_limit.iter().enumerate().map(|(p, &c)| {
+                PathElement::new(
+                    vec![(p as f64 - 0.45, f64::from(c)), (p as f64 + 0.45, f64::from(c))],
+                    limit.stroke_width(2),
+                )
+            }))
+            .map_err(err(file))?
+            .label("available")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], limit.stroke_width(2)));
+        legend(&mut chart, SeriesLabelPosition::UpperRight, file)
     })
 }

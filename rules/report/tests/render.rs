@@ -49,6 +49,35 @@ fn records() -> (Vec<u8>, Vec<u8>) {
     )
 }
 
+/// The kept model's metrics and placement, as the `report` rule gives them.
+fn details() -> Vec<kflow_report::KeptDetail> {
+    let layer = |name: &str, columns: u32| kflow_report::LayerUse {
+        name: name.to_owned(),
+        op: "conv1d".to_owned(),
+        input: [17, 16, 1],
+        output: [48, 10, 1],
+        processors: 17,
+        kernel_columns: columns,
+        weight_bytes: 5712,
+        bias_bytes: 48,
+        macs: 57120,
+    };
+    vec![kflow_report::KeptDetail {
+        metrics: Some(json!({
+            "quality": {"confusion": [[19920, 125], [396, 619]]},
+            "accelerator": {"quality": {"confusion": [[19927, 118], [445, 570]]}}
+        })),
+        resources: Some(kflow_report::ResourceUse {
+            device: "MAX78002".to_owned(),
+            kernel_columns: [vec![40; 17], vec![2; 31], vec![0; 16]].concat(),
+            kernel_columns_limit: vec![2048; 64],
+            bias_bytes: vec![48, 10, 0, 0],
+            bias_bytes_limit: 2048,
+            layers: vec![layer("conv0", 38), layer("out", 2)],
+        }),
+    }]
+}
+
 fn file<'a>(report: &'a kflow_report::Report, name: &str) -> &'a str {
     let bytes = &report.files.iter().find(|(n, _)| *n == name).expect(name).1;
     std::str::from_utf8(bytes).unwrap()
@@ -57,9 +86,9 @@ fn file<'a>(report: &'a kflow_report::Report, name: &str) -> &'a str {
 #[test]
 fn every_plot_has_its_title_axes_and_legend_and_the_page_holds_them() {
     let (summary, candidates) = records();
-    let report = kflow_report::render("target//m:search", &summary, &candidates).unwrap();
-    let names: Vec<&str> = report.files.iter().map(|(n, _)| *n).collect();
-    assert_eq!(names, kflow_report::FILES);
+    let report = kflow_report::render("target//m:search", &summary, &candidates, &details()).unwrap();
+    let names: Vec<String> = report.files.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(names, kflow_report::files(1));
     let expect = [
         (
             "training.svg",
@@ -107,6 +136,27 @@ fn every_plot_has_its_title_axes_and_legend_and_the_page_holds_them() {
                 "cand-0",
             ],
         ),
+        (
+            "quality.svg",
+            vec![
+                "Test F1",
+                "kept model",
+                "test F1",
+                "float (host",
+                "quantized (simulated",
+                "on the board",
+            ],
+        ),
+        (
+            "resources_1.svg",
+            vec![
+                "kernel memory per processor (MAX78002)",
+                "processor",
+                "9-byte columns",
+                "available",
+                "bias bytes per quadrant [48, 10, 0, 0] of 2048",
+            ],
+        ),
     ];
     let html = file(&report, "report.html");
     for (name, texts) in expect {
@@ -119,9 +169,21 @@ fn every_plot_has_its_title_axes_and_legend_and_the_page_holds_them() {
         assert!(html.contains(svg.trim()), "{name} is not in report.html");
         assert!(file(&report, "report.md").contains(&format!("]({name})")));
     }
+    // The kept model: both confusion matrices and the layers as placed.
+    for text in [
+        "<td>19920</td><td>125</td>",
+        "<td>445</td><td>570</td>",
+        "<td class=\"l\">conv0</td>",
+        "17×16×1",
+    ] {
+        assert!(html.contains(text), "report.html lacks {text:?}");
+    }
     assert!(html.contains("576×"), "the ratio, large");
     assert!(html.contains("kflow build target//m:search"));
-    assert!(!html.contains("http://") || !html.contains("<link"), "nothing fetched");
+    assert!(
+        !html.contains("<link") && !html.contains("src=\"http"),
+        "nothing fetched"
+    );
     let numbers: serde_json::Value = serde_json::from_str(file(&report, "report.json")).unwrap();
     assert_eq!(
         numbers["rejections"][0]["reason"],
@@ -130,13 +192,16 @@ fn every_plot_has_its_title_axes_and_legend_and_the_page_holds_them() {
     assert_eq!(numbers["rejections"][0]["candidates"], 2);
     assert_eq!(numbers["training"].as_array().map(Vec::len), Some(2));
 
-    let again = kflow_report::render("target//m:search", &summary, &candidates).unwrap();
+    let again = kflow_report::render("target//m:search", &summary, &candidates, &details()).unwrap();
     assert!(again.files == report.files, "two renders differ");
+    // Without the kept model's files: no placement plot, the rest as before.
+    let bare = kflow_report::render("target//m:search", &summary, &candidates, &[]).unwrap();
+    assert_eq!(bare.files.len(), kflow_report::FILES.len());
 }
 
 #[test]
 fn unreadable_records_name_the_file() {
     let (summary, _) = records();
-    let err = kflow_report::render("t", &summary, b"{").err().unwrap();
+    let err = kflow_report::render("t", &summary, b"{", &[]).err().unwrap();
     assert!(err.to_string().contains("candidates.json"), "{err}");
 }

@@ -109,7 +109,7 @@ impl Rule for AutomlRule {
         }
         inputs.extend(check_file_inputs(target, planner)?);
         let mut outputs = vec![SUMMARY.to_owned(), CANDIDATES.to_owned()];
-        outputs.extend(kflow_report::FILES.map(report_output));
+        outputs.extend(kflow_report::files(params.keep).iter().map(|f| report_output(f)));
         for slot in 1..=params.keep {
             outputs.extend(kept_files().iter().map(|f| kept_output(slot, f)));
         }
@@ -354,7 +354,7 @@ fn write_outputs(
     let candidates = cx.put_artifact(&json::pretty(&candidates)?)?;
     cx.set_output_blob(SUMMARY, summary);
     cx.set_output_blob(CANDIDATES, candidates);
-    report(cx, summary, candidates)
+    report(cx, params, (summary, candidates), kept)
 }
 
 /// The report's file `name`, as the target exposes it.
@@ -362,30 +362,48 @@ fn report_output(name: &str) -> String {
     format!("report/{name}")
 }
 
-/// The search's report, an ordinary cached child over its records: a new
-/// `keep` gives new records and so a new report, without retraining.
-fn report(cx: &ActionContext<'_>, summary: BlobRef, candidates: BlobRef) -> Result<(), ActionError> {
+/// The search's report, an ordinary cached child over its records and the
+/// kept models' metrics and placements: a new `keep` gives new records and
+/// so a new report, without retraining.
+fn report(
+    cx: &ActionContext<'_>,
+    params: &Params,
+    (summary, candidates): (BlobRef, BlobRef),
+    kept: &[Kept],
+) -> Result<(), ActionError> {
+    let mut inputs = vec![
+        (SUMMARY.to_owned(), ChildInput::Blob(summary)),
+        (CANDIDATES.to_owned(), ChildInput::Blob(candidates)),
+    ];
+    for (k, model) in kept.iter().enumerate() {
+        for file in crate::report::KEPT_FILES {
+            if let Some(blob) = model.files.get(file) {
+                inputs.push((crate::report::kept_input(k + 1, file), ChildInput::Blob(*blob)));
+            }
+        }
+    }
+    let written = kflow_report::files(kept.len());
     let spec = ChildSpec {
         group: "report".to_owned(),
         name: "report".to_owned(),
         rule: "report".to_owned(),
-        params: serde_json::json!({ "target": cx.id() }),
-        inputs: vec![
-            (SUMMARY.to_owned(), ChildInput::Blob(summary)),
-            (CANDIDATES.to_owned(), ChildInput::Blob(candidates)),
-        ],
-        outputs: kflow_report::FILES.map(str::to_owned).to_vec(),
+        params: serde_json::json!({ "target": cx.id(), "kept": kept.len() }),
+        inputs,
+        outputs: written.clone(),
     };
     let result = cx
         .submit(vec![spec])?
         .pop()
         .ok_or_else(|| ActionError::new("the report was not run"))?;
-    for name in kflow_report::FILES {
-        let blob = result.outputs.get(name).ok_or_else(|| {
-            let why = result.reason.as_deref().unwrap_or("no reason given");
-            ActionError::new(format!("the report did not write {name}: {why}"))
-        })?;
-        cx.set_output_blob(&report_output(name), *blob);
+    for name in kflow_report::files(params.keep) {
+        match result.outputs.get(&name) {
+            Some(blob) => cx.set_output_blob(&report_output(&name), *blob),
+            None if written.contains(&name) => {
+                let why = result.reason.as_deref().unwrap_or("no reason given");
+                return Err(ActionError::new(format!("the report did not write {name}: {why}")));
+            }
+            None => cx.omit_output(&report_output(&name)),
+        }
     }
     Ok(())
 }

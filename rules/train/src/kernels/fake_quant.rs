@@ -3,9 +3,9 @@
 //! the value was inside the grid's range and stops it where it was clipped
 //! (what ai8x-training's quantization-aware layers do).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
-use super::values;
+use super::{GradWhere, values};
 use crate::grid::Grid;
 
 #[derive(Clone, Copy, Debug)]
@@ -35,40 +35,13 @@ impl CustomOp1 for FakeQuant {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let (lo, hi) = self.range();
+        let inside = GradWhere {
+            name: "kflow-fake-quant-grad",
+            passes: move |v: f32| v >= lo && v <= hi,
+        };
         Ok(Some(
-            grad_res
-                .contiguous()?
-                .apply_op2_no_bwd(&arg.contiguous()?, &InRange { lo, hi })?,
+            grad_res.contiguous()?.apply_op2_no_bwd(&arg.contiguous()?, &inside)?,
         ))
-    }
-}
-
-/// The gradient where `lo <= x <= hi`, zero elsewhere.
-struct InRange {
-    lo: f32,
-    hi: f32,
-}
-
-impl CustomOp2 for InRange {
-    fn name(&self) -> &'static str {
-        "kflow-fake-quant-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        grad_storage: &CpuStorage,
-        grad_layout: &Layout,
-        x_storage: &CpuStorage,
-        x_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let grad = values(grad_storage, grad_layout, "fake-quant")?;
-        let x = values(x_storage, x_layout, "fake-quant")?;
-        let dx = grad
-            .iter()
-            .zip(x)
-            .map(|(&g, &v)| if v >= self.lo && v <= self.hi { g } else { 0.0 })
-            .collect();
-        Ok((CpuStorage::F32(dx), x_layout.shape().clone()))
     }
 }
 

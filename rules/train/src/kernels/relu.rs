@@ -1,9 +1,9 @@
 //! ReLU with PyTorch's gradient convention (zero at zero; candle's is one)
 //! and a one-pass backward.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
-use super::values;
+use super::{GradWhere, values};
 
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Relu;
@@ -21,33 +21,12 @@ impl CustomOp1 for Relu {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(
-            grad_res.contiguous()?.apply_op2_no_bwd(&arg.contiguous()?, &ReluGrad)?,
-        ))
-    }
-}
-
-struct ReluGrad;
-
-impl CustomOp2 for ReluGrad {
-    fn name(&self) -> &'static str {
-        "kflow-relu-grad"
-    }
-
-    fn cpu_fwd(
-        &self,
-        grad_storage: &CpuStorage,
-        grad_layout: &Layout,
-        x_storage: &CpuStorage,
-        x_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let grad = values(grad_storage, grad_layout, "relu")?;
-        let x = values(x_storage, x_layout, "relu")?;
-        let dx = grad
-            .iter()
-            .zip(x)
-            .map(|(&g, &v)| if v > 0.0 { g } else { 0.0 })
-            .collect();
-        Ok((CpuStorage::F32(dx), x_layout.shape().clone()))
+        Ok(Some(grad_res.contiguous()?.apply_op2_no_bwd(
+            &arg.contiguous()?,
+            &GradWhere {
+                name: "kflow-relu-grad",
+                passes: |v: f32| v > 0.0,
+            },
+        )?))
     }
 }
