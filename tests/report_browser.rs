@@ -16,7 +16,7 @@ use common::Ws;
 
 /// Each plot: its figure id and texts its SVG must carry (title, axis
 /// labels, a legend entry).
-const PLOTS: [(&str, &[&str]); 7] = [
+const PLOTS: [(&str, &[&str]); 8] = [
     (
         "training",
         &[
@@ -57,6 +57,16 @@ const PLOTS: [(&str, &[&str]); 7] = [
     (
         "quality",
         &["Test F1", "kept model", "test F1", "float (host", "on the board"],
+    ),
+    (
+        "roc_1",
+        &[
+            "ROC curve",
+            "false-positive rate",
+            "true-positive rate",
+            "float (AUC",
+            "as deployed (AUC",
+        ],
     ),
     (
         "resources_1",

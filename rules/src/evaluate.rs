@@ -145,7 +145,7 @@ impl Rule for EvaluateRule {
     }
 
     fn version(&self) -> u32 {
-        4
+        5
     }
 
     fn summary(&self) -> &'static str {

@@ -164,7 +164,7 @@ impl Rule for EvaluateDeviceRule {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {

@@ -25,7 +25,7 @@ pub use csv::{
 pub use dataset::build_dataset;
 pub use error::DataError;
 pub use generator::{ALL_KINDS, AnomalyKind, GeneratedMeta, GeneratorParams, Segment, generate};
-pub use metrics::{Confusion, Quality, confusion, roc_auc};
+pub use metrics::{Confusion, Quality, confusion, roc_auc, roc_curve};
 pub use normalize::Normalization;
 pub use source::{CsvBytes, CsvFile, RowSource};
 pub use split::{Part, assign};

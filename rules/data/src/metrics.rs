@@ -94,6 +94,47 @@ pub fn roc_auc(labels: &[bool], scores: &[f32]) -> Option<f64> {
     Some((positive_rank_sum - p * (p + 1.0) / 2.0) / (p * negatives as f64))
 }
 
+/// Largest step between two kept points of a ROC curve, in FPR or TPR: a
+/// curve of at most a few hundred points draws as the full one does.
+const ROC_STEP: f64 = 0.005;
+
+/// The ROC curve of `scores` (higher: more anomalous) as `[fpr, tpr]`
+/// points from `[0, 0]` to `[1, 1]`, one per distinct score, thinned to
+/// steps of [`ROC_STEP`] and rounded to 4 decimals; empty when one class is
+/// absent.
+pub fn roc_curve(labels: &[bool], scores: &[f32]) -> Vec<[f64; 2]> {
+    debug_assert_eq!(labels.len(), scores.len());
+    let mut pairs: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
+    let positives = pairs.iter().filter(|p| p.1).count() as f64;
+    let negatives = pairs.len() as f64 - positives;
+    if positives == 0.0 || negatives == 0.0 {
+        return Vec::new();
+    }
+    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let round = |v: f64| (v * 1e4).round() / 1e4;
+    let mut curve = vec![[0.0, 0.0]];
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut i = 0;
+    while i < pairs.len() {
+        let mut j = i;
+        while j < pairs.len() && pairs[j].0 == pairs[i].0 {
+            if pairs[j].1 {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            j += 1;
+        }
+        i = j;
+        let point = [round(fp / negatives), round(tp / positives)];
+        let last = curve[curve.len() - 1];
+        if i == pairs.len() || (point[0] - last[0]).max(point[1] - last[1]) >= ROC_STEP {
+            curve.push(point);
+        }
+    }
+    curve
+}
+
 /// The quality of one detector on one split, as written to metrics files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +147,9 @@ pub struct Quality {
     pub roc_auc: Option<f64>,
     /// `[[tn, fp], [fn, tp]]` (rows: true class 0/1; columns: predicted class 0/1).
     pub confusion: [[u64; 2]; 2],
+    /// The ROC curve of the scores ([`roc_curve`]); empty without scores.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roc: Vec<[f64; 2]>,
 }
 
 impl Quality {
@@ -118,6 +162,7 @@ impl Quality {
             f1: c.f1(),
             roc_auc: scores.and_then(|s| roc_auc(labels, s)),
             confusion: c.matrix(),
+            roc: scores.map(|s| roc_curve(labels, s)).unwrap_or_default(),
         }
     }
 

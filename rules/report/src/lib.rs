@@ -40,12 +40,17 @@ pub fn resources_plot(slot: usize) -> String {
     format!("resources_{slot}.svg")
 }
 
+/// The per-model plot of the `slot`-th kept model's test ROC curves.
+pub fn roc_plot(slot: usize) -> String {
+    format!("roc_{slot}.svg")
+}
+
 /// The files of the report of a search that keeps `keep` models.
 pub fn files(keep: usize) -> Vec<String> {
     FILES
         .iter()
         .map(|f| (*f).to_owned())
-        .chain((1..=keep).map(resources_plot))
+        .chain((1..=keep).flat_map(|slot| [roc_plot(slot), resources_plot(slot)]))
         .collect()
 }
 

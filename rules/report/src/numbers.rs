@@ -102,7 +102,25 @@ pub struct KeptRow {
     /// of the float model, and as deployed (the accelerator's).
     pub confusion_float: Option<[[u64; 2]; 2]>,
     pub confusion_target: Option<[[u64; 2]; 2]>,
+    /// Test ROC curves (`[fpr, tpr]`) with their AUC: float, as deployed.
+    pub roc_float: Option<Roc>,
+    pub roc_target: Option<Roc>,
     pub resources: Option<ResourceUse>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Roc {
+    pub auc: Option<f64>,
+    pub curve: Vec<[f64; 2]>,
+}
+
+fn roc(metrics: &serde_json::Value, quality: &str) -> Option<Roc> {
+    let q = metrics.pointer(quality)?;
+    let curve: Vec<[f64; 2]> = serde_json::from_value(q.get("roc")?.clone()).ok()?;
+    (!curve.is_empty()).then(|| Roc {
+        auc: q.get("roc_auc").and_then(serde_json::Value::as_f64),
+        curve,
+    })
 }
 
 fn confusion(metrics: &serde_json::Value, pointer: &str) -> Option<[[u64; 2]; 2]> {
@@ -190,6 +208,8 @@ impl Numbers {
                     .metrics
                     .as_ref()
                     .and_then(|m| confusion(m, "/accelerator/quality/confusion")),
+                roc_float: detail.metrics.as_ref().and_then(|m| roc(m, "/quality")),
+                roc_target: detail.metrics.as_ref().and_then(|m| roc(m, "/accelerator/quality")),
                 resources: detail.resources,
             })
             .collect();

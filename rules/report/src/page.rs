@@ -58,6 +58,26 @@ fn layer_cells(l: &crate::data::LayerUse) -> [String; 8] {
     ]
 }
 
+/// The plot `file`, inline, when it was drawn.
+fn figure_html(h: &mut String, plots: &[Plot], file: &str) {
+    if let Some(p) = plots.iter().find(|p| p.file == file) {
+        let id = file.trim_end_matches(".svg");
+        let _ = writeln!(
+            h,
+            "<figure id=\"{id}\">{}<figcaption>{}</figcaption></figure>",
+            p.svg,
+            escape(&p.title)
+        );
+    }
+}
+
+/// The plot `file`, by reference, when it was drawn.
+fn figure_markdown(m: &mut String, plots: &[Plot], file: &str) {
+    if let Some(p) = plots.iter().find(|p| p.file == file) {
+        let _ = write!(m, "![{}]({})\n\n", p.title, p.file);
+    }
+}
+
 fn kept_html(h: &mut String, slot: usize, k: &KeptRow, plots: &[Plot]) {
     let _ = writeln!(
         h,
@@ -82,6 +102,7 @@ fn kept_html(h: &mut String, slot: usize, k: &KeptRow, plots: &[Plot]) {
         }
         h.push_str("</table>\n");
     }
+    figure_html(h, plots, &crate::roc_plot(slot));
     match &k.resources {
         Some(r) => {
             h.push_str(
@@ -100,16 +121,7 @@ fn kept_html(h: &mut String, slot: usize, k: &KeptRow, plots: &[Plot]) {
                 h.push_str("</tr>\n");
             }
             h.push_str("</table>\n");
-            let file = crate::resources_plot(slot);
-            if let Some(p) = plots.iter().find(|p| p.file == file) {
-                let id = file.trim_end_matches(".svg");
-                let _ = writeln!(
-                    h,
-                    "<figure id=\"{id}\">{}<figcaption>{}</figcaption></figure>",
-                    p.svg,
-                    escape(&p.title)
-                );
-            }
+            figure_html(h, plots, &crate::resources_plot(slot));
         }
         None => h.push_str("<p>No placement on an accelerator was recorded for this model.</p>\n"),
     }
@@ -131,6 +143,7 @@ fn kept_markdown(m: &mut String, slot: usize, k: &KeptRow, plots: &[Plot]) {
         }
         m.push('\n');
     }
+    figure_markdown(m, plots, &crate::roc_plot(slot));
     if let Some(r) = &k.resources {
         let _ = write!(
             m,
@@ -141,11 +154,8 @@ fn kept_markdown(m: &mut String, slot: usize, k: &KeptRow, plots: &[Plot]) {
         for l in &r.layers {
             let _ = writeln!(m, "| {} |", layer_cells(l).join(" | "));
         }
-        let file = crate::resources_plot(slot);
-        if let Some(p) = plots.iter().find(|p| p.file == file) {
-            let _ = write!(m, "\n![{}]({})\n", p.title, p.file);
-        }
         m.push('\n');
+        figure_markdown(m, plots, &crate::resources_plot(slot));
     }
 }
 
@@ -201,8 +211,7 @@ fn kept_cells(k: &KeptRow) -> [String; 9] {
     ]
 }
 
-const NOT_YET: &str = "Not in this report yet: ROC curves of the kept models (their AUC is in the table), \
-and data memory per layer.";
+const NOT_YET: &str = "Not in this report yet: data memory per layer.";
 
 pub fn html(n: &Numbers, plots: &[Plot]) -> String {
     let mut h = String::new();
@@ -248,14 +257,8 @@ pub fn html(n: &Numbers, plots: &[Plot]) -> String {
         h.push_str("</tr>\n");
     }
     h.push_str("</table>\n<h2>Plots</h2>\n");
-    for p in plots.iter().filter(|p| !p.file.starts_with("resources_")) {
-        let id = p.file.trim_end_matches(".svg");
-        let _ = writeln!(
-            h,
-            "<figure id=\"{id}\">{}<figcaption>{}</figcaption></figure>",
-            p.svg,
-            escape(&p.title)
-        );
+    for file in &crate::FILES[3..] {
+        figure_html(&mut h, plots, file);
     }
     for (i, k) in n.kept.iter().enumerate() {
         kept_html(&mut h, i + 1, k, plots);
@@ -305,8 +308,8 @@ pub fn markdown(n: &Numbers, plots: &[Plot]) -> String {
         let _ = writeln!(m, "| {} |", kept_cells(k).join(" | "));
     }
     m.push_str("\n## Plots\n\n");
-    for p in plots.iter().filter(|p| !p.file.starts_with("resources_")) {
-        let _ = write!(m, "![{}]({})\n\n", p.title, p.file);
+    for file in &crate::FILES[3..] {
+        figure_markdown(&mut m, plots, file);
     }
     for (i, k) in n.kept.iter().enumerate() {
         kept_markdown(&mut m, i + 1, k, plots);

@@ -118,6 +118,9 @@ pub fn all(n: &Numbers) -> Result<Vec<Plot>, ReportError> {
         plots.push(latency(n)?);
     }
     for (i, k) in n.kept.iter().enumerate() {
+        if k.roc_float.is_some() || k.roc_target.is_some() {
+            plots.push(roc(&crate::roc_plot(i + 1), k)?);
+        }
         if let Some(r) = &k.resources {
             plots.push(resources(&crate::resources_plot(i + 1), &k.candidate, r)?);
         }
@@ -515,5 +518,49 @@ fn resources(file: &str, candidate: &str, r: &crate::data::ResourceUse) -> Resul
             .label("available")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], limit.stroke_width(2)));
         legend(&mut chart, SeriesLabelPosition::UpperRight, file)
+    })
+}
+
+/// One kept model's test ROC curves: the float model's and as deployed.
+fn roc(file: &str, k: &crate::numbers::KeptRow) -> Result<Plot, ReportError> {
+    let title = format!("{}: ROC curve on the test split", k.candidate);
+    svg(file, &title, |root| {
+        let mut chart = builder(root, &title, 60)
+            .build_cartesian_2d(0f64..1f64, 0f64..1f64)
+            .map_err(err(file))?;
+        chart
+            .configure_mesh()
+            .x_desc("false-positive rate")
+            .y_desc("true-positive rate (recall)")
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(err(file))?;
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(0.0, 0.0), (1.0, 1.0)],
+                6,
+                4,
+                BLACK.mix(0.4).stroke_width(1),
+            ))
+            .map_err(err(file))?
+            .label("chance (AUC 0.5)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+        let curves = [
+            ("float", RGBColor(127, 127, 127), &k.roc_float),
+            ("as deployed", RGBColor(31, 119, 180), &k.roc_target),
+        ];
+        for (name, color, curve) in curves {
+            let Some(r) = curve else { continue };
+            let auc = r.auc.map_or_else(|| "–".to_owned(), |a| format!("{a:.3}"));
+            chart
+                .draw_series(LineSeries::new(
+                    r.curve.iter().map(|p| (p[0], p[1])),
+                    color.stroke_width(2),
+                ))
+                .map_err(err(file))?
+                .label(format!("{name} (AUC {auc})"))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        }
+        legend(&mut chart, SeriesLabelPosition::LowerRight, file)
     })
 }

@@ -64,8 +64,10 @@ fn details() -> Vec<kflow_report::KeptDetail> {
     };
     vec![kflow_report::KeptDetail {
         metrics: Some(json!({
-            "quality": {"confusion": [[19920, 125], [396, 619]]},
-            "accelerator": {"quality": {"confusion": [[19927, 118], [445, 570]]}}
+            "quality": {"confusion": [[19920, 125], [396, 619]], "roc_auc": 0.849,
+                        "roc": [[0.0, 0.0], [0.01, 0.6], [1.0, 1.0]]},
+            "accelerator": {"quality": {"confusion": [[19927, 118], [445, 570]], "roc_auc": 0.807,
+                                        "roc": [[0.0, 0.0], [0.02, 0.55], [1.0, 1.0]]}}
         })),
         resources: Some(kflow_report::ResourceUse {
             device: "MAX78002".to_owned(),
@@ -145,6 +147,17 @@ fn every_plot_has_its_title_axes_and_legend_and_the_page_holds_them() {
                 "float (host",
                 "quantized (simulated",
                 "on the board",
+            ],
+        ),
+        (
+            "roc_1.svg",
+            vec![
+                "ROC curve",
+                "false-positive rate",
+                "true-positive rate",
+                "float (AUC 0.849)",
+                "as deployed (AUC 0.807)",
+                "chance",
             ],
         ),
         (

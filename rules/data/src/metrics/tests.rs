@@ -77,7 +77,29 @@ fn quality_json_layout() {
     let json = serde_json::to_string(&q).unwrap();
     assert_eq!(
         json,
-        r#"{"accuracy":0.6666666666666666,"precision":1.0,"recall":0.5,"f1":0.6666666666666666,"roc_auc":0.75,"confusion":[[1,0],[1,1]]}"#
+        r#"{"accuracy":0.6666666666666666,"precision":1.0,"recall":0.5,"f1":0.6666666666666666,"roc_auc":0.75,"confusion":[[1,0],[1,1]],"roc":[[0.0,0.0],[0.0,0.5],[1.0,1.0]]}"#
     );
     assert_eq!(serde_json::from_str::<Quality>(&json).unwrap(), q);
+}
+
+#[test]
+fn roc_curve_by_hand_and_its_area_is_the_auc() {
+    // Scores 0.8 (T), 0.4 (F), 0.35 (T), 0.1 (F).
+    let labels = [F, F, T, T];
+    let scores = [0.1, 0.4, 0.35, 0.8];
+    let curve = roc_curve(&labels, &scores);
+    assert_eq!(curve, [[0.0, 0.0], [0.0, 0.5], [0.5, 0.5], [0.5, 1.0], [1.0, 1.0]]);
+    let area: f64 = curve
+        .windows(2)
+        .map(|w| (w[1][0] - w[0][0]) * (w[1][1] + w[0][1]) / 2.0)
+        .sum();
+    assert_eq!(Some(area), roc_auc(&labels, &scores));
+    assert!(roc_curve(&[T, T], &[0.1, 0.2]).is_empty());
+    // Many scores: thinned, still from (0, 0) to (1, 1), never backwards.
+    let labels: Vec<bool> = (0..10_000).map(|i| i % 7 == 0).collect();
+    let scores: Vec<f32> = (0..10_000).map(|i| ((i * 7919) % 10_007) as f32).collect();
+    let curve = roc_curve(&labels, &scores);
+    assert!(curve.len() < 500, "{} points", curve.len());
+    assert_eq!((curve[0], curve[curve.len() - 1]), ([0.0, 0.0], [1.0, 1.0]));
+    assert!(curve.windows(2).all(|w| w[1][0] >= w[0][0] && w[1][1] >= w[0][1]));
 }
