@@ -35,6 +35,36 @@ pub(crate) fn batch_channels_rest(dims: &[usize], op: &str) -> candle_core::Resu
     }
 }
 
+/// The backward pass of an element-wise op whose derivative is 1 where
+/// `passes(x)` and 0 elsewhere: the incoming gradient, masked by its input.
+pub(crate) struct GradWhere<F> {
+    pub name: &'static str,
+    pub passes: F,
+}
+
+impl<F: Fn(f32) -> bool + Send + Sync> CustomOp2 for GradWhere<F> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(
+        &self,
+        grad_storage: &CpuStorage,
+        grad_layout: &Layout,
+        x_storage: &CpuStorage,
+        x_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let grad = values(grad_storage, grad_layout, self.name)?;
+        let x = values(x_storage, x_layout, self.name)?;
+        let dx = grad
+            .iter()
+            .zip(x)
+            .map(|(&g, &v)| if (self.passes)(v) { g } else { 0.0 })
+            .collect();
+        Ok((CpuStorage::F32(dx), x_layout.shape().clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Each kernel against the same computation in candle's generic ops,
@@ -209,35 +239,5 @@ mod tests {
             )
             .unwrap();
         assert!(y.sum_all().unwrap().backward().unwrap().get(&zero).is_none());
-    }
-}
-
-/// The backward pass of an element-wise op whose derivative is 1 where
-/// `passes(x)` and 0 elsewhere: the incoming gradient, masked by its input.
-pub(crate) struct GradWhere<F> {
-    pub name: &'static str,
-    pub passes: F,
-}
-
-impl<F: Fn(f32) -> bool + Send + Sync> CustomOp2 for GradWhere<F> {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    fn cpu_fwd(
-        &self,
-        grad_storage: &CpuStorage,
-        grad_layout: &Layout,
-        x_storage: &CpuStorage,
-        x_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let grad = values(grad_storage, grad_layout, self.name)?;
-        let x = values(x_storage, x_layout, self.name)?;
-        let dx = grad
-            .iter()
-            .zip(x)
-            .map(|(&g, &v)| if (self.passes)(v) { g } else { 0.0 })
-            .collect();
-        Ok((CpuStorage::F32(dx), x_layout.shape().clone()))
     }
 }
