@@ -16,7 +16,7 @@ use common::Ws;
 
 /// Each plot: its figure id and texts its SVG must carry (title, axis
 /// labels, a legend entry).
-const PLOTS: [(&str, &[&str]); 8] = [
+const PLOTS: [(&str, &[&str]); 9] = [
     (
         "training",
         &[
@@ -66,6 +66,16 @@ const PLOTS: [(&str, &[&str]); 8] = [
             "true-positive rate",
             "float (AUC",
             "as deployed (AUC",
+        ],
+    ),
+    (
+        "layers_1",
+        &[
+            "each layer against the",
+            "share of the device memory",
+            "kernel memory",
+            "bias memory",
+            "data memory",
         ],
     ),
     (

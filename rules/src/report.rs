@@ -165,6 +165,7 @@ fn resource_use(allocation: &serde_json::Value) -> Option<kflow_report::Resource
             weight_bytes: count(l, "weight_bytes"),
             bias_bytes: count(l, "bias_bytes"),
             macs: count(l, "macs"),
+            data_bytes: count(l, "in_bytes") + count(l, "out_bytes"),
         })
         .collect();
     let kernel_columns = numbers(r.get("kernel_columns_per_processor")?)?;
@@ -174,6 +175,7 @@ fn resource_use(allocation: &serde_json::Value) -> Option<kflow_report::Resource
         kernel_columns,
         bias_bytes: numbers(r.get("bias_bytes_per_quadrant")?)?,
         bias_bytes_limit: device.bias_bytes_per_quadrant(),
+        data_bytes_limit: device.data_instance_bytes(),
         layers,
     })
 }

@@ -125,6 +125,9 @@ pub struct ResourceUse {
     /// Bias bytes used per quadrant, and the size of each.
     pub bias_bytes: Vec<u32>,
     pub bias_bytes_limit: u32,
+    /// Bytes of one data-memory instance, which holds a layer's input and
+    /// output maps in each of its processors' groups.
+    pub data_bytes_limit: u32,
     pub layers: Vec<LayerUse>,
 }
 
@@ -141,4 +144,6 @@ pub struct LayerUse {
     pub weight_bytes: u64,
     pub bias_bytes: u64,
     pub macs: u64,
+    /// Data-memory bytes its input and output maps take in an instance.
+    pub data_bytes: u64,
 }

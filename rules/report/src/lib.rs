@@ -40,6 +40,12 @@ pub fn resources_plot(slot: usize) -> String {
     format!("resources_{slot}.svg")
 }
 
+/// The per-model plot of the `slot`-th kept model's layers: each one's
+/// share of the device's memories.
+pub fn layers_plot(slot: usize) -> String {
+    format!("layers_{slot}.svg")
+}
+
 /// The per-model plot of the `slot`-th kept model's test ROC curves.
 pub fn roc_plot(slot: usize) -> String {
     format!("roc_{slot}.svg")
@@ -50,7 +56,7 @@ pub fn files(keep: usize) -> Vec<String> {
     FILES
         .iter()
         .map(|f| (*f).to_owned())
-        .chain((1..=keep).flat_map(|slot| [roc_plot(slot), resources_plot(slot)]))
+        .chain((1..=keep).flat_map(|slot| [roc_plot(slot), resources_plot(slot), layers_plot(slot)]))
         .collect()
 }
 

@@ -121,6 +121,7 @@ fn kept_html(h: &mut String, slot: usize, k: &KeptRow, plots: &[Plot]) {
                 h.push_str("</tr>\n");
             }
             h.push_str("</table>\n");
+            figure_html(h, plots, &crate::layers_plot(slot));
             figure_html(h, plots, &crate::resources_plot(slot));
         }
         None => h.push_str("<p>No placement on an accelerator was recorded for this model.</p>\n"),
@@ -155,6 +156,7 @@ fn kept_markdown(m: &mut String, slot: usize, k: &KeptRow, plots: &[Plot]) {
             let _ = writeln!(m, "| {} |", layer_cells(l).join(" | "));
         }
         m.push('\n');
+        figure_markdown(m, plots, &crate::layers_plot(slot));
         figure_markdown(m, plots, &crate::resources_plot(slot));
     }
 }
@@ -211,7 +213,8 @@ fn kept_cells(k: &KeptRow) -> [String; 9] {
     ]
 }
 
-const NOT_YET: &str = "Not in this report yet: data memory per layer.";
+const NOT_YET: &str = "Wall times and cache statistics are not in this report, so that two builds of one \
+search give the same bytes: `kflow build` prints them, and `--build-report` records them.";
 
 pub fn html(n: &Numbers, plots: &[Plot]) -> String {
     let mut h = String::new();

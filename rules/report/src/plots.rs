@@ -123,6 +123,7 @@ pub fn all(n: &Numbers) -> Result<Vec<Plot>, ReportError> {
         }
         if let Some(r) = &k.resources {
             plots.push(resources(&crate::resources_plot(i + 1), &k.candidate, r)?);
+            plots.push(layers(&crate::layers_plot(i + 1), &k.candidate, r)?);
         }
     }
     Ok(plots)
@@ -562,5 +563,82 @@ fn roc(file: &str, k: &crate::numbers::KeptRow) -> Result<Plot, ReportError> {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         }
         legend(&mut chart, SeriesLabelPosition::LowerRight, file)
+    })
+}
+
+/// Each layer's share of the accelerator's memories: kernel memory (its
+/// columns against the smallest processor's), bias memory (against one
+/// quadrant's) and data memory (its input and output maps against one
+/// instance).
+fn layers(file: &str, candidate: &str, r: &crate::data::ResourceUse) -> Result<Plot, ReportError> {
+    let title = format!("{candidate}: each layer against the memories of the {}", r.device);
+    svg(file, &title, |root| {
+        let names: Vec<String> = r.layers.iter().map(|l| l.name.clone()).collect();
+        let smallest = r
+            .kernel_columns_limit
+            .iter()
+            .copied()
+            .filter(|&c| c > 0)
+            .min()
+            .unwrap_or(1);
+        let percent = |used: f64, limit: f64| 100.0 * used / limit.max(1.0);
+        let shares: Vec<[f64; 3]> = r
+            .layers
+            .iter()
+            .map(|l| {
+                [
+                    percent(f64::from(l.kernel_columns), f64::from(smallest)),
+                    percent(l.bias_bytes as f64, f64::from(r.bias_bytes_limit)),
+                    percent(l.data_bytes as f64, f64::from(r.data_bytes_limit)),
+                ]
+            })
+            .collect();
+        let top = shares.iter().flatten().copied().fold(100.0f64, f64::max) * 1.2;
+        let mut chart = builder(root, &title, 60)
+            .build_cartesian_2d(-0.5f64..names.len().max(1) as f64 - 0.5, 0f64..top)
+            .map_err(err(file))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(names.len().max(1))
+            .x_label_formatter(&|x| category(&names, *x))
+            .x_desc("layer")
+            .y_desc("share of the device memory (%)")
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(err(file))?;
+        let memories = [
+            (format!("kernel memory (of {smallest} columns)"), RGBColor(31, 119, 180)),
+            (
+                format!("bias memory (of {} bytes)", r.bias_bytes_limit),
+                RGBColor(255, 127, 14),
+            ),
+            (
+                format!("data memory (of {} bytes)", r.data_bytes_limit),
+                RGBColor(44, 160, 44),
+            ),
+        ];
+        for (m, (label, color)) in memories.into_iter().enumerate() {
+            let left = -0.36 + 0.24 * m as f64;
+            chart
+                .draw_series(shares.iter().enumerate().map(|(i, s)| {
+                    let x = i as f64 + left;
+                    Rectangle::new([(x, 0.0), (x + 0.22, s[m])], color.filled())
+                }))
+                .map_err(err(file))?
+                .label(label)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
+        }
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(-0.5, 100.0), (names.len() as f64 - 0.5, 100.0)],
+                6,
+                4,
+                RGBColor(214, 39, 40).stroke_width(1),
+            ))
+            .map_err(err(file))?
+            .label("the limit (100%)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(214, 39, 40)));
+        legend(&mut chart, SeriesLabelPosition::UpperRight, file)
     })
 }

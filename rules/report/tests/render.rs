@@ -61,6 +61,7 @@ fn details() -> Vec<kflow_report::KeptDetail> {
         weight_bytes: 5712,
         bias_bytes: 48,
         macs: 57120,
+        data_bytes: 41000,
     };
     vec![kflow_report::KeptDetail {
         metrics: Some(json!({
@@ -75,6 +76,7 @@ fn details() -> Vec<kflow_report::KeptDetail> {
             kernel_columns_limit: vec![2048; 64],
             bias_bytes: vec![48, 10, 0, 0],
             bias_bytes_limit: 2048,
+            data_bytes_limit: 131072,
             layers: vec![layer("conv0", 38), layer("out", 2)],
         }),
     }]
@@ -147,6 +149,18 @@ fn every_plot_has_its_title_axes_and_legend_and_the_page_holds_them() {
                 "float (host",
                 "quantized (simulated",
                 "on the board",
+            ],
+        ),
+        (
+            "layers_1.svg",
+            vec![
+                "each layer against the memories of the MAX78002",
+                "share of the device memory (%)",
+                "kernel memory (of 2048 columns)",
+                "bias memory (of 2048 bytes)",
+                "data memory (of 131072 bytes)",
+                "the limit (100%)",
+                "conv0",
             ],
         ),
         (
