@@ -556,6 +556,7 @@ fn naive_model_c(case: &Case) -> Result<String, String> {
     let _ = writeln!(c, "#define RELU {}", u8::from(l.activation == Activation::Relu));
     let _ = writeln!(c, "#define ABS {}", u8::from(l.activation == Activation::Abs));
     let _ = writeln!(c, "#define WIDE {}", u8::from(l.output_width == OutputWidth::ThirtyTwo));
+    c.push_str(kflow_cm_codegen::CHECK_WEIGHTS);
     c.push_str(NAIVE_COMMON);
     match l.op {
         Op::Conv1d { kernel, pad } => {
@@ -577,29 +578,6 @@ fn naive_model_c(case: &Case) -> Result<String, String> {
 }
 
 const NAIVE_COMMON: &str = r#"
-int kflow_check_weights(const void *weights, uint32_t len)
-{
-    static const char magic[4] = { 'K', 'F', 'C', 'W' };
-    static const char id[] = KFLOW_MODEL_ID;
-    const uint8_t *b = (const uint8_t *)weights;
-    const uint32_t *words = (const uint32_t *)weights;
-    int i;
-    if (weights == NULL || len != KFLOW_WEIGHTS_BYTES || ((uintptr_t)weights & 3u) != 0) {
-        return -1;
-    }
-    for (i = 0; i < 4; i++) {
-        if (b[i] != (uint8_t)magic[i]) {
-            return -2;
-        }
-    }
-    for (i = 0; i < 16; i++) {
-        if (b[12 + i] != (uint8_t)id[i]) {
-            return -2;
-        }
-    }
-    return words[1] == KFLOW_WEIGHTS_VERSION && words[2] == len ? 0 : -3;
-}
-
 /* The accelerator's output step: a right shift rounding half up (the
  * arithmetic shift of gcc), or a saturating left shift; clamp; activation. */
 static void store(void *out, int at, int32_t acc)

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::generate::one_output;
 use crate::json;
 use crate::quantize::{QUANT, QUANTIZED};
-use crate::synthesize::{ALLOCATION, WEIGHTS};
+use crate::synthesize::{ALLOCATION, AllocationFile, WEIGHTS};
 
 pub struct CodegenRule;
 
@@ -66,12 +66,6 @@ struct Attrs {
 #[derive(Serialize, Deserialize)]
 pub(crate) struct CpuParams {
     pub cpu: bool,
-}
-
-/// The part of `allocation.json` code generation reads.
-#[derive(Deserialize)]
-struct AllocationFile {
-    allocation: kflow_ai8x::Allocation,
 }
 
 impl Rule for CodegenRule {

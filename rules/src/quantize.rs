@@ -282,12 +282,11 @@ fn fine_tune(
             "quantization-aware epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val F1 {:.4}",
             qat.epochs, stats.train_loss, stats.val_loss, stats.val_f1
         ));
-        best_f1 = Some(best);
         if stats.val_f1 > best {
-            best_f1 = Some(stats.val_f1);
             log.kept_epoch = epoch;
             kept = next.weights.clone();
         }
+        best_f1 = Some(best.max(stats.val_f1));
         log.epochs.push(stats);
         checkpoint = next;
     }

@@ -8,8 +8,10 @@ use kflow_engine::{
 use serde::{Deserialize, Serialize};
 
 use crate::automl::{CANDIDATES, SUMMARY};
+use crate::evaluate::METRICS;
 use crate::generate::one_output;
 use crate::json;
+use crate::synthesize::{ALLOCATION, AllocationFile};
 
 pub struct ReportRule;
 
@@ -38,8 +40,6 @@ pub struct Params {
 
 /// The kept models' files the report reads.
 pub const KEPT_FILES: [&str; 2] = [METRICS, ALLOCATION];
-const METRICS: &str = "metrics.json";
-const ALLOCATION: &str = "allocation.json";
 
 impl Rule for ReportRule {
     fn name(&self) -> &'static str {
@@ -109,73 +109,48 @@ pub fn kept_input(slot: usize, file: &str) -> String {
 }
 
 fn detail(cx: &ActionContext<'_>, slot: usize) -> Result<kflow_report::KeptDetail, ActionError> {
-    let read = |file: &str| -> Result<Option<serde_json::Value>, ActionError> {
-        let name = kept_input(slot, file);
-        match cx.inputs().contains_key(&name) {
-            true => json::input(cx, &name).map(Some),
-            false => Ok(None),
-        }
+    let present = |file: &str| cx.inputs().contains_key(&kept_input(slot, file));
+    let metrics = match present(METRICS) {
+        true => Some(json::input(cx, &kept_input(slot, METRICS))?),
+        false => None,
     };
-    Ok(kflow_report::KeptDetail {
-        metrics: read(METRICS)?,
-        resources: read(ALLOCATION)?.as_ref().and_then(resource_use),
-    })
+    let resources = match present(ALLOCATION) {
+        true => Some(resource_use(&json::input(cx, &kept_input(slot, ALLOCATION))?)),
+        false => None,
+    };
+    Ok(kflow_report::KeptDetail { metrics, resources })
 }
 
 /// A placement (`allocation.json`) against its device's memories.
-fn resource_use(allocation: &serde_json::Value) -> Option<kflow_report::ResourceUse> {
-    let r = allocation.get("resources")?;
-    let device: kflow_ai8x::Device = allocation.pointer("/allocation/device")?.as_str()?.parse().ok()?;
-    let numbers = |v: &serde_json::Value| -> Option<Vec<u32>> { serde_json::from_value(v.clone()).ok() };
-    let names: Vec<String> = allocation
-        .pointer("/allocation/layers")?
-        .as_array()?
+fn resource_use(file: &AllocationFile) -> kflow_report::ResourceUse {
+    let device = file.allocation.device;
+    let shape = |s: &kflow_ai8x::Shape| [s.channels, s.height, s.width];
+    let layers = file
+        .resources
+        .per_layer
         .iter()
-        .map(|l| {
-            l.pointer("/layer/name")
-                .and_then(|n| n.as_str())
-                .unwrap_or("")
-                .to_owned()
+        .zip(&file.allocation.layers)
+        .map(|(l, placed)| kflow_report::LayerUse {
+            name: placed.layer.name.clone().unwrap_or_default(),
+            op: l.op.clone(),
+            input: shape(&l.input),
+            output: shape(&l.output),
+            processors: l.processors,
+            kernel_columns: l.kernel.as_ref().map_or(0, |k| k.columns),
+            weight_bytes: l.weight_bytes,
+            bias_bytes: l.bias_bytes,
+            macs: l.macs,
+            data_bytes: l.in_bytes + l.out_bytes,
         })
         .collect();
-    let shape = |v: Option<&serde_json::Value>| -> [u32; 3] {
-        let dim = |k: &str| {
-            v.and_then(|v| v.get(k))
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0) as u32
-        };
-        [dim("channels"), dim("height"), dim("width")]
-    };
-    let count = |l: &serde_json::Value, k: &str| l.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
-    let layers = r
-        .get("per_layer")?
-        .as_array()?
-        .iter()
-        .enumerate()
-        .map(|(i, l)| kflow_report::LayerUse {
-            name: names.get(i).cloned().unwrap_or_default(),
-            op: l.get("op").and_then(|o| o.as_str()).unwrap_or("").to_owned(),
-            input: shape(l.get("input")),
-            output: shape(l.get("output")),
-            processors: count(l, "processors") as u32,
-            kernel_columns: l
-                .pointer("/kernel/columns")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0) as u32,
-            weight_bytes: count(l, "weight_bytes"),
-            bias_bytes: count(l, "bias_bytes"),
-            macs: count(l, "macs"),
-            data_bytes: count(l, "in_bytes") + count(l, "out_bytes"),
-        })
-        .collect();
-    let kernel_columns = numbers(r.get("kernel_columns_per_processor")?)?;
-    Some(kflow_report::ResourceUse {
-        device: format!("{device:?}").to_ascii_uppercase(),
+    let kernel_columns = file.resources.kernel_columns_per_processor.clone();
+    kflow_report::ResourceUse {
+        device: device.to_string().to_ascii_uppercase(),
         kernel_columns_limit: (0..kernel_columns.len()).map(|p| device.weight_columns(p)).collect(),
         kernel_columns,
-        bias_bytes: numbers(r.get("bias_bytes_per_quadrant")?)?,
+        bias_bytes: file.resources.bias_bytes_per_quadrant.clone(),
         bias_bytes_limit: device.bias_bytes_per_quadrant(),
         data_bytes_limit: device.data_instance_bytes(),
         layers,
-    })
+    }
 }

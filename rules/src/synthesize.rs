@@ -18,6 +18,14 @@ pub struct SynthesizeRule;
 
 pub const NETWORK: &str = "network.yaml";
 pub const ALLOCATION: &str = "allocation.json";
+
+/// What the rules that read `allocation.json` take from it: the placement
+/// (code generation) and the checker's resource report (the search's report).
+#[derive(Deserialize)]
+pub(crate) struct AllocationFile {
+    pub allocation: kflow_ai8x::Allocation,
+    pub resources: kflow_ai8x::Resources,
+}
 pub const WEIGHTS: &str = "weights.safetensors";
 
 const ATTRS: &[AttrSpec] = &[

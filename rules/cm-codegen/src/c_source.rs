@@ -343,6 +343,7 @@ pub(crate) fn model_c(s: &Sources) -> Result<ModelC, CodegenError> {
             s.buffers.arena_bytes / arena::ALIGN
         );
     }
+    c.push_str(WEIGHT_TABLES);
     c.push_str(CHECK_WEIGHTS);
     c.push_str("\nint kflow_infer(const void *weights, const int8_t *input, void *output)\n{\n");
     c.push_str("    const uint8_t *const kf_wb = (const uint8_t *)weights;\n");
@@ -356,12 +357,15 @@ pub(crate) fn model_c(s: &Sources) -> Result<ModelC, CodegenError> {
     Ok(ModelC { text: c, blob })
 }
 
-/// Reads the blob's header; the blob is little-endian, so the version word
-/// also refuses a big-endian core.
-const CHECK_WEIGHTS: &str = r#"
+/// The weight and bias tables of `model.bin`, at their offsets.
+const WEIGHT_TABLES: &str = r#"
 #define KF_W8(offset) ((const int8_t *)(kf_wb + (offset)))
 #define KF_W32(offset) ((const int32_t *)(const void *)(kf_wb + (offset)))
+"#;
 
+/// Reads the blob's header; the blob is little-endian, so the version word
+/// also refuses a big-endian core.
+pub(crate) const CHECK_WEIGHTS: &str = r#"
 int kflow_check_weights(const void *weights, uint32_t len)
 {
     static const char magic[] = "KFCW";

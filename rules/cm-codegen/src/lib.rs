@@ -80,6 +80,11 @@ pub const MODEL_C: &str = "model.c";
 pub const MODEL_H: &str = "model.h";
 pub const MODEL_BIN: &str = "model.bin";
 
+/// `kflow_check_weights` as `model.c` defines it, for hand-written C that
+/// reads the same `model.bin` (it needs `model.h`, `stddef.h` and
+/// `stdint.h`).
+pub const CHECK_WEIGHTS: &str = c_source::CHECK_WEIGHTS;
+
 /// C sources for `net` with `weights` (one entry per layer, in the
 /// simulator's layouts). `options` are the simulator's, so that average
 /// pooling rounds as the reference it is compared with.

@@ -58,6 +58,33 @@ fn layer_cells(l: &crate::data::LayerUse) -> [String; 8] {
     ]
 }
 
+/// A table whose first two columns are labels (left-aligned).
+fn table_html(h: &mut String, open: &str, header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    h.push_str(open);
+    h.push_str("<tr>");
+    for head in header {
+        let _ = write!(h, "<th>{head}</th>");
+    }
+    h.push_str("</tr>\n");
+    for row in rows {
+        h.push_str("<tr>");
+        for (i, cell) in row.iter().enumerate() {
+            let class = if i < 2 { " class=\"l\"" } else { "" };
+            let _ = write!(h, "<td{class}>{}</td>", escape(cell));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n");
+}
+
+/// The same table in Markdown.
+fn table_markdown(m: &mut String, header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    let _ = write!(m, "| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
+    for row in rows {
+        let _ = writeln!(m, "| {} |", row.join(" | "));
+    }
+}
+
 /// The plot `file`, inline, when it was drawn.
 fn figure_html(h: &mut String, plots: &[Plot], file: &str) {
     if let Some(p) = plots.iter().find(|p| p.file == file) {
@@ -105,22 +132,12 @@ fn kept_html(h: &mut String, slot: usize, k: &KeptRow, plots: &[Plot]) {
     figure_html(h, plots, &crate::roc_plot(slot));
     match &k.resources {
         Some(r) => {
-            h.push_str(
-                "<table class=\"architecture\"><caption>Architecture, as placed on the accelerator</caption><tr>",
+            table_html(
+                h,
+                "<table class=\"architecture\"><caption>Architecture, as placed on the accelerator</caption>",
+                &LAYER_HEADER,
+                r.layers.iter().map(|l| layer_cells(l).to_vec()),
             );
-            for head in LAYER_HEADER {
-                let _ = write!(h, "<th>{head}</th>");
-            }
-            h.push_str("</tr>\n");
-            for l in &r.layers {
-                h.push_str("<tr>");
-                for (i, cell) in layer_cells(l).iter().enumerate() {
-                    let class = if i < 2 { " class=\"l\"" } else { "" };
-                    let _ = write!(h, "<td{class}>{}</td>", escape(cell));
-                }
-                h.push_str("</tr>\n");
-            }
-            h.push_str("</table>\n");
             figure_html(h, plots, &crate::layers_plot(slot));
             figure_html(h, plots, &crate::resources_plot(slot));
         }
@@ -146,15 +163,7 @@ fn kept_markdown(m: &mut String, slot: usize, k: &KeptRow, plots: &[Plot]) {
     }
     figure_markdown(m, plots, &crate::roc_plot(slot));
     if let Some(r) = &k.resources {
-        let _ = write!(
-            m,
-            "| {} |\n|{}\n",
-            LAYER_HEADER.join(" | "),
-            "---|".repeat(LAYER_HEADER.len())
-        );
-        for l in &r.layers {
-            let _ = writeln!(m, "| {} |", layer_cells(l).join(" | "));
-        }
+        table_markdown(m, &LAYER_HEADER, r.layers.iter().map(|l| layer_cells(l).to_vec()));
         m.push('\n');
         figure_markdown(m, plots, &crate::layers_plot(slot));
         figure_markdown(m, plots, &crate::resources_plot(slot));
@@ -246,20 +255,14 @@ pub fn html(n: &Numbers, plots: &[Plot]) -> String {
     if let Some(missing) = &n.stats.missing {
         let _ = writeln!(h, "<p>{}</p>", escape(missing));
     }
-    h.push_str("<h2>Kept models</h2>\n<table id=\"kept\"><tr>");
-    for head in KEPT_HEADER {
-        let _ = write!(h, "<th>{head}</th>");
-    }
-    h.push_str("</tr>\n");
-    for k in &n.kept {
-        h.push_str("<tr>");
-        for (i, cell) in kept_cells(k).iter().enumerate() {
-            let class = if i < 2 { " class=\"l\"" } else { "" };
-            let _ = write!(h, "<td{class}>{}</td>", escape(cell));
-        }
-        h.push_str("</tr>\n");
-    }
-    h.push_str("</table>\n<h2>Plots</h2>\n");
+    h.push_str("<h2>Kept models</h2>\n");
+    table_html(
+        &mut h,
+        "<table id=\"kept\">",
+        &KEPT_HEADER,
+        n.kept.iter().map(|k| kept_cells(k).to_vec()),
+    );
+    h.push_str("<h2>Plots</h2>\n");
     for file in &crate::FILES[3..] {
         figure_html(&mut h, plots, file);
     }
@@ -301,15 +304,8 @@ pub fn markdown(n: &Numbers, plots: &[Plot]) -> String {
     if let Some(missing) = &n.stats.missing {
         let _ = writeln!(m, "\n{missing}");
     }
-    let _ = write!(
-        m,
-        "\n## Kept models\n\n| {} |\n|{}\n",
-        KEPT_HEADER.join(" | "),
-        "---|".repeat(9)
-    );
-    for k in &n.kept {
-        let _ = writeln!(m, "| {} |", kept_cells(k).join(" | "));
-    }
+    m.push_str("\n## Kept models\n\n");
+    table_markdown(&mut m, &KEPT_HEADER, n.kept.iter().map(|k| kept_cells(k).to_vec()));
     m.push_str("\n## Plots\n\n");
     for file in &crate::FILES[3..] {
         figure_markdown(&mut m, plots, file);

@@ -269,16 +269,20 @@ fn assert_silenced_yet_moved(stats: &kflow_train::EpochStats, moved: &Checkpoint
     assert_ne!(moved.to_safetensors().unwrap(), start.to_safetensors().unwrap());
 }
 
-/// The forward pass and validation see the view; the update lands on the
-/// weights underneath (the straight-through estimator).
-#[test]
-fn a_weight_view_is_what_the_forward_pass_and_validation_see() {
-    let model = cnn1d([4, 32], &[8]);
-    let (train, val) = (bumps(128, 4, 32, 1), bumps(64, 4, 32, 2));
+/// The small classifier and data the view tests train one epoch of.
+fn view_case() -> (Model, Split, Split, Hyper) {
     let hyper = Hyper {
         batch_size: 32,
         ..Hyper::default()
     };
+    (cnn1d([4, 32], &[8]), bumps(128, 4, 32, 1), bumps(64, 4, 32, 2), hyper)
+}
+
+/// The forward pass and validation see the view; the update lands on the
+/// weights underneath (the straight-through estimator).
+#[test]
+fn a_weight_view_is_what_the_forward_pass_and_validation_see() {
+    let (model, train, val, hyper) = view_case();
     let start = || Checkpoint::fresh(init(&model, 3));
     let run = |weights: Option<&kflow_train::WeightView<'_>>| {
         let view = kflow_train::View {
@@ -318,12 +322,7 @@ fn a_weight_view_is_what_the_forward_pass_and_validation_see() {
 /// gradient passes through the rounding where nothing was clipped.
 #[test]
 fn rounded_activations_are_what_the_forward_pass_sees() {
-    let model = cnn1d([4, 32], &[8]);
-    let (train, val) = (bumps(128, 4, 32, 1), bumps(64, 4, 32, 2));
-    let hyper = Hyper {
-        batch_size: 32,
-        ..Hyper::default()
-    };
+    let (model, train, val, hyper) = view_case();
     let start = || Checkpoint::fresh(init(&model, 3));
     let run = |grid: &kflow_train::ActivationGrid| {
         let view = kflow_train::View {
