@@ -109,12 +109,12 @@ fn json(ws: &Ws, target: &str, name: &str) -> Value {
     serde_json::from_str(&ws.read_output("s", target, name)).expect("JSON output")
 }
 
-/// Executed epoch actions, by id.
+/// Executed epoch actions of the searches, by id.
 fn executed_epochs(report: &common::Report) -> BTreeSet<String> {
     report
         .ids("executed")
         .into_iter()
-        .filter(|id| id.ends_with("/epoch"))
+        .filter(|id| id.starts_with("target//s:") && id.ends_with("/epoch"))
         .collect()
 }
 
@@ -128,9 +128,34 @@ fn epoch_keys(report: &common::Report) -> BTreeSet<String> {
         .collect()
 }
 
+/// A fixed model for a search to beat: evaluated on the simulated
+/// accelerator and checked against the platform.
+const FIXED: &str = r#"
+[[evaluate]]
+name = "eval"
+model = ":cnn"
+weights = ":train"
+dataset = "//data:small"
+quantized = ":q"
+device = "max78002"
+
+[[check]]
+name = "check"
+model = ":cnn"
+platform = "//platforms:max78002"
+"#;
+
 #[test]
 fn a_search_rejects_before_training_halves_in_rungs_and_deploys_what_it_keeps() {
     let ws = workspace(1_000_000, 2);
+    ws.quantized_cnn("fixed", FIXED);
+    ws.package(
+        "s",
+        &format!(
+            "{}baseline = [\"//fixed:eval\", \"//fixed:check\"]\n",
+            search("a2", "max78002", 2)
+        ),
+    );
     let report = ws.build_ok(&["//s:a2"]);
     let summary = json(&ws, "a2", "summary.json");
     let counts = &summary["counts"];
@@ -214,6 +239,14 @@ fn a_search_rejects_before_training_halves_in_rungs_and_deploys_what_it_keeps() 
         assert!(k["latency_us"].as_f64().is_some_and(|l| l > 0.0), "{k}");
     }
     assert!(summary["zscore"]["f1"].as_f64().is_some(), "{summary}");
+    let fixed = &summary["baseline"];
+    assert_eq!(
+        fixed["targets"],
+        serde_json::json!(["target//fixed:eval", "target//fixed:check"])
+    );
+    for field in ["f1", "f1_float", "val_f1", "latency_us", "weight_bytes"] {
+        assert!(fixed[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {fixed}");
+    }
 
     // The report: every plot drawn, inline in the page, the numbers beside.
     let html = std::fs::read_to_string(ws.output("s", "a2", "report/report.html")).expect("report.html");
@@ -222,7 +255,12 @@ fn a_search_rejects_before_training_halves_in_rungs_and_deploys_what_it_keeps() 
         assert!(svg.starts_with("<svg") && svg.contains("<text"), "{plot}");
         assert!(html.contains(svg.trim()), "{plot} is not in report.html");
     }
+    assert!(
+        html.contains("fixed baseline target//fixed:eval + target//fixed:check"),
+        "the baseline on the Pareto plots"
+    );
     let numbers = json(&ws, "a2", "report/report.json");
+    assert_eq!(numbers["fixed"], *fixed);
     assert_eq!(numbers["stats"]["command"], "kflow build target//s:a2", "{numbers}");
     assert_eq!(
         numbers["training"].as_array().map(Vec::len),
@@ -399,6 +437,18 @@ fn a_bad_search_is_a_graph_error_at_its_attribute() {
     assert_eq!(build.run.code, 2, "{}", build.run.stderr);
     assert!(
         build.run.stderr.contains("did you mean `latency_us`"),
+        "{}",
+        build.run.stderr
+    );
+
+    ws.package(
+        "s",
+        &format!("{}baseline = \"//data:small\"\n", search("a2", "max78002", 1)),
+    );
+    let build = ws.build(&["//s:a2"]);
+    assert_eq!(build.run.code, 2, "{}", build.run.stderr);
+    assert!(
+        build.run.stderr.contains("is neither an `[[evaluate]]`"),
         "{}",
         build.run.stderr
     );

@@ -98,6 +98,10 @@ struct Metrics {
     /// Scores at or above it are anomalous.
     threshold: f32,
     quality: Quality,
+    /// The float model's F1 on the validation split at `threshold`: what a
+    /// search ranks candidates by, so that a fixed model can be placed
+    /// among them.
+    validation_f1: f64,
     baseline: Baseline,
     /// Measured, so different on every run; absent when not asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,7 +149,7 @@ impl Rule for EvaluateRule {
     }
 
     fn version(&self) -> u32 {
-        5
+        6
     }
 
     fn summary(&self) -> &'static str {
@@ -230,6 +234,7 @@ impl Rule for EvaluateRule {
         // compared on equal terms.
         let threshold = threshold(&model, &val, &val_scores, params.threshold_percentile);
         let quality = Quality::at_threshold(&test.labels(), &test_scores, threshold);
+        let validation_f1 = Quality::at_threshold(&val.labels(), &val_scores, threshold).f1;
         let baseline = zscore_baseline(&val, &test, meta.scale).map_err(|e| ActionError::new(e.to_string()))?;
 
         cx.progress("cross-checking ONNX Runtime against candle");
@@ -279,6 +284,7 @@ impl Rule for EvaluateRule {
             task: model.task,
             threshold,
             quality,
+            validation_f1,
             baseline: Baseline {
                 kind: "zscore",
                 f1: baseline.test.f1,

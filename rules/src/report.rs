@@ -47,7 +47,7 @@ impl Rule for ReportRule {
     }
 
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn summary(&self) -> &'static str {

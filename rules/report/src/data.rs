@@ -19,6 +19,8 @@ pub struct Summary {
     #[serde(default)]
     pub pareto_front: Vec<String>,
     pub zscore: Option<Baseline>,
+    /// The fixed model the search is meant to beat, when it names one.
+    pub baseline: Option<Fixed>,
     #[serde(default)]
     pub kept: Vec<Kept>,
     pub missing: Option<String>,
@@ -47,6 +49,21 @@ pub struct Rung {
 pub struct Baseline {
     pub f1: Option<f64>,
     pub roc_auc: Option<f64>,
+}
+
+/// A search's fixed baseline: a hand-made model, evaluated and checked
+/// on the same data and platform.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Fixed {
+    /// Its `[[evaluate]]` and `[[check]]` targets.
+    pub targets: Vec<String>,
+    pub f1: Option<f64>,
+    pub f1_float: Option<f64>,
+    pub roc_auc: Option<f64>,
+    /// The float model's validation F1, as candidates are ranked.
+    pub val_f1: Option<f64>,
+    pub latency_us: Option<f64>,
+    pub weight_bytes: Option<f64>,
 }
 
 /// A deployed model.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::data::{Baseline, Candidate, Epoch, KeptDetail, ResourceUse, Rung, Summary};
+use crate::data::{Baseline, Candidate, Epoch, Fixed, KeptDetail, ResourceUse, Rung, Summary};
 
 /// The statuses in the order a candidate goes through them.
 pub const STATUSES: [&str; 7] = [
@@ -28,7 +28,10 @@ pub struct Numbers {
     pub status_by_batch: Vec<BatchCounts>,
     pub rejections: Vec<Rejection>,
     pub candidates: Vec<Point>,
-    pub baseline: Option<Baseline>,
+    /// The z-score detector on the test split.
+    pub zscore: Option<Baseline>,
+    /// The fixed model the search is meant to beat.
+    pub fixed: Option<Fixed>,
     pub kept: Vec<KeptRow>,
 }
 
@@ -233,7 +236,8 @@ impl Numbers {
             status_by_batch,
             rejections,
             candidates: points,
-            baseline: summary.zscore.clone(),
+            zscore: summary.zscore.clone(),
+            fixed: summary.baseline.clone(),
             kept,
         }
     }

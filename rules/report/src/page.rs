@@ -208,6 +208,30 @@ const KEPT_HEADER: [&str; 9] = [
     "Cortex-M µs",
 ];
 
+/// The fixed baseline's row of the kept models' table.
+fn fixed_cells(f: &crate::data::Fixed) -> [String; 9] {
+    [
+        format!("baseline {}", f.targets.join(" + ")),
+        "fixed".to_owned(),
+        num(f.f1_float, 3),
+        num(f.f1, 3),
+        num(None, 3),
+        num(f.roc_auc, 3),
+        num(f.latency_us, 2),
+        num(f.weight_bytes, 0),
+        num(None, 1),
+    ]
+}
+
+/// The kept models' table: the kept models, best first, then the fixed
+/// baseline.
+fn kept_table(n: &Numbers) -> impl Iterator<Item = Vec<String>> + '_ {
+    n.kept
+        .iter()
+        .map(|k| kept_cells(k).to_vec())
+        .chain(n.fixed.iter().map(|f| fixed_cells(f).to_vec()))
+}
+
 fn kept_cells(k: &KeptRow) -> [String; 9] {
     [
         k.candidate.clone(),
@@ -256,12 +280,7 @@ pub fn html(n: &Numbers, plots: &[Plot]) -> String {
         let _ = writeln!(h, "<p>{}</p>", escape(missing));
     }
     h.push_str("<h2>Kept models</h2>\n");
-    table_html(
-        &mut h,
-        "<table id=\"kept\">",
-        &KEPT_HEADER,
-        n.kept.iter().map(|k| kept_cells(k).to_vec()),
-    );
+    table_html(&mut h, "<table id=\"kept\">", &KEPT_HEADER, kept_table(n));
     h.push_str("<h2>Plots</h2>\n");
     for file in &crate::FILES[3..] {
         figure_html(&mut h, plots, file);
@@ -305,7 +324,7 @@ pub fn markdown(n: &Numbers, plots: &[Plot]) -> String {
         let _ = writeln!(m, "\n{missing}");
     }
     m.push_str("\n## Kept models\n\n");
-    table_markdown(&mut m, &KEPT_HEADER, n.kept.iter().map(|k| kept_cells(k).to_vec()));
+    table_markdown(&mut m, &KEPT_HEADER, kept_table(n));
     m.push_str("\n## Plots\n\n");
     for file in &crate::FILES[3..] {
         figure_markdown(&mut m, plots, file);

@@ -277,8 +277,8 @@ enum Axis {
 }
 
 /// Validation F1 of every trained candidate against a resource, the
-/// Pareto front and the kept models marked, the z-score detector's F1 as
-/// the baseline.
+/// Pareto front and the kept models marked, the fixed baseline model (at
+/// its own validation F1) and the z-score detector's F1 beside them.
 fn front(n: &Numbers, file: &str, title: &str, axis: Axis) -> Result<Plot, ReportError> {
     svg(file, title, |root| {
         let x_of = |p: &crate::numbers::Point| match axis {
@@ -290,9 +290,18 @@ fn front(n: &Numbers, file: &str, title: &str, axis: Axis) -> Result<Plot, Repor
             .iter()
             .filter_map(|p| Some((x_of(p).filter(|x| *x > 0.0)?, p.val_f1, p)))
             .collect();
+        let fixed = n.fixed.as_ref().and_then(|f| {
+            let x = match axis {
+                Axis::Latency => f.latency_us,
+                Axis::Weights => f.weight_bytes,
+            };
+            Some((x.filter(|x| *x > 0.0)?, f.val_f1?, f.targets.join(" + ")))
+        });
         let (xlo, xhi) = points
             .iter()
-            .fold((f64::INFINITY, 0.0f64), |(lo, hi), (x, _, _)| (lo.min(*x), hi.max(*x)));
+            .map(|(x, _, _)| *x)
+            .chain(fixed.as_ref().map(|f| f.0))
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
         let (xlo, xhi) = if xlo.is_finite() {
             (xlo / 1.5, xhi * 1.5)
         } else {
@@ -343,7 +352,14 @@ fn front(n: &Numbers, file: &str, title: &str, axis: Axis) -> Result<Plot, Repor
             .map_err(err(file))?
             .label("kept (deployed)")
             .legend(|(x, y)| Circle::new((x + 8, y), 6, BLACK.stroke_width(2)));
-        if let Some(f1) = n.baseline.as_ref().and_then(|b| b.f1) {
+        if let Some((x, y, name)) = fixed {
+            chart
+                .draw_series([Cross::new((x, y), 7, RGBColor(214, 39, 40).stroke_width(3))])
+                .map_err(err(file))?
+                .label(format!("fixed baseline {name}"))
+                .legend(|(x, y)| Cross::new((x + 8, y), 6, RGBColor(214, 39, 40).stroke_width(3)));
+        }
+        if let Some(f1) = n.zscore.as_ref().and_then(|b| b.f1) {
             chart
                 .draw_series(DashedLineSeries::new(
                     [(xlo, f1), (xhi, f1)],

@@ -37,6 +37,8 @@ fn records() -> (Vec<u8>, Vec<u8>) {
         "objectives": ["f1:max"],
         "pareto_front": ["cand-0"],
         "zscore": {"f1": 0.06, "roc_auc": 0.37},
+        "baseline": {"targets": ["//m:base_eval", "//m:base_check"], "f1": 0.449, "f1_float": 0.447,
+                     "roc_auc": 0.84, "val_f1": 0.45, "latency_us": 21.0, "weight_bytes": 18824.0},
         "kept": [{"candidate": "cand-0", "family": "forecaster", "f1": 0.669, "f1_float": 0.704, "roc_auc": 0.81,
                   "val_f1": 0.49, "latency_us": 3.195, "weight_bytes": 6192.0,
                   "device": {"url": "sim://max78002", "f1": 0.669, "latency_us": 3.195, "matches_simulator": true},
@@ -123,11 +125,17 @@ fn every_plot_has_its_title_axes_and_legend_and_the_page_holds_them() {
                 "Pareto front",
                 "kept (deployed)",
                 "z-score detector",
+                "fixed baseline //m:base_eval + //m:base_check",
             ],
         ),
         (
             "pareto_memory.svg",
-            vec!["weight memory", "(bytes, log scale)", "Pareto front"],
+            vec![
+                "weight memory",
+                "(bytes, log scale)",
+                "Pareto front",
+                "fixed baseline //m:base_eval",
+            ],
         ),
         (
             "latency.svg",
@@ -202,6 +210,7 @@ fn every_plot_has_its_title_axes_and_legend_and_the_page_holds_them() {
         "<td>445</td><td>570</td>",
         "<td class=\"l\">conv0</td>",
         "17×16×1",
+        "<td class=\"l\">baseline //m:base_eval + //m:base_check</td><td class=\"l\">fixed</td><td>0.447</td><td>0.449</td>",
     ] {
         assert!(html.contains(text), "report.html lacks {text:?}");
     }

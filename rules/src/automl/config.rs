@@ -71,6 +71,11 @@ pub const ATTRS: &[AttrSpec] = &[
         AttrType::String,
         "accelerator platforms: a `qemu://` board on which kept models also run as C inference on the platform's core without the accelerator, to measure the accelerator's speed-up",
     ),
+    AttrSpec::optional(
+        super::baseline::ATTR,
+        AttrType::Labels,
+        "a fixed model to beat: its `[[evaluate]]` target (quality) and `[[check]]` target (latency, weight memory), shown beside the kept models",
+    ),
     USER_CHECKS[0],
     USER_CHECKS[1],
     USER_CHECKS[2],
@@ -103,6 +108,8 @@ struct Attrs {
     check_timeout_s: Option<u64>,
     #[serde(default, rename = "check_files")]
     _check_files: Vec<String>,
+    #[serde(default, rename = "baseline")]
+    _baseline: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +185,9 @@ pub struct Params {
     /// Where kept models of an accelerator platform also run in software.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_device_url: Option<String>,
+    /// The targets of the fixed baseline, by label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -342,5 +352,6 @@ pub fn params(planner: &Planner<'_>) -> Result<Params, Diagnostic> {
         },
         device_url: attrs.device,
         cpu_device_url: attrs.cpu_device,
+        baseline: Vec::new(),
     })
 }

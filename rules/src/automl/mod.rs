@@ -13,6 +13,7 @@
 //! `.bin`, Zephyr module, ONNX, metrics). Slots without a model, and files
 //! a platform does not produce, are left out.
 
+mod baseline;
 mod candidate;
 mod children;
 mod config;
@@ -90,8 +91,14 @@ impl Rule for AutomlRule {
     }
 
     fn plan(&self, target: &Target, planner: &mut Planner<'_>) -> Result<(), Diagnostic> {
-        let params = config::params(planner)?;
-        let mut inputs = Vec::new();
+        let mut params = config::params(planner)?;
+        params.baseline = target
+            .attrs
+            .labels(baseline::ATTR)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let mut inputs = baseline::inputs(target, planner)?;
         for (k, label) in target.attrs.labels("space").into_iter().enumerate() {
             let space = planner
                 .outputs_of(label)?
@@ -161,9 +168,10 @@ impl Rule for AutomlRule {
         for (rung, &epochs) in params.budget.rungs().iter().enumerate().skip(1) {
             search.promote(rung, epochs)?;
         }
+        let fixed = baseline::read(cx, &params.baseline)?;
         let (kept, front) = search.deploy()?;
         search.report_progress();
-        write_outputs(cx, &params, &search, &kept, &front)?;
+        write_outputs(cx, &params, &search, (&kept, &front), fixed)?;
         cx.set_metadata(serde_json::json!({ "epoch_wall_ms": search.walls }));
         Ok(Outcome::Done)
     }
@@ -180,6 +188,9 @@ struct Summary<'a> {
     pareto_front: Vec<&'a str>,
     /// The z-score detector on the same test split.
     zscore: Option<serde_json::Value>,
+    /// The fixed model the search is meant to beat, when one is named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<baseline::Baseline>,
     kept: Vec<KeptSummary<'a>>,
     /// Why there are fewer kept models than asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -249,8 +260,8 @@ fn write_outputs(
     cx: &ActionContext<'_>,
     params: &Params,
     search: &Search<'_, '_>,
-    kept: &[Kept],
-    front: &[usize],
+    (kept, front): (&[Kept], &[usize]),
+    fixed: Option<baseline::Baseline>,
 ) -> Result<(), ActionError> {
     let candidates: &[Candidate] = &search.candidates;
     for slot in 1..=params.keep {
@@ -341,6 +352,7 @@ fn write_outputs(
                 "roc_auc": b.get("quality").and_then(|q| q.get("roc_auc")),
             }))
         }),
+        baseline: fixed,
         kept: kept_rows,
         missing: (kept.len() < params.keep).then(|| {
             format!(
