@@ -60,6 +60,10 @@ pub struct ActionRecord {
     pub id: Arc<str>,
     pub rule: Arc<str>,
     pub rule_version: u32,
+    /// The start of the rule's code fingerprint (`Rule::code`), when it
+    /// has one: `explain` says when the code changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_code: Option<Arc<str>>,
     /// Absent when the action never got as far as computing its key.
     pub key: Option<Digest>,
     pub status: Status,
@@ -330,6 +334,7 @@ pub fn read_build(path: &Path) -> std::io::Result<RecordedBuild> {
                     id: Arc::from(&*a.id),
                     rule: Arc::from(""),
                     rule_version: 0,
+                    rule_code: None,
                     key: a.key,
                     status: a.status,
                     from_cache: true,
@@ -352,6 +357,31 @@ pub fn read_build(path: &Path) -> std::io::Result<RecordedBuild> {
     Ok(out)
 }
 
+/// An executed `cmd` action, for tests of what reads records.
+#[cfg(test)]
+pub(crate) fn record_for_tests(id: &str) -> ActionRecord {
+    ActionRecord {
+        id: id.into(),
+        rule: "cmd".into(),
+        rule_version: 1,
+        rule_code: None,
+        key: Some(Digest::of_bytes(b"k")),
+        status: Status::Executed,
+        from_cache: false,
+        forced: false,
+        duration_ms: 3,
+        inputs: Named(vec![(Arc::from("in.txt"), Digest::of_bytes(b"i"))]),
+        producers: Named::default(),
+        params: Params::new(&serde_json::json!({"cmd": "true"})),
+        outputs: Named::default(),
+        logs: Named::default(),
+        reason: None,
+        parent: None,
+        metadata: None,
+        abridged: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,27 +397,7 @@ mod tests {
         }
     }
 
-    fn record(id: &str) -> ActionRecord {
-        ActionRecord {
-            id: id.into(),
-            rule: "cmd".into(),
-            rule_version: 1,
-            key: Some(Digest::of_bytes(b"k")),
-            status: Status::Executed,
-            from_cache: false,
-            forced: false,
-            duration_ms: 3,
-            inputs: Named(vec![(Arc::from("in.txt"), Digest::of_bytes(b"i"))]),
-            producers: Named::default(),
-            params: Params::new(&serde_json::json!({"cmd": "true"})),
-            outputs: Named::default(),
-            logs: Named::default(),
-            reason: None,
-            parent: None,
-            metadata: None,
-            abridged: false,
-        }
-    }
+    use super::record_for_tests as record;
 
     #[test]
     fn log_round_trips_and_skips_a_torn_last_line() {

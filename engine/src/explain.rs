@@ -142,6 +142,11 @@ fn reasons(
             "rule `{}` version changed from {} to {}",
             now.rule, before.rule_version, now.rule_version
         ));
+    } else if before.rule_code.is_some() && before.rule_code != now.rule_code {
+        out.push(format!(
+            "the code of rule `{}` changed (its sources or a library it uses)",
+            now.rule
+        ));
     }
     diff_params("", &before.params.to_value(), &now.params.to_value(), &mut out);
     let names: BTreeSet<&Arc<str>> = before.inputs.names().chain(now.inputs.names()).collect();
@@ -261,6 +266,19 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, vec!["param `prune.sparsity` 0.25 → 0.3"]);
+    }
+
+    #[test]
+    fn a_new_code_fingerprint_is_named_as_the_reason() {
+        let mut before = crate::events::record_for_tests("target//p:t");
+        before.rule_code = Some("aaaa".into());
+        let mut now = before.clone();
+        now.key = Some(crate::Digest::of_bytes(b"other"));
+        now.rule_code = Some("bbbb".into());
+        assert_eq!(
+            reasons(&now, Some(&before), &HashMap::new()),
+            ["the code of rule `cmd` changed (its sources or a library it uses)"]
+        );
     }
 
     #[test]

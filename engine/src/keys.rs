@@ -1,6 +1,6 @@
 //! Action keys (SPEC.md §5):
-//! `blake3("kflow-action/1" ‖ rule name ‖ rule version ‖ canonical params ‖
-//! for each input: name ‖ digest)`.
+//! `blake3("kflow-action/2" ‖ rule name ‖ rule version ‖ rule code ‖
+//! canonical params ‖ for each input: name ‖ digest)`.
 //!
 //! Every variable-length field is length-prefixed so that no two different
 //! actions can hash the same bytes; inputs are sorted by name.
@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use crate::Digest;
 
-const KEY_TAG: &[u8] = b"kflow-action/1";
+const KEY_TAG: &[u8] = b"kflow-action/2";
 
 /// An action's params as canonical JSON text, shared between the graph, the
 /// jobs and the records.
@@ -116,17 +116,36 @@ fn write_string(s: &str, out: &mut String) {
     out.push_str(&serde_json::Value::String(s.to_owned()).to_string());
 }
 
+/// The rule an action runs, as its key sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct RuleId<'a> {
+    pub name: &'a str,
+    pub version: u32,
+    /// `Rule::code`.
+    pub code: &'a str,
+}
+
+impl<'a> RuleId<'a> {
+    pub fn of(rule: &'a dyn crate::Rule) -> RuleId<'a> {
+        RuleId {
+            name: rule.name(),
+            version: rule.version(),
+            code: rule.code(),
+        }
+    }
+}
+
 /// The key of one action.
 pub fn action_key<'a>(
-    rule: &str,
-    version: u32,
+    rule: RuleId<'_>,
     canonical_params: &str,
     inputs: impl IntoIterator<Item = (&'a str, &'a Digest)>,
 ) -> Digest {
     let mut h = blake3::Hasher::new();
     field(&mut h, KEY_TAG);
-    field(&mut h, rule.as_bytes());
-    h.update(&version.to_le_bytes());
+    field(&mut h, rule.name.as_bytes());
+    h.update(&rule.version.to_le_bytes());
+    field(&mut h, rule.code.as_bytes());
     field(&mut h, canonical_params.as_bytes());
     let mut inputs: Vec<_> = inputs.into_iter().collect();
     inputs.sort_by(|a, b| a.0.cmp(b.0));
@@ -160,24 +179,37 @@ mod tests {
         assert_eq!(canonical_json(&json!(0.1)), "0.1");
     }
 
+    fn rule(name: &str, version: u32) -> RuleId<'_> {
+        RuleId {
+            name,
+            version,
+            code: "",
+        }
+    }
+
     #[test]
     fn key_ignores_input_order() {
         let (a, b) = (Digest::of_bytes(b"a"), Digest::of_bytes(b"b"));
-        let k1 = action_key("cmd", 1, "{}", [("x", &a), ("y", &b)]);
-        let k2 = action_key("cmd", 1, "{}", [("y", &b), ("x", &a)]);
+        let k1 = action_key(rule("cmd", 1), "{}", [("x", &a), ("y", &b)]);
+        let k2 = action_key(rule("cmd", 1), "{}", [("y", &b), ("x", &a)]);
         assert_eq!(k1, k2);
     }
 
     #[test]
     fn key_changes_with_each_part() {
         let a = Digest::of_bytes(b"a");
-        let base = action_key("cmd", 1, "{}", [("x", &a)]);
-        assert_ne!(base, action_key("cmd2", 1, "{}", [("x", &a)]));
-        assert_ne!(base, action_key("cmd", 2, "{}", [("x", &a)]));
-        assert_ne!(base, action_key("cmd", 1, "{\"a\":1}", [("x", &a)]));
-        assert_ne!(base, action_key("cmd", 1, "{}", [("z", &a)]));
-        assert_ne!(base, action_key("cmd", 1, "{}", [("x", &Digest::of_bytes(b"b"))]));
-        assert_ne!(base, action_key("cmd", 1, "{}", []));
+        let base = action_key(rule("cmd", 1), "{}", [("x", &a)]);
+        assert_ne!(base, action_key(rule("cmd2", 1), "{}", [("x", &a)]));
+        assert_ne!(base, action_key(rule("cmd", 2), "{}", [("x", &a)]));
+        assert_ne!(base, action_key(rule("cmd", 1), "{\"a\":1}", [("x", &a)]));
+        assert_ne!(base, action_key(rule("cmd", 1), "{}", [("z", &a)]));
+        assert_ne!(base, action_key(rule("cmd", 1), "{}", [("x", &Digest::of_bytes(b"b"))]));
+        assert_ne!(base, action_key(rule("cmd", 1), "{}", []));
+        let code = RuleId {
+            code: "c0de",
+            ..rule("cmd", 1)
+        };
+        assert_ne!(base, action_key(code, "{}", [("x", &a)]));
     }
 
     #[test]
@@ -194,6 +226,6 @@ mod tests {
     #[test]
     fn fields_are_unambiguous() {
         // Without length prefixes, ("ab", "c") and ("a", "bc") would collide.
-        assert_ne!(action_key("ab", 1, "c", []), action_key("a", 1, "bc", []));
+        assert_ne!(action_key(rule("ab", 1), "c", []), action_key(rule("a", 1), "bc", []));
     }
 }

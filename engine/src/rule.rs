@@ -27,6 +27,14 @@ pub trait Rule: Send + Sync + 'static {
     /// would now give different outputs. Invalidates exactly this rule's
     /// actions.
     fn version(&self) -> u32;
+    /// Part of every action key: a fingerprint of the code that computes
+    /// the outputs (the rule's sources and the libraries they use, and the
+    /// versions of external runtimes that shape the result), so that a
+    /// change there reruns exactly this rule's actions. Empty: the version
+    /// alone stands for the code.
+    fn code(&self) -> &str {
+        ""
+    }
     /// One line for `--help` style listings.
     fn summary(&self) -> &'static str;
     /// The attributes a target of this kind accepts (besides `name`).

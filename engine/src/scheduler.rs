@@ -20,7 +20,7 @@ use petgraph::graph::NodeIndex;
 
 use crate::action_graph::{ActionNode, InputSource};
 use crate::events::{ActionRecord, BuildEvent, BuildLog, Named, Observer};
-use crate::keys::{Params, action_key};
+use crate::keys::{Params, RuleId, action_key};
 use crate::registry::RuleRegistry;
 use crate::rule::{
     ActionContext, ActionError, ChildInput, ChildResult, ChildSpec, InputFile, Outcome, Produced, Rule, Runtime, Status,
@@ -362,8 +362,7 @@ impl Scheduler<'_> {
             }
         }
         let key = action_key(
-            job.rule.name(),
-            job.rule.version(),
+            RuleId::of(&*job.rule),
             job.node.params.as_str(),
             inputs.iter().map(|(n, b)| (&**n, &b.digest)),
         );
@@ -620,6 +619,7 @@ impl Scheduler<'_> {
             id: job.node.id.clone(),
             rule: job.node.rule.clone(),
             rule_version: job.rule.version(),
+            rule_code: code_in_record(job.rule.code()),
             key,
             status: result.status,
             from_cache: result.from_cache,
@@ -796,6 +796,11 @@ fn cache_err(e: CacheError) -> ActionError {
 
 fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+/// The start of a rule's code fingerprint, as build records keep it.
+fn code_in_record(code: &str) -> Option<Arc<str>> {
+    (!code.is_empty()).then(|| Arc::from(code.chars().take(16).collect::<String>()))
 }
 
 #[cfg(test)]

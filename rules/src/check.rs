@@ -164,6 +164,8 @@ fn is_size_rule(rule: kflow_ai8x::Rule) -> bool {
 }
 
 impl Rule for CheckRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "check"
     }
@@ -218,7 +220,7 @@ impl Rule for CheckRule {
             None => cpu_resources(&model, &platform)?,
             Some(device) => {
                 let quantized = if cx.inputs().contains_key(QUANT) {
-                    Some(inputs::quantized(cx)?)
+                    Some(crate::quantize::quantized(cx)?)
                 } else {
                     None
                 };

@@ -50,6 +50,8 @@ const STDERR_TAIL_LINES: usize = 20;
 const PASSED_THROUGH: &[&str] = &["PATH", "HOME"];
 
 impl Rule for Cmd {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "cmd"
     }

@@ -69,6 +69,8 @@ pub(crate) struct CpuParams {
 }
 
 impl Rule for CodegenRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "codegen"
     }
@@ -163,7 +165,7 @@ pub(crate) fn program(cx: &ActionContext<'_>) -> Result<kflow_ai8x_codegen::Prog
 /// The quantized network as self-contained C99 for a Cortex-M without an
 /// accelerator, computing what the simulator computes.
 fn cpu_inference(cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
-    let q = crate::inputs::quantized(cx)?;
+    let q = crate::quantize::quantized(cx)?;
     // The integer semantics are the accelerator's on either device; the
     // MAX78002's limits are the wider.
     let (net, weights) = kflow_quant::to_sim(&q, kflow_ai8x::Device::Max78002);

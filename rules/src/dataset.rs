@@ -102,6 +102,8 @@ enum Params {
 }
 
 impl Rule for DatasetRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "dataset"
     }

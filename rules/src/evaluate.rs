@@ -144,6 +144,8 @@ const CROSS_CHECK: usize = 256;
 const BATCH: usize = 256;
 
 impl Rule for EvaluateRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "evaluate"
     }
@@ -251,7 +253,7 @@ impl Rule for EvaluateRule {
         let accelerator = match params.device {
             Some(device) => {
                 cx.progress("running the quantized network on the simulated accelerator");
-                let q = inputs::quantized(cx)?;
+                let q = crate::quantize::quantized(cx)?;
                 let float = Decisions {
                     test_outputs: &test_out,
                     test_scores: &test_scores,

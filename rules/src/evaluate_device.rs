@@ -159,6 +159,8 @@ struct Mismatch {
 }
 
 impl Rule for EvaluateDeviceRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "evaluate_device"
     }
@@ -242,7 +244,7 @@ impl Rule for EvaluateDeviceRule {
             .device
             .parse()
             .map_err(|e: kflow_device::url::UrlError| ActionError::new(format!("input `{FLASH}`: {e}")))?;
-        let q = inputs::quantized(cx)?;
+        let q = crate::quantize::quantized(cx)?;
         let (wire, image, boot) = if params.cpu {
             let platform: kflow_platform::Platform = json::input(cx, PLATFORM)?;
             let timing = kflow_platform::core_timing(&platform.cpu).ok_or_else(|| {

@@ -35,6 +35,8 @@ const ATTRS: &[AttrSpec] = &[
 const OUTPUT: &str = "combined.txt";
 
 impl Rule for FanOut {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "test_fanout"
     }

@@ -74,6 +74,8 @@ pub(crate) fn check_url(planner: &Planner<'_>, attr: &str, url: Option<&str>) ->
 }
 
 impl Rule for FlashRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "flash"
     }

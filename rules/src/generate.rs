@@ -84,6 +84,8 @@ pub struct Params {
 }
 
 impl Rule for GenerateRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "generate"
     }

@@ -6,6 +6,7 @@
 mod automl;
 mod check;
 pub mod cmd;
+mod code;
 mod codegen;
 mod dataset;
 pub mod device;

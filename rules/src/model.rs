@@ -52,6 +52,8 @@ pub struct Params {
 }
 
 impl Rule for ModelRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "model"
     }

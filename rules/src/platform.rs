@@ -68,6 +68,8 @@ struct Attrs {
 }
 
 impl Rule for PlatformRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "platform"
     }

@@ -73,6 +73,8 @@ pub(crate) struct Params {
 }
 
 impl Rule for PruneRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "prune"
     }

@@ -125,6 +125,8 @@ pub(crate) struct Qat {
 }
 
 impl Rule for QuantizeRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "quantize"
     }
@@ -313,4 +315,10 @@ fn activation_grid(scales: &kflow_quant::ActivationScales) -> kflow_train::Activ
             .map(|(name, &s)| (name.clone(), kflow_train::Grid::int8(s)))
             .collect(),
     }
+}
+
+/// The quantized network of inputs `quant.json` and `quantized.safetensors`.
+pub fn quantized(cx: &ActionContext<'_>) -> Result<kflow_quant::Quantized, ActionError> {
+    kflow_quant::Quantized::from_files(&json::input_bytes(cx, QUANT)?, &json::input_bytes(cx, QUANTIZED)?)
+        .map_err(|e| ActionError::new(format!("inputs `{QUANT}`, `{QUANTIZED}`: {e}")))
 }

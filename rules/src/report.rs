@@ -42,6 +42,8 @@ pub struct Params {
 pub const KEPT_FILES: [&str; 2] = [METRICS, ALLOCATION];
 
 impl Rule for ReportRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "report"
     }

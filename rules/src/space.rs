@@ -62,6 +62,8 @@ const ATTRS: &[AttrSpec] = &[
 ];
 
 impl Rule for SpaceRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "space"
     }

@@ -54,6 +54,8 @@ pub(crate) struct Params {
 }
 
 impl Rule for SynthesizeRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "ai8x_synthesize"
     }

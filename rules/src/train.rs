@@ -111,6 +111,8 @@ struct TrainLog<'a> {
 }
 
 impl Rule for TrainRule {
+    crate::code::rule_code!();
+
     fn name(&self) -> &'static str {
         "train"
     }

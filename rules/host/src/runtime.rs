@@ -31,6 +31,24 @@ pub fn environment() -> Result<&'static Environment, HostError> {
         .map_err(|m| HostError::Runtime(m.clone()))
 }
 
+/// Which ONNX Runtime this process would load: the library's file name
+/// and a digest of its bytes (so two machines with the same wheel agree),
+/// or why there is none. Computed once per process.
+pub fn identity() -> &'static str {
+    static IDENTITY: OnceLock<String> = OnceLock::new();
+    IDENTITY.get_or_init(|| match locate() {
+        Ok(path) => match std::fs::read(&path) {
+            Ok(bytes) => format!(
+                "onnxruntime {} {}",
+                path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+                blake3::hash(&bytes).to_hex()
+            ),
+            Err(e) => format!("onnxruntime unreadable: {e}"),
+        },
+        Err(_) => "onnxruntime missing".to_owned(),
+    })
+}
+
 fn load() -> Result<Environment, HostError> {
     let path = locate()?;
     // ort panics (rather than failing) on a library older than the API it
