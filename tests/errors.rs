@@ -45,6 +45,30 @@ fn unknown_attribute_is_located_and_the_nearest_one_suggested() {
 }
 
 #[test]
+fn a_float_that_is_not_finite_is_a_graph_error_not_a_default() {
+    // `nan` as a float attribute, and `inf` inside a table one: JSON params
+    // cannot hold them, and the rule would silently use its default.
+    for (line, target, text) in [
+        (
+            4,
+            "t",
+            "[[train]]\nname = \"t\"\nmodel = \":m\"\nlr = nan\ndataset = \":d\"\nepochs = 1\n",
+        ),
+        (
+            3,
+            "d",
+            "[[dataset]]\nname = \"d\"\ngenerator = { rows = 100, seed = 1, anomaly_fraction = -inf }\n",
+        ),
+    ] {
+        let ws = ws_with("m", text);
+        let b = ws.build(&[&format!("target//m:{target}")]);
+        assert_eq!(b.run.code, 2, "{}", b.run.stderr);
+        assert_stderr_has(&b.run.stderr, &format!("graphs/m/BUILD.toml:{line}:"));
+        assert_stderr_has(&b.run.stderr, "is not a finite number");
+    }
+}
+
+#[test]
 fn unknown_rule_kind_is_located_and_the_nearest_rule_suggested() {
     let ws = ws_with("gen", "[[cmdd]]\nname = \"a\"\nouts = [\"a.txt\"]\ncmd = \"true\"\n");
     let b = ws.build(&["target//gen:a"]);

@@ -191,3 +191,20 @@ fn outputs_are_identical_at_jobs_1_and_jobs_4() {
     };
     assert_eq!(keys(&serial), keys(parallel));
 }
+
+#[test]
+fn targets_of_two_cells_with_one_package_and_name_get_their_own_outputs() {
+    let ws = Ws::new();
+    ws.file(
+        "kflow.toml",
+        "[workspace]\ndefault_cell = \"target\"\n[cells]\ntarget = \"graphs\"\nvendor = \"third_party\"\n",
+    );
+    let cmd = |text: &str| format!("[[cmd]]\nname = \"t\"\nouts = [\"o.txt\"]\ncmd = \"echo {text} > $OUT\"\n");
+    ws.file("graphs/p/BUILD.toml", &cmd("ours"));
+    ws.file("third_party/p/BUILD.toml", &cmd("theirs"));
+    let b = ws.build_ok(&["target//p:t", "vendor//p:t"]);
+    assert_eq!(b.ids("executed").len(), 2);
+    assert_eq!(ws.read_output("p", "t", "o.txt"), "ours\n");
+    let theirs = ws.out_dir().join("@vendor/p/t/o.txt");
+    assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "theirs\n");
+}

@@ -331,7 +331,7 @@ pub(crate) fn check_value(
         },
         AttrType::Float => match value.get_ref() {
             DeValue::Integer(i) => AttrValue::Float(parse_int(i.as_str(), i.radix()).ok_or_else(mismatch)? as f64),
-            DeValue::Float(f) => AttrValue::Float(parse_float(f.as_str()).ok_or_else(mismatch)?),
+            DeValue::Float(f) => AttrValue::Float(finite_float(spec.name, f.as_str(), span.clone())?),
             _ => return Err(mismatch()),
         },
         AttrType::Bool => AttrValue::Bool(value.get_ref().as_bool().ok_or_else(mismatch)?),
@@ -404,10 +404,10 @@ pub(crate) fn check_value(
                 .collect::<Result<_, _>>()?,
         ),
         AttrType::Table => match value.get_ref() {
-            DeValue::Table(_) => generic(value.get_ref()),
+            DeValue::Table(_) => generic(spec.name, value)?,
             _ => return Err(mismatch()),
         },
-        AttrType::Any => generic(value.get_ref()),
+        AttrType::Any => generic(spec.name, value)?,
     })
 }
 
@@ -438,23 +438,34 @@ pub fn relative_path(path: &str) -> Result<String, &'static str> {
     Ok(parts.join("/"))
 }
 
-fn generic(v: &DeValue<'_>) -> AttrValue {
-    match v {
+/// A table or any-typed value as written; its floats must be finite.
+fn generic(name: &str, v: &Spanned<DeValue<'_>>) -> Result<AttrValue, AttrError> {
+    Ok(match v.get_ref() {
         DeValue::String(s) => AttrValue::String(s.to_string()),
         DeValue::Integer(i) => match parse_int(i.as_str(), i.radix()) {
             Some(n) => AttrValue::Int(n),
             None => AttrValue::String(i.as_str().to_owned()),
         },
-        DeValue::Float(f) => AttrValue::Float(parse_float(f.as_str()).unwrap_or(f64::NAN)),
+        DeValue::Float(f) => AttrValue::Float(finite_float(name, f.as_str(), v.span())?),
         DeValue::Boolean(b) => AttrValue::Bool(*b),
         DeValue::Datetime(d) => AttrValue::String(d.to_string()),
-        DeValue::Array(items) => AttrValue::List(items.iter().map(|i| generic(i.get_ref())).collect()),
+        DeValue::Array(items) => AttrValue::List(items.iter().map(|i| generic(name, i)).collect::<Result<_, _>>()?),
         DeValue::Table(t) => AttrValue::Table(
             t.iter()
-                .map(|(k, v)| (k.get_ref().to_string(), generic(v.get_ref())))
-                .collect(),
+                .map(|(k, v)| Ok((k.get_ref().to_string(), generic(name, v)?)))
+                .collect::<Result<_, AttrError>>()?,
         ),
-    }
+    })
+}
+
+/// A float as written, refused when it is not finite: params are JSON,
+/// which has no `nan` or `inf`, and a rule would silently see its default.
+fn finite_float(name: &str, text: &str, span: std::ops::Range<usize>) -> Result<f64, AttrError> {
+    parse_float(text).filter(|f| f.is_finite()).ok_or_else(|| AttrError {
+        message: format!("attribute `{name}`: `{text}` is not a finite number"),
+        span,
+        help: None,
+    })
 }
 
 fn parse_int(digits: &str, radix: u32) -> Option<i64> {

@@ -20,7 +20,7 @@ use crate::diagnostic::Diagnostic;
 use crate::events::{ActionRecord, BuildEnd, BuildEvent, BuildHeader, BuildLog, Counts, Observer};
 use crate::graph_cache::{self, Provenance};
 use crate::label::{Label, Pattern};
-use crate::materialize::{OutDir, Placement, materialize, target_rel_dir};
+use crate::materialize::{OutDir, Placement, materialize};
 use crate::rule::Status;
 use crate::scheduler::{Job, JobResult, LazyCache, Scheduler};
 use crate::state::BuildState;
@@ -145,7 +145,7 @@ pub fn build(
     observer.event(BuildEvent::Planned { total: jobs.len() });
     let cache = LazyCache::new(&cache_dir, on_wait);
     let open = || cache.get();
-    let out = OutDir::open(&out_dir)?;
+    let out = OutDir::open(&out_dir, &ws.config()?.default_cell)?;
     let materializer = Materializer::new(&roots, &actions, &state, &out, &open);
     let on_done = |node: usize, results: &[OnceLock<JobResult>]| {
         materializer.node_done(node, |i| results.get(i).and_then(OnceLock::get));
@@ -391,7 +391,7 @@ impl<'a, 'c> Materializer<'a, 'c> {
         }
         let previous = self.state.placed(label.as_str());
         Ok(
-            match materialize(self.cache, self.out, &target_rel_dir(label), &blobs, previous)? {
+            match materialize(self.cache, self.out, &self.out.target_rel_dir(label), &blobs, previous)? {
                 Some(placement) => Materialized::Placed(placement),
                 None => Materialized::Unchanged,
             },

@@ -17,16 +17,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::label::Label;
 
-/// The directory of a target's outputs, relative to `kflow-out/`.
-pub fn target_rel_dir(label: &Label) -> PathBuf {
-    let mut dir = PathBuf::from(label.package());
+/// The directory of a target's outputs, relative to `kflow-out/`:
+/// `<package>/<name>` in the workspace's default cell, `@<cell>/<package>/<name>`
+/// in another, so that `a//p:t` and `b//p:t` do not share one (a package
+/// path cannot hold `@`, so the two forms never meet).
+pub fn target_rel_dir(label: &Label, default_cell: &str) -> PathBuf {
+    let mut dir = PathBuf::new();
+    if label.cell() != default_cell {
+        dir.push(format!("@{}", label.cell()));
+    }
+    dir.push(label.package());
     dir.push(label.name());
     dir
 }
 
 /// The directory of a target's outputs.
-pub fn target_out_dir(out_dir: &Path, label: &Label) -> PathBuf {
-    out_dir.join(target_rel_dir(label))
+pub fn target_out_dir(out_dir: &Path, label: &Label, default_cell: &str) -> PathBuf {
+    out_dir.join(target_rel_dir(label, default_cell))
 }
 
 /// One placed output file.
@@ -42,14 +49,15 @@ pub struct Placed {
 /// Placed outputs of one target, in output order.
 pub type Placement = Vec<(Arc<str>, Placed)>;
 
-/// `kflow-out/`, open.
+/// `kflow-out/`, open, with the cell whose targets go at its top.
 pub struct OutDir {
     path: PathBuf,
     fd: OwnedFd,
+    default_cell: String,
 }
 
 impl OutDir {
-    pub fn open(path: &Path) -> Result<OutDir, CacheError> {
+    pub fn open(path: &Path, default_cell: &str) -> Result<OutDir, CacheError> {
         let fd = rustix::fs::open(
             path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -62,7 +70,13 @@ impl OutDir {
         Ok(OutDir {
             path: path.to_path_buf(),
             fd,
+            default_cell: default_cell.to_owned(),
         })
+    }
+
+    /// Where `label`'s outputs go, relative to `kflow-out/`.
+    pub fn target_rel_dir(&self, label: &Label) -> PathBuf {
+        target_rel_dir(label, &self.default_cell)
     }
 
     /// What is at `rel` now, as a placement of `digest`.
@@ -182,7 +196,7 @@ mod tests {
         let out_dir = tempfile::tempdir().unwrap();
         let cache_dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(cache_dir.path(), &mut |_| {}).unwrap();
-        let out = OutDir::open(out_dir.path()).unwrap();
+        let out = OutDir::open(out_dir.path(), "target").unwrap();
         Setup {
             _dirs: (out_dir, cache_dir),
             cache,

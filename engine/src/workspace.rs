@@ -212,6 +212,16 @@ impl Workspace {
         self.root.join(OUT_DIR)
     }
 
+    /// Where a build places `label`'s outputs.
+    pub fn target_out_dir(&self, label: &Label) -> Result<PathBuf, Diagnostic> {
+        let config = self.config()?;
+        Ok(crate::materialize::target_out_dir(
+            &self.out_dir(),
+            label,
+            &config.default_cell,
+        ))
+    }
+
     /// Parses command-line patterns; `cwd` decides what `:name` and
     /// `//pkg:name` mean.
     pub fn parse_patterns(&self, cwd: &Path, args: &[String]) -> Result<Vec<Pattern>, Diagnostic> {

@@ -5,7 +5,6 @@ use std::path::Path;
 use kflow_cache::RemoteCache;
 use kflow_engine::build::{BuildOptions, BuildResult, build};
 use kflow_engine::events::BuildReport;
-use kflow_engine::materialize::target_out_dir;
 use kflow_engine::scheduler::REMOTE_TOKEN_ENV;
 use kflow_engine::watch::Watcher;
 use kflow_engine::{Diagnostic, Status, Workspace};
@@ -102,13 +101,13 @@ fn build_once(cwd: &Path, ws: &Workspace, args: &BuildArgs, opts: &BuildOptions,
         eprintln!("{}", progress::summary(result.success, &result.counts, result.duration));
         const SHOWN: usize = 10;
         for label in result.outputs.iter().take(SHOWN) {
-            let mut dir = target_out_dir(&ws.out_dir(), label);
+            let mut dir = ws.target_out_dir(label)?;
             if dir.join(SUMMARY).is_file() {
                 dir.push(SUMMARY);
             }
             let shown = dir.strip_prefix(cwd).unwrap_or(&dir);
             eprintln!("  {label} -> {}", shown.display());
-            let report = target_out_dir(&ws.out_dir(), label).join(REPORT);
+            let report = ws.target_out_dir(label)?.join(REPORT);
             if report.is_file() {
                 eprintln!("  report: {}", report.strip_prefix(cwd).unwrap_or(&report).display());
             }

@@ -31,9 +31,7 @@ pub fn report(cwd: &Path, command: ReportCommand) -> Result<(), Failure> {
     };
     let ws = open_workspace(cwd)?;
     let label = single_label(&ws, cwd, &args.target)?;
-    let page = kflow_engine::materialize::target_out_dir(&ws.out_dir(), &label)
-        .join("report")
-        .join("report.html");
+    let page = ws.target_out_dir(&label)?.join("report").join("report.html");
     if !page.is_file() {
         return Err(Failure::Build(Some(format!(
             "no report at {}: `[[automl]]` targets write one when they are built (`kflow build {label}`)",
