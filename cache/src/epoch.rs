@@ -5,7 +5,6 @@
 //! opening the cache at all; that is what makes a no-op build cheap.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::CacheError;
 use crate::error::io_at;
+use crate::lock::FileLock;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Epoch {
@@ -21,6 +21,7 @@ pub struct Epoch {
 }
 
 const FILE: &str = "epoch";
+const LOCK: &str = "epoch.lock";
 
 /// The epoch of the cache at `dir`, read without taking its lock. `None` when
 /// there is no cache there (or its epoch file is damaged).
@@ -48,40 +49,40 @@ fn format(epoch: &Epoch) -> String {
     format!("{hex} {}\n", epoch.generation)
 }
 
-/// The epoch of an open (locked) cache.
+/// The epoch of an open cache. Every process that deletes blobs bumps the
+/// one file, under its own short lock, so that no bump is lost.
 #[derive(Debug)]
 pub(crate) struct EpochFile {
     path: PathBuf,
-    tmp: PathBuf,
+    lock: PathBuf,
     id: [u8; 16],
     generation: AtomicU64,
 }
 
 impl EpochFile {
     /// Reads the epoch, creating one with a fresh identity for a new (or
-    /// damaged) cache. The caller holds the cache lock.
-    pub(crate) fn open(dir: &Path, tmp: &Path) -> Result<EpochFile, CacheError> {
+    /// damaged) cache.
+    pub(crate) fn open(dir: &Path) -> Result<EpochFile, CacheError> {
         let path = dir.join(FILE);
-        let existing = fs::read_to_string(&path).ok().as_deref().and_then(parse);
-        let epoch = match existing {
+        let lock = dir.join(LOCK);
+        let _held = FileLock::exclusive(&lock, "the cache's epoch", &mut |_| {})?;
+        let epoch = match fs::read_to_string(&path).ok().as_deref().and_then(parse) {
             Some(e) => e,
             None => {
                 let seed = format!("{}:{:?}:{:?}", std::process::id(), std::time::SystemTime::now(), dir);
                 let mut id = [0u8; 16];
                 id.copy_from_slice(&blake3::hash(seed.as_bytes()).as_bytes()[..16]);
-                Epoch { id, generation: 0 }
+                let epoch = Epoch { id, generation: 0 };
+                write(&path, &epoch)?;
+                epoch
             }
         };
-        let file = EpochFile {
+        Ok(EpochFile {
             path,
-            tmp: tmp.join("epoch.tmp"),
+            lock,
             id: epoch.id,
             generation: AtomicU64::new(epoch.generation),
-        };
-        if existing.is_none() {
-            file.write(&epoch)?;
-        }
-        Ok(file)
+        })
     }
 
     pub(crate) fn current(&self) -> Epoch {
@@ -91,23 +92,34 @@ impl EpochFile {
         }
     }
 
-    /// Records that blobs were deleted. Failing to write only means that
-    /// readers keep trusting an old epoch for blobs that are gone, which the
-    /// store then reports as missing; so errors are returned, not hidden.
+    /// Records that blobs were deleted: one past both the generation on
+    /// disk (other processes may have bumped it) and ours. Failing to
+    /// write only means that readers keep trusting an old epoch for blobs
+    /// that are gone, which the store then reports as missing; so errors
+    /// are returned, not hidden.
     pub(crate) fn bump(&self) -> Result<(), CacheError> {
-        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        self.write(&Epoch {
-            id: self.id,
-            generation,
-        })
+        let _held = FileLock::exclusive(&self.lock, "the cache's epoch", &mut |_| {})?;
+        let on_disk = fs::read_to_string(&self.path)
+            .ok()
+            .as_deref()
+            .and_then(parse)
+            .filter(|e| e.id == self.id)
+            .map_or(0, |e| e.generation);
+        let generation = on_disk.max(self.generation.load(Ordering::SeqCst)) + 1;
+        write(
+            &self.path,
+            &Epoch {
+                id: self.id,
+                generation,
+            },
+        )?;
+        self.generation.store(generation, Ordering::SeqCst);
+        Ok(())
     }
+}
 
-    fn write(&self, epoch: &Epoch) -> Result<(), CacheError> {
-        let mut f = fs::File::create(&self.tmp).map_err(io_at(&self.tmp))?;
-        f.write_all(format(epoch).as_bytes()).map_err(io_at(&self.tmp))?;
-        f.sync_data().map_err(io_at(&self.tmp))?;
-        fs::rename(&self.tmp, &self.path).map_err(io_at(&self.path))
-    }
+fn write(path: &Path, epoch: &Epoch) -> Result<(), CacheError> {
+    crate::atomic::write(path, format(epoch).as_bytes(), 0o644).map_err(io_at(path))
 }
 
 #[cfg(test)]
@@ -128,11 +140,25 @@ mod tests {
     #[test]
     fn a_new_cache_gets_an_epoch_and_bumps_are_persisted() {
         let dir = tempfile::tempdir().unwrap();
-        let f = EpochFile::open(dir.path(), dir.path()).unwrap();
+        let f = EpochFile::open(dir.path()).unwrap();
         let first = f.current();
         assert_eq!(read_epoch(dir.path()), Some(first));
         f.bump().unwrap();
         assert_eq!(read_epoch(dir.path()).unwrap().generation, first.generation + 1);
-        assert_eq!(EpochFile::open(dir.path(), dir.path()).unwrap().current().id, first.id);
+        assert_eq!(EpochFile::open(dir.path()).unwrap().current().id, first.id);
+    }
+
+    #[test]
+    fn bumps_by_two_openers_are_both_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            EpochFile::open(dir.path()).unwrap(),
+            EpochFile::open(dir.path()).unwrap(),
+        );
+        let start = a.current().generation;
+        a.bump().unwrap();
+        b.bump().unwrap();
+        assert_eq!(read_epoch(dir.path()).unwrap().generation, start + 2);
+        assert_eq!(b.current().generation, start + 2);
     }
 }

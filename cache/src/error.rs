@@ -47,10 +47,6 @@ pub(crate) fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + 
     move |source| CacheError::io(path, source)
 }
 
-pub(crate) fn index_err(e: sled::Error) -> CacheError {
-    CacheError::Index(e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

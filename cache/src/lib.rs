@@ -10,6 +10,7 @@
 //! store; an entry whose blobs are missing or damaged reads as a miss.
 
 mod action_index;
+pub mod atomic;
 mod digest;
 mod epoch;
 mod error;
@@ -23,11 +24,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use action_index::{ActionIndex, MemoryIndex, SledIndex};
+pub use action_index::{ActionIndex, FileIndex, MemoryIndex};
 pub use digest::{Digest, DigestParseError};
 pub use epoch::{Epoch, read_epoch};
 pub use error::CacheError;
 pub use file_digests::file_digest;
+pub use lock::FileLock;
 pub use maintenance::{GcReport, Stats, VerifyReport};
 pub use remote::{RemoteCache, RemoteError};
 pub use store::{Cache, ScratchDir};

@@ -1,7 +1,11 @@
-//! The exclusive process lock on a cache directory.
+//! Advisory file locks (`flock`): closing the file releases them, also when
+//! the process is killed, so a crash never leaves anything locked.
 //!
-//! sled refuses outright to open a database another process has open; taking
-//! our own lock first lets a second kflow wait politely instead of failing.
+//! The cache directory's lock is shared by every process that builds with
+//! it, so that builds in different workspaces run side by side, and taken
+//! exclusively by the passes that delete (gc, verify, clean), which then
+//! wait for the builds to finish. A workspace's build lock is exclusive:
+//! two builds of one workspace would race on its state and `kflow-out/`.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -10,48 +14,76 @@ use std::path::Path;
 use crate::CacheError;
 use crate::error::io_at;
 
-/// Holds the lock until dropped (closing the file releases it, also when the
-/// process is killed, so a crash never leaves the cache locked).
+/// Holds a lock until dropped.
 #[derive(Debug)]
-pub(crate) struct DirLock {
+pub struct FileLock {
     _file: File,
 }
 
-impl DirLock {
-    /// Blocks until the lock at `path` is ours. Calls `on_wait` once, before
-    /// blocking, if someone else holds it.
-    pub(crate) fn acquire(path: &Path, on_wait: &mut dyn FnMut(&str)) -> Result<DirLock, CacheError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io_at(path))?;
+impl FileLock {
+    /// Blocks until the exclusive lock at `path` is ours, then records our
+    /// pid in it. Calls `on_wait` once, before blocking, if someone else
+    /// holds it; `what` names the lock in that message.
+    pub fn exclusive(path: &Path, what: &str, on_wait: &mut dyn FnMut(&str)) -> Result<FileLock, CacheError> {
+        let mut file = open(path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                on_wait(&wait_message(path, &mut file));
+                on_wait(&wait_message(path, what, &mut file));
                 file.lock().map_err(io_at(path))?;
             }
             Err(TryLockError::Error(e)) => return Err(CacheError::io(path, e)),
         }
         write_pid(&mut file).map_err(io_at(path))?;
-        Ok(DirLock { _file: file })
+        Ok(FileLock { _file: file })
+    }
+
+    /// Blocks until a shared lock at `path` is ours (only an exclusive
+    /// holder makes it wait).
+    pub fn shared(path: &Path, what: &str, on_wait: &mut dyn FnMut(&str)) -> Result<FileLock, CacheError> {
+        let mut file = open(path)?;
+        match file.try_lock_shared() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                on_wait(&wait_message(path, what, &mut file));
+                file.lock_shared().map_err(io_at(path))?;
+            }
+            Err(TryLockError::Error(e)) => return Err(CacheError::io(path, e)),
+        }
+        Ok(FileLock { _file: file })
+    }
+
+    /// The exclusive lock at `path` if nobody holds the file locked.
+    pub(crate) fn try_exclusive(path: &Path) -> Option<FileLock> {
+        let file = OpenOptions::new().read(true).write(true).open(path).ok()?;
+        file.try_lock().ok()?;
+        Some(FileLock { _file: file })
     }
 }
 
-fn wait_message(path: &Path, file: &mut File) -> String {
-    // The lock is advisory, so the holder's pid can be read while it holds it.
+fn open(path: &Path) -> Result<File, CacheError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_at(path))
+}
+
+/// The holder's pid when an exclusive holder wrote one. The lock is
+/// advisory, so the file can be read while someone holds it; shared holders
+/// write nothing, so an old pid may be left: it is only a hint.
+fn wait_message(path: &Path, what: &str, file: &mut File) -> String {
     let mut contents = String::new();
     let holder = match file.read_to_string(&mut contents) {
         Ok(_) => match contents.trim().parse::<u32>() {
-            Ok(pid) => format!("process {pid}"),
-            Err(_) => "another process".to_string(),
+            Ok(pid) => format!("last taken by process {pid}"),
+            Err(_) => "held by another process".to_string(),
         },
-        Err(_) => "another process".to_string(),
+        Err(_) => "held by another process".to_string(),
     };
-    format!("waiting for the cache lock {} (held by {holder})", path.display())
+    format!("waiting for {what} {} ({holder})", path.display())
 }
 
 fn write_pid(file: &mut File) -> std::io::Result<()> {
@@ -65,11 +97,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lock_file_holds_our_pid() {
+    fn an_exclusive_lock_file_holds_our_pid() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
         std::fs::write(&path, "999999999 and some stale junk that is long\n").unwrap();
-        let _lock = DirLock::acquire(&path, &mut |_| panic!("nobody holds it")).unwrap();
+        let _lock = FileLock::exclusive(&path, "the lock", &mut |_| panic!("nobody holds it")).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             format!("{}\n", std::process::id())
@@ -77,12 +109,24 @@ mod tests {
     }
 
     #[test]
-    fn wait_message_names_file_and_holder() {
+    fn shared_locks_coexist_and_keep_the_exclusive_one_out() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
-        let _held = DirLock::acquire(&path, &mut |_| {}).unwrap();
+        let a = FileLock::shared(&path, "the lock", &mut |_| panic!("shared locks coexist")).unwrap();
+        let b = FileLock::shared(&path, "the lock", &mut |_| panic!("shared locks coexist")).unwrap();
+        assert!(FileLock::try_exclusive(&path).is_none());
+        drop((a, b));
+        assert!(FileLock::try_exclusive(&path).is_some());
+    }
+
+    #[test]
+    fn wait_message_names_the_lock_and_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let _held = FileLock::exclusive(&path, "the lock", &mut |_| {}).unwrap();
         let mut f = File::open(&path).unwrap();
-        let msg = wait_message(&path, &mut f);
+        let msg = wait_message(&path, "the cache lock", &mut f);
+        assert!(msg.starts_with("waiting for the cache lock"), "{msg}");
         assert!(msg.contains(&path.display().to_string()), "{msg}");
         assert!(msg.contains(&format!("process {}", std::process::id())), "{msg}");
     }

@@ -646,7 +646,7 @@ mod tests {
     }
 
     fn tmp_is_empty(cache: &Cache) -> bool {
-        fs::read_dir(cache.dir().join("tmp")).unwrap().count() == 0
+        cache.temporaries() == 0
     }
 
     /// An action with two outputs in `cache`, under a key derived from `name`.

@@ -1,28 +1,35 @@
 //! The content-addressed store, the action cache and scratch space, all under
-//! one locked directory:
+//! one directory that any number of kflow processes use at once:
 //!
 //! ```text
-//! <dir>/lock          process lock, holds the owner's pid
+//! <dir>/lock          shared by open caches, exclusive for gc, verify, clean
 //! <dir>/cas/ab/ab…    blobs, named by the hex digest of their content, mode 0o444
-//! <dir>/tmp/          half-written blobs and scratch directories
+//! <dir>/ac/ab/ab…     action entries, one file per key (see FileIndex)
+//! <dir>/tmp/<open>/   each open cache's half-written files and scratch
+//!                     directories, with the `owner` file it holds locked
 //! <dir>/epoch         identity and deletion count (see epoch.rs)
-//! <dir>/index/        sled: tree "actions"
 //! ```
+//!
+//! Every file appears whole under its final name (temp file, sync, rename),
+//! so concurrent writers of one blob or one entry only race to write the
+//! same bytes.
 
 use std::fmt;
-use std::fs::{self, File, FileTimes, OpenOptions, Permissions};
+use std::fs::{self, File, FileTimes, Permissions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use tempfile::NamedTempFile;
 
-use crate::action_index::{ActionIndex, SledIndex};
+use crate::action_index::{ActionIndex, FileIndex};
+use crate::atomic;
 use crate::epoch::{Epoch, EpochFile};
-use crate::error::{index_err, io_at};
-use crate::lock::DirLock;
+use crate::error::io_at;
+use crate::lock::FileLock;
 use crate::{ActionEntry, BlobRef, CacheError, Digest};
 
 /// Bumped whenever `ActionEntry` changes incompatibly; older entries then read as misses.
@@ -34,6 +41,14 @@ const ATIME_RESOLUTION: Duration = Duration::from_secs(3600);
 
 const BLOB_MODE: u32 = 0o444;
 const PRIVATE_COPY_MODE: u32 = 0o644;
+const TEMP_MODE: u32 = 0o600;
+
+/// The file an open cache holds locked in its own `tmp/` directory: whoever
+/// can lock it knows the directory was abandoned.
+const OWNER: &str = "owner";
+/// A `tmp/` directory being set up; one older than this was abandoned.
+const STAGING: &str = ".new-";
+const STAGING_GRACE: Duration = Duration::from_secs(3600);
 
 #[derive(Serialize)]
 struct EnvelopeOut<'a> {
@@ -47,18 +62,17 @@ struct EnvelopeIn {
     entry: ActionEntry,
 }
 
-/// A cache directory, opened and locked by this process.
+/// A cache directory, opened by this process.
 pub struct Cache {
-    // Field order is drop order: sled must have closed its files before the
-    // lock is released, or a process waiting for the lock would find sled's
-    // own lock still held.
     pub(crate) actions: Box<dyn ActionIndex>,
-    db: sled::Db,
     pub(crate) epoch: EpochFile,
     dir: PathBuf,
     pub(crate) cas: PathBuf,
+    /// This open cache's own directory under `tmp/`.
     tmp: PathBuf,
-    _lock: DirLock,
+    // Dropped after `Drop::drop` removed `tmp`.
+    _tmp_owner: FileLock,
+    _lock: FileLock,
 }
 
 impl fmt::Debug for Cache {
@@ -69,49 +83,69 @@ impl fmt::Debug for Cache {
 
 impl Drop for Cache {
     fn drop(&mut self) {
-        // Nothing to report to at this point; a lost index write is only a
-        // future cache miss.
-        let _ = self.db.flush();
+        remove_any(&self.tmp);
     }
 }
 
 impl Cache {
+    /// Opens the cache at `dir` (creating it) beside every other process
+    /// using it; waits only while a gc, verify or clean holds it, calling
+    /// `on_wait` once before waiting.
     pub fn open(dir: &Path, on_wait: &mut dyn FnMut(&str)) -> Result<Cache, CacheError> {
+        Cache::open_as(dir, false, on_wait)
+    }
+
+    /// Opens the cache at `dir` alone, for the passes that delete: waits
+    /// until every other process has closed it.
+    pub fn open_exclusive(dir: &Path, on_wait: &mut dyn FnMut(&str)) -> Result<Cache, CacheError> {
+        Cache::open_as(dir, true, on_wait)
+    }
+
+    fn open_as(dir: &Path, exclusive: bool, on_wait: &mut dyn FnMut(&str)) -> Result<Cache, CacheError> {
         let dir = std::path::absolute(dir).map_err(io_at(dir))?;
         fs::create_dir_all(&dir).map_err(io_at(&dir))?;
-        let lock = DirLock::acquire(&dir.join("lock"), on_wait)?;
+        let lock_path = dir.join("lock");
+        let lock = match exclusive {
+            true => FileLock::exclusive(&lock_path, "the builds using the cache", on_wait)?,
+            false => FileLock::shared(&lock_path, "the cache, held alone by", on_wait)?,
+        };
 
         let cas = dir.join("cas");
-        let tmp = dir.join("tmp");
+        let tmp_root = dir.join("tmp");
         fs::create_dir_all(&cas).map_err(io_at(&cas))?;
-        fs::create_dir_all(&tmp).map_err(io_at(&tmp))?;
-        // We hold the lock, so nobody else is writing here: whatever is left
-        // was abandoned by a process that died.
-        for entry in fs::read_dir(&tmp).map_err(io_at(&tmp))? {
-            let entry = entry.map_err(io_at(&tmp))?;
-            remove_any(&entry.path());
+        fs::create_dir_all(&tmp_root).map_err(io_at(&tmp_root))?;
+        let (tmp, tmp_owner) = own_tmp(&tmp_root)?;
+        clear_abandoned(&tmp_root, &tmp);
+        // A cache of an older kflow kept its action index in sled; its
+        // entries are not this version's, and only a cache held alone may
+        // delete what others could be reading.
+        if exclusive {
+            remove_any(&dir.join("index"));
         }
 
-        let index_dir = dir.join("index");
-        let db = sled::Config::new()
-            .path(&index_dir)
-            .open()
-            .map_err(|e| CacheError::Index(format!("cannot open the cache index {}: {e}", index_dir.display())))?;
-        let actions = SledIndex::open(&db, "actions")?;
-        let epoch = EpochFile::open(&dir, &tmp)?;
+        let actions = FileIndex::open(&dir.join("ac"), &tmp)?;
+        let epoch = EpochFile::open(&dir)?;
         Ok(Cache {
             actions: Box::new(actions),
-            db,
             epoch,
             dir,
             cas,
             tmp,
+            _tmp_owner: tmp_owner,
             _lock: lock,
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Half-written files and scratch directories of this open cache.
+    #[cfg(test)]
+    pub(crate) fn temporaries(&self) -> usize {
+        fs::read_dir(&self.tmp)
+            .map(|d| d.flatten().filter(|e| e.file_name() != OWNER).count())
+            .unwrap_or(0)
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -144,10 +178,8 @@ impl Cache {
         if self.has_blob(&blob) {
             return Ok(blob);
         }
-        let (mut file, temp) = self.store_temp_file()?;
-        file.write_all(bytes).map_err(io_at(temp.path()))?;
-        finish_blob_file(&file, temp.path())?;
-        drop(file);
+        let mut temp = self.store_temp_file()?;
+        temp.write_all(bytes).map_err(io_at(temp.path()))?;
         self.install(temp, &blob.digest)?;
         Ok(blob)
     }
@@ -208,73 +240,51 @@ impl Cache {
         Ok(bytes)
     }
 
+    /// Places a read-only copy of a blob at `dest` (for `kflow-out/`): a
+    /// copy, never a link, so that editing the placed file cannot change
+    /// the store. On a filesystem with reflinks the copy shares the blob's
+    /// blocks. What is placed is verified against the digest.
     pub fn materialize(&self, blob: &BlobRef, dest: &Path) -> Result<(), CacheError> {
-        let src = self.blob_path(&blob.digest);
-        let meta = match fs::metadata(&src) {
-            Ok(m) if m.is_file() && m.len() == blob.size => m,
-            // A file under a digest's name with another length is damaged
-            // (e.g. edited in place through a hard link in kflow-out).
-            Ok(m) if m.is_file() => {
-                self.discard(&src)?;
-                return Err(CacheError::BlobCorrupt(blob.digest));
-            }
-            Ok(_) => return Err(CacheError::BlobMissing(blob.digest)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(CacheError::BlobMissing(blob.digest)),
-            Err(e) => return Err(CacheError::io(&src, e)),
-        };
-        if let Ok(existing) = fs::symlink_metadata(dest)
-            && existing.dev() == meta.dev()
-            && existing.ino() == meta.ino()
-        {
-            return Ok(());
-        }
-
-        let (digest, _) = Digest::of_reader(open_blob(&src, &blob.digest)?).map_err(io_at(&src))?;
-        if digest != blob.digest {
-            self.discard(&src)?;
-            return Err(CacheError::BlobCorrupt(blob.digest));
-        }
-        touch_if_stale(&src, &meta);
-
-        create_parent(dest)?;
-        let temp = match hard_link_beside(&src, dest) {
-            Ok(temp) => temp,
-            // Any failure to link (another filesystem, a filesystem without
-            // links, a link count limit) just means we copy.
-            Err(_) => {
-                let (mut out, temp) = temp_file_beside(dest, BLOB_MODE)?;
-                let mut input = open_blob(&src, &blob.digest)?;
-                io::copy(&mut input, &mut out).map_err(io_at(temp.path()))?;
-                out.set_permissions(Permissions::from_mode(BLOB_MODE))
-                    .map_err(io_at(temp.path()))?;
-                temp
-            }
-        };
-        temp.rename_to(dest)
+        self.copy_verified(blob, dest, BLOB_MODE)
     }
 
+    /// A private, writable copy of a blob at `dest` (for actions that need
+    /// to modify their inputs), verified against the digest.
     pub fn copy_out(&self, blob: &BlobRef, dest: &Path) -> Result<(), CacheError> {
+        self.copy_verified(blob, dest, PRIVATE_COPY_MODE)
+    }
+
+    fn copy_verified(&self, blob: &BlobRef, dest: &Path, mode: u32) -> Result<(), CacheError> {
         let src = self.blob_path(&blob.digest);
-        let input = open_blob(&src, &blob.digest)?;
+        let mut input = open_blob(&src, &blob.digest)?;
         let meta = input.metadata().map_err(io_at(&src))?;
         if meta.len() != blob.size {
             return Err(CacheError::BlobMissing(blob.digest));
         }
         create_parent(dest)?;
-        let (mut out, temp) = temp_file_beside(dest, PRIVATE_COPY_MODE)?;
-        // Hash while copying so the blob is read once.
-        let mut reader = HashingReader::new(input);
-        io::copy(&mut reader, &mut out).map_err(io_at(temp.path()))?;
-        if reader.finish() != blob.digest {
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        let mut temp = atomic::temp_in(dir, TEMP_MODE).map_err(io_at(dir))?;
+        let digest = match rustix::fs::ioctl_ficlone(temp.as_file(), &input) {
+            // The clone shares the blob's blocks: hash what was placed.
+            Ok(()) => {
+                Digest::of_reader(File::open(temp.path()).map_err(io_at(temp.path()))?)
+                    .map_err(io_at(temp.path()))?
+                    .0
+            }
+            // No reflinks here: copy, hashing as the blob is read.
+            Err(_) => {
+                let mut reader = HashingReader::new(&mut input);
+                io::copy(&mut reader, temp.as_file_mut()).map_err(io_at(temp.path()))?;
+                reader.finish()
+            }
+        };
+        if digest != blob.digest {
             self.discard(&src)?;
             return Err(CacheError::BlobCorrupt(blob.digest));
         }
-        // The umask may have narrowed the mode given at creation.
-        out.set_permissions(Permissions::from_mode(PRIVATE_COPY_MODE))
-            .map_err(io_at(temp.path()))?;
-        drop(out);
         touch_if_stale(&src, &meta);
-        temp.rename_to(dest)
+        atomic::install(temp, dest, mode).map_err(io_at(dest))?;
+        Ok(())
     }
 
     pub fn get_action(&self, key: &Digest) -> Result<Option<ActionEntry>, CacheError> {
@@ -339,36 +349,26 @@ impl Cache {
         }
     }
 
-    pub fn flush(&self) -> Result<(), CacheError> {
-        self.db.flush().map_err(index_err)?;
-        Ok(())
+    fn store_temp_file(&self) -> Result<NamedTempFile, CacheError> {
+        atomic::temp_in(&self.tmp, TEMP_MODE).map_err(io_at(&self.tmp))
     }
 
-    fn store_temp_file(&self) -> Result<(File, TempPath), CacheError> {
-        loop {
-            let path = self.tmp.join(unique_name("blob"));
-            match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-                Ok(file) => return Ok((file, TempPath(Some(path)))),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(CacheError::io(&path, e)),
-            }
-        }
-    }
-
-    /// Moves a finished temp file to its name in the store.
-    fn install(&self, temp: TempPath, digest: &Digest) -> Result<(), CacheError> {
+    /// Moves a finished temp file to its name in the store, read-only and
+    /// synced, so that a name that survives a crash has all its content.
+    fn install(&self, temp: NamedTempFile, digest: &Digest) -> Result<(), CacheError> {
         let dest = self.blob_path(digest);
         create_parent(&dest)?;
-        temp.rename_to(&dest)
+        atomic::install(temp, &dest, BLOB_MODE).map_err(io_at(&dest))?;
+        Ok(())
     }
 
     /// Stores a copy of `src`, hashing what is actually copied (the caller's
     /// file could change between a first hash and the copy).
     fn store_by_copy(&self, src: &Path) -> Result<BlobRef, CacheError> {
         let input = File::open(src).map_err(io_at(src))?;
-        let (mut out, temp) = self.store_temp_file()?;
+        let mut temp = self.store_temp_file()?;
         let mut reader = HashingReader::new(input);
-        io::copy(&mut reader, &mut out).map_err(|e| CacheError::io(src, e))?;
+        io::copy(&mut reader, &mut temp).map_err(|e| CacheError::io(src, e))?;
         let size = reader.len;
         let blob = BlobRef {
             digest: reader.finish(),
@@ -377,8 +377,6 @@ impl Cache {
         if self.has_blob(&blob) {
             return Ok(blob);
         }
-        finish_blob_file(&out, temp.path())?;
-        drop(out);
         self.install(temp, &blob.digest)?;
         Ok(blob)
     }
@@ -414,33 +412,6 @@ impl Drop for ScratchDir {
     }
 }
 
-/// A temporary file that is removed unless it was renamed into place.
-struct TempPath(Option<PathBuf>);
-
-impl TempPath {
-    fn path(&self) -> &Path {
-        self.0.as_deref().unwrap_or(Path::new(""))
-    }
-
-    fn rename_to(mut self, dest: &Path) -> Result<(), CacheError> {
-        let Some(path) = self.0.take() else {
-            return Ok(());
-        };
-        fs::rename(&path, dest).map_err(|e| {
-            let _ = fs::remove_file(&path);
-            CacheError::io(dest, e)
-        })
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        if let Some(path) = self.0.take() {
-            let _ = fs::remove_file(path);
-        }
-    }
-}
-
 struct HashingReader<R> {
     inner: R,
     hasher: blake3::Hasher,
@@ -467,6 +438,60 @@ impl<R: Read> Read for HashingReader<R> {
         self.hasher.update(&buf[..n]);
         self.len += n as u64;
         Ok(n)
+    }
+}
+
+/// A fresh directory under `tmp_root` for one open cache, and the lock on
+/// its owner file. It is set up under a staging name and renamed, so that
+/// a directory with its final name always has its owner file.
+fn own_tmp(tmp_root: &Path) -> Result<(PathBuf, FileLock), CacheError> {
+    loop {
+        let staging = tmp_root.join(unique_name(STAGING));
+        match fs::create_dir(&staging) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(CacheError::io(&staging, e)),
+        }
+        let owner = FileLock::exclusive(&staging.join(OWNER), "", &mut |_| {})?;
+        let path = tmp_root.join(unique_name("open"));
+        fs::rename(&staging, &path).map_err(io_at(&path))?;
+        return Ok((path, owner));
+    }
+}
+
+/// Removes what processes that died left in `tmp_root`: directories whose
+/// owner file nobody holds (taken while removing, so that no one else
+/// removes it at once), staging directories past their grace, and loose
+/// files (only older kflow versions, which cannot run beside this one,
+/// wrote any). Best effort: what is left is retried at the next open.
+fn clear_abandoned(tmp_root: &Path, own: &Path) {
+    let Ok(entries) = fs::read_dir(tmp_root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if path == own {
+            continue;
+        }
+        if !meta.is_dir() {
+            remove_any(&path);
+        } else if entry.file_name().to_string_lossy().starts_with(STAGING) {
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > STAGING_GRACE);
+            if old {
+                remove_any(&path);
+            }
+        } else if !path.join(OWNER).exists() {
+            remove_any(&path);
+        } else if let Some(_dead) = FileLock::try_exclusive(&path.join(OWNER)) {
+            remove_any(&path);
+        }
     }
 }
 
@@ -505,36 +530,6 @@ fn create_parent(path: &Path) -> Result<(), CacheError> {
     match path.parent() {
         Some(parent) => fs::create_dir_all(parent).map_err(io_at(parent)),
         None => Ok(()),
-    }
-}
-
-fn temp_name_beside(dest: &Path) -> PathBuf {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(unique_name(&format!(".{name}.kflow-tmp")))
-}
-
-fn hard_link_beside(src: &Path, dest: &Path) -> io::Result<TempPath> {
-    loop {
-        let temp = temp_name_beside(dest);
-        match fs::hard_link(src, &temp) {
-            Ok(()) => return Ok(TempPath(Some(temp))),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn temp_file_beside(dest: &Path, mode: u32) -> Result<(File, TempPath), CacheError> {
-    loop {
-        let temp = temp_name_beside(dest);
-        match OpenOptions::new().write(true).create_new(true).mode(mode).open(&temp) {
-            Ok(file) => return Ok((file, TempPath(Some(temp)))),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(CacheError::io(dest, e)),
-        }
     }
 }
 
@@ -648,7 +643,7 @@ pub(crate) mod tests {
             ino,
             "an existing blob is not rewritten"
         );
-        assert_eq!(fs::read_dir(cache.dir().join("tmp")).unwrap().count(), 0);
+        assert_eq!(cache.temporaries(), 0);
     }
 
     #[test]
@@ -661,7 +656,7 @@ pub(crate) mod tests {
         });
         assert!(blobs.iter().all(|b| *b == blobs[0]));
         assert_eq!(cache.read_blob(&blobs[0]).unwrap(), data);
-        assert_eq!(fs::read_dir(cache.dir().join("tmp")).unwrap().count(), 0);
+        assert_eq!(cache.temporaries(), 0);
     }
 
     #[test]
@@ -736,7 +731,7 @@ pub(crate) mod tests {
         assert_eq!(cache.read_blob(&blob).unwrap(), b"far away");
         let meta = fs::metadata(cache.blob_path(&blob.digest)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o444);
-        assert_eq!(fs::read_dir(cache.dir().join("tmp")).unwrap().count(), 0);
+        assert_eq!(cache.temporaries(), 0);
     }
 
     #[test]
@@ -898,20 +893,23 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn materialize_hard_links_and_second_call_is_a_noop() {
+    fn materialize_places_a_read_only_copy_that_cannot_reach_the_store() {
         let (d, cache) = new_cache();
         let blob = cache.put_bytes(b"output").unwrap();
         let dest = d.path().join("ws/out/file.txt");
         cache.materialize(&blob, &dest).unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"output");
-        let blob_ino = fs::metadata(cache.blob_path(&blob.digest)).unwrap().ino();
-        assert_eq!(fs::metadata(&dest).unwrap().ino(), blob_ino);
+        let placed = fs::metadata(&dest).unwrap();
+        assert_ne!(placed.ino(), fs::metadata(cache.blob_path(&blob.digest)).unwrap().ino());
+        assert_eq!(placed.permissions().mode() & 0o777, 0o444);
 
-        // Damage the shared inode in place (same length): a second call that
-        // read the blob would notice and fail, so success shows it did not.
-        overwrite_blob(&cache, &blob, b"OUTPUT");
+        // An edit of the placed file, same length, through a writable mode
+        // (as root needs none): the store keeps its bytes.
+        fs::set_permissions(&dest, Permissions::from_mode(0o644)).unwrap();
+        fs::write(&dest, b"OUTPUT").unwrap();
+        assert_eq!(cache.read_blob(&blob).unwrap(), b"output");
         cache.materialize(&blob, &dest).unwrap();
-        assert_eq!(fs::read(&dest).unwrap(), b"OUTPUT");
+        assert_eq!(fs::read(&dest).unwrap(), b"output");
         assert_eq!(
             fs::read_dir(dest.parent().unwrap()).unwrap().count(),
             1,
@@ -983,7 +981,7 @@ pub(crate) mod tests {
         let (_d, cache) = new_cache();
         let scratch = cache.scratch_dir("run/../x").unwrap();
         let path = scratch.path().to_path_buf();
-        assert_eq!(path.parent().unwrap(), cache.dir().join("tmp"));
+        assert_eq!(path.parent().unwrap().parent().unwrap(), cache.dir().join("tmp"));
         fs::create_dir_all(path.join("deep/er")).unwrap();
         fs::write(path.join("deep/er/f"), b"x").unwrap();
         fs::set_permissions(path.join("deep"), Permissions::from_mode(0o500)).unwrap();
@@ -992,14 +990,35 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn open_clears_stale_tmp() {
+    fn open_clears_what_dead_processes_left_in_tmp_but_not_what_live_ones_use() {
         let dir = tempfile::tempdir().unwrap();
         let cache_dir = dir.path().join("cache");
         fs::create_dir_all(cache_dir.join("tmp/half-scratch/sub")).unwrap();
         fs::write(cache_dir.join("tmp/blob.123.0.0"), b"half a blob").unwrap();
-        let cache = Cache::open(&cache_dir, &mut |_| {}).unwrap();
-        assert_eq!(fs::read_dir(cache_dir.join("tmp")).unwrap().count(), 0);
-        drop(cache);
+        fs::create_dir_all(cache_dir.join("tmp/open.dead")).unwrap();
+        fs::write(cache_dir.join("tmp/open.dead").join(OWNER), b"1\n").unwrap();
+        let live = Cache::open(&cache_dir, &mut |_| {}).unwrap();
+        let scratch = live.scratch_dir("busy").unwrap();
+        let names = |dir: &Path| -> Vec<String> {
+            fs::read_dir(dir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(
+            names(&cache_dir.join("tmp")),
+            [live.tmp.file_name().unwrap().to_string_lossy()]
+        );
+
+        let second = Cache::open(&cache_dir, &mut |_| panic!("two builds share the cache")).unwrap();
+        assert!(scratch.path().exists(), "a live cache's scratch survives another open");
+        assert_eq!(names(&cache_dir.join("tmp")).len(), 2);
+        drop((scratch, live, second));
+        assert!(
+            names(&cache_dir.join("tmp")).is_empty(),
+            "each open cache removes its own"
+        );
     }
 
     #[test]
@@ -1018,18 +1037,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn second_open_waits_for_the_lock_and_proceeds_after_drop() {
+    fn opens_share_the_cache_and_an_exclusive_open_waits_for_them() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Cache::open(dir.path(), &mut |_| {}).unwrap();
+        let first = Cache::open(dir.path(), &mut |_| panic!("nobody holds it alone")).unwrap();
+        let second = Cache::open(dir.path(), &mut |_| panic!("opens share the cache")).unwrap();
         let blob = first.put_bytes(b"from the first").unwrap();
         let key = Digest::of_bytes(b"k");
         first.put_action(&key, &entry_of(&[("o", blob)])).unwrap();
+        assert!(second.get_action(&key).unwrap().is_some(), "seen by the other at once");
 
         let (tx, rx) = mpsc::channel();
         let path = dir.path().to_path_buf();
         let waiter = std::thread::spawn(move || {
             let mut calls = 0;
-            let cache = Cache::open(&path, &mut |msg| {
+            let cache = Cache::open_exclusive(&path, &mut |msg| {
                 calls += 1;
                 tx.send(msg.to_string()).unwrap();
             })
@@ -1038,13 +1059,12 @@ pub(crate) mod tests {
         });
         let msg = rx.recv_timeout(Duration::from_secs(30)).unwrap();
         assert!(msg.contains(&dir.path().join("lock").display().to_string()), "{msg}");
-        assert!(msg.contains(&std::process::id().to_string()), "{msg}");
+        assert!(msg.contains("the builds using the cache"), "{msg}");
         std::thread::sleep(Duration::from_millis(100));
-        assert!(
-            !waiter.is_finished(),
-            "the second open must block while the first cache is open"
-        );
+        assert!(!waiter.is_finished(), "gc must wait while the cache is in use");
         drop(first);
+        assert!(!waiter.is_finished(), "and for every user");
+        drop(second);
         let (calls, found) = waiter.join().unwrap();
         assert_eq!(calls, 1);
         assert!(found.is_some());

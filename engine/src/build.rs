@@ -3,7 +3,6 @@
 //! outputs and record what happened.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -11,7 +10,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kflow_cache::{BlobRef, Cache, CacheError, RemoteCache};
+use kflow_cache::{BlobRef, Cache, CacheError, FileLock, RemoteCache};
 use rustc_hash::FxHashMap;
 
 use crate::action_graph::{ActionGraph, ActionNode, InputSource};
@@ -206,9 +205,6 @@ pub fn build(
     }
     // Losing the state only costs the next build time.
     let _ = state.save();
-    if let Some(c) = cache.opened() {
-        c.flush()?;
-    }
     phases.mark("save");
     // The graph, the state and the results of a large build take a while to
     // free; nobody needs to wait for that.
@@ -401,26 +397,14 @@ impl<'a, 'c> Materializer<'a, 'c> {
 
 /// Two builds in one workspace would overwrite each other's outputs; the
 /// second waits.
-fn lock_workspace(out_dir: &Path, on_wait: &(dyn Fn(&str) + Sync)) -> Result<File, BuildError> {
-    let path = out_dir.join(".lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| io_err(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            on_wait(&format!(
-                "waiting for another kflow build in this workspace to finish (lock: {})",
-                path.display()
-            ));
-            file.lock().map_err(|e| io_err(&path, e))?;
-            Ok(file)
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path, e)),
-    }
+/// Two builds of one workspace would race on its state and `kflow-out/`;
+/// builds of different workspaces share the cache side by side.
+fn lock_workspace(out_dir: &Path, on_wait: &(dyn Fn(&str) + Sync)) -> Result<FileLock, BuildError> {
+    Ok(FileLock::exclusive(
+        &out_dir.join(".lock"),
+        "another kflow build of this workspace to finish, lock",
+        &mut |m| on_wait(m),
+    )?)
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> BuildError {

@@ -265,9 +265,7 @@ pub fn save(dir: &Path, provenance: &Provenance, roots: &[Label], graph: &Action
     };
     let bytes = postcard::to_stdvec(&saved).map_err(std::io::Error::other)?;
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, &path)?;
+    kflow_cache::atomic::write(&path, &bytes, 0o644)?;
     prune(dir);
     Ok(())
 }

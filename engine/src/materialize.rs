@@ -1,5 +1,7 @@
 //! Final outputs under `kflow-out/<package>/<target>/`, with the names the
-//! target exposes. Files are hard links into the store where possible.
+//! target exposes. Files are read-only copies of the store's blobs (reflinks
+//! where the filesystem has them), so that editing one cannot change what
+//! later actions read from the store.
 //!
 //! What was placed is remembered in the build state (name, digest, and the
 //! file's device, inode, size and mtime), so that a no-op build checks each
@@ -129,10 +131,8 @@ pub fn materialize<'c>(
             Some(p) => p,
             None => {
                 let dest = dir.join(&***name);
-                // Whatever is there is not what was placed. It may even be
-                // the store's own file, edited in place through the hard
-                // link: removing it first makes the store verify its blob
-                // instead of taking the file for already placed.
+                // Whatever is there is not what was placed (an edit by
+                // hand, or an older build's file): it is replaced whole.
                 remove_stale(&dest)?;
                 cache()?.materialize(blob, &dest)?;
                 out.stat(&rel.join(&***name), blob.digest)
@@ -226,24 +226,27 @@ mod tests {
     }
 
     #[test]
-    fn an_output_edited_in_place_is_caught_as_damage_not_kept() {
+    fn an_output_edited_in_place_is_replaced_and_the_store_keeps_its_bytes() {
         let s = setup();
         let blob = s.cache.put_bytes(b"hello").unwrap();
         let name: Arc<str> = Arc::from("a.txt");
         let first = place(&s, &[(&name, blob)], None).unwrap();
         let file = s.out.path.join("pkg/t/a.txt");
-        // Through the hard link this edits the store's copy too.
         std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
         std::fs::OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(&file)
             .unwrap()
-            .write_all(b"!")
+            .write_all(b"HELLO")
             .unwrap();
-        let open = || Ok(&s.cache);
-        let err = materialize(&open, &s.out, Path::new("pkg/t"), &[(&name, blob)], Some(&first)).unwrap_err();
-        assert!(matches!(err, CacheError::BlobCorrupt(_)), "{err}");
-        assert!(!s.cache.has_blob(&blob), "the damaged blob left the store");
+        assert_eq!(
+            s.cache.read_blob(&blob).unwrap(),
+            b"hello",
+            "the store is not reachable from kflow-out"
+        );
+        let again = place(&s, &[(&name, blob)], Some(&first)).expect("placed again");
+        assert_eq!(std::fs::read(&file).unwrap(), b"hello");
+        assert_eq!(place(&s, &[(&name, blob)], Some(&again)), None);
     }
 
     #[test]

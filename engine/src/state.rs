@@ -248,9 +248,7 @@ impl BuildState {
         let bytes = postcard::to_stdvec(&self.stored.pack()).map_err(std::io::Error::other)?;
         let dir = self.path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!("actions.bin.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &self.path)?;
+        kflow_cache::atomic::write(&self.path, &bytes, 0o644)?;
         self.dirty = false;
         Ok(())
     }
@@ -284,10 +282,6 @@ impl ActionIndex for StatIndex {
 
     fn len(&self) -> usize {
         self.index.len()
-    }
-
-    fn flush(&self) -> Result<(), CacheError> {
-        Ok(())
     }
 }
 

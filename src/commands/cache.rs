@@ -14,7 +14,13 @@ pub fn run(cwd: &Path, args: CacheArgs, quiet: bool) -> Result<(), Failure> {
     // default location.
     let ws = open_workspace(cwd).ok();
     let dir = cache_dir(&args.cache, ws.as_ref())?;
-    let cache = Cache::open(&dir, &mut |m| announce_wait(quiet)(m))?;
+    // Only the passes that delete need the cache alone; stats read beside
+    // running builds.
+    let mut on_wait = |m: &str| announce_wait(quiet)(m);
+    let cache = match args.command {
+        CacheCommand::Stats { .. } => Cache::open(&dir, &mut on_wait)?,
+        CacheCommand::Gc { .. } | CacheCommand::Verify => Cache::open_exclusive(&dir, &mut on_wait)?,
+    };
     match args.command {
         CacheCommand::Stats { output } => {
             let stats = cache.stats()?;
@@ -73,8 +79,8 @@ pub fn clean(cwd: &Path, args: CleanArgs, quiet: bool) -> Result<(), Failure> {
     }
     if args.cache {
         let dir = cache_dir(&args.cache_dir, Some(&ws))?;
-        // Hold the lock while deleting so that no build is using it.
-        let cache = Cache::open(&dir, &mut |m| announce_wait(quiet)(m))?;
+        // Hold the cache alone while deleting, so that no build is using it.
+        let cache = Cache::open_exclusive(&dir, &mut |m| announce_wait(quiet)(m))?;
         drop(cache);
         remove_dir(&dir)?;
         if !quiet {
