@@ -39,7 +39,9 @@ fn main() {
     println!("| size | kflow copy | hard link | cp --reflink=auto | kflow / link | kflow / cp |");
     println!("|---|---|---|---|---|---|");
     for mb in [1usize, 16, 128] {
-        let bytes: Vec<u8> = (0..mb << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let bytes: Vec<u8> = (0..mb << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let blob = cache.put_bytes(&bytes).expect("blob");
         let src = cache.blob_path(&blob.digest);
         let dest = out.join(format!("{mb}.bin"));

@@ -9,7 +9,8 @@
 #                                      serves as the remote cache, socat
 #                                      makes pseudo-terminal pairs, headless
 #                                      chromium renders the report (with
-#                                      one font, as recommends are skipped)
+#                                      one font, as recommends are skipped),
+#                                      qemu-user runs kflow on an older CPU
 set -euo pipefail
 
 missing=()
@@ -28,6 +29,7 @@ test)
     need nginx sh -c '[ -x /usr/sbin/nginx ] || command -v nginx'
     need chromium command -v chromium
     need fonts-dejavu-core test -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+    need qemu-user command -v qemu-x86_64
     ;;
 *)
     echo "usage: $0 run|test" >&2

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # The Debian packages the graphs and tests need (cross compiler, QEMU,
-# nginx, socat, chromium), then ONNX Runtime.
+# nginx, socat, chromium, qemu-user), then ONNX Runtime.
 scripts/install-packages.sh test
 scripts/install-onnxruntime.sh
 

@@ -159,7 +159,7 @@ fn editing_a_check_file_reruns_the_checks_that_read_it() {
 name = "gated"
 model = ":cnn"
 platform = "//platforms:max32690"
-checks = ["sh graphs/m/gate.sh"]
+checks = ["sh gate.sh"]
 check_files = ["gate.sh"]
 
 [[platform]]
@@ -168,7 +168,7 @@ cpu = "cortex-m4f"
 cpu_clock_mhz = 100.0
 flash_kb = 2048
 ram_kb = 512
-checks = ["sh graphs/m/platform_gate.sh"]
+checks = ["sh platform_gate.sh"]
 check_files = ["platform_gate.sh"]
 
 [[check]]
@@ -177,8 +177,13 @@ model = ":cnn"
 platform = ":gated_mcu"
 "#,
     );
-    ws.file("graphs/m/gate.sh", "cat > /dev/null; exit 0\n")
-        .file("graphs/m/platform_gate.sh", "cat > /dev/null; exit 0\n");
+    // A check sees its own files and nothing else of the workspace, and
+    // none of kflow's environment beyond PATH and HOME.
+    let sandboxed = "cat > /dev/null; test -e gate.sh && test ! -e BUILD.toml && test -z \"$KFLOW_CACHE_DIR\"\n";
+    ws.file("graphs/m/gate.sh", sandboxed).file(
+        "graphs/m/platform_gate.sh",
+        "cat > /dev/null; test -e platform_gate.sh\n",
+    );
     let targets = ["//m:gated", "//m:on_gated_mcu"];
     let first = ws.build_ok(&targets);
     assert_eq!(first.status("target//m:gated"), "executed");
@@ -207,7 +212,10 @@ platform = ":gated_mcu"
     assert_eq!(report.status("target//m:on_gated_mcu"), "rejected");
     assert_ne!(report.status("target//m:gated"), "executed");
     let platform = json(&ws, "gated_mcu", "platform.json");
-    assert!(platform["check_files"]["platform_gate.sh"].is_string(), "{platform}");
+    assert!(
+        platform["check_files"]["platform_gate.sh"]["digest"].is_string(),
+        "{platform}"
+    );
 }
 
 #[test]

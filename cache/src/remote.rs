@@ -262,8 +262,8 @@ impl RemoteCache {
         }
     }
 
-    /// HEAD of a blob; one of the wrong length counts as absent, so the upload
-    /// replaces it.
+    /// HEAD of a blob; one of the wrong length, or of a length the server
+    /// does not say, counts as absent, so the upload replaces it.
     fn server_has(&self, path: &str, size: u64) -> Result<bool, RemoteError> {
         let what = format!("HEAD {path}");
         let response = self
@@ -278,7 +278,7 @@ impl RemoteCache {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        Ok(length.is_none_or(|n| n == size))
+        Ok(length == Some(size))
     }
 
     /// Downloads one blob into `dir`, verifies it and moves it into the local
@@ -549,6 +549,8 @@ mod tests {
         log: Arc<Mutex<Vec<(String, bool)>>>,
         /// Status to answer everything with, instead of serving.
         fail_with: Arc<Mutex<Option<u16>>>,
+        /// Answer a HEAD that finds its key without a Content-Length.
+        head_without_length: Arc<std::sync::atomic::AtomicBool>,
     }
 
     impl TestServer {
@@ -558,9 +560,16 @@ mod tests {
             let store: Store = Arc::default();
             let log: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
             let fail_with: Arc<Mutex<Option<u16>>> = Arc::default();
+            let head_without_length: Arc<std::sync::atomic::AtomicBool> = Arc::default();
             let expected_auth = token.map(|t| format!("Bearer {t}"));
             let thread = {
-                let (server, store, log, fail_with) = (server.clone(), store.clone(), log.clone(), fail_with.clone());
+                let (server, store, log, fail_with, head_without_length) = (
+                    server.clone(),
+                    store.clone(),
+                    log.clone(),
+                    fail_with.clone(),
+                    head_without_length.clone(),
+                );
                 std::thread::spawn(move || {
                     for mut request in server.incoming_requests() {
                         let method = request.method().clone();
@@ -593,7 +602,14 @@ mod tests {
                         match method {
                             tiny_http::Method::Get | tiny_http::Method::Head => {
                                 let found = store.lock().unwrap().get(&key).cloned();
+                                let unsized_head = method == tiny_http::Method::Head
+                                    && head_without_length.load(std::sync::atomic::Ordering::SeqCst);
                                 match found {
+                                    Some(bytes) if unsized_head => {
+                                        let response =
+                                            tiny_http::Response::new(200.into(), Vec::new(), &bytes[..], None, None);
+                                        let _ = request.respond(response);
+                                    }
                                     Some(bytes) => {
                                         let _ = request.respond(tiny_http::Response::from_data(bytes));
                                     }
@@ -618,6 +634,7 @@ mod tests {
                 store,
                 log,
                 fail_with,
+                head_without_length,
             }
         }
 
@@ -821,6 +838,27 @@ mod tests {
         assert_eq!(second.get_action(&key).unwrap(), None);
         assert!(!second.has_blob(&gone));
         assert!(tmp_is_empty(&second));
+    }
+
+    #[test]
+    fn a_blob_whose_length_the_server_does_not_say_is_uploaded() {
+        let server = TestServer::start(None);
+        let remote = RemoteCache::new(&server.url, None, true).unwrap();
+        let (_d, cache) = new_cache();
+        let (key, entry) = action(&cache, "train");
+        // A damaged copy on the server, and a HEAD that hides its length.
+        let blob = entry.blobs.values().next().unwrap();
+        server
+            .store
+            .lock()
+            .unwrap()
+            .insert(format!("cas/{}", blob.digest.to_hex()), b"x".to_vec());
+        server
+            .head_without_length
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        remote.store_action(&key, &entry, &cache).unwrap();
+        let stored = server.store.lock().unwrap()[&format!("cas/{}", blob.digest.to_hex())].clone();
+        assert_eq!(stored, cache.read_blob(blob).unwrap(), "{:?}", server.requests());
     }
 
     #[test]

@@ -264,20 +264,13 @@ impl Cache {
         create_parent(dest)?;
         let dir = dest.parent().unwrap_or(Path::new("."));
         let mut temp = atomic::temp_in(dir, TEMP_MODE).map_err(io_at(dir))?;
-        let digest = match rustix::fs::ioctl_ficlone(temp.as_file(), &input) {
-            // The clone shares the blob's blocks: hash what was placed.
-            Ok(()) => {
-                Digest::of_reader(File::open(temp.path()).map_err(io_at(temp.path()))?)
-                    .map_err(io_at(temp.path()))?
-                    .0
-            }
-            // No reflinks here: copy, hashing as the blob is read.
-            Err(_) => {
-                let mut reader = HashingReader::new(&mut input);
-                io::copy(&mut reader, temp.as_file_mut()).map_err(io_at(temp.path()))?;
-                reader.finish()
-            }
-        };
+        // A reflink shares the blob's blocks; else the kernel copies
+        // (copy_file_range). Either way, what was placed is then hashed.
+        if rustix::fs::ioctl_ficlone(temp.as_file(), &input).is_err() {
+            io::copy(&mut input, temp.as_file_mut()).map_err(io_at(temp.path()))?;
+        }
+        let placed = File::open(temp.path()).map_err(io_at(temp.path()))?;
+        let (digest, _) = Digest::of_reader(placed).map_err(io_at(temp.path()))?;
         if digest != blob.digest {
             self.discard(&src)?;
             return Err(CacheError::BlobCorrupt(blob.digest));

@@ -70,16 +70,30 @@ pub const USER_CHECKS: [AttrSpec; 4] = [
 /// Input-name prefix of the `check_files`.
 pub const CHECK_FILE: &str = "check_file:";
 
-/// The `check_files` of `target` as action inputs: a package file by its
-/// path, a target by each of its outputs.
+/// The `check_files` of `target` as action inputs, each named by where a
+/// check finds it in its working directory: a package file at its path in
+/// the package, a target's output under the output's name.
 pub fn check_file_inputs(target: &Target, planner: &Planner<'_>) -> Result<Vec<(String, ArtifactRef)>, Diagnostic> {
-    let mut inputs = Vec::new();
+    let mut inputs: Vec<(String, ArtifactRef)> = Vec::new();
+    let mut add = |name: String, artifact: ArtifactRef| {
+        if inputs.iter().any(|(n, _)| *n == name) {
+            return Err(planner.error(
+                "check_files",
+                format!(
+                    "two check files would be `{}` in the check's directory",
+                    &name[CHECK_FILE.len()..]
+                ),
+            ));
+        }
+        inputs.push((name, artifact));
+        Ok(())
+    };
     for source in target.attrs.sources("check_files") {
         match source {
-            Source::File(path) => inputs.push((format!("{CHECK_FILE}{path}"), ArtifactRef::Source(path.clone()))),
+            Source::File(path) => add(format!("{CHECK_FILE}{path}"), ArtifactRef::Source(path.clone()))?,
             Source::Target(label) => {
                 for (name, artifact) in planner.outputs_of(label)? {
-                    inputs.push((format!("{CHECK_FILE}{label}/{name}"), artifact));
+                    add(format!("{CHECK_FILE}{name}"), artifact)?;
                 }
             }
         }
@@ -240,8 +254,17 @@ impl Rule for CheckRule {
         let input = serde_json::to_vec(&serde_json::json!({"model": model, "resources": resources}))
             .map_err(|e| ActionError::new(e.to_string()))?;
         let timeout = Duration::from_secs(params.check_timeout_s);
-        for command in platform.checks.iter().chain(&params.checks) {
-            match kflow_platform::run_check(command, &input, timeout).map_err(|e| ActionError::new(e.to_string()))? {
+        let checks: Vec<&String> = platform.checks.iter().chain(&params.checks).collect();
+        let sandbox = match checks.is_empty() {
+            true => None,
+            false => Some(check_sandbox(cx, &platform)?),
+        };
+        for command in checks {
+            let dir = sandbox.as_deref().unwrap_or(cx.work_dir());
+            let process = crate::cmd::sandboxed_sh(command, dir);
+            match kflow_platform::run_check(process, command, &input, timeout)
+                .map_err(|e| ActionError::new(e.to_string()))?
+            {
                 ExternalVerdict::Accept => {}
                 ExternalVerdict::Reject { code, message } => {
                     reasons.push(Reason::other(format!(
@@ -375,4 +398,38 @@ fn cpu_resources(model: &Model, platform: &Platform) -> Result<(Vec<Reason>, Res
         resources.insert("latency_us".to_owned(), us);
     }
     Ok((fit.problems.into_iter().map(Reason::size).collect(), resources))
+}
+
+/// The directory external checks run in: the check files of the target and
+/// of the platform, and nothing else, so that a verdict depends only on
+/// what the key covers.
+fn check_sandbox(cx: &ActionContext<'_>, platform: &Platform) -> Result<std::path::PathBuf, ActionError> {
+    let dir = cx.work_dir().join("check-sandbox");
+    let place = |name: &str| -> Result<std::path::PathBuf, ActionError> {
+        let dest = dir.join(
+            kflow_engine::relative_path(name).map_err(|why| ActionError::new(format!("check file `{name}` {why}")))?,
+        );
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| ActionError::new(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        Ok(dest)
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| ActionError::new(format!("cannot create {}: {e}", dir.display())))?;
+    for (name, stored) in &platform.check_files {
+        let digest = kflow_engine::Digest::from_hex(&stored.digest)
+            .map_err(|e| ActionError::new(format!("platform check file `{name}`: {e}")))?;
+        let bytes = cx.read_artifact(&kflow_engine::BlobRef {
+            digest,
+            size: stored.size,
+        })?;
+        let dest = place(name)?;
+        std::fs::write(&dest, bytes).map_err(|e| ActionError::new(format!("cannot write {}: {e}", dest.display())))?;
+    }
+    for name in cx.inputs().keys() {
+        if let Some(staged) = name.strip_prefix(CHECK_FILE) {
+            cx.stage_input(name, &place(staged)?)?;
+        }
+    }
+    Ok(dir)
 }

@@ -140,19 +140,9 @@ impl Rule for Cmd {
                     .map_err(|e| ActionError::new(format!("cannot create {}: {e}", parent.display())))?;
             }
         }
-        let mut command = Command::new("sh");
+        let mut command = sandboxed_sh(&params.cmd, sandbox);
         command
-            .arg("-c")
-            .arg(&params.cmd)
-            .current_dir(sandbox)
-            .env_clear()
-            .stdin(Stdio::null());
-        for var in PASSED_THROUGH {
-            if let Some(value) = std::env::var_os(var) {
-                command.env(var, value);
-            }
-        }
-        command
+            .stdin(Stdio::null())
             .envs(&params.env)
             .env("SRCS", params.srcs.join(" "))
             .env("OUTS", params.outs.join(" "))
@@ -188,6 +178,19 @@ impl Rule for Cmd {
         }
         Ok(Outcome::Done)
     }
+}
+
+/// `sh -c script` in `dir`, with the environment cleared down to
+/// [`PASSED_THROUGH`]: how user commands run (`cmd`, external checks).
+pub(crate) fn sandboxed_sh(script: &str, dir: &std::path::Path) -> Command {
+    let mut command = Command::new("sh");
+    command.arg("-c").arg(script).current_dir(dir).env_clear();
+    for var in PASSED_THROUGH {
+        if let Some(value) = std::env::var_os(var) {
+            command.env(var, value);
+        }
+    }
+    command
 }
 
 /// A declared output must stay inside the sandbox.

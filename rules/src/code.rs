@@ -20,17 +20,27 @@ pub fn of(module_path: &str) -> &'static str {
     }
 }
 
-/// A module's code digest, folded with the identity of ONNX Runtime when
-/// it runs models through it (kflow-host): another runtime version may
-/// score the same model differently.
+/// What outside the code shapes the results of the rules that use a crate,
+/// by crate: ONNX Runtime's library for host evaluation (kflow-host), and
+/// the machine class that decides candle's floating-point results
+/// (kflow-train).
+const RUNTIMES: [(&str, fn() -> &'static str); 2] = [
+    ("kflow-host", kflow_host::runtime::identity),
+    ("kflow-train", kflow_train::arithmetic_class),
+];
+
+/// A module's code digest, folded with the runtimes its crates bring in.
 fn with_runtimes(digest: &str, crates: &[&str]) -> String {
-    if !crates.contains(&"kflow-host") {
+    let mut runtimes = RUNTIMES.iter().filter(|(c, _)| crates.contains(c)).peekable();
+    if runtimes.peek().is_none() {
         return digest.to_owned();
     }
     let mut h = blake3::Hasher::new();
     h.update(digest.as_bytes());
-    h.update(b"\0");
-    h.update(kflow_host::runtime::identity().as_bytes());
+    for (_, identity) in runtimes {
+        h.update(b"\0");
+        h.update(identity().as_bytes());
+    }
     h.finalize().to_hex().to_string()
 }
 

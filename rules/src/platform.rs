@@ -128,9 +128,11 @@ impl Rule for PlatformRule {
         let mut platform: Platform = cx.params_as()?;
         for (name, file) in cx.inputs() {
             if let Some(file_name) = name.strip_prefix(CHECK_FILE) {
-                platform
-                    .check_files
-                    .insert(file_name.to_owned(), file.blob.digest.to_string());
+                let stored = kflow_platform::CheckFile {
+                    digest: file.blob.digest.to_string(),
+                    size: file.blob.size,
+                };
+                platform.check_files.insert(file_name.to_owned(), stored);
             }
         }
         cx.write_output(PLATFORM, &json::pretty(&platform)?)?;

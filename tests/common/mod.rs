@@ -200,7 +200,20 @@ impl Ws {
 
 /// The `kflow` binary under test, run in `dir` with cache `cache`.
 pub fn kflow_in(dir: &Path, cache: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kflow"));
+    kflow_under(&[], dir, cache)
+}
+
+/// Like [`kflow_in`], with the binary run by `wrapper` (e.g. `qemu-x86_64
+/// -cpu Nehalem`) when it is not empty.
+pub fn kflow_under(wrapper: &[&str], dir: &Path, cache: &Path) -> Command {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(env!("CARGO_BIN_EXE_kflow"));
+            cmd
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_kflow")),
+    };
     cmd.current_dir(dir)
         .env("KFLOW_CACHE_DIR", cache)
         .env_remove("KFLOW_TEST_RULES")

@@ -17,5 +17,5 @@ pub use core_timing::{CoreTiming, core_timing};
 pub use cpu_fit::{CpuFit, cpu_fit};
 pub use error::PlatformError;
 pub use external::{ExternalVerdict, run_check};
-pub use platform::Platform;
+pub use platform::{CheckFile, Platform};
 pub use software_latency::{software_latency_us, software_layers};

@@ -31,8 +31,18 @@ pub struct Platform {
     /// reject with a non-zero exit and a message on stderr.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<String>,
-    /// The files those checks read, with their contents' digests: a
-    /// platform whose check script changed is a different platform.
+    /// The files those checks read, by the name they have in a check's
+    /// working directory: a platform whose check script changed is a
+    /// different platform, and a check finds the file by its digest.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub check_files: BTreeMap<String, String>,
+    pub check_files: BTreeMap<String, CheckFile>,
+}
+
+/// A file an external check reads, as stored: its blake3 digest (hex) and
+/// length.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckFile {
+    pub digest: String,
+    pub size: u64,
 }

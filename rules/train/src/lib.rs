@@ -12,7 +12,8 @@
 //!   quantization-aware training;
 //! - `evaluate.rs`: evaluation-mode outputs, scores and metrics;
 //! - `forecast.rs`: which outputs of a forecaster are scored, against what;
-//! - `threads.rs`: why results do not depend on thread counts.
+//! - `threads.rs`: why results do not depend on thread counts;
+//! - `machine.rs`: the machine class they do depend on.
 
 mod adamw;
 mod checkpoint;
@@ -24,6 +25,7 @@ mod forecast;
 mod grid;
 mod hyper;
 mod kernels;
+mod machine;
 mod network;
 mod shuffle;
 mod threads;
@@ -35,3 +37,4 @@ pub use error::TrainError;
 pub use evaluate::{forward, scores};
 pub use grid::{ActivationGrid, Grid};
 pub use hyper::Hyper;
+pub use machine::arithmetic_class;
