@@ -20,11 +20,14 @@ pub fn of(module_path: &str) -> &'static str {
     }
 }
 
+/// Names what a runtime is on this machine, once per process.
+type Identity = fn() -> &'static str;
+
 /// What outside the code shapes the results of the rules that use a crate,
 /// by crate: ONNX Runtime's library for host evaluation (kflow-host), and
 /// the machine class that decides candle's floating-point results
 /// (kflow-train).
-const RUNTIMES: [(&str, fn() -> &'static str); 2] = [
+const RUNTIMES: [(&str, Identity); 2] = [
     ("kflow-host", kflow_host::runtime::identity),
     ("kflow-train", kflow_train::arithmetic_class),
 ];
