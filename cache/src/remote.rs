@@ -1004,4 +1004,114 @@ mod tests {
         assert_eq!(remote.fetch_action(&key, &second).unwrap(), Some(entry));
         assert!(!format!("{remote:?}").contains("s3cret"));
     }
+    /// A server that answers each request with the right response (from
+    /// `store`), damaged by the next of `edits`, then closes the connection.
+    fn damaging_server(store: HashMap<String, Vec<u8>>, edits: Vec<Vec<(usize, u8, u8)>>) -> (String, JoinHandle<()>) {
+        use std::io::{BufRead, BufReader, Write as _};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let thread = std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    head.push_str(&line);
+                    line.clear();
+                }
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                if method == "QUIT" {
+                    return;
+                }
+                let found = store.get(path.trim_start_matches('/'));
+                let mut response = match found {
+                    Some(body) => {
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        if method != "HEAD" {
+                            r.extend_from_slice(body);
+                        }
+                        r
+                    }
+                    None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+                };
+                for &(at, kind, byte) in edits.get(n % edits.len().max(1)).into_iter().flatten() {
+                    if response.is_empty() {
+                        break;
+                    }
+                    let at = at % response.len();
+                    match kind % 4 {
+                        0 => response[at] ^= 1 << (byte % 8),
+                        1 => response[at] = byte,
+                        2 => response.truncate(at),
+                        _ => response.insert(at, byte),
+                    }
+                }
+                let _ = stream.write_all(&response);
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        });
+        (url, thread)
+    }
+
+    /// Damaged responses to every request of a lookup: the client never
+    /// panics, and whatever it returns as a hit is in the local store,
+    /// verified.
+    #[test]
+    fn damaged_responses_are_misses_or_errors_never_unverified_hits() {
+        use proptest::prelude::*;
+        let (_d, origin) = new_cache();
+        let (key, entry) = action(&origin, "train");
+        let mut store: HashMap<String, Vec<u8>> = HashMap::new();
+        store.insert(
+            format!("ac/{}", key.to_hex()),
+            crate::store::encode_entry(&entry).unwrap(),
+        );
+        for blob in entry.blobs.values() {
+            store.insert(format!("cas/{}", blob.digest.to_hex()), origin.read_blob(blob).unwrap());
+        }
+        let cases = std::env::var("KFLOW_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(256)
+            / 4;
+        let config = proptest::test_runner::Config {
+            cases: cases.max(16),
+            failure_persistence: None,
+            ..Default::default()
+        };
+        let edits = prop::collection::vec(
+            prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 0..4),
+            1..5,
+        );
+        let (hits, misses) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+        proptest::test_runner::TestRunner::new(config)
+            .run(&edits, |edits| {
+                let (url, server) = damaging_server(store.clone(), edits);
+                let remote = RemoteCache::new(&url, None, false).unwrap();
+                let (_d, local) = new_cache();
+                let fetched = remote.fetch_action(&key, &local);
+                let _ = std::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches('/'))
+                    .and_then(|mut s| std::io::Write::write_all(&mut s, b"QUIT / HTTP/1.1\r\n\r\n"));
+                let _ = server.join();
+                if let Ok(Some(got)) = fetched {
+                    for blob in got.blobs.values() {
+                        prop_assert!(local.read_blob(blob).is_ok(), "an unverified blob: {got:?}");
+                    }
+                    prop_assert_eq!(local.get_action(&key).unwrap(), Some(got));
+                    hits.set(hits.get() + 1);
+                } else {
+                    misses.set(misses.get() + 1);
+                }
+                Ok(())
+            })
+            .unwrap();
+        let (hits, misses) = (hits.get(), misses.get());
+        assert!(hits > 0 && misses > 0, "{hits} hits, {misses} misses");
+    }
 }
