@@ -24,12 +24,14 @@ pub fn of(module_path: &str) -> &'static str {
 type Identity = fn() -> &'static str;
 
 /// What outside the code shapes the results of the rules that use a crate,
-/// by crate: ONNX Runtime's library for host evaluation (kflow-host), and
-/// the machine class that decides candle's floating-point results
-/// (kflow-train).
-const RUNTIMES: [(&str, Identity); 2] = [
+/// by crate: ONNX Runtime's library for host evaluation (kflow-host), the
+/// machine class that decides candle's floating-point results
+/// (kflow-train), and the Arm compiler that builds the Cortex-M firmware
+/// (kflow-cm-firmware).
+const RUNTIMES: [(&str, Identity); 3] = [
     ("kflow-host", kflow_host::runtime::identity),
     ("kflow-train", kflow_train::arithmetic_class),
+    ("kflow-cm-firmware", kflow_cm_firmware::compiler_identity),
 ];
 
 /// A module's code digest, folded with the runtimes its crates bring in.

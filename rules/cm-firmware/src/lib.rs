@@ -178,6 +178,21 @@ pub fn write_sources(dir: &Path, target: Target) -> std::io::Result<()> {
     std::fs::write(dir.join("memory.ld"), target.memory_ld())
 }
 
+/// Which compiler [`build`] would run: the first line of its `--version`
+/// (another GCC may emit other instructions, so other timings and other
+/// firmware bytes), or why there is none. Asked once per process.
+pub fn compiler_identity() -> &'static str {
+    static IDENTITY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IDENTITY.get_or_init(|| match Command::new(COMPILER).arg("--version").output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        _ => format!("{COMPILER} missing"),
+    })
+}
+
 /// Builds the firmware for `target` around a model's generated `model.c`
 /// and `model.h`, in a private temporary directory.
 pub fn build(target: Target, model_c: &str, model_h: &str) -> Result<Firmware, FirmwareError> {
