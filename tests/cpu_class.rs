@@ -18,33 +18,12 @@ use std::time::Duration;
 
 use common::{Report, Ws, kflow_under, run_with_timeout};
 
-const GRAPH: &str = r#"
-[[model]]
-name = "cnn"
-input = [17, 16]
-task = { kind = "classifier", classes = 2 }
-seed = 3
-layers = [
-    { name = "conv0", op = "conv1d", out_channels = 16, kernel = 3, padding = 1, bias = false },
-    { name = "act0", op = "relu" },
-    { name = "pool0", op = "max_pool", kernel = 2, stride = 2 },
-    { name = "flatten", op = "flatten" },
-    { name = "out", op = "linear", out_features = 2 },
-]
-
-[[train]]
-name = "train"
-model = ":cnn"
-dataset = "//data:small"
-epochs = 1
-"#;
-
 /// One build of the training in a fresh workspace and cache, run by
 /// `wrapper`: each action's key, and the trained weights' digest.
 fn train_under(wrapper: &[&str]) -> (BTreeMap<String, String>, String) {
     let ws = Ws::new();
     ws.small_dataset(6_000, 5);
-    ws.package("m", GRAPH);
+    ws.quantized_cnn("m", "");
     let report_path = ws.root().join("report.json");
     let mut cmd = kflow_under(wrapper, ws.root(), ws.cache_dir());
     cmd.args(["build", "//m:train", "--build-report"]).arg(&report_path);

@@ -12,13 +12,39 @@ use common::{Ws, kflow_in, start, wait_for};
 
 const LONG: Duration = Duration::from_secs(120);
 
-/// A `cmd` target that says it started, then waits until `gate` exists.
-fn gated(name: &str, gate: &Path, started: &Path) -> String {
-    format!(
-        "[[cmd]]\nname = \"{name}\"\nouts = [\"o.txt\"]\ncmd = \"touch {started}; while [ ! -e {gate} ]; do sleep 0.05; done; echo {name} > $OUT\"\n",
-        started = started.display(),
-        gate = gate.display()
-    )
+/// Files a gated target and a test signal each other with.
+struct Gate {
+    dir: tempfile::TempDir,
+}
+
+impl Gate {
+    fn new() -> Gate {
+        Gate {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A `cmd` target that says it started, then waits until the gate opens.
+    fn target(&self, name: &str) -> String {
+        format!(
+            "[[cmd]]\nname = \"{name}\"\nouts = [\"o.txt\"]\ncmd = \"touch {started}; while [ ! -e {gate} ]; do sleep 0.05; done; echo {name} > $OUT\"\n",
+            started = self.dir.path().join("started").display(),
+            gate = self.dir.path().join("open").display()
+        )
+    }
+
+    fn wait_started(&self) {
+        let started = self.dir.path().join("started");
+        wait_for("the gated build to start", LONG, || started.exists().then_some(()));
+    }
+
+    fn open(&self) {
+        std::fs::write(self.dir.path().join("open"), b"").unwrap();
+    }
+
+    fn is_open(&self) -> bool {
+        self.dir.path().join("open").exists()
+    }
 }
 
 fn quick(name: &str) -> String {
@@ -32,12 +58,11 @@ fn run_on(ws: &Ws, cache: &Path, args: &[&str]) -> common::Run {
 
 #[test]
 fn a_long_build_does_not_stop_another_workspace_or_cache_stats() {
-    let signals = tempfile::tempdir().unwrap();
-    let (gate, started) = (signals.path().join("gate"), signals.path().join("started"));
+    let gate = Gate::new();
     let a = Ws::new();
-    a.package("p", &format!("{}{}", gated("slow", &gate, &started), quick("shared")));
+    a.package("p", &format!("{}{}", gate.target("slow"), quick("shared")));
     let long = start(a.kflow().args(["build", "//p:slow"]));
-    wait_for("the slow build to start", LONG, || started.exists().then_some(()));
+    gate.wait_started();
 
     let b = Ws::new();
     let run = |ws: &Ws, args: &[&str]| run_on(ws, a.cache_dir(), args);
@@ -49,15 +74,15 @@ fn a_long_build_does_not_stop_another_workspace_or_cache_stats() {
     let stats = run(&b, &["cache", "stats"]);
     assert_eq!(stats.code, 0, "{}", stats.stderr);
     assert!(!stats.stderr.contains("waiting"), "{}", stats.stderr);
-    assert!(!gate.exists(), "both ran while the slow build was still going");
+    assert!(!gate.is_open(), "both ran while the slow build was still going");
 
-    std::fs::write(&gate, b"").unwrap();
+    gate.open();
     let long = long.finish(LONG);
     assert_eq!(long.code, 0, "{}", long.stderr);
     assert_eq!(a.read_output("p", "slow", "o.txt"), "slow\n");
 
     // What one workspace wrote, the other reads: the same action is cached.
-    b.package("p", &format!("{}{}", gated("slow", &gate, &started), quick("shared")));
+    b.package("p", &format!("{}{}", gate.target("slow"), quick("shared")));
     let again = run(&b, &["build", "//p:slow"]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(again.stderr.contains("0 executed"), "{}", again.stderr);
@@ -66,16 +91,15 @@ fn a_long_build_does_not_stop_another_workspace_or_cache_stats() {
 
 #[test]
 fn two_builds_of_one_workspace_take_turns_and_both_succeed() {
-    let signals = tempfile::tempdir().unwrap();
-    let (gate, started) = (signals.path().join("gate"), signals.path().join("started"));
+    let gate = Gate::new();
     let ws = Ws::new();
-    ws.package("p", &format!("{}{}", gated("slow", &gate, &started), quick("other")));
+    ws.package("p", &format!("{}{}", gate.target("slow"), quick("other")));
     let first = start(ws.kflow().args(["build", "//p:slow"]));
-    wait_for("the first build to start", LONG, || started.exists().then_some(()));
+    gate.wait_started();
     let second = start(ws.kflow().args(["build", "//p:other"]));
     // The second says it waits, and does not finish before the first.
     std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(&gate, b"").unwrap();
+    gate.open();
     let (first, second) = (first.finish(LONG), second.finish(LONG));
     assert_eq!(first.code, 0, "{}", first.stderr);
     assert_eq!(second.code, 0, "{}", second.stderr);
@@ -92,15 +116,14 @@ fn two_builds_of_one_workspace_take_turns_and_both_succeed() {
 
 #[test]
 fn gc_waits_for_the_builds_using_the_cache() {
-    let signals = tempfile::tempdir().unwrap();
-    let (gate, started) = (signals.path().join("gate"), signals.path().join("started"));
+    let gate = Gate::new();
     let ws = Ws::new();
-    ws.package("p", &gated("slow", &gate, &started));
+    ws.package("p", &gate.target("slow"));
     let build = start(ws.kflow().args(["build", "//p:slow"]));
-    wait_for("the build to start", LONG, || started.exists().then_some(()));
+    gate.wait_started();
     let gc = start(ws.kflow().args(["cache", "gc", "--max-size", "0"]));
     std::thread::sleep(Duration::from_millis(500));
-    std::fs::write(&gate, b"").unwrap();
+    gate.open();
     let (build, gc) = (build.finish(LONG), gc.finish(LONG));
     assert_eq!(build.code, 0, "{}", build.stderr);
     assert_eq!(gc.code, 0, "{}", gc.stderr);

@@ -17,7 +17,7 @@ use crate::error::io_at;
 /// Holds a lock until dropped.
 #[derive(Debug)]
 pub struct FileLock {
-    _file: File,
+    file: File,
 }
 
 impl FileLock {
@@ -25,39 +25,41 @@ impl FileLock {
     /// pid in it. Calls `on_wait` once, before blocking, if someone else
     /// holds it; `what` names the lock in that message.
     pub fn exclusive(path: &Path, what: &str, on_wait: &mut dyn FnMut(&str)) -> Result<FileLock, CacheError> {
-        let mut file = open(path)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                on_wait(&wait_message(path, what, &mut file));
-                file.lock().map_err(io_at(path))?;
-            }
-            Err(TryLockError::Error(e)) => return Err(CacheError::io(path, e)),
-        }
-        write_pid(&mut file).map_err(io_at(path))?;
-        Ok(FileLock { _file: file })
+        let mut lock = FileLock::take(path, true, what, on_wait)?;
+        write_pid(&mut lock.file).map_err(io_at(path))?;
+        Ok(lock)
     }
 
     /// Blocks until a shared lock at `path` is ours (only an exclusive
     /// holder makes it wait).
     pub fn shared(path: &Path, what: &str, on_wait: &mut dyn FnMut(&str)) -> Result<FileLock, CacheError> {
+        FileLock::take(path, false, what, on_wait)
+    }
+
+    fn take(path: &Path, exclusive: bool, what: &str, on_wait: &mut dyn FnMut(&str)) -> Result<FileLock, CacheError> {
         let mut file = open(path)?;
-        match file.try_lock_shared() {
+        let tried = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match tried {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 on_wait(&wait_message(path, what, &mut file));
-                file.lock_shared().map_err(io_at(path))?;
+                let locked = if exclusive { file.lock() } else { file.lock_shared() };
+                locked.map_err(io_at(path))?;
             }
             Err(TryLockError::Error(e)) => return Err(CacheError::io(path, e)),
         }
-        Ok(FileLock { _file: file })
+        Ok(FileLock { file })
     }
 
     /// The exclusive lock at `path` if nobody holds the file locked.
     pub(crate) fn try_exclusive(path: &Path) -> Option<FileLock> {
         let file = OpenOptions::new().read(true).write(true).open(path).ok()?;
         file.try_lock().ok()?;
-        Some(FileLock { _file: file })
+        Some(FileLock { file })
     }
 }
 

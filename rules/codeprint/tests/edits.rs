@@ -54,6 +54,15 @@ fn changed(before: &Fingerprints, after: &Fingerprints) -> BTreeSet<String> {
         .collect()
 }
 
+/// The modules for which `uses` holds.
+fn modules_where(f: &Fingerprints, uses: impl Fn(&kflow_codeprint::Module) -> bool) -> BTreeSet<String> {
+    f.modules
+        .iter()
+        .filter(|(_, m)| uses(m))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 fn append_space(path: &Path) {
     let mut text = std::fs::read(path).unwrap();
     text.push(b' ');
@@ -68,12 +77,7 @@ fn a_whitespace_edit_in_a_library_changes_exactly_the_rules_that_use_it() {
 
     append_space(&ws.path().join("rules/train/src/lib.rs"));
     let after = rules(ws.path());
-    let users: BTreeSet<String> = before
-        .modules
-        .iter()
-        .filter(|(_, m)| m.crates.contains("kflow-train"))
-        .map(|(name, _)| name.clone())
-        .collect();
+    let users = modules_where(&before, |m| m.crates.contains("kflow-train"));
     assert_eq!(changed(&before, &after), users);
     for rule in ["train", "prune", "quantize", "evaluate", "automl"] {
         assert!(users.contains(rule), "{rule} trains or runs candle models");
@@ -89,12 +93,7 @@ fn an_edit_in_a_rule_module_changes_it_and_the_rules_that_use_it() {
     let before = rules(ws.path());
     append_space(&ws.path().join("rules/src/dataset.rs"));
     let after = rules(ws.path());
-    let users: BTreeSet<String> = before
-        .modules
-        .iter()
-        .filter(|(_, m)| m.modules.contains("dataset"))
-        .map(|(name, _)| name.clone())
-        .collect();
+    let users = modules_where(&before, |m| m.modules.contains("dataset"));
     assert_eq!(changed(&before, &after), users);
     assert!(users.contains("dataset") && users.contains("train"));
     assert!(!users.contains("space") && !users.contains("cmd"));

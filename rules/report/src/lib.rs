@@ -17,7 +17,7 @@ mod plots;
 
 use thiserror::Error;
 
-pub use data::{Candidate, KeptDetail, LayerUse, ResourceUse, Summary};
+pub use data::{Candidate, Fixed, KeptDetail, LayerUse, ResourceUse, Summary};
 pub use numbers::Numbers;
 
 /// The files of every report, plots included, whatever the search

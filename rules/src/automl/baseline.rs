@@ -5,7 +5,7 @@
 //! weight memory from a `[[check]]` target's `check.json`.
 
 use kflow_engine::{ActionContext, ActionError, ArtifactRef, Diagnostic, Planner, Target};
-use serde::Serialize;
+use kflow_report::Fixed;
 
 use crate::check::CHECK;
 use crate::evaluate::METRICS;
@@ -44,25 +44,10 @@ pub fn inputs(target: &Target, planner: &Planner<'_>) -> Result<Vec<(String, Art
     Ok(found)
 }
 
-/// The baseline as `summary.json` records it.
-#[derive(Serialize)]
-pub struct Baseline {
-    pub targets: Vec<String>,
-    /// Test F1 as deployed: on the simulated accelerator when it was
-    /// evaluated there, else the float model's.
-    pub f1: Option<f64>,
-    pub f1_float: Option<f64>,
-    pub roc_auc: Option<f64>,
-    /// The float model's validation F1, the quality candidates are ranked
-    /// by.
-    pub val_f1: Option<f64>,
-    pub latency_us: Option<f64>,
-    pub weight_bytes: Option<f64>,
-}
-
 /// The baseline of a search whose `baseline` names `targets`, from the
 /// files [`inputs`] found.
-pub fn read(cx: &ActionContext<'_>, targets: &[String]) -> Result<Option<Baseline>, ActionError> {
+/// It is recorded as the report reads it ([`kflow_report::Fixed`]).
+pub fn read(cx: &ActionContext<'_>, targets: &[String]) -> Result<Option<Fixed>, ActionError> {
     if targets.is_empty() {
         return Ok(None);
     }
@@ -78,7 +63,7 @@ pub fn read(cx: &ActionContext<'_>, targets: &[String]) -> Result<Option<Baselin
         number(&metrics, &format!("/accelerator/quality/{field}"))
             .or_else(|| number(&metrics, &format!("/quality/{field}")))
     };
-    Ok(Some(Baseline {
+    Ok(Some(Fixed {
         targets: targets.to_vec(),
         f1: deployed("f1"),
         f1_float: number(&metrics, "/quality/f1"),

@@ -176,7 +176,7 @@ struct Summary<'a> {
     zscore: Option<serde_json::Value>,
     /// The fixed model the search is meant to beat, when one is named.
     #[serde(skip_serializing_if = "Option::is_none")]
-    baseline: Option<baseline::Baseline>,
+    baseline: Option<kflow_report::Fixed>,
     kept: Vec<KeptSummary<'a>>,
     /// Why there are fewer kept models than asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -247,7 +247,7 @@ fn write_outputs(
     params: &Params,
     search: &Search<'_, '_>,
     (kept, front): (&[Kept], &[usize]),
-    fixed: Option<baseline::Baseline>,
+    fixed: Option<kflow_report::Fixed>,
 ) -> Result<(), ActionError> {
     let candidates: &[Candidate] = &search.candidates;
     for slot in 1..=params.keep {
