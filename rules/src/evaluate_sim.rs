@@ -18,6 +18,9 @@ pub struct Simulated {
     /// Chosen on the simulated validation outputs, as the float model's is.
     threshold: f32,
     quality: Quality,
+    /// Its F1 on the validation split at `threshold`: the quality of what
+    /// is deployed, as a search can rank it without the test split.
+    validation_f1: f64,
     /// Share of test windows the accelerator and the float model decide
     /// alike (each at its own threshold).
     decision_agreement: f64,
@@ -56,6 +59,7 @@ pub fn simulated(
     let Scored {
         threshold,
         quality,
+        validation_f1,
         test_scores,
         forecast_weights,
     } = score(model, val, test, (&val_out, &test_out), threshold_percentile);
@@ -87,6 +91,7 @@ pub fn simulated(
         layers: net.layers.len(),
         threshold,
         quality,
+        validation_f1,
         decision_agreement: alike as f64 / n,
         argmax_agreement,
         max_abs_diff,
@@ -100,6 +105,7 @@ pub fn simulated(
 pub struct Scored {
     pub threshold: f32,
     pub quality: Quality,
+    pub validation_f1: f64,
     pub test_scores: Vec<f32>,
     pub forecast_weights: Option<Vec<f64>>,
 }
@@ -117,6 +123,7 @@ pub fn score(
     Scored {
         threshold,
         quality: Quality::at_threshold(&test.labels(), &test_scores, threshold),
+        validation_f1: Quality::at_threshold(&val.labels(), &val_scores, threshold).f1,
         test_scores,
         forecast_weights: scorer.weights().map(<[f64]>::to_vec),
     }

@@ -207,7 +207,10 @@ struct KeptSummary<'a> {
     /// The float model's test F1 (ONNX Runtime).
     f1_float: Option<f64>,
     roc_auc: Option<f64>,
+    /// Validation F1 at the last rung of training (the float model).
     val_f1: Option<f64>,
+    /// Validation F1 of the deployed network, which orders the kept models.
+    deployed_val_f1: Option<f64>,
     latency_us: Option<f64>,
     weight_bytes: Option<f64>,
     /// On the board it was flashed to.
@@ -281,6 +284,7 @@ fn write_outputs(
                     number(&m.metrics, &["quality", "roc_auc"])
                 },
                 val_f1: c.fitness(),
+                deployed_val_f1: m.deployed_val_f1(),
                 latency_us: m.resources.get("latency_us").copied(),
                 weight_bytes: m.resources.get("weight_bytes").copied(),
                 device: m.device_metrics.as_ref().map(on_board),

@@ -63,6 +63,15 @@ pub struct Kept {
     pub resources: BTreeMap<String, f64>,
 }
 
+impl Kept {
+    /// Validation F1 of what is deployed: on the simulated accelerator when
+    /// the platform has one, else the float model's (host evaluation).
+    pub fn deployed_val_f1(&self) -> Option<f64> {
+        let at = |pointer: &str| self.metrics.pointer(pointer).and_then(serde_json::Value::as_f64);
+        at("/accelerator/validation_f1").or_else(|| at("/validation_f1"))
+    }
+}
+
 /// What a kept model's directory holds (some only on an accelerator): the
 /// candidate's own files, its quantization and placement, the generated
 /// sources, and its evaluation.
@@ -466,6 +475,20 @@ impl<'a, 'c> Search<'a, 'c> {
         }
         for k in &kept {
             self.candidates[k.candidate].status = Status::Evaluated;
+        }
+        // Kept best first by the quality of what ships: with F1 the first
+        // objective, the deployed network's validation F1 (quantization
+        // costs some models more than others); ties keep the search's order.
+        if self
+            .params
+            .objectives
+            .first()
+            .is_some_and(|o| o.name == "f1" && o.maximize)
+        {
+            kept.sort_by(|a, b| {
+                let f1 = |k: &Kept| k.deployed_val_f1().unwrap_or(f64::NEG_INFINITY);
+                f1(b).total_cmp(&f1(a))
+            });
         }
         Ok((kept, front))
     }
