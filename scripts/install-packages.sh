@@ -10,7 +10,8 @@
 #                                      makes pseudo-terminal pairs, headless
 #                                      chromium renders the report (with
 #                                      one font, as recommends are skipped),
-#                                      qemu-user runs kflow on an older CPU
+#                                      qemu-user runs kflow on an older CPU,
+#                                      python3-venv holds BuildGrid
 set -euo pipefail
 
 missing=()
@@ -30,6 +31,7 @@ test)
     need chromium command -v chromium
     need fonts-dejavu-core test -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
     need qemu-user command -v qemu-x86_64
+    need python3-venv python3 -c 'import ensurepip'
     ;;
 *)
     echo "usage: $0 run|test" >&2

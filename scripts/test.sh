@@ -12,6 +12,9 @@ step() { printf '\n==> %s\n' "$*"; }
 # nginx, socat, chromium, qemu-user), then ONNX Runtime.
 scripts/install-packages.sh test
 scripts/install-onnxruntime.sh
+# BuildGrid, the Remote Execution API server the gRPC remote-cache tests use.
+KFLOW_BUILDGRID_BGD="$(scripts/install-buildgrid.sh)"
+export KFLOW_BUILDGRID_BGD
 
 # A cold build gains nothing from incremental state, which would double the
 # target directory's size on disk.
@@ -20,6 +23,7 @@ export CARGO_INCREMENTAL=0
 # must not skip.
 export KFLOW_REQUIRE_QEMU=1
 export KFLOW_REQUIRE_CHROMIUM=1
+export KFLOW_REQUIRE_BUILDGRID=1
 
 step "formatting (cargo fmt --check)"
 cargo fmt --all -- --check

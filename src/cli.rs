@@ -175,8 +175,9 @@ pub struct BuildArgs {
     /// Keep running, and rebuild when a graph or source file changes.
     #[arg(long)]
     pub watch: bool,
-    /// A shared cache speaking the Bazel HTTP cache protocol (nginx with WebDAV, bazel-remote), consulted after the
-    /// local cache and given what this build executes. The bearer token, if any, comes from KFLOW_REMOTE_CACHE_TOKEN.
+    /// A shared cache, consulted after the local cache and given what this build executes: `http(s)://…` speaks the
+    /// Bazel HTTP cache protocol (nginx with WebDAV), `grpc://host:port[/instance]` the Remote Execution API's
+    /// ActionCache and CAS (BuildGrid, Buildbarn, …). The bearer token, if any, comes from KFLOW_REMOTE_CACHE_TOKEN.
     #[arg(long, env = "KFLOW_REMOTE_CACHE", value_name = "URL")]
     pub remote_cache: Option<String>,
     /// Read from the remote cache but never write to it.

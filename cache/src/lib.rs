@@ -15,9 +15,11 @@ mod digest;
 mod epoch;
 mod error;
 mod file_digests;
+mod grpc;
 mod lock;
 mod maintenance;
 mod remote;
+mod remote_cache;
 mod store;
 
 use std::collections::BTreeMap;
@@ -29,9 +31,11 @@ pub use digest::{Digest, DigestParseError};
 pub use epoch::{Epoch, read_epoch};
 pub use error::CacheError;
 pub use file_digests::file_digest;
+pub use grpc::GrpcCache;
 pub use lock::FileLock;
 pub use maintenance::{GcReport, Stats, VerifyReport};
-pub use remote::{RemoteCache, RemoteError};
+pub use remote::{HttpCache, RemoteError};
+pub use remote_cache::RemoteCache;
 pub use store::{Cache, ScratchDir};
 
 /// A blob in the content-addressed store: its digest and length in bytes.

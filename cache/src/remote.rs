@@ -50,8 +50,9 @@ pub enum RemoteError {
     Local(#[from] CacheError),
 }
 
-/// A remote cache, shared by all worker threads of a build.
-pub struct RemoteCache {
+/// A remote cache over the Bazel HTTP protocol, shared by all worker
+/// threads of a build.
+pub struct HttpCache {
     agent: Agent,
     url: String,
     auth: Option<HeaderValue>,
@@ -59,10 +60,10 @@ pub struct RemoteCache {
     off: AtomicBool,
 }
 
-impl fmt::Debug for RemoteCache {
+impl fmt::Debug for HttpCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The token stays out of logs.
-        f.debug_struct("RemoteCache")
+        f.debug_struct("HttpCache")
             .field("url", &self.url)
             .field("token", &self.auth.is_some())
             .field("upload", &self.upload)
@@ -77,12 +78,12 @@ enum Found {
     No,
 }
 
-impl RemoteCache {
+impl HttpCache {
     /// `url` is http:// or https:// (trailing slash allowed); anything else is
     /// an error naming the URL. `token` is sent as `Authorization: Bearer
     /// <token>`; an empty token counts as none. `upload` says whether
-    /// [`RemoteCache::store_action`] may write.
-    pub fn new(url: &str, token: Option<String>, upload: bool) -> Result<RemoteCache, CacheError> {
+    /// [`HttpCache::store_action`] may write.
+    pub fn new(url: &str, token: Option<String>, upload: bool) -> Result<HttpCache, CacheError> {
         let base = url.trim().trim_end_matches('/');
         let bad = |why: String| CacheError::RemoteConfig(format!("`{url}` {why}"));
         let lower = base.to_ascii_lowercase();
@@ -128,7 +129,7 @@ impl RemoteCache {
             .user_agent(concat!("kflow/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Ok(RemoteCache {
+        Ok(HttpCache {
             agent,
             url: base.to_string(),
             auth,
@@ -679,14 +680,14 @@ mod tests {
     #[test]
     fn remote_cache_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
-        check::<RemoteCache>();
+        check::<HttpCache>();
     }
 
     #[test]
     fn new_checks_the_url() {
-        let remote = RemoteCache::new("http://cache.example:8080/kflow/", None, true).unwrap();
+        let remote = HttpCache::new("http://cache.example:8080/kflow/", None, true).unwrap();
         assert_eq!(remote.url(), "http://cache.example:8080/kflow");
-        assert!(RemoteCache::new("HTTPS://cache.example", Some("t".into()), false).is_ok());
+        assert!(HttpCache::new("HTTPS://cache.example", Some("t".into()), false).is_ok());
         for bad in [
             "ftp://cache.example",
             "cache.example:8080",
@@ -695,18 +696,18 @@ mod tests {
             "http:///x",
             "http://h/?q=1",
         ] {
-            let err = RemoteCache::new(bad, None, true).unwrap_err();
+            let err = HttpCache::new(bad, None, true).unwrap_err();
             assert!(matches!(err, CacheError::RemoteConfig(_)), "{bad}: {err}");
             assert!(err.to_string().contains(&format!("`{bad}`")), "{err}");
         }
-        let err = RemoteCache::new("http://h", Some("abc\ndef".into()), true).unwrap_err();
+        let err = HttpCache::new("http://h", Some("abc\ndef".into()), true).unwrap_err();
         assert!(!err.to_string().contains("abc"), "the token is not shown: {err}");
     }
 
     #[test]
     fn round_trip_between_two_local_caches() {
         let server = TestServer::start(None);
-        let remote = RemoteCache::new(&server.url, None, true).unwrap();
+        let remote = HttpCache::new(&server.url, None, true).unwrap();
         let (_d1, first) = new_cache();
         let (key, entry) = action(&first, "train");
         remote.store_action(&key, &entry, &first).unwrap();
@@ -748,7 +749,7 @@ mod tests {
     #[test]
     fn a_large_blob_is_streamed_both_ways() {
         let server = TestServer::start(None);
-        let remote = RemoteCache::new(&server.url, None, true).unwrap();
+        let remote = HttpCache::new(&server.url, None, true).unwrap();
         let (_d1, first) = new_cache();
         // Above ureq's default 10 MB body limit.
         let data: Vec<u8> = (0..11_000_000u32).map(|i| (i % 253) as u8).collect();
@@ -767,7 +768,7 @@ mod tests {
     #[test]
     fn unknown_key_is_a_miss() {
         let server = TestServer::start(None);
-        let remote = RemoteCache::new(&server.url, None, true).unwrap();
+        let remote = HttpCache::new(&server.url, None, true).unwrap();
         let (_d, local) = new_cache();
         let key = Digest::of_bytes(b"never stored");
         assert_eq!(remote.fetch_action(&key, &local).unwrap(), None);
@@ -778,7 +779,7 @@ mod tests {
     #[test]
     fn undecodable_entry_is_a_miss() {
         let server = TestServer::start(None);
-        let remote = RemoteCache::new(&server.url, None, true).unwrap();
+        let remote = HttpCache::new(&server.url, None, true).unwrap();
         let (_d, local) = new_cache();
         let key = Digest::of_bytes(b"k");
         let path = format!("ac/{}", key.to_hex());
@@ -791,7 +792,7 @@ mod tests {
     #[test]
     fn tampered_blob_is_a_miss_and_never_enters_the_store() {
         let server = TestServer::start(None);
-        let remote = RemoteCache::new(&server.url, None, true).unwrap();
+        let remote = HttpCache::new(&server.url, None, true).unwrap();
         let (_d1, first) = new_cache();
         let (key, entry) = action(&first, "quantize");
         remote.store_action(&key, &entry, &first).unwrap();
@@ -822,7 +823,7 @@ mod tests {
     #[test]
     fn entry_whose_blob_is_gone_from_the_server_is_a_miss() {
         let server = TestServer::start(None);
-        let remote = RemoteCache::new(&server.url, None, true).unwrap();
+        let remote = HttpCache::new(&server.url, None, true).unwrap();
         let (_d1, first) = new_cache();
         let (key, entry) = action(&first, "prune");
         remote.store_action(&key, &entry, &first).unwrap();
@@ -843,7 +844,7 @@ mod tests {
     #[test]
     fn a_blob_whose_length_the_server_does_not_say_is_uploaded() {
         let server = TestServer::start(None);
-        let remote = RemoteCache::new(&server.url, None, true).unwrap();
+        let remote = HttpCache::new(&server.url, None, true).unwrap();
         let (_d, cache) = new_cache();
         let (key, entry) = action(&cache, "train");
         // A damaged copy on the server, and a HEAD that hides its length.
@@ -864,7 +865,7 @@ mod tests {
     #[test]
     fn upload_off_writes_nothing() {
         let server = TestServer::start(None);
-        let remote = RemoteCache::new(&server.url, None, false).unwrap();
+        let remote = HttpCache::new(&server.url, None, false).unwrap();
         let (_d, local) = new_cache();
         let (key, entry) = action(&local, "check");
         remote.store_action(&key, &entry, &local).unwrap();
@@ -877,7 +878,7 @@ mod tests {
     #[test]
     fn damaged_local_blob_is_not_uploaded() {
         let server = TestServer::start(None);
-        let remote = RemoteCache::new(&server.url, None, true).unwrap();
+        let remote = HttpCache::new(&server.url, None, true).unwrap();
         let (_d, local) = new_cache();
         let (key, entry) = action(&local, "dataset");
         let blob = entry.blobs["out/a"];
@@ -907,7 +908,7 @@ mod tests {
             listener.local_addr().unwrap().port()
         };
         let url = format!("http://127.0.0.1:{port}");
-        let remote = RemoteCache::new(&url, None, true).unwrap();
+        let remote = HttpCache::new(&url, None, true).unwrap();
         let (_d, local) = new_cache();
         let (key, entry) = action(&local, "generate");
 
@@ -931,7 +932,7 @@ mod tests {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let remote = RemoteCache::new(&format!("http://127.0.0.1:{port}"), None, true).unwrap();
+        let remote = HttpCache::new(&format!("http://127.0.0.1:{port}"), None, true).unwrap();
         let (_d, local) = new_cache();
         let key = Digest::of_bytes(b"k");
         let errors = std::thread::scope(|s| {
@@ -949,7 +950,7 @@ mod tests {
     fn server_error_switches_the_remote_off() {
         let server = TestServer::start(None);
         *server.fail_with.lock().unwrap() = Some(503);
-        let remote = RemoteCache::new(&server.url, None, true).unwrap();
+        let remote = HttpCache::new(&server.url, None, true).unwrap();
         let (_d, local) = new_cache();
         let (key, entry) = action(&local, "synthesize");
         let err = remote.store_action(&key, &entry, &local).unwrap_err();
@@ -966,7 +967,7 @@ mod tests {
     #[test]
     fn rejected_upload_is_refused_with_a_hint() {
         let server = TestServer::start(None);
-        let remote = RemoteCache::new(&server.url, None, true).unwrap();
+        let remote = HttpCache::new(&server.url, None, true).unwrap();
         let (_d, local) = new_cache();
         let (key, entry) = action(&local, "space");
         *server.fail_with.lock().unwrap() = Some(405);
@@ -985,7 +986,7 @@ mod tests {
         let (key, entry) = action(&first, "evaluate");
 
         for token in [None, Some("wrong".to_string())] {
-            let remote = RemoteCache::new(&server.url, token.clone(), true).unwrap();
+            let remote = HttpCache::new(&server.url, token.clone(), true).unwrap();
             let err = remote.store_action(&key, &entry, &first).unwrap_err();
             let RemoteError::Refused(msg) = &err else {
                 panic!("expected Refused, got {err:?}");
@@ -998,7 +999,7 @@ mod tests {
         }
         assert!(server.keys().is_empty());
 
-        let remote = RemoteCache::new(&server.url, Some("s3cret".into()), true).unwrap();
+        let remote = HttpCache::new(&server.url, Some("s3cret".into()), true).unwrap();
         remote.store_action(&key, &entry, &first).unwrap();
         let (_d2, second) = new_cache();
         assert_eq!(remote.fetch_action(&key, &second).unwrap(), Some(entry));
@@ -1093,7 +1094,7 @@ mod tests {
         proptest::test_runner::TestRunner::new(config)
             .run(&edits, |edits| {
                 let (url, server) = damaging_server(store.clone(), edits);
-                let remote = RemoteCache::new(&url, None, false).unwrap();
+                let remote = HttpCache::new(&url, None, false).unwrap();
                 let (_d, local) = new_cache();
                 let fetched = remote.fetch_action(&key, &local);
                 let _ = std::net::TcpStream::connect(url.trim_start_matches("http://").trim_end_matches('/'))

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod board;
+pub mod buildgrid;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
