@@ -94,7 +94,7 @@ impl FileIndex {
     }
 
     fn path(&self, key: &[u8]) -> PathBuf {
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::digest::hex(key);
         self.dir.join(hex.get(..2).unwrap_or("__")).join(hex)
     }
 

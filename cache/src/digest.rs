@@ -48,12 +48,7 @@ impl Digest {
     }
 
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push(HEX[usize::from(b >> 4)] as char);
-            s.push(HEX[usize::from(b & 0xf)] as char);
-        }
-        s
+        hex(&self.0)
     }
 
     /// Accepts lowercase and uppercase hex; `to_hex` always writes lowercase.
@@ -94,6 +89,16 @@ impl From<blake3::Hash> for Digest {
     fn from(h: blake3::Hash) -> Digest {
         Digest(*h.as_bytes())
     }
+}
+
+/// Bytes as lowercase hex, as every name in the cache is written.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    s
 }
 
 impl fmt::Display for Digest {

@@ -45,7 +45,7 @@ fn parse(text: &str) -> Option<Epoch> {
 }
 
 fn format(epoch: &Epoch) -> String {
-    let hex: String = epoch.id.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::digest::hex(&epoch.id);
     format!("{hex} {}\n", epoch.generation)
 }
 

@@ -19,12 +19,14 @@ use std::collections::BTreeMap;
 
 use bazel_remote_apis::build::bazel::remote::execution::v2 as reapi;
 use bazel_remote_apis::google::bytestream;
+use prost::Message as _;
 use reapi::action_cache_client::ActionCacheClient;
 use reapi::content_addressable_storage_client::ContentAddressableStorageClient;
 use sha2::{Digest as _, Sha256};
 use tonic::transport::Channel;
 
-use crate::remote::RemoteError;
+use crate::digest::hex;
+use crate::remote::{OffSwitch, RemoteError};
 use crate::store::{decode_entry, encode_entry};
 use crate::{ActionEntry, Cache, CacheError, Digest};
 
@@ -41,25 +43,19 @@ fn sha256(bytes: &[u8]) -> reapi::Digest {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn encode(message: &impl prost::Message) -> Vec<u8> {
-    message.encode_to_vec()
-}
-
 /// The REAPI Action (and its Command) that stands for kflow action `key`.
 fn action_of(key: &Digest) -> (Vec<u8>, Vec<u8>) {
-    let command = encode(&reapi::Command {
+    let command = reapi::Command {
         arguments: vec!["kflow-action".to_owned(), key.to_hex()],
         ..Default::default()
-    });
-    let action = encode(&reapi::Action {
+    }
+    .encode_to_vec();
+    let action = reapi::Action {
         command_digest: Some(sha256(&command)),
-        input_root_digest: Some(sha256(&encode(&reapi::Directory::default()))),
+        input_root_digest: Some(sha256(&reapi::Directory::default().encode_to_vec())),
         ..Default::default()
-    });
+    }
+    .encode_to_vec();
     (action, command)
 }
 
@@ -72,9 +68,7 @@ pub struct GrpcCache {
     /// `authorization: Bearer <token>`, sent with every call.
     auth: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     upload: bool,
-    /// Set by the first failure to reach the server: the rest of the
-    /// process goes on with the local cache only.
-    off: std::sync::atomic::AtomicBool,
+    off: OffSwitch,
 }
 
 impl std::fmt::Debug for GrpcCache {
@@ -128,7 +122,7 @@ impl GrpcCache {
             url: url.to_owned(),
             auth,
             upload,
-            off: std::sync::atomic::AtomicBool::new(false),
+            off: OffSwitch::default(),
         })
     }
 
@@ -137,22 +131,7 @@ impl GrpcCache {
     }
 
     pub fn is_healthy(&self) -> bool {
-        !self.off.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// The first failure to reach the server is reported; later ones (from
-    /// threads racing it) are quiet skips.
-    fn settle<T: Default>(&self, result: Result<T, RemoteError>) -> Result<T, RemoteError> {
-        match result {
-            Err(RemoteError::Unavailable(msg)) => {
-                if self.off.swap(true, std::sync::atomic::Ordering::AcqRel) {
-                    Ok(T::default())
-                } else {
-                    Err(RemoteError::Unavailable(msg))
-                }
-            }
-            other => other,
-        }
+        self.off.is_on()
     }
 
     /// A call's request, with the token.
@@ -185,7 +164,7 @@ impl GrpcCache {
         if !self.is_healthy() {
             return Ok(None);
         }
-        self.settle(self.runtime.block_on(self.fetch(key, local)))
+        self.off.settle(self.runtime.block_on(self.fetch(key, local)))
     }
 
     /// Uploads an action result: the blobs the server lacks, then the entry.
@@ -193,7 +172,7 @@ impl GrpcCache {
         if !self.upload || !self.is_healthy() {
             return Ok(());
         }
-        self.settle(self.runtime.block_on(self.store(key, entry, local)))
+        self.off.settle(self.runtime.block_on(self.store(key, entry, local)))
     }
 
     async fn fetch(&self, key: &Digest, local: &Cache) -> Result<Option<ActionEntry>, RemoteError> {

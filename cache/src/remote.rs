@@ -57,7 +57,7 @@ pub struct HttpCache {
     url: String,
     auth: Option<HeaderValue>,
     upload: bool,
-    off: AtomicBool,
+    off: OffSwitch,
 }
 
 impl fmt::Debug for HttpCache {
@@ -69,6 +69,35 @@ impl fmt::Debug for HttpCache {
             .field("upload", &self.upload)
             .field("healthy", &self.is_healthy())
             .finish()
+    }
+}
+
+/// A remote cache's health, shared by every client kind: the first failure
+/// to reach the server switches the remote off for the rest of the process,
+/// so a dead server costs one timeout per build.
+#[derive(Debug, Default)]
+pub(crate) struct OffSwitch {
+    off: AtomicBool,
+}
+
+impl OffSwitch {
+    pub(crate) fn is_on(&self) -> bool {
+        !self.off.load(Ordering::Acquire)
+    }
+
+    /// Turns the first transport failure into the error the caller reports,
+    /// and every later one (from other threads racing it) into a quiet skip.
+    pub(crate) fn settle<T: Default>(&self, result: Result<T, RemoteError>) -> Result<T, RemoteError> {
+        match result {
+            Err(RemoteError::Unavailable(msg)) => {
+                if self.off.swap(true, Ordering::AcqRel) {
+                    Ok(T::default())
+                } else {
+                    Err(RemoteError::Unavailable(msg))
+                }
+            }
+            other => other,
+        }
     }
 }
 
@@ -134,7 +163,7 @@ impl HttpCache {
             url: base.to_string(),
             auth,
             upload,
-            off: AtomicBool::new(false),
+            off: OffSwitch::default(),
         })
     }
 
@@ -148,7 +177,7 @@ impl HttpCache {
     /// network traffic. The failure that tripped it was returned once as
     /// [`RemoteError::Unavailable`].
     pub fn is_healthy(&self) -> bool {
-        !self.off.load(Ordering::Acquire)
+        self.off.is_on()
     }
 
     /// Looks `key` up. A miss (no entry, an entry naming a blob the server
@@ -158,8 +187,7 @@ impl HttpCache {
         if !self.is_healthy() {
             return Ok(None);
         }
-        let result = self.fetch(key, local);
-        self.settle(result)
+        self.off.settle(self.fetch(key, local))
     }
 
     /// Uploads an action result: the blobs the server lacks, then the entry.
@@ -168,23 +196,7 @@ impl HttpCache {
         if !self.upload || !self.is_healthy() {
             return Ok(());
         }
-        let result = self.store(key, entry, local);
-        self.settle(result)
-    }
-
-    /// Turns the first transport failure into the error the caller reports,
-    /// and every later one (from other threads racing it) into a quiet skip.
-    fn settle<T: Default>(&self, result: Result<T, RemoteError>) -> Result<T, RemoteError> {
-        match result {
-            Err(RemoteError::Unavailable(msg)) => {
-                if self.off.swap(true, Ordering::AcqRel) {
-                    Ok(T::default())
-                } else {
-                    Err(RemoteError::Unavailable(msg))
-                }
-            }
-            other => other,
-        }
+        self.off.settle(self.store(key, entry, local))
     }
 
     fn fetch(&self, key: &Digest, local: &Cache) -> Result<Option<ActionEntry>, RemoteError> {
