@@ -254,14 +254,9 @@ impl Rule for CheckRule {
         let input = serde_json::to_vec(&serde_json::json!({"model": model, "resources": resources}))
             .map_err(|e| ActionError::new(e.to_string()))?;
         let timeout = Duration::from_secs(params.check_timeout_s);
-        let checks: Vec<&String> = platform.checks.iter().chain(&params.checks).collect();
-        let sandbox = match checks.is_empty() {
-            true => None,
-            false => Some(check_sandbox(cx, &platform)?),
-        };
-        for command in checks {
-            let dir = sandbox.as_deref().unwrap_or(cx.work_dir());
-            let process = crate::cmd::sandboxed_sh(command, dir);
+        let sandbox = check_sandbox(cx, &platform)?;
+        for command in platform.checks.iter().chain(&params.checks) {
+            let process = crate::cmd::sandboxed_sh(command, &sandbox);
             match kflow_platform::run_check(process, command, &input, timeout)
                 .map_err(|e| ActionError::new(e.to_string()))?
             {
