@@ -7,6 +7,7 @@
 use kflow_engine::{ActionContext, ActionError, ArtifactRef, Diagnostic, Planner, Target};
 use kflow_report::Fixed;
 
+use super::number;
 use crate::check::CHECK;
 use crate::evaluate::METRICS;
 use crate::json;
@@ -58,18 +59,16 @@ pub fn read(cx: &ActionContext<'_>, targets: &[String]) -> Result<Option<Fixed>,
         }
     };
     let (metrics, check) = (file(METRICS)?, file(CHECK)?);
-    let number = |v: &serde_json::Value, pointer: &str| v.pointer(pointer).and_then(serde_json::Value::as_f64);
     let deployed = |field: &str| {
-        number(&metrics, &format!("/accelerator/quality/{field}"))
-            .or_else(|| number(&metrics, &format!("/quality/{field}")))
+        number(&metrics, &["accelerator", "quality", field]).or_else(|| number(&metrics, &["quality", field]))
     };
     Ok(Some(Fixed {
         targets: targets.to_vec(),
         f1: deployed("f1"),
-        f1_float: number(&metrics, "/quality/f1"),
+        f1_float: number(&metrics, &["quality", "f1"]),
         roc_auc: deployed("roc_auc"),
-        val_f1: number(&metrics, "/validation_f1"),
-        latency_us: number(&check, "/resources/latency_us"),
-        weight_bytes: number(&check, "/resources/weight_bytes"),
+        val_f1: number(&metrics, &["validation_f1"]),
+        latency_us: number(&check, &["resources", "latency_us"]),
+        weight_bytes: number(&check, &["resources", "weight_bytes"]),
     }))
 }

@@ -67,8 +67,8 @@ impl Kept {
     /// Validation F1 of what is deployed: on the simulated accelerator when
     /// the platform has one, else the float model's (host evaluation).
     pub fn deployed_val_f1(&self) -> Option<f64> {
-        let at = |pointer: &str| self.metrics.pointer(pointer).and_then(serde_json::Value::as_f64);
-        at("/accelerator/validation_f1").or_else(|| at("/validation_f1"))
+        super::number(&self.metrics, &["accelerator", "validation_f1"])
+            .or_else(|| super::number(&self.metrics, &["validation_f1"]))
     }
 }
 
