@@ -11,7 +11,8 @@
 #                                      chromium renders the report (with
 #                                      one font, as recommends are skipped),
 #                                      qemu-user runs kflow on an older CPU,
-#                                      python3-venv holds BuildGrid
+#                                      python3-venv holds BuildGrid, and
+#                                      PostgreSQL is its scheduler's database
 set -euo pipefail
 
 missing=()
@@ -32,6 +33,7 @@ test)
     need fonts-dejavu-core test -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
     need qemu-user command -v qemu-x86_64
     need python3-venv python3 -c 'import ensurepip'
+    need postgresql sh -c 'ls /usr/lib/postgresql/*/bin/initdb'
     ;;
 *)
     echo "usage: $0 run|test" >&2

@@ -60,6 +60,16 @@ pub enum Command {
                   Then use tcp://127.0.0.1:7433 as the device URL."
     )]
     DeviceSim(DeviceSimArgs),
+    /// Serve a Remote Execution API cluster as a worker (a bot on the
+    /// Remote Workers API): take actions from the server, run their
+    /// commands in private directories, upload the results. Runs any REAPI
+    /// command, not only kflow's.
+    #[command(after_help = "Example:\n  kflow worker --server grpc://127.0.0.1:50051 --capacity 2")]
+    Worker(crate::commands::worker::WorkerArgs),
+    /// Run one action sent by a remote executor (the command kflow's
+    /// actions run on a worker; not for people).
+    #[command(hide = true)]
+    ExecAction,
 }
 
 #[derive(Args)]
@@ -183,6 +193,16 @@ pub struct BuildArgs {
     /// Read from the remote cache but never write to it.
     #[arg(long, requires = "remote_cache")]
     pub no_remote_upload: bool,
+    /// Run heavy actions (training epochs, evaluations, datasets, `cmd` steps) on a Remote Execution API cluster
+    /// (BuildGrid, Buildbarn, BuildBuddy, …): `grpc://host:port[/instance]` [default: kflow.toml's remote.executor].
+    /// Its workers run this kflow binary's `exec-action`. The bearer token, if any, comes from
+    /// KFLOW_REMOTE_EXECUTOR_TOKEN.
+    #[arg(long, env = "KFLOW_REMOTE_EXECUTOR", value_name = "URL")]
+    pub remote_executor: Option<String>,
+    /// Actions in flight on the remote executor at once, besides --jobs local ones [default: kflow.toml's
+    /// remote.jobs, else 8].
+    #[arg(long, value_name = "N")]
+    pub remote_jobs: Option<usize>,
     /// Flash and evaluate on this board instead of the one the graph names: `sim://max78002`, `sim://max78000`,
     /// `tcp://HOST:PORT` (e.g. `kflow device-sim`) or `serial:///dev/ttyACM0?baud=115200`.
     #[arg(long, value_name = "URL", value_parser = parse_device_url)]

@@ -11,6 +11,7 @@
 
 mod action_index;
 pub mod atomic;
+pub mod cas;
 mod digest;
 mod epoch;
 mod error;

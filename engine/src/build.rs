@@ -45,6 +45,10 @@ pub struct BuildOptions {
     /// Rules whose actions run even when their result is known: their
     /// results depend on something outside kflow (a physical device).
     pub rerun_rules: BTreeSet<String>,
+    /// Runs the actions of rules that allow it elsewhere.
+    pub executor: Option<std::sync::Arc<dyn crate::remote_exec::Executor>>,
+    /// How many actions may be running on the executor at once.
+    pub remote_jobs: usize,
 }
 
 /// See [`BuildOptions::overrides`].
@@ -163,12 +167,18 @@ pub fn build(
         fresh: Mutex::new(Vec::new()),
         remote: opts.remote.as_ref(),
         remote_warned: AtomicBool::new(false),
+        executor: opts.executor.as_deref(),
+        executor_off: AtomicBool::new(false),
+        slots: match opts.executor {
+            Some(_) => crate::slots::Slots::bounded(opts.jobs, opts.remote_jobs),
+            None => crate::slots::Slots::unbounded(),
+        },
         on_done: Some(&on_done),
         overrides: &opts.overrides,
         rerun_rules: &opts.rerun_rules,
     };
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs.max(1))
+        .num_threads(opts.jobs.max(1) + opts.executor.as_ref().map_or(0, |_| opts.remote_jobs.max(1)))
         .thread_name(|i| format!("kflow-worker-{i}"))
         .build()
         .map_err(|e| BuildError::Io(format!("cannot start worker threads: {e}")))?;

@@ -75,6 +75,9 @@ pub struct ActionRecord {
     /// `BuildOptions::rerun_rules`), whatever was known.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
+    /// It executed on the remote executor.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
     pub duration_ms: u64,
     /// Input name to digest.
     #[serde(default)]
@@ -339,6 +342,7 @@ pub fn read_build(path: &Path) -> std::io::Result<RecordedBuild> {
                     status: a.status,
                     from_cache: true,
                     forced: false,
+                    remote: false,
                     duration_ms: 0,
                     inputs: Named::default(),
                     producers: Named::default(),
@@ -369,6 +373,7 @@ pub(crate) fn record_for_tests(id: &str) -> ActionRecord {
         status: Status::Executed,
         from_cache: false,
         forced: false,
+        remote: false,
         duration_ms: 3,
         inputs: Named(vec![(Arc::from("in.txt"), Digest::of_bytes(b"i"))]),
         producers: Named::default(),

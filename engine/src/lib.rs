@@ -18,8 +18,10 @@ pub mod materialize;
 mod packing;
 pub mod query;
 pub mod registry;
+pub mod remote_exec;
 pub mod rule;
 pub mod scheduler;
+mod slots;
 pub mod state;
 pub mod target_graph;
 mod timings;
@@ -31,6 +33,7 @@ pub use diagnostic::Diagnostic;
 pub use kflow_cache::{BlobRef, Digest};
 pub use label::{Label, Pattern};
 pub use registry::RuleRegistry;
+pub use remote_exec::{ExecError, ExecRequest, Executor};
 pub use rule::{
     ActionContext, ActionDecl, ActionError, ArtifactRef, ChildInput, ChildResult, ChildSpec, InputFile, Outcome,
     Planner, Rule, Status, Target, TargetPlan,

@@ -35,6 +35,14 @@ pub trait Rule: Send + Sync + 'static {
     fn code(&self) -> &str {
         ""
     }
+    /// Whether this action may run on a remote executor (`kflow
+    /// exec-action` on a worker). Worth it for heavy work (training
+    /// epochs, evaluations); never for an action that submits children or
+    /// reaches something only this machine has (a device).
+    fn remote(&self, params: &serde_json::Value) -> bool {
+        let _ = params;
+        false
+    }
     /// One line for `--help` style listings.
     fn summary(&self) -> &'static str;
     /// The attributes a target of this kind accepts (besides `name`).

@@ -6,7 +6,6 @@
 //! pool (a thread waiting for its children helps run them).
 
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,9 +21,11 @@ use crate::action_graph::{ActionNode, InputSource};
 use crate::events::{ActionRecord, BuildEvent, BuildLog, Named, Observer};
 use crate::keys::{Params, RuleId, action_key};
 use crate::registry::RuleRegistry;
+use crate::remote_exec::{self, ExecError, Executor, run_rule};
 use crate::rule::{
     ActionContext, ActionError, ChildInput, ChildResult, ChildSpec, InputFile, Outcome, Produced, Rule, Runtime, Status,
 };
+use crate::slots::Slots;
 use crate::state::{BuildState, NamedBlobs, Remembered};
 
 /// One action ready to be scheduled: a node of the action graph (or of a
@@ -56,6 +57,8 @@ pub(crate) struct JobResult {
     pub from_cache: bool,
     /// Served from the workspace's build state.
     pub remembered: bool,
+    /// Executed on the remote executor.
+    pub remote: bool,
 }
 
 impl JobResult {
@@ -69,6 +72,7 @@ impl JobResult {
             reason: Some(reason),
             from_cache: false,
             remembered: false,
+            remote: false,
         }
     }
 
@@ -117,6 +121,7 @@ impl JobResult {
             reason: r.rejected.clone(),
             from_cache: true,
             remembered: true,
+            remote: false,
         }
     }
 }
@@ -148,6 +153,7 @@ fn result_of_entry(entry: ActionEntry, job: &Job, status: Status) -> Option<JobR
         reason: meta.rejected,
         from_cache: true,
         remembered: false,
+        remote: false,
     })
 }
 
@@ -227,6 +233,12 @@ pub(crate) struct Scheduler<'a> {
     /// this build executes.
     pub remote: Option<&'a RemoteCache>,
     pub remote_warned: AtomicBool,
+    /// Where actions of rules that allow it run, when set.
+    pub executor: Option<&'a dyn Executor>,
+    /// Set when the executor could not be reached: the rest of the build
+    /// runs here.
+    pub executor_off: AtomicBool,
+    pub slots: Slots,
     /// Told when a top-level action has finished, with access to every
     /// finished result (the build materializes outputs as soon as they
     /// exist, overlapping with the actions still running).
@@ -492,51 +504,53 @@ impl Scheduler<'_> {
                 }
             }
         }
-        let input_files: BTreeMap<String, InputFile> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, (name, blob))| {
-                let source = from_files.iter().find(|&&(at, _)| at == i).map(|&(_, p)| p.to_owned());
-                (
-                    name.to_string(),
-                    InputFile {
-                        path: cache.blob_path(&blob.digest),
-                        blob: *blob,
-                        source,
-                    },
-                )
-            })
-            .collect();
-        let scratch = cache.scratch_dir("action").map_err(cache_err)?;
-        let runtime = ActionRuntime { sched: self, job };
         let params = job.node.params.to_value();
-        let cx = ActionContext {
-            id: &job.node.id,
-            params: &params,
-            inputs: &input_files,
-            outputs: &job.node.outputs,
-            work_dir: scratch.path(),
-            runtime: &runtime,
-            produced: Mutex::new(Produced::default()),
+        let remote = self
+            .executor
+            .filter(|_| !self.executor_off.load(Ordering::Relaxed) && job.rule.remote(&params));
+        let ran_remotely = match remote {
+            Some(executor) => self.run_remote(executor, job, key, inputs, cache)?,
+            None => None,
         };
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job.rule.execute(&cx)));
-        let produced = cx.produced.into_inner().unwrap_or_else(|e| e.into_inner());
-        logs.extend(produced.logs.iter().map(|(n, b)| (Arc::from(n.as_str()), *b)));
-        let outcome = match outcome {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(e)) => return Err(e),
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                return Err(ActionError::new(format!(
-                    "rule `{}` crashed (a bug in kflow): {what}",
-                    job.rule.name()
-                )));
+        // Kept until the outputs are collected from it.
+        let mut scratch = None;
+        let remote = ran_remotely.is_some();
+        let (outcome, produced) = match ran_remotely {
+            Some((outcome, produced)) => (Ok(outcome), produced),
+            None => {
+                let _slot = self.slots.local();
+                let input_files: BTreeMap<String, InputFile> = inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, blob))| {
+                        let source = from_files.iter().find(|&&(at, _)| at == i).map(|&(_, p)| p.to_owned());
+                        (
+                            name.to_string(),
+                            InputFile {
+                                path: cache.blob_path(&blob.digest),
+                                blob: *blob,
+                                source,
+                            },
+                        )
+                    })
+                    .collect();
+                let dir = scratch.insert(cache.scratch_dir("action").map_err(cache_err)?);
+                let runtime = ActionRuntime { sched: self, job };
+                let cx = ActionContext {
+                    id: &job.node.id,
+                    params: &params,
+                    inputs: &input_files,
+                    outputs: &job.node.outputs,
+                    work_dir: dir.path(),
+                    runtime: &runtime,
+                    produced: Mutex::new(Produced::default()),
+                };
+                let outcome = run_rule(&*job.rule, &cx);
+                (outcome, cx.produced.into_inner().unwrap_or_else(|e| e.into_inner()))
             }
         };
+        logs.extend(produced.logs.iter().map(|(n, b)| (Arc::from(n.as_str()), *b)));
+        let outcome = outcome?;
         let rejected = match outcome {
             Outcome::Done => None,
             Outcome::Rejected { reason } => Some(reason),
@@ -552,19 +566,20 @@ impl Scheduler<'_> {
                 absent.push(name.clone());
                 continue;
             }
-            let path = scratch.path().join(&**name);
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_file() => {
-                    outputs.push((name.clone(), cache.put_file(&path).map_err(cache_err)?));
+            // A remote run reported every output it made as a blob.
+            let path = scratch.as_ref().map(|dir| dir.path().join(&**name));
+            match path.as_ref().map(|p| (p, std::fs::symlink_metadata(p))) {
+                Some((path, Ok(meta))) if meta.is_file() => {
+                    outputs.push((name.clone(), cache.put_file(path).map_err(cache_err)?));
                 }
-                Ok(_) => {
+                Some((_, Ok(_))) => {
                     return Err(ActionError::new(format!(
                         "declared output `{name}` is not a regular file"
                     )));
                 }
                 // A rejected action may stop before producing everything.
-                Err(_) if rejected.is_some() => {}
-                Err(_) => return Err(ActionError::new(format!("declared output `{name}` was not produced"))),
+                _ if rejected.is_some() => {}
+                _ => return Err(ActionError::new(format!("declared output `{name}` was not produced"))),
             }
         }
         outputs.sort_by(|a, b| a.0.cmp(&b.0));
@@ -599,7 +614,51 @@ impl Scheduler<'_> {
             reason: rejected,
             from_cache: false,
             remembered: false,
+            remote,
         })
+    }
+
+    /// Runs `job` on the executor; `None` when it cannot be reached (the
+    /// build goes on here, after one warning).
+    fn run_remote(
+        &self,
+        executor: &dyn Executor,
+        job: &Job,
+        key: &Digest,
+        inputs: &[(Arc<str>, BlobRef)],
+        cache: &Cache,
+    ) -> Result<Option<(Outcome, Produced)>, ActionError> {
+        let request = remote_exec::request(
+            &job.node.id,
+            &*job.rule,
+            job.node.params.as_str(),
+            inputs,
+            &job.node.outputs,
+            key,
+        );
+        let ran = {
+            let _slot = self.slots.remote();
+            executor.run(&request, cache)
+        };
+        match ran {
+            Ok(files) => remote_exec::produced(&files, cache).map(Some),
+            Err(ExecError::Unreachable(why)) => {
+                if !self.executor_off.swap(true, Ordering::Relaxed) {
+                    let message = format!(
+                        "remote executor {}: {why}; running the build's actions here",
+                        executor.name()
+                    );
+                    self.observer.event(BuildEvent::Warning { message: &message });
+                }
+                Ok(None)
+            }
+            Err(ExecError::Failed { exit_code, stderr }) => Err(ActionError::new(format!(
+                "on remote executor {} (exit code {exit_code}): {}",
+                executor.name(),
+                tail(stderr.trim_end(), 4000)
+            ))),
+            Err(ExecError::Broken(why)) => Err(ActionError::new(format!("remote executor {}: {why}", executor.name()))),
+        }
     }
 
     fn record(
@@ -624,6 +683,7 @@ impl Scheduler<'_> {
             status: result.status,
             from_cache: result.from_cache,
             forced: !result.from_cache && self.rerun_rules.contains(job.rule.name()),
+            remote: result.remote,
             duration_ms,
             inputs: if abridged { Named::default() } else { digests(inputs) },
             producers: Named(if abridged {
@@ -719,7 +779,7 @@ impl Runtime for ActionRuntime<'_> {
         }
         let jobs = self.sched.child_jobs(self.job, batch)?;
         self.sched.observer.event(BuildEvent::Added { count: jobs.len() });
-        let results = self.sched.run_dag(&jobs, false);
+        let results = self.sched.slots.lend(|| self.sched.run_dag(&jobs, false));
         Ok(jobs
             .into_iter()
             .zip(results)
@@ -794,6 +854,16 @@ fn cache_err(e: CacheError) -> ActionError {
     }
 }
 
+/// The last `max` bytes of `text` (at a character boundary): where a
+/// failing command says why.
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
 fn elapsed_ms(since: Instant) -> u64 {
     since.elapsed().as_millis().try_into().unwrap_or(u64::MAX)
 }
@@ -860,6 +930,9 @@ mod tests {
             fresh: Mutex::new(Vec::new()),
             remote: None,
             remote_warned: AtomicBool::new(false),
+            executor: None,
+            executor_off: AtomicBool::new(false),
+            slots: Slots::unbounded(),
             on_done: None,
             overrides: &NO_OVERRIDES,
             rerun_rules: &NO_RERUNS,

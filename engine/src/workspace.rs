@@ -45,6 +45,8 @@ struct ConfigFile {
     cache: CacheSection,
     #[serde(default)]
     build: BuildSection,
+    #[serde(default)]
+    remote: RemoteSection,
 }
 
 #[derive(Default, Deserialize)]
@@ -65,6 +67,14 @@ struct BuildSection {
     jobs: Option<usize>,
 }
 
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteSection {
+    executor: Option<String>,
+    instance: Option<String>,
+    jobs: Option<usize>,
+}
+
 /// The parsed `kflow.toml`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -76,6 +86,9 @@ pub struct Config {
     /// The cache directory, if the workspace names one (absolute).
     pub cache_dir: Option<PathBuf>,
     pub jobs: Option<usize>,
+    /// `[remote] executor` as a URL, with `instance` as its path.
+    pub remote_executor: Option<String>,
+    pub remote_jobs: Option<usize>,
 }
 
 impl Config {
@@ -132,6 +145,11 @@ impl Config {
             default_cell,
             cache_dir: file.cache.dir.map(|d| root.join(d)),
             jobs: file.build.jobs,
+            remote_executor: file.remote.executor.map(|url| match file.remote.instance {
+                Some(instance) => format!("{}/{instance}", url.trim_end_matches('/')),
+                None => url,
+            }),
+            remote_jobs: file.remote.jobs,
         })
     }
 

@@ -60,6 +60,11 @@ impl Rule for Cmd {
         1
     }
 
+    /// A user's shell step: its sandbox and sources travel with it.
+    fn remote(&self, _: &serde_json::Value) -> bool {
+        true
+    }
+
     fn summary(&self) -> &'static str {
         "a shell command with declared inputs and outputs, run in a clean sandbox"
     }

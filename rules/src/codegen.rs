@@ -79,6 +79,11 @@ impl Rule for CodegenRule {
         4
     }
 
+    /// Code generation on the synthesized files alone.
+    fn remote(&self, _: &serde_json::Value) -> bool {
+        true
+    }
+
     fn summary(&self) -> &'static str {
         "C for the device: the accelerator's driver, weights and Zephyr module for a synthesized network, or C99 inference of a quantized one for a Cortex-M without an accelerator"
     }

@@ -112,6 +112,11 @@ impl Rule for DatasetRule {
         2
     }
 
+    /// Generating or reading a dataset is pure work on its inputs.
+    fn remote(&self, _: &serde_json::Value) -> bool {
+        true
+    }
+
     fn summary(&self) -> &'static str {
         "train/val/test windows of a CATS-format time series (a CSV file or generated)"
     }

@@ -154,6 +154,11 @@ impl Rule for EvaluateRule {
         6
     }
 
+    /// Inference over a test split (ONNX Runtime, the simulator) is heavy.
+    fn remote(&self, _: &serde_json::Value) -> bool {
+        true
+    }
+
     fn summary(&self) -> &'static str {
         "quality and latency of a trained model on the host (ONNX Runtime), against a z-score baseline"
     }

@@ -83,6 +83,11 @@ impl Rule for PruneRule {
         3
     }
 
+    /// Pure work on a model's files.
+    fn remote(&self, _: &serde_json::Value) -> bool {
+        true
+    }
+
     fn summary(&self) -> &'static str {
         "magnitude pruning (unstructured or whole channels) with optional fine-tuning"
     }

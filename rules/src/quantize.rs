@@ -135,6 +135,11 @@ impl Rule for QuantizeRule {
         5
     }
 
+    /// Quantization-aware epochs are training.
+    fn remote(&self, _: &serde_json::Value) -> bool {
+        true
+    }
+
     fn summary(&self) -> &'static str {
         "ai8x-compatible quantization: fused layers, integer weights, per-layer bits and shifts"
     }

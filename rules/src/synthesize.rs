@@ -64,6 +64,11 @@ impl Rule for SynthesizeRule {
         5
     }
 
+    /// Allocation and file generation on the model's files alone.
+    fn remote(&self, _: &serde_json::Value) -> bool {
+        true
+    }
+
     fn summary(&self) -> &'static str {
         "places quantized layers on the MAX78000/MAX78002: ai8x network YAML, allocation, weights"
     }

@@ -121,6 +121,12 @@ impl Rule for TrainRule {
         3
     }
 
+    /// Epochs go remote; the run that chains them submits them as
+    /// children, so it stays with the build.
+    fn remote(&self, params: &serde_json::Value) -> bool {
+        params.get("step").and_then(|s| s.as_str()) == Some("epoch")
+    }
+
     fn summary(&self) -> &'static str {
         "trains a model on a dataset (candle, CPU), one cached action per epoch"
     }

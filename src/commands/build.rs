@@ -1,6 +1,7 @@
 //! `kflow build`, once or in `--watch` mode.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use kflow_cache::RemoteCache;
 use kflow_engine::build::{BuildOptions, BuildResult, build};
@@ -18,6 +19,28 @@ const SUMMARY: &str = "summary.json";
 const REPORT: &str = "report/report.html";
 use crate::cli::{BuildArgs, ColorMode};
 use crate::{progress, render};
+
+/// The environment variable holding the remote executor's bearer token.
+const EXECUTOR_TOKEN_ENV: &str = "KFLOW_REMOTE_EXECUTOR_TOKEN";
+
+/// The remote executor at `url`; its workers run this binary.
+fn executor(url: Option<String>) -> Result<Option<Arc<dyn kflow_engine::Executor>>, Failure> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let tool = std::env::current_exe()
+        .map_err(|e| Failure::Build(Some(format!("cannot find the kflow binary to send to workers: {e}"))))?;
+    let token = std::env::var(EXECUTOR_TOKEN_ENV).ok();
+    let executor = kflow_remote::execute::RemoteExecutor::new(&url, token.as_deref(), tool)
+        .map_err(|e| Diagnostic::new(format!("--remote-executor: {e}")))?;
+    Ok(Some(Arc::new(executor)))
+}
+
+/// `kflow exec-action`: one action a remote executor sent, in the current
+/// directory (see `kflow_engine::remote_exec`).
+pub fn exec_action(cwd: &Path) -> Result<(), Failure> {
+    kflow_engine::remote_exec::exec_action(&super::rules(), cwd).map_err(|e| Failure::Build(Some(e.message)))
+}
 
 pub fn run(cwd: &Path, args: BuildArgs, quiet: bool, color: ColorMode) -> Result<(), Failure> {
     let mut ws = open_workspace(cwd)?;
@@ -48,6 +71,8 @@ pub fn run(cwd: &Path, args: BuildArgs, quiet: bool, color: ColorMode) -> Result
             true => kflow_rules::device::DEVICE_RULES.map(str::to_owned).into(),
             false => Default::default(),
         },
+        executor: executor(args.remote_executor.clone().or(ws.config()?.remote_executor.clone()))?,
+        remote_jobs: args.remote_jobs.or(ws.config()?.remote_jobs).unwrap_or(8).max(1),
     };
     if !args.watch {
         let result = build_once(cwd, &ws, &args, &opts, quiet);

@@ -6,6 +6,7 @@ mod build;
 mod cache;
 mod device;
 mod inspect;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Report(command) => inspect::report(&cwd, command),
         Command::Ai8x(args) => ai8x::run(args),
         Command::DeviceSim(args) => device::serve(args, cli.quiet),
+        Command::Worker(args) => worker::run(args, cli.quiet),
+        Command::ExecAction => build::exec_action(&cwd),
     }
 }
 
