@@ -17,6 +17,8 @@ use crate::digest::hex;
 
 /// ByteStream chunks: well under gRPC's 4 MiB message limit.
 const CHUNK: usize = 1 << 20;
+/// The payload of one batch call, with room for the message around it.
+const BATCH: usize = 3 << 20;
 
 /// A SHA-256 digest and size, as REAPI names a blob.
 pub fn sha256(bytes: &[u8]) -> reapi::Digest {
@@ -157,17 +159,102 @@ impl Cas {
     }
 
     /// Uploads the blobs the server lacks. Each is given with its digest.
+    /// Small ones go together in BatchUpdateBlobs calls (one round trip
+    /// instead of one per blob), the rest over ByteStream.
     pub async fn upload_missing(&self, blobs: &[(&reapi::Digest, &[u8])]) -> Result<(), CallError> {
         let missing = self
             .find_missing(blobs.iter().map(|(d, _)| (*d).clone()).collect())
             .await?;
         let mut sent = std::collections::BTreeSet::new();
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
         for (digest, bytes) in blobs {
-            if missing.iter().any(|m| m.hash == digest.hash) && sent.insert(digest.hash.as_str()) {
-                self.write_blob(digest, bytes).await?;
+            if !missing.iter().any(|m| m.hash == digest.hash) || !sent.insert(digest.hash.as_str()) {
+                continue;
             }
+            if bytes.len() > CHUNK {
+                self.write_blob(digest, bytes).await?;
+                continue;
+            }
+            if batch_bytes + bytes.len() > BATCH {
+                self.write_batch(std::mem::take(&mut batch)).await?;
+                batch_bytes = 0;
+            }
+            batch_bytes += bytes.len();
+            batch.push(reapi::batch_update_blobs_request::Request {
+                digest: Some((*digest).clone()),
+                data: bytes.to_vec(),
+                ..Default::default()
+            });
+        }
+        if !batch.is_empty() {
+            self.write_batch(batch).await?;
         }
         Ok(())
+    }
+
+    async fn write_batch(&self, requests: Vec<reapi::batch_update_blobs_request::Request>) -> Result<(), CallError> {
+        let mut cas = ContentAddressableStorageClient::new(self.channel.clone());
+        let responses = cas
+            .batch_update_blobs(self.request(reapi::BatchUpdateBlobsRequest {
+                instance_name: self.instance.clone(),
+                requests,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|s| CallError::new("BatchUpdateBlobs", s))?
+            .into_inner()
+            .responses;
+        match responses.into_iter().find_map(|r| r.status.filter(|s| s.code != 0)) {
+            Some(status) => Err(CallError::new(
+                "BatchUpdateBlobs",
+                tonic::Status::new(tonic::Code::from(status.code), status.message),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Several blobs at once, each checked against its digest; a blob the
+    /// server lacks or sends damaged is left out. Small ones come in
+    /// BatchReadBlobs calls, the rest over ByteStream.
+    pub async fn read_blobs(&self, digests: &[reapi::Digest]) -> Result<Vec<(reapi::Digest, Vec<u8>)>, CallError> {
+        let size = |d: &reapi::Digest| usize::try_from(d.size_bytes).unwrap_or(usize::MAX);
+        let (small, large): (Vec<&reapi::Digest>, Vec<&reapi::Digest>) = digests.iter().partition(|d| size(d) <= CHUNK);
+        let mut out = Vec::new();
+        let mut cas = ContentAddressableStorageClient::new(self.channel.clone());
+        let mut rest = small.as_slice();
+        while !rest.is_empty() {
+            let mut n = 1;
+            let mut bytes = size(rest[0]);
+            while n < rest.len() && bytes + size(rest[n]) <= BATCH {
+                bytes += size(rest[n]);
+                n += 1;
+            }
+            let (now, later) = rest.split_at(n);
+            rest = later;
+            let responses = cas
+                .batch_read_blobs(self.request(reapi::BatchReadBlobsRequest {
+                    instance_name: self.instance.clone(),
+                    digests: now.iter().map(|d| (*d).clone()).collect(),
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|s| CallError::new("BatchReadBlobs", s))?
+                .into_inner()
+                .responses;
+            for r in responses {
+                let ok = r.status.as_ref().is_none_or(|s| s.code == 0);
+                if let Some(digest) = r.digest.filter(|d| ok && sha256(&r.data) == *d) {
+                    out.push((digest, r.data));
+                }
+            }
+        }
+        for digest in large {
+            if let Some(bytes) = self.read_blob(digest).await? {
+                out.push((digest.clone(), bytes));
+            }
+        }
+        Ok(out)
     }
 
     /// Uploads one blob over ByteStream, in chunks.

@@ -281,11 +281,22 @@ impl RemoteExecutor {
                 files.push((name.to_owned(), digest.clone()));
             }
         }
+        let digests: Vec<reapi::Digest> = files.iter().map(|(_, d)| d.clone()).collect();
+        let fetched: HashMap<String, Vec<u8>> = self
+            .cas
+            .read_blobs(&digests)
+            .await
+            .map_err(broken)?
+            .into_iter()
+            .map(|(d, bytes)| (d.hash, bytes))
+            .collect();
         let mut out = BTreeMap::new();
         for (name, digest) in files {
-            let bytes = self.cas.read_required(&digest, "output file").await.map_err(broken)?;
+            let bytes = fetched.get(&digest.hash).ok_or_else(|| {
+                ExecError::Broken(format!("output file `{name}` ({}) is missing or damaged", digest.hash))
+            })?;
             let blob = cache
-                .put_bytes(&bytes)
+                .put_bytes(bytes)
                 .map_err(|e| ExecError::Broken(format!("cannot store output {name}: {e}")))?;
             out.insert(name, blob);
         }

@@ -756,7 +756,7 @@ async fn execute(ctx: &Ctx, lease: &Lease, argv0: &mut String) -> Result<Ran, Le
         .input_root_digest
         .as_ref()
         .ok_or_else(|| LeaseError::invalid("the Action has no input_root_digest"))?;
-    fetch_tree(&ctx.cas, root_digest, &dir.root()).await?;
+    fetch_tree(&ctx.cas, &ctx.work_dir.join(KEPT), root_digest, &dir.root()).await?;
     layout.prepare()?;
     times.input_fetch_completed_timestamp = Some(now());
     times.execution_start_timestamp = Some(now());
@@ -942,7 +942,7 @@ struct InputFile {
 /// Writes the tree under `root_digest` into `root`: directories level by
 /// level, then each distinct file once per place, then symlinks (last, so
 /// that nothing is ever written through one).
-async fn fetch_tree(cas: &Cas, root_digest: &reapi::Digest, root: &Path) -> Result<(), LeaseError> {
+async fn fetch_tree(cas: &Cas, kept: &Path, root_digest: &reapi::Digest, root: &Path) -> Result<(), LeaseError> {
     let mut files: HashMap<String, InputFile> = HashMap::new();
     let mut links: Vec<(PathBuf, String)> = Vec::new();
     let mut level = vec![(root.to_path_buf(), root_digest.clone())];
@@ -978,7 +978,7 @@ async fn fetch_tree(cas: &Cas, root_digest: &reapi::Digest, root: &Path) -> Resu
         }
         level = next;
     }
-    write_files(cas, files.into_values().collect()).await?;
+    write_files(cas, kept, files.into_values().collect()).await?;
     for (path, target) in links {
         std::os::unix::fs::symlink(&target, &path).map_err(LeaseError::local(format!("symlink {}", path.display())))?;
     }
@@ -1039,14 +1039,14 @@ async fn absorb_read(tasks: &mut JoinSet<ReadTask>, out: &mut HashMap<String, Ve
 }
 
 /// Fetches each input file and writes it to its places, a few at a time.
-async fn write_files(cas: &Cas, files: Vec<InputFile>) -> Result<(), LeaseError> {
+async fn write_files(cas: &Cas, kept: &Path, files: Vec<InputFile>) -> Result<(), LeaseError> {
     let mut tasks = JoinSet::new();
     for file in files {
         while tasks.len() >= FETCH_CONCURRENCY {
             join_write(&mut tasks).await?;
         }
-        let cas = cas.clone();
-        tasks.spawn(async move { write_file(&cas, file).await });
+        let (cas, kept) = (cas.clone(), kept.to_path_buf());
+        tasks.spawn(async move { write_file(&cas, &kept, file).await });
     }
     while !tasks.is_empty() {
         join_write(&mut tasks).await?;
@@ -1061,12 +1061,58 @@ async fn join_write(tasks: &mut JoinSet<Result<(), LeaseError>>) -> Result<(), L
     }
 }
 
-async fn write_file(cas: &Cas, file: InputFile) -> Result<(), LeaseError> {
-    let bytes = read(cas, &file.digest, "input file").await?;
+/// Executables the worker keeps, by digest, for its lifetime.
+const KEPT: &str = "kept";
+
+/// The file under `kept` that holds an executable input, when its digest
+/// can name a file (a server could send anything as a hash).
+fn kept_path(kept: &Path, file: &InputFile) -> Option<PathBuf> {
+    let hash = &file.digest.hash;
+    let named = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    (named && file.places.iter().any(|(_, executable)| *executable))
+        .then(|| kept.join(format!("{hash}-{}", file.digest.size_bytes)))
+}
+
+async fn write_file(cas: &Cas, kept: &Path, file: InputFile) -> Result<(), LeaseError> {
+    // A client's tool (kflow sends its own binary) comes with every action
+    // of a build: fetched once, then copied from here.
+    let keep = kept_path(kept, &file);
+    let size = u64::try_from(file.digest.size_bytes).unwrap_or(u64::MAX);
+    let intact = move |path: &Path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == size);
+    let bytes = match &keep {
+        Some(path) if intact(path) => None,
+        _ => Some(read(cas, &file.digest, "input file").await?),
+    };
+    let kept = kept.to_path_buf();
     tokio::task::spawn_blocking(move || {
+        if let (Some(path), Some(bytes)) = (&keep, &bytes) {
+            // Written whole under a temporary name: another lease may be
+            // copying the same executable at this moment.
+            let _ = std::fs::create_dir_all(&kept);
+            // Read-only: it is linked into every action that runs it.
+            let _ = tempfile::NamedTempFile::new_in(&kept)
+                .and_then(|mut tmp| std::io::Write::write_all(&mut tmp, bytes).map(|()| tmp))
+                .and_then(|tmp| {
+                    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o555))?;
+                    tmp.persist(path).map_err(|e| e.error)
+                });
+        }
         for (path, executable) in &file.places {
+            // A hard link: a 150 MB binary copied per action cost more
+            // than the action. A link is never written to, so the
+            // program never meets "text file busy" either.
+            if let Some(from) = keep.as_ref().filter(|p| intact(p))
+                && std::fs::hard_link(from, path).is_ok()
+            {
+                continue;
+            }
             let mode = if *executable { 0o755 } else { 0o644 };
-            std::fs::write(path, &bytes)
+            let written = match (&keep, &bytes) {
+                (Some(from), _) if intact(from) => std::fs::copy(from, path).map(drop),
+                (_, Some(bytes)) => std::fs::write(path, bytes),
+                (_, None) => Err(std::io::Error::other("the kept copy vanished")),
+            };
+            written
                 .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)))
                 .map_err(LeaseError::local(format!("write {}", path.display())))?;
         }
