@@ -186,7 +186,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub watch: bool,
     /// A shared cache, consulted after the local cache and given what this build executes: `http(s)://…` speaks the
-    /// Bazel HTTP cache protocol (nginx with WebDAV), `grpc://host:port[/instance]` the Remote Execution API's
+    /// Bazel HTTP cache protocol (nginx with WebDAV), `grpc(s)://host:port[/instance]` the Remote Execution API's
     /// ActionCache and CAS (BuildGrid, Buildbarn, …). The bearer token, if any, comes from KFLOW_REMOTE_CACHE_TOKEN.
     #[arg(long, env = "KFLOW_REMOTE_CACHE", value_name = "URL")]
     pub remote_cache: Option<String>,
@@ -194,9 +194,9 @@ pub struct BuildArgs {
     #[arg(long, requires = "remote_cache")]
     pub no_remote_upload: bool,
     /// Run heavy actions (training epochs, evaluations, datasets, `cmd` steps) on a Remote Execution API cluster
-    /// (BuildGrid, Buildbarn, BuildBuddy, …): `grpc://host:port[/instance]` [default: kflow.toml's remote.executor].
-    /// Its workers run this kflow binary's `exec-action`. The bearer token, if any, comes from
-    /// KFLOW_REMOTE_EXECUTOR_TOKEN.
+    /// (BuildGrid, Buildbarn, BuildBuddy, …): `grpc://host:port[/instance]`, or `grpcs://` for TLS [default:
+    /// kflow.toml's remote.executor]. Its workers run this kflow binary's `exec-action`. The bearer token, if any,
+    /// comes from KFLOW_REMOTE_EXECUTOR_TOKEN; extra certificate authorities from KFLOW_REMOTE_CA (a PEM file).
     #[arg(long, env = "KFLOW_REMOTE_EXECUTOR", value_name = "URL")]
     pub remote_executor: Option<String>,
     /// Actions in flight on the remote executor at once, besides --jobs local ones [default: kflow.toml's

@@ -53,3 +53,42 @@ fn a_second_workspace_fetches_every_result_through_buildgrid() {
         b.run.stderr
     );
 }
+
+#[test]
+fn a_tls_server_is_reached_through_grpcs_with_the_teams_certificate_authority() {
+    let Some(server) = common::buildgrid::start_tls() else {
+        return;
+    };
+    let url = server.url.as_str();
+    assert!(url.starts_with("grpcs://"), "{url}");
+    let ca = server.ca.to_str().expect("utf-8 path");
+    let (first, second, stranger) = (Ws::new(), Ws::new(), Ws::new());
+    for ws in [&first, &second, &stranger] {
+        ws.package("p", GRAPH);
+    }
+    let with_ca = |ws: &Ws| {
+        let report = ws
+            .kflow()
+            .env("KFLOW_REMOTE_CA", ca)
+            .args(["build", "//p:big", "--remote-cache", url])
+            .output()
+            .expect("run kflow");
+        String::from_utf8_lossy(&report.stderr).into_owned()
+    };
+    let built = with_ca(&first);
+    assert!(!built.contains("warning"), "{built}");
+    let fetched = with_ca(&second);
+    assert!(!fetched.contains("warning"), "{fetched}");
+    assert_eq!(
+        std::fs::read(second.output("p", "big", "big.bin")).expect("fetched big.bin"),
+        std::fs::read(first.output("p", "big", "big.bin")).expect("built big.bin")
+    );
+    assert!(fetched.contains("0 executed"), "{fetched}");
+
+    // A client that does not trust the certificate gets nothing from the
+    // server, says so once, and builds locally.
+    let b = stranger.build(&["//p:big", "--remote-cache", url]);
+    assert_eq!(b.run.code, 0, "{}", b.run.stderr);
+    assert_eq!(b.run.stderr.matches("warning").count(), 1, "{}", b.run.stderr);
+    assert_eq!(b.report.expect("report").count("executed"), 2);
+}

@@ -60,19 +60,27 @@ impl CallError {
     }
 }
 
-/// `grpc://host:port[/instance]`, as users write a REAPI endpoint.
+/// The environment variable naming a PEM file of extra certificate
+/// authorities for `grpcs://` servers (a team's own CA).
+pub const CA_ENV: &str = "KFLOW_REMOTE_CA";
+
+/// `grpc://host:port[/instance]` (or `grpcs://` for TLS), as users write a
+/// REAPI endpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoint {
     pub host: String,
     pub instance: String,
+    pub tls: bool,
 }
 
 impl Endpoint {
     pub fn parse(url: &str) -> Result<Endpoint, String> {
-        let rest = url
-            .trim()
-            .strip_prefix("grpc://")
-            .ok_or_else(|| format!("`{url}` is not a grpc://host:port[/instance] URL"))?;
+        let url = url.trim();
+        let (rest, tls) = match (url.strip_prefix("grpc://"), url.strip_prefix("grpcs://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(format!("`{url}` is not a grpc:// or grpcs://host:port[/instance] URL")),
+        };
         let (host, instance) = rest.split_once('/').unwrap_or((rest, ""));
         if host.is_empty() {
             return Err(format!("`{url}` has no host"));
@@ -80,7 +88,14 @@ impl Endpoint {
         Ok(Endpoint {
             host: host.to_owned(),
             instance: instance.trim_end_matches('/').to_owned(),
+            tls,
         })
+    }
+
+    /// Whether `url` names a REAPI endpoint (rather than an HTTP cache).
+    pub fn is_grpc(url: &str) -> bool {
+        let url = url.trim();
+        url.starts_with("grpc://") || url.starts_with("grpcs://")
     }
 }
 
@@ -114,11 +129,21 @@ impl Cas {
                     .map_err(|_| "the token has characters that cannot be sent in a gRPC header".to_owned())?,
             ),
         };
-        let channel = Channel::from_shared(format!("http://{}", endpoint.host))
-            .map_err(|e| format!("grpc://{}: {e}", endpoint.host))?
+        let scheme = if endpoint.tls { "https" } else { "http" };
+        let mut channel = Channel::from_shared(format!("{scheme}://{}", endpoint.host))
+            .map_err(|e| format!("{}: {e}", endpoint.host))?
             .connect_timeout(std::time::Duration::from_secs(10))
-            .tcp_keepalive(Some(std::time::Duration::from_secs(30)))
-            .connect_lazy();
+            .tcp_keepalive(Some(std::time::Duration::from_secs(30)));
+        if endpoint.tls {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_webpki_roots();
+            if let Some(path) = std::env::var_os(CA_ENV) {
+                let pem = std::fs::read(&path)
+                    .map_err(|e| format!("{CA_ENV}={}: {e}", std::path::Path::new(&path).display()))?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            channel = channel.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
+        }
+        let channel = channel.connect_lazy();
         Ok(Cas {
             channel,
             instance: endpoint.instance.clone(),
@@ -356,7 +381,9 @@ mod tests {
         let e = Endpoint::parse("grpc://127.0.0.1:8980/main/").unwrap();
         assert_eq!((e.host.as_str(), e.instance.as_str()), ("127.0.0.1:8980", "main"));
         assert_eq!(Endpoint::parse("grpc://h:1").unwrap().instance, "");
-        assert!(Endpoint::parse("http://h:1").unwrap_err().contains("grpc://host:port"));
+        assert!(Endpoint::parse("grpcs://h:1/i").unwrap().tls);
+        assert!(!Endpoint::parse("grpc://h:1").unwrap().tls);
+        assert!(Endpoint::parse("http://h:1").unwrap_err().contains("grpcs://host:port"));
         assert!(Endpoint::parse("grpc:///x").unwrap_err().contains("no host"));
     }
 }

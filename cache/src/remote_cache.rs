@@ -1,6 +1,6 @@
 //! The shared remote cache a build uses, whichever protocol its URL names:
 //! the Bazel HTTP cache protocol (`http://`, `https://`) or the Remote
-//! Execution API's ActionCache and CAS over gRPC (`grpc://`).
+//! Execution API's ActionCache and CAS over gRPC (`grpc://`, `grpcs://`).
 
 use crate::grpc::GrpcCache;
 use crate::remote::{HttpCache, RemoteError};
@@ -16,7 +16,7 @@ impl RemoteCache {
     /// The cache at `url`; `token` is sent as a bearer token; `upload`
     /// says whether results may be written.
     pub fn new(url: &str, token: Option<String>, upload: bool) -> Result<RemoteCache, CacheError> {
-        if url.trim().starts_with("grpc://") {
+        if crate::cas::Endpoint::is_grpc(url) {
             return Ok(RemoteCache::Grpc(GrpcCache::new(url.trim(), token, upload)?));
         }
         Ok(RemoteCache::Http(HttpCache::new(url, token, upload)?))

@@ -278,6 +278,19 @@ mod tests {
     }
 
     #[test]
+    fn the_remote_section_names_the_executor_and_its_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("graphs")).unwrap();
+        let text =
+            "[cells]\ntarget = \"graphs\"\n[remote]\nexecutor = \"grpc://c:1/\"\ninstance = \"main\"\njobs = 32\n";
+        let config = Config::parse(dir.path(), text).unwrap();
+        assert_eq!(config.remote_executor.as_deref(), Some("grpc://c:1/main"));
+        assert_eq!(config.remote_jobs, Some(32));
+        let err = Config::parse(dir.path(), "[cells]\ntarget = \"graphs\"\n[remote]\nexecuter = \"x\"\n").unwrap_err();
+        assert!(err.message.contains("executer"), "{}", err.message);
+    }
+
+    #[test]
     fn unknown_section_is_located() {
         let dir = tempfile::tempdir().unwrap();
         let err = Config::parse(dir.path(), "[cells]\n[cach]\ndir = \"x\"\n").unwrap_err();

@@ -65,7 +65,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use crate::bots::{BotSession, BotStatus, BotsClient, Device, Lease, LeaseState, Property, Worker};
 
 /// The environment variable holding the server's bearer token.
-pub const TOKEN_ENV: &str = "KFLOW_REMOTE_TOKEN";
+pub const TOKEN_ENV: &str = "KFLOW_REMOTE_EXECUTOR_TOKEN";
 
 /// Under 3 s BuildGrid answers at once instead of long-polling: a new
 /// session is registered without waiting.

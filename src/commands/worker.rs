@@ -9,8 +9,9 @@ use crate::Failure;
 
 #[derive(clap::Args)]
 pub struct WorkerArgs {
-    /// The server: grpc://HOST:PORT[/INSTANCE]. A bearer token, if the
-    /// server wants one, comes from KFLOW_REMOTE_TOKEN.
+    /// The server: grpc://HOST:PORT[/INSTANCE], or grpcs:// for TLS (extra
+    /// CAs from KFLOW_REMOTE_CA, a PEM file). A bearer token, if the server
+    /// wants one, comes from KFLOW_REMOTE_EXECUTOR_TOKEN.
     #[arg(long, value_name = "URL")]
     pub server: String,
     /// The instance name, instead of the URL's.

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 pub struct BuildGrid {
     child: Child,
+    /// The certificate of a TLS server ([`start_tls`]).
+    #[allow(dead_code)]
+    pub ca: PathBuf,
     _dir: tempfile::TempDir,
     pub url: String,
 }
@@ -27,11 +30,81 @@ impl Drop for BuildGrid {
 /// The server, or `None` (with a line saying so) when BuildGrid is not
 /// installed and `KFLOW_REQUIRE_BUILDGRID` is not set.
 pub fn start() -> Option<BuildGrid> {
+    start_with(false)
+}
+
+/// Like [`start`], serving TLS with a self-signed certificate for
+/// 127.0.0.1 (made with `openssl`); `url` is `grpcs://…`, and `ca` is the
+/// certificate a client must trust.
+#[allow(dead_code)]
+pub fn start_tls() -> Option<BuildGrid> {
+    start_with(true)
+}
+
+fn start_with(tls: bool) -> Option<BuildGrid> {
     let bgd = bgd_path()?;
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
+    let channel = match tls {
+        false => format!("!channel {{ address: \"127.0.0.1:{port}\", insecure-mode: true }}"),
+        true => {
+            // A CA, and a server certificate it signs: rustls refuses a
+            // self-signed CA certificate as the server's own.
+            std::fs::write(
+                dir.path().join("ext.cnf"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+            )
+            .expect("ext.cnf");
+            let steps: [&[&str]; 3] = [
+                &[
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", "ca.key",
+                ],
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    "key.pem",
+                    "-out",
+                    "server.csr",
+                ],
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "server.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                ],
+            ];
+            let tails: [&[&str]; 3] = [
+                &["-out", "ca.pem", "-subj", "/CN=kflow test CA"],
+                &["-subj", "/CN=127.0.0.1"],
+                &["-out", "cert.pem", "-days", "1", "-extfile", "ext.cnf"],
+            ];
+            for (step, tail) in steps.iter().zip(tails) {
+                let made = Command::new("openssl")
+                    .args(*step)
+                    .args(tail)
+                    .current_dir(dir.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("run openssl");
+                assert!(made.success(), "openssl {step:?} failed");
+            }
+            format!(
+                "!channel {{ address: \"127.0.0.1:{port}\", insecure-mode: false, \
+                 credentials: {{ tls-server-key: key.pem, tls-server-cert: cert.pem }} }}"
+            )
+        }
+    };
     let config = format!(
-        "server:\n  - !channel {{ address: \"127.0.0.1:{port}\", insecure-mode: true }}\n\
+        "server:\n  - {channel}\n\
          storages:\n  - !lru-storage &cas {{ size: 512MB }}\n\
          caches:\n  - !lru-action-cache &ac {{ storage: *cas, max-cached-refs: 100000, allow-updates: true, cache-failed-actions: false }}\n\
          instances:\n  - name: \"\"\n    services: [ !cas {{ storage: *cas }}, !bytestream {{ storage: *cas }}, !action-cache {{ cache: *ac }} ]\n"
@@ -44,10 +117,12 @@ pub fn start() -> Option<BuildGrid> {
         .stderr(Stdio::null())
         .spawn()
         .expect("start bgd");
+    let scheme = if tls { "grpcs" } else { "grpc" };
     let server = BuildGrid {
         child,
+        ca: dir.path().join("ca.pem"),
         _dir: dir,
-        url: format!("grpc://127.0.0.1:{port}"),
+        url: format!("{scheme}://127.0.0.1:{port}"),
     };
     wait_for_port(port, None);
     Some(server)
@@ -336,7 +411,7 @@ impl Cluster {
             .arg(self.dir.path().join(format!("work-{i}")))
             .args(["--bot-id", &format!("test-worker-{i}-{}", std::process::id())])
             .args(args)
-            .env_remove("KFLOW_REMOTE_TOKEN")
+            .env_remove("KFLOW_REMOTE_EXECUTOR_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
