@@ -18,7 +18,7 @@ fn copy_workspace() -> tempfile::TempDir {
     for file in ["Cargo.toml", "Cargo.lock"] {
         std::fs::copy(root.join(file), dir.path().join(file)).unwrap();
     }
-    for sub in ["engine", "cache", "rules"] {
+    for sub in ["engine", "cache", "remote", "rules"] {
         copy_dir(&root.join(sub), &dir.path().join(sub));
     }
     dir
