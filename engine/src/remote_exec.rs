@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kflow_cache::{BlobRef, Cache, Digest};
 use serde::{Deserialize, Serialize};
@@ -183,6 +183,50 @@ pub(crate) fn produced(files: &BTreeMap<String, BlobRef>, cache: &Cache) -> Resu
     Ok((outcome, produced))
 }
 
+/// A run's outputs by name, and the declared outputs it left out.
+pub(crate) type Collected = (Vec<(Arc<str>, BlobRef)>, Vec<Arc<str>>);
+
+/// Where each declared output of a finished run is: produced as a blob,
+/// written to `work_dir` (stored now), or left out on purpose (the second
+/// list). A rejected run may stop before producing everything.
+pub(crate) fn collect_outputs(
+    declared: &[Arc<str>],
+    produced: &Produced,
+    work_dir: Option<&Path>,
+    rejected: bool,
+    cache: &Cache,
+) -> Result<Collected, ActionError> {
+    let mut outputs = Vec::new();
+    let mut absent = Vec::new();
+    for name in declared {
+        if let Some(blob) = produced.output_blobs.get(&**name) {
+            outputs.push((name.clone(), *blob));
+            continue;
+        }
+        if produced.omitted.contains(&**name) {
+            absent.push(name.clone());
+            continue;
+        }
+        let path = work_dir.map(|dir| dir.join(&**name));
+        match path.as_ref().map(|p| (p, std::fs::symlink_metadata(p))) {
+            Some((path, Ok(meta))) if meta.is_file() => {
+                let blob = cache
+                    .put_file(path)
+                    .map_err(|e| ActionError::new(format!("cache: {e}")))?;
+                outputs.push((name.clone(), blob));
+            }
+            Some((_, Ok(_))) => {
+                return Err(ActionError::new(format!(
+                    "declared output `{name}` is not a regular file"
+                )));
+            }
+            _ if rejected => {}
+            _ => return Err(ActionError::new(format!("declared output `{name}` was not produced"))),
+        }
+    }
+    Ok((outputs, absent))
+}
+
 /// Runs a rule on a context, turning a panic into the action's failure.
 pub(crate) fn run_rule(rule: &dyn Rule, cx: &ActionContext<'_>) -> Result<Outcome, ActionError> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rule.execute(cx))) {
@@ -254,7 +298,7 @@ pub fn exec_action(rules: &RuleRegistry, dir: &Path) -> Result<(), ActionError> 
     }
     let work = dir.join("work");
     std::fs::create_dir_all(&work).map_err(|e| fail("work directory", &e))?;
-    let outputs: Vec<std::sync::Arc<str>> = spec.outputs.iter().map(|o| std::sync::Arc::from(o.as_str())).collect();
+    let outputs: Vec<Arc<str>> = spec.outputs.iter().map(|o| Arc::from(o.as_str())).collect();
     let runtime = Standalone { cache: &cache };
     let cx = ActionContext {
         id: &spec.id,
@@ -269,38 +313,21 @@ pub fn exec_action(rules: &RuleRegistry, dir: &Path) -> Result<(), ActionError> 
     let produced = cx.produced.into_inner().unwrap_or_else(|e| e.into_inner());
     let out = dir.join(OUT_DIR);
     std::fs::create_dir_all(&out).map_err(|e| fail("output directory", &e))?;
+    let rejected = match outcome {
+        Outcome::Done => None,
+        Outcome::Rejected { reason } => Some(reason),
+    };
+    let (outputs, absent) = collect_outputs(&outputs, &produced, Some(&work), rejected.is_some(), &cache)?;
     let mut report = ExecReport {
-        rejected: match outcome {
-            Outcome::Done => None,
-            Outcome::Rejected { reason } => Some(reason),
-        },
-        omitted: produced.omitted.iter().cloned().collect(),
+        rejected,
+        omitted: absent.iter().map(|a| a.to_string()).collect(),
         metadata: produced.metadata.clone(),
         ..ExecReport::default()
     };
-    for (i, name) in spec.outputs.iter().enumerate() {
+    for (i, (name, blob)) in outputs.iter().enumerate() {
         let file = format!("output-{i}");
-        let dest = out.join(&file);
-        if let Some(blob) = produced.output_blobs.get(name) {
-            cache.copy_out(blob, &dest).map_err(|e| fail(name, &e))?;
-        } else if produced.omitted.contains(name) {
-            continue;
-        } else {
-            let path = work.join(name);
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_file() => {
-                    std::fs::rename(&path, &dest).map_err(|e| fail(name, &e))?;
-                }
-                Ok(_) => {
-                    return Err(ActionError::new(format!(
-                        "declared output `{name}` is not a regular file"
-                    )));
-                }
-                Err(_) if report.rejected.is_some() => continue,
-                Err(_) => return Err(ActionError::new(format!("declared output `{name}` was not produced"))),
-            }
-        }
-        report.outputs.insert(name.clone(), file);
+        cache.copy_out(blob, &out.join(&file)).map_err(|e| fail(name, &e))?;
+        report.outputs.insert(name.to_string(), file);
     }
     for (i, (name, blob)) in produced.logs.iter().enumerate() {
         let file = format!("log-{i}");

@@ -555,33 +555,10 @@ impl Scheduler<'_> {
             Outcome::Done => None,
             Outcome::Rejected { reason } => Some(reason),
         };
-        let mut outputs = Vec::new();
-        let mut absent: Vec<Arc<str>> = Vec::new();
-        for name in &job.node.outputs {
-            if let Some(blob) = produced.output_blobs.get(&**name) {
-                outputs.push((name.clone(), *blob));
-                continue;
-            }
-            if produced.omitted.contains(&**name) {
-                absent.push(name.clone());
-                continue;
-            }
-            // A remote run reported every output it made as a blob.
-            let path = scratch.as_ref().map(|dir| dir.path().join(&**name));
-            match path.as_ref().map(|p| (p, std::fs::symlink_metadata(p))) {
-                Some((path, Ok(meta))) if meta.is_file() => {
-                    outputs.push((name.clone(), cache.put_file(path).map_err(cache_err)?));
-                }
-                Some((_, Ok(_))) => {
-                    return Err(ActionError::new(format!(
-                        "declared output `{name}` is not a regular file"
-                    )));
-                }
-                // A rejected action may stop before producing everything.
-                _ if rejected.is_some() => {}
-                _ => return Err(ActionError::new(format!("declared output `{name}` was not produced"))),
-            }
-        }
+        // A remote run reported every output it made as a blob.
+        let work_dir = scratch.as_ref().map(|dir| dir.path());
+        let (mut outputs, mut absent) =
+            remote_exec::collect_outputs(&job.node.outputs, &produced, work_dir, rejected.is_some(), cache)?;
         outputs.sort_by(|a, b| a.0.cmp(&b.0));
         let mut blobs: BTreeMap<String, BlobRef> = outputs
             .iter()
