@@ -9,7 +9,7 @@ use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
 use kflow_model::{Model, Weights};
-use kflow_quant::{Bits, FakeQuant, QuantOptions};
+use kflow_quant::{Bits, FakeQuant, QuantOptions, Rounding};
 use kflow_train::{Checkpoint, EpochStats, Hyper};
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +86,11 @@ const ATTRS: &[AttrSpec] = &[
         AttrType::Bool,
         "move each layer's calibration factor so that its weights fill the int8 range their shift leaves (default false)",
     ),
+    AttrSpec::optional(
+        "rounding",
+        AttrType::String,
+        "\"compensated\" (each rounding error absorbed by the weights not yet rounded, weighed by the calibration inputs; the default without QAT) or \"nearest\" (as quantize.py; the default after QAT epochs)",
+    ),
 ];
 
 #[derive(Deserialize)]
@@ -105,6 +110,7 @@ struct Attrs {
     calibration_percentile: Option<f64>,
     wide_output: Option<bool>,
     align_shifts: Option<bool>,
+    rounding: Option<Rounding>,
     qat_epochs: Option<u32>,
     qat_lr: Option<f64>,
     qat_seed: Option<u64>,
@@ -159,6 +165,9 @@ impl Rule for QuantizeRule {
             target: defaults.target,
             wide_output: attrs.wide_output.unwrap_or(defaults.wide_output),
             align_shifts: attrs.align_shifts.unwrap_or(defaults.align_shifts),
+            rounding: attrs
+                .rounding
+                .unwrap_or(default_rounding(attrs.qat_epochs.unwrap_or(0))),
         };
         let calibration_samples = attrs.calibration_samples.unwrap_or(256);
         if calibration_samples == 0 {
@@ -234,6 +243,16 @@ impl Rule for QuantizeRule {
         cx.write_output(QUANTIZED, &quantized.to_safetensors().map_err(quant_err)?)?;
         cx.write_output(QUANT, &json::pretty(&quantized)?)?;
         Ok(Outcome::Done)
+    }
+}
+
+/// Compensated rounding, except after quantization-aware epochs: those
+/// trained the weights for the nearest rounding their forward pass saw, and
+/// compensation would move them off the levels they were tuned to.
+pub(crate) fn default_rounding(qat_epochs: u32) -> Rounding {
+    match qat_epochs {
+        0 => Rounding::Compensated,
+        _ => Rounding::Nearest,
     }
 }
 

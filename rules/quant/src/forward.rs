@@ -8,30 +8,45 @@ use crate::fuse::{Activation, Fused, FusedLayer, HwOp, HwSource, Pool, PoolKind}
 
 /// Every layer's output for one sample (`x` has the model's input shape).
 pub fn layer_outputs(fused: &Fused, x: &[f32]) -> Result<Vec<Vec<f32>>, QuantError> {
-    let mut outputs: Vec<Vec<f32>> = Vec::with_capacity(fused.layers.len());
+    Ok(layer_values(fused, x)?.into_iter().map(|v| v.output).collect())
+}
+
+/// One layer's values for one sample.
+pub struct LayerValues {
+    /// The operator's input: the operands pooled and added, what the
+    /// weights multiply.
+    pub input: Vec<f32>,
+    pub output: Vec<f32>,
+}
+
+/// Every layer's operator input and output, for one sample.
+pub fn layer_values(fused: &Fused, x: &[f32]) -> Result<Vec<LayerValues>, QuantError> {
+    let mut values: Vec<LayerValues> = Vec::with_capacity(fused.layers.len());
     for (i, layer) in fused.layers.iter().enumerate() {
         let operands: Vec<&[f32]> = layer
             .sources
             .iter()
             .map(|s| match *s {
                 HwSource::Input => x,
-                HwSource::Layer(j) => outputs[j].as_slice(),
+                HwSource::Layer(j) => values[j].output.as_slice(),
             })
             .collect();
-        let out = run_layer(layer, &operands).map_err(|why| QuantError::Forward { layer: i, why })?;
-        outputs.push(out);
+        let err = |why| QuantError::Forward { layer: i, why };
+        let input = operator_input(layer, &operands).map_err(err)?;
+        let output = run_operator(layer, input.clone()).map_err(err)?;
+        values.push(LayerValues { input, output });
     }
-    Ok(outputs)
+    Ok(values)
 }
 
-fn run_layer(layer: &FusedLayer, operands: &[&[f32]]) -> Result<Vec<f32>, String> {
+fn operator_input(layer: &FusedLayer, operands: &[&[f32]]) -> Result<Vec<f32>, String> {
     let pooled: Vec<Vec<f32>> = operands
         .iter()
         .map(|x| match layer.pool {
-            Some(pool) => Ok(pool_values(x, &layer.input_shape, pool)),
-            None => Ok(x.to_vec()),
+            Some(pool) => pool_values(x, &layer.input_shape, pool),
+            None => x.to_vec(),
         })
-        .collect::<Result<_, String>>()?;
+        .collect();
     let mut x = pooled.first().cloned().ok_or("no input")?;
     if layer.eltwise_add {
         for other in &pooled[1..] {
@@ -40,6 +55,10 @@ fn run_layer(layer: &FusedLayer, operands: &[&[f32]]) -> Result<Vec<f32>, String
             }
         }
     }
+    Ok(x)
+}
+
+fn run_operator(layer: &FusedLayer, x: Vec<f32>) -> Result<Vec<f32>, String> {
     let mut y = match layer.op {
         HwOp::Passthrough => x,
         op => {

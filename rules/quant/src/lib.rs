@@ -3,6 +3,7 @@
 //! pruning, and ai8x-compatible quantization calibrated on samples. The
 //! facts come from `spec/max78002.md` §2 and §3.
 
+mod compensate;
 mod error;
 pub mod forward;
 pub mod fuse;
@@ -20,7 +21,7 @@ pub use fuse::{Activation, Fused, FusedLayer, HwOp, HwSource, Pool, PoolKind, fu
 pub use prune::{PruneKind, PruneReport, prune};
 pub use qat::{ActivationScales, FakeQuant, fold_batchnorm};
 pub use quantize::{
-    Bits, QuantLayer, QuantOptions, Quantized, dequantize_step, quantize, quantize_input, quantize_layer,
+    Bits, QuantLayer, QuantOptions, Quantized, Rounding, dequantize_step, quantize, quantize_input, quantize_layer,
 };
 pub use to_ai8x::{to_ai8x, unquantized};
 pub use to_sim::{real_outputs, sample_input, simulate_sample, to_sim};

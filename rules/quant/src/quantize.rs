@@ -8,8 +8,10 @@
 //! and batch-norm-folded operators commute with positive factors, so the
 //! rescaled network computes the same function up to the final factor,
 //! which neither an argmax nor a threshold on a ratio of logits sees. The
-//! weights become `W·s_L/s_in` and the bias `b·s_L`; then each layer is
-//! quantized exactly as ai8x's quantize.py does.
+//! weights become `W·s_L/s_in` and the bias `b·s_L`; then each layer gets
+//! the shift ai8x's quantize.py would give it, and its weights are rounded
+//! either to nearest, as quantize.py does, or (the default) with each
+//! rounding error compensated on the weights not yet rounded (`compensate`).
 
 use std::collections::BTreeMap;
 
@@ -84,6 +86,21 @@ pub struct QuantOptions {
     /// Adjust each layer's calibration factor so that its weights fill the
     /// int8 range their power-of-two shift leaves (see `align_shifts`).
     pub align_shifts: bool,
+    /// How a scaled weight becomes an integer.
+    pub rounding: Rounding,
+}
+
+/// How weights are rounded to their layer's levels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// Each to its nearest level, as quantize.py rounds.
+    Nearest,
+    /// Each row in turn, the values not yet rounded absorbing the errors
+    /// of those rounded, weighed by the calibration inputs (see
+    /// `compensate`): the layer's output stays closer to the float one.
+    #[default]
+    Compensated,
 }
 
 impl Default for QuantOptions {
@@ -96,6 +113,7 @@ impl Default for QuantOptions {
             target: 0.9,
             wide_output: true,
             align_shifts: false,
+            rounding: Rounding::default(),
         }
     }
 }
@@ -140,12 +158,19 @@ pub fn quantize_input(x: f32) -> i8 {
 pub fn quantize(fused: &Fused, x: &[f32], n: usize, options: &QuantOptions) -> Result<Quantized, QuantError> {
     check_options(options)?;
     let scales = calibrate(fused, x, n, options)?;
+    let moments = match options.rounding {
+        Rounding::Compensated => crate::compensate::moments(fused, &scales, x, n)?,
+        Rounding::Nearest => vec![None; fused.layers.len()],
+    };
     let mut layers = Vec::with_capacity(fused.layers.len());
     for (i, layer) in fused.layers.iter().enumerate() {
         let bits = options.bits_of(layer);
         let wide = is_wide(fused, i, options);
         let (weight, bias, output_shift) = match scaled_parameters(fused, &scales, i) {
-            Some((w, b)) => quantize_layer(&w, b.as_deref(), bits.0, options.shift_quantile),
+            Some((w, b)) => moments[i]
+                .as_ref()
+                .and_then(|m| quantize_layer_compensated(&w, b.as_deref(), bits.0, options.shift_quantile, m))
+                .unwrap_or_else(|| quantize_layer(&w, b.as_deref(), bits.0, options.shift_quantile)),
             None => (Vec::new(), None, 0),
         };
         layers.push(QuantLayer {
@@ -232,7 +257,7 @@ pub(crate) fn scaled(values: &[f32], factor: f64) -> Vec<f64> {
 }
 
 /// The calibration factor of a layer's input.
-fn input_scale(layer: &FusedLayer, scales: &[f64]) -> f64 {
+pub(crate) fn input_scale(layer: &FusedLayer, scales: &[f64]) -> f64 {
     match layer.sources.first() {
         Some(HwSource::Layer(j)) => scales[*j],
         _ => 1.0,
@@ -402,21 +427,65 @@ pub fn quantize_layer(
         let bias = bias.map(|bias| bias.iter().map(round(2f64.powi(bit_shift), -128.0, 127.0)).collect());
         return (weight, bias, -bit_shift);
     }
-    let t = shift_magnitude(weight, bias, quantile);
-    // All-zero parameters: any shift gives zeros; 0 keeps S = 8 − b.
-    let bit_shift = if t > 0.0 {
-        ((1.0 / t).log2().floor() as i32).clamp(-7 - b, 23 - b)
-    } else {
-        0
-    };
-    let q = round(
-        2f64.powi(b - 1 + bit_shift),
-        -(2f64.powi(b - 1)),
-        2f64.powi(b - 1) - 1.0,
-    );
+    let bit_shift = bit_shift(weight, bias, b, quantile);
+    let (factor, (lo, hi)) = grid(b, bit_shift);
+    let q = round(factor, lo, hi);
     let weight = weight.iter().map(q).collect();
     let bias = bias.map(|bias| bias.iter().map(q).collect());
     (weight, bias, -bit_shift)
+}
+
+/// The power-of-two shift quantize.py gives a layer of `b`-bit weights:
+/// the one that brings the `quantile` of its magnitudes just under 1.
+fn bit_shift(weight: &[f64], bias: Option<&[f64]>, b: i32, quantile: f64) -> i32 {
+    let t = shift_magnitude(weight, bias, quantile);
+    // All-zero parameters: any shift gives zeros; 0 keeps S = 8 − b.
+    if t > 0.0 {
+        ((1.0 / t).log2().floor() as i32).clamp(-7 - b, 23 - b)
+    } else {
+        0
+    }
+}
+
+/// The factor that takes a scaled weight to its integer, and the integers'
+/// range, at `b` bits and `bit_shift`.
+fn grid(b: i32, bit_shift: i32) -> (f64, (f64, f64)) {
+    let half = 2f64.powi(b - 1);
+    (2f64.powi(b - 1 + bit_shift), (-half, half - 1.0))
+}
+
+/// [`quantize_layer`] with compensated rounding (see `compensate`), at the
+/// same shift: `None` for binary weights, which have no levels to choose
+/// between, and for degenerate moments.
+fn quantize_layer_compensated(
+    weight: &[f64],
+    bias: Option<&[f64]>,
+    bits: WeightBits,
+    quantile: f64,
+    moments: &nalgebra::DMatrix<f64>,
+) -> Option<(Vec<i8>, Option<Vec<i8>>, i32)> {
+    if bits == WeightBits::Binary {
+        return None;
+    }
+    let b = bits.bits() as i32;
+    let bit_shift = bit_shift(weight, bias, b, quantile);
+    let (factor, range) = grid(b, bit_shift);
+    let patch = moments
+        .ncols()
+        .checked_sub(usize::from(bias.is_some()))
+        .filter(|&d| d > 0)?;
+    let mut rows: Vec<Vec<f64>> = weight
+        .chunks_exact(patch)
+        .enumerate()
+        .map(|(o, w)| w.iter().copied().chain(bias.map(|b| b[o])).collect())
+        .collect();
+    if rows.len() * patch != weight.len() || bias.is_some_and(|b| b.len() != rows.len()) {
+        return None;
+    }
+    let rounded = crate::compensate::round_rows(&mut rows, moments, factor, range)?;
+    let weight = rounded.iter().flat_map(|r| r[..patch].iter().copied()).collect();
+    let bias = bias.map(|_| rounded.iter().map(|r| r[patch]).collect());
+    Some((weight, bias, -bit_shift))
 }
 
 /// The float value of one integer step of a layer's weights and bias:

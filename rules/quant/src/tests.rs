@@ -313,9 +313,34 @@ fn the_simulated_accelerator_agrees_with_the_float_model() {
     assert!(max_err < 0.2, "max error {max_err}");
 }
 
+/// Samples whose every channel wanders as a time series does: each value
+/// near the one before it (sensor windows, not independent noise).
+fn walks(m: &Model, n: usize, seed: u64) -> Vec<f32> {
+    let length = *m.input.last().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut x = Vec::new();
+    for _ in 0..n * m.input.iter().product::<usize>() / length {
+        let mut v: f32 = rng.random_range(-0.5..0.5);
+        for _ in 0..length {
+            v = (v + rng.random_range(-0.1..0.1)).clamp(-1.0, 1.0);
+            x.push(v);
+        }
+    }
+    x
+}
+
 /// The mean absolute difference of the simulated accelerator's outputs from
 /// the float model's, over `n` seeded samples.
 fn simulation_error(m: &Model, w: &Weights, options: &QuantOptions) -> f64 {
+    simulation_error_on(m, w, options, samples)
+}
+
+fn simulation_error_on(
+    m: &Model,
+    w: &Weights,
+    options: &QuantOptions,
+    samples: fn(&Model, usize, u64) -> Vec<f32>,
+) -> f64 {
     let f = fuse(m, w).unwrap();
     let q = quantize(&f, &samples(m, 64, 12), 64, options).unwrap();
     let (net, sim_weights) = to_sim(&q, kflow_ai8x::Device::Max78002);
@@ -370,6 +395,89 @@ fn aligned_shifts_fill_the_weight_range_and_lose_no_accuracy() {
     assert!(totals.1 < 0.9 * totals.0, "mean error {totals:?} (before, aligned)");
 }
 
+/// A forecaster's shape (a wide first convolution over every channel, a
+/// 1×1 convolution to the predictions) with weights of very different
+/// sizes, as trained forecasters have: most weights get few levels.
+fn forecaster() -> Model {
+    model(serde_json::json!({
+        "format": "kflow-model/1", "name": "forecaster", "task": {"kind": "forecaster", "from_channel": 7}, "input": [17, 16],
+        "layers": [
+            {"name": "conv0", "op": "conv1d", "out_channels": 24, "kernel": 7, "padding": 0},
+            {"name": "act0", "op": "relu"},
+            {"name": "out", "op": "conv1d", "out_channels": 10, "kernel": 1, "padding": 0}
+        ]
+    }))
+}
+
+/// Compensated rounding keeps each layer's shift and calibration and
+/// chooses other levels, and on time-series inputs the accelerator's
+/// outputs come closer to the float model's than with quantize.py's
+/// nearest rounding.
+#[test]
+fn compensated_rounding_keeps_the_shifts_and_cuts_the_error() {
+    let nearest = QuantOptions {
+        rounding: Rounding::Nearest,
+        ..QuantOptions::default()
+    };
+    let compensated = QuantOptions::default();
+    assert_eq!(compensated.rounding, Rounding::Compensated);
+    let m = forecaster();
+    let mut totals = (0.0, 0.0);
+    for seed in [11, 23, 37, 41, 53] {
+        let mut w = weights(&m, seed);
+        // A few large weights per row, the rest small.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        for v in &mut w.tensors.get_mut("conv0.weight").unwrap().data {
+            *v *= if rng.random_range(0.0..1.0) < 0.05 { 8.0 } else { 1.0 };
+        }
+        let f = fuse(&m, &w).unwrap();
+        let x = walks(&m, 64, 12);
+        let (a, b) = (
+            quantize(&f, &x, 64, &nearest).unwrap(),
+            quantize(&f, &x, 64, &compensated).unwrap(),
+        );
+        let mut changed = 0;
+        for (la, lb) in a.layers.iter().zip(&b.layers) {
+            assert_eq!(la.output_shift, lb.output_shift, "{}", la.layer.name);
+            assert_eq!(la.scale, lb.scale, "{}", la.layer.name);
+            changed += la.weight.iter().zip(&lb.weight).filter(|(p, q)| p != q).count();
+        }
+        assert!(changed > 0, "seed {seed}: no level changed");
+        let (before, after) = (
+            simulation_error_on(&m, &w, &nearest, walks),
+            simulation_error_on(&m, &w, &compensated, walks),
+        );
+        assert!(
+            after < before,
+            "seed {seed}: error {after} compensated, {before} nearest"
+        );
+        totals.0 += before;
+        totals.1 += after;
+    }
+    assert!(
+        totals.1 < 0.8 * totals.0,
+        "mean error {totals:?} (nearest, compensated)"
+    );
+}
+
+/// Calibration samples that carry no information (all zero) leave nothing
+/// to compensate with: the weights round to nearest instead of failing.
+#[test]
+fn compensated_rounding_without_information_rounds_to_nearest() {
+    let m = cnn1d();
+    let w = weights(&m, 3);
+    let f = fuse(&m, &w).unwrap();
+    let per: usize = m.input.iter().product();
+    let zeros = vec![0.0; 8 * per];
+    let nearest = QuantOptions {
+        rounding: Rounding::Nearest,
+        ..QuantOptions::default()
+    };
+    let a = quantize(&f, &zeros, 8, &nearest).unwrap();
+    let b = quantize(&f, &zeros, 8, &QuantOptions::default()).unwrap();
+    assert_eq!(a.layers[0].weight, b.layers[0].weight);
+}
+
 /// The quantized baseline, allocated for the MAX78002, written as ai8x
 /// YAML and read back, passes the constraint checker; so does the float
 /// model judged by shapes alone.
@@ -422,8 +530,11 @@ fn the_fake_quantized_view_is_what_quantization_produces() {
     let (m, w) = fold_batchnorm(&m, &weights(&m, 41)).unwrap();
     let x = samples(&m, 32, 42);
     for bits in [WeightBits::Eight, WeightBits::Two, WeightBits::Binary] {
+        // The view rounds to nearest (compensated rounding needs the
+        // calibration inputs of every layer, once, at the end).
         let options = QuantOptions {
             weight_bits: Bits(bits),
+            rounding: Rounding::Nearest,
             ..QuantOptions::default()
         };
         let seen = FakeQuant::calibrate(&m, &w, &x, 32, &options)

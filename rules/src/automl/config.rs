@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use kflow_engine::{AttrSpec, AttrType, Diagnostic, Planner};
-use kflow_quant::{Bits, PruneKind, QuantOptions};
+use kflow_quant::{Bits, PruneKind, QuantOptions, Rounding};
 use kflow_search::Evolution;
 use kflow_train::Hyper;
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,7 @@ pub const ATTRS: &[AttrSpec] = &[
     AttrSpec::optional(
         "quantize",
         AttrType::Table,
-        "`{ weight_bits, shift_quantile, calibration_samples, calibration_percentile, align_shifts, qat_epochs, qat_lr, precheck_samples }`",
+        "`{ weight_bits, shift_quantile, calibration_samples, calibration_percentile, align_shifts, rounding, qat_epochs, qat_lr, precheck_samples }`",
     ),
     AttrSpec::optional(
         "objectives",
@@ -152,6 +152,7 @@ struct QuantizeAttrs {
     calibration_samples: Option<usize>,
     calibration_percentile: Option<f64>,
     align_shifts: Option<bool>,
+    rounding: Option<Rounding>,
     qat_epochs: Option<u32>,
     qat_lr: Option<f64>,
     precheck_samples: Option<usize>,
@@ -291,6 +292,9 @@ pub fn params(planner: &Planner<'_>) -> Result<Params, Diagnostic> {
             target: defaults.target,
             wide_output: defaults.wide_output,
             align_shifts: q.align_shifts.unwrap_or(defaults.align_shifts),
+            rounding: q
+                .rounding
+                .unwrap_or(crate::quantize::default_rounding(q.qat_epochs.unwrap_or(0))),
         },
         calibration_samples: q.calibration_samples.unwrap_or(256),
         precheck_samples: q.precheck_samples.unwrap_or(32),
