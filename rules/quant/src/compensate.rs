@@ -23,6 +23,11 @@ use crate::quantize::input_scale;
 /// enough to estimate a few hundred correlated inputs, cheap to gather.
 const MAX_PATCHES: usize = 16_384;
 
+/// Layers whose outputs each read more inputs than this round to nearest:
+/// the moments grow with the square and their factorization with the cube
+/// of it. The accelerator's largest linear layer reads 1024 inputs.
+const MAX_PATCH: usize = 1024;
+
 /// Diagonal loading, as a share of the mean input energy: keeps the
 /// moments invertible where inputs are constant or collinear.
 const DAMPING: f64 = 0.01;
@@ -31,8 +36,9 @@ const DAMPING: f64 = 0.01;
 /// on the calibration samples, in the layer's scaled units (`scales`, see
 /// `quantize`), with a constant 1 appended where the layer has a bias
 /// (the bias is rounded on the weights' grid and is compensated like one
-/// of them). `None` for layers without weights or whose weights are not
-/// laid out as rows of patches (transposed convolutions round to nearest).
+/// of them). `None` for layers without weights, whose weights are not laid
+/// out as rows of patches (transposed convolutions), or whose patches are
+/// longer than `MAX_PATCH`: those round to nearest.
 pub(crate) fn moments(
     fused: &Fused,
     scales: &[f64],
@@ -44,7 +50,9 @@ pub(crate) fn moments(
         .layers
         .iter()
         .map(|l| {
-            patch_len(l).map(|d| DMatrix::zeros(d + usize::from(l.bias.is_some()), d + usize::from(l.bias.is_some())))
+            patch_len(l)
+                .filter(|&d| d <= MAX_PATCH)
+                .map(|d| DMatrix::zeros(d + usize::from(l.bias.is_some()), d + usize::from(l.bias.is_some())))
         })
         .collect();
     let per_sample = (MAX_PATCHES / n.max(1)).max(1);
