@@ -203,6 +203,27 @@ mod tests {
         }
     }
 
+    /// A layer reading more inputs than the accelerator's largest gets no
+    /// moments (it rounds to nearest); its neighbours still do.
+    #[test]
+    fn only_layers_of_accelerator_size_are_compensated() {
+        let model: Model = serde_json::from_value(serde_json::json!({
+            "format": "kflow-model/1", "name": "m", "task": {"kind": "classifier", "classes": 2}, "input": [3, 400],
+            "layers": [
+                {"name": "c0", "op": "conv1d", "out_channels": 4, "kernel": 3, "padding": 1},
+                {"name": "flatten", "op": "flatten"},
+                {"name": "fc", "op": "linear", "out_features": 2}
+            ]
+        }))
+        .unwrap();
+        let fused = crate::fuse(&model, &Weights::init(&model, 5).unwrap()).unwrap();
+        let x: Vec<f32> = (0..2 * 1200).map(|i| ((i * 7 % 13) as f32 - 6.0) / 6.0).collect();
+        let scales = vec![1.0; fused.layers.len()];
+        let m = moments(&fused, &scales, &x, 2).unwrap();
+        assert_eq!(m[0].as_ref().map(DMatrix::ncols), Some(3 * 3 + 1));
+        assert!(m[1].is_none(), "1600 inputs per output");
+    }
+
     #[test]
     fn degenerate_moments_leave_the_rounding_to_the_caller() {
         let mut rows = vec![vec![0.3, -0.2]];
