@@ -4,6 +4,7 @@
 //! facts come from `spec/max78002.md` §2 and §3.
 
 mod compensate;
+mod equalize;
 mod error;
 pub mod forward;
 pub mod fuse;

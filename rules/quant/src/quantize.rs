@@ -96,9 +96,11 @@ pub struct QuantOptions {
 pub enum Rounding {
     /// Each to its nearest level, as quantize.py rounds.
     Nearest,
-    /// Each row in turn, the values not yet rounded absorbing the errors
-    /// of those rounded, weighed by the calibration inputs (see
-    /// `compensate`): the layer's output stays closer to the float one.
+    /// Hidden channels first rescaled to use more of their layer's ranges
+    /// (see `equalize`; when `shift_quantile` is 1), then each row rounded
+    /// in turn, the values not yet rounded absorbing the errors of those
+    /// rounded, weighed by the calibration inputs (see `compensate`): the
+    /// layer's output stays closer to the float one.
     #[default]
     Compensated,
 }
@@ -157,6 +159,16 @@ pub fn quantize_input(x: f32) -> i8 {
 /// input shape).
 pub fn quantize(fused: &Fused, x: &[f32], n: usize, options: &QuantOptions) -> Result<Quantized, QuantError> {
     check_options(options)?;
+    // Equalizing rows against the largest one only pays when the largest
+    // sets the shift.
+    let equalized;
+    let fused = match options.rounding {
+        Rounding::Compensated if options.shift_quantile >= 1.0 => {
+            equalized = crate::equalize::equalize(fused, x, n, options)?;
+            &equalized
+        }
+        _ => fused,
+    };
     let scales = calibrate(fused, x, n, options)?;
     let moments = match options.rounding {
         Rounding::Compensated => crate::compensate::moments(fused, &scales, x, n)?,
@@ -368,7 +380,7 @@ fn root(fused: &Fused, mut s: HwSource) -> Option<usize> {
 
 /// The `p`-th percentile (0–100) by linear interpolation on the sorted
 /// values' grid `i/(N−1)` (torch.quantile's rule, which quantize.py uses).
-fn percentile(values: &mut [f32], p: f64) -> f64 {
+pub(crate) fn percentile(values: &mut [f32], p: f64) -> f64 {
     values.sort_unstable_by(f32::total_cmp);
     quantile_sorted(values, p / 100.0)
 }

@@ -364,13 +364,14 @@ fn simulation_error_on(
 #[test]
 fn aligned_shifts_fill_the_weight_range_and_lose_no_accuracy() {
     let m = cnn1d();
-    let (plain, aligned) = (
-        QuantOptions::default(),
-        QuantOptions {
-            align_shifts: true,
-            ..QuantOptions::default()
-        },
-    );
+    let plain = QuantOptions {
+        rounding: Rounding::Nearest,
+        ..QuantOptions::default()
+    };
+    let aligned = QuantOptions {
+        align_shifts: true,
+        ..plain.clone()
+    };
     let mut totals = (0.0, 0.0);
     for seed in [11, 21, 31, 41, 51, 61, 71] {
         let w = weights(&m, seed);
@@ -409,12 +410,11 @@ fn forecaster() -> Model {
     }))
 }
 
-/// Compensated rounding keeps each layer's shift and calibration and
-/// chooses other levels, and on time-series inputs the accelerator's
+/// Compensated rounding chooses other levels, and on time-series inputs the accelerator's
 /// outputs come closer to the float model's than with quantize.py's
 /// nearest rounding.
 #[test]
-fn compensated_rounding_keeps_the_shifts_and_cuts_the_error() {
+fn compensated_rounding_cuts_the_error_on_time_series() {
     let nearest = QuantOptions {
         rounding: Rounding::Nearest,
         ..QuantOptions::default()
@@ -436,12 +436,9 @@ fn compensated_rounding_keeps_the_shifts_and_cuts_the_error() {
             quantize(&f, &x, 64, &nearest).unwrap(),
             quantize(&f, &x, 64, &compensated).unwrap(),
         );
-        let mut changed = 0;
-        for (la, lb) in a.layers.iter().zip(&b.layers) {
-            assert_eq!(la.output_shift, lb.output_shift, "{}", la.layer.name);
-            assert_eq!(la.scale, lb.scale, "{}", la.layer.name);
-            changed += la.weight.iter().zip(&lb.weight).filter(|(p, q)| p != q).count();
-        }
+        let changed: usize = (a.layers.iter().zip(&b.layers))
+            .map(|(la, lb)| la.weight.iter().zip(&lb.weight).filter(|(p, q)| p != q).count())
+            .sum();
         assert!(changed > 0, "seed {seed}: no level changed");
         let (before, after) = (
             simulation_error_on(&m, &w, &nearest, walks),
@@ -458,24 +455,6 @@ fn compensated_rounding_keeps_the_shifts_and_cuts_the_error() {
         totals.1 < 0.8 * totals.0,
         "mean error {totals:?} (nearest, compensated)"
     );
-}
-
-/// Calibration samples that carry no information (all zero) leave nothing
-/// to compensate with: the weights round to nearest instead of failing.
-#[test]
-fn compensated_rounding_without_information_rounds_to_nearest() {
-    let m = cnn1d();
-    let w = weights(&m, 3);
-    let f = fuse(&m, &w).unwrap();
-    let per: usize = m.input.iter().product();
-    let zeros = vec![0.0; 8 * per];
-    let nearest = QuantOptions {
-        rounding: Rounding::Nearest,
-        ..QuantOptions::default()
-    };
-    let a = quantize(&f, &zeros, 8, &nearest).unwrap();
-    let b = quantize(&f, &zeros, 8, &QuantOptions::default()).unwrap();
-    assert_eq!(a.layers[0].weight, b.layers[0].weight);
 }
 
 /// The quantized baseline, allocated for the MAX78002, written as ai8x
