@@ -89,7 +89,7 @@ const ATTRS: &[AttrSpec] = &[
     AttrSpec::optional(
         "rounding",
         AttrType::String,
-        "\"compensated\" (each rounding error absorbed by the weights not yet rounded, weighed by the calibration inputs; the default without QAT) or \"nearest\" (as quantize.py; the default after QAT epochs)",
+        "\"compensated\" (hidden channels equalized, then each rounding error absorbed by the weights not yet rounded, weighed by the calibration inputs; the default without QAT) or \"nearest\" (as quantize.py; the default after QAT epochs)",
     ),
 ];
 
