@@ -11,7 +11,8 @@
 //! weights become `W·s_L/s_in` and the bias `b·s_L`; then each layer gets
 //! the shift ai8x's quantize.py would give it, and its weights are rounded
 //! either to nearest, as quantize.py does, or (the default) with each
-//! rounding error compensated on the weights not yet rounded (`compensate`).
+//! rounding error compensated on the weights not yet rounded (`compensate`),
+//! after hidden channels have been equalized (`equalize`).
 
 use std::collections::BTreeMap;
 
