@@ -108,10 +108,16 @@ pub fn files_of(tree: &reapi::Tree) -> Result<Vec<(String, reapi::Digest)>, Stri
 
 /// A name a server sends must stay inside the tree.
 fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+    if !is_component(name) {
         return Err(format!("the output tree has an invalid name `{name}`"));
     }
     Ok(())
+}
+
+/// Whether `name` is one path component, all a name in a Directory message
+/// may be: joined to a path, it cannot leave it.
+pub(crate) fn is_component(name: &str) -> bool {
+    !(name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0'))
 }
 
 #[cfg(test)]
@@ -145,18 +151,20 @@ mod tests {
 
     #[test]
     fn a_tree_cannot_name_a_file_outside_itself() {
-        let root = reapi::Directory {
-            files: vec![reapi::FileNode {
-                name: "..".to_owned(),
-                digest: Some(sha256(b"")),
+        for name in ["..", ".", "", "a/b", "nul\0"] {
+            let root = reapi::Directory {
+                files: vec![reapi::FileNode {
+                    name: name.to_owned(),
+                    digest: Some(sha256(b"")),
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
-            ..Default::default()
-        };
-        let tree = reapi::Tree {
-            root: Some(root),
-            children: vec![],
-        };
-        assert!(files_of(&tree).unwrap_err().contains("invalid name"));
+            };
+            let tree = reapi::Tree {
+                root: Some(root),
+                children: vec![],
+            };
+            assert!(files_of(&tree).unwrap_err().contains("invalid name"), "{name:?}");
+        }
     }
 }

@@ -910,7 +910,7 @@ fn make_writable(dir: &Path) {
 
 /// A name inside a Directory message: one path component.
 fn check_name(name: &str) -> Result<(), LeaseError> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+    if !crate::tree::is_component(name) {
         return Err(LeaseError::invalid(format!("bad name `{name}` in the input root")));
     }
     Ok(())
