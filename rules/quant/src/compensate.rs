@@ -50,9 +50,8 @@ pub(crate) fn moments(
         .layers
         .iter()
         .map(|l| {
-            patch_len(l)
-                .filter(|&d| d <= MAX_PATCH)
-                .map(|d| DMatrix::zeros(d + usize::from(l.bias.is_some()), d + usize::from(l.bias.is_some())))
+            let width = patch_len(l).filter(|&d| d <= MAX_PATCH)? + usize::from(l.bias.is_some());
+            Some(DMatrix::zeros(width, width))
         })
         .collect();
     let per_sample = (MAX_PATCHES / n.max(1)).max(1);

@@ -11,44 +11,40 @@
 //! largest weight (which would coarsen every other row) or its output
 //! outgrowing the layer's calibrated range (which would clip it).
 
-use std::collections::BTreeMap;
-
 use kflow_ai8x::network::WeightBits;
 
 use crate::error::QuantError;
-use crate::forward::layer_outputs;
 use crate::fuse::{Fused, HwOp, HwSource};
-use crate::quantize::{QuantOptions, calibrate, factors, percentile};
+use crate::quantize::{QuantOptions, factors, output_magnitudes, percentile, scales_of};
 
 /// `fused` with the output channels of every layer that can take it
 /// rescaled (see the module docs), calibrated on `n` samples `x` as
 /// quantization will be.
 pub(crate) fn equalize(fused: &Fused, x: &[f32], n: usize, options: &QuantOptions) -> Result<Fused, QuantError> {
-    let layers: Vec<usize> = (0..fused.layers.len())
-        .filter(|&i| consumers(fused, i, options).is_some())
+    let layers: Vec<(usize, Vec<usize>)> = (0..fused.layers.len())
+        .filter_map(|i| Some((i, consumers(fused, i, options)?)))
         .collect();
     if layers.is_empty() {
         return Ok(fused.clone());
     }
-    let scales = calibrate(fused, x, n, options)?;
-    let per: usize = fused.input.iter().product();
-    let mut magnitudes: BTreeMap<usize, Vec<Vec<f32>>> = layers
-        .iter()
-        .map(|&i| (i, vec![Vec::new(); fused.layers[i].out_channels()]))
-        .collect();
-    for sample in x.chunks_exact(per.max(1)).take(n) {
-        let outputs = layer_outputs(fused, sample)?;
-        for (&i, channels) in magnitudes.iter_mut() {
-            let size = outputs[i].len() / channels.len().max(1);
-            for (values, chunk) in channels.iter_mut().zip(outputs[i].chunks(size.max(1))) {
-                values.extend(chunk.iter().map(|v| v.abs()));
-            }
+    // One pass over the calibration samples serves both the layers' scales
+    // and their channels' ranges.
+    let magnitudes = output_magnitudes(fused, x, n)?;
+    let channels_of = |i: usize| -> Vec<Vec<f32>> {
+        let count = fused.layers[i].out_channels().max(1);
+        let size = (fused.layers[i].output_shape.iter().product::<usize>() / count).max(1);
+        let mut channels = vec![Vec::new(); count];
+        for (k, chunk) in magnitudes[i].chunks(size).enumerate() {
+            channels[k % count].extend_from_slice(chunk);
         }
-    }
+        channels
+    };
+    let per_channel: Vec<Vec<Vec<f32>>> = layers.iter().map(|(i, _)| channels_of(*i)).collect();
+    let scales = scales_of(fused, magnitudes, options);
     let mut out = fused.clone();
     // In layer order: a layer's rows are measured after the previous
     // layer's factors have divided them.
-    for (i, mut channels) in magnitudes {
+    for ((i, readers), mut channels) in layers.into_iter().zip(per_channel) {
         let mut all: Vec<f32> = channels.iter().flatten().copied().collect();
         let range = percentile(&mut all, options.calibration_percentile);
         let rows = row_magnitudes(&out, &scales, i);
@@ -68,7 +64,7 @@ pub(crate) fn equalize(fused: &Fused, x: &[f32], n: usize, options: &QuantOption
                 }
             })
             .collect();
-        rescale(&mut out, i, &e, &consumers(fused, i, options).unwrap_or_default());
+        rescale(&mut out, i, &e, &readers);
     }
     Ok(out)
 }
@@ -153,6 +149,7 @@ fn rescale(fused: &mut Fused, i: usize, e: &[f64], readers: &[usize]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forward::layer_outputs;
     use kflow_model::{Model, Weights};
 
     fn model() -> Model {

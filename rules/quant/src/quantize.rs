@@ -301,6 +301,13 @@ pub(crate) fn check_options(o: &QuantOptions) -> Result<(), QuantError> {
 
 /// The output factor `s_L` of every layer.
 pub(crate) fn calibrate(fused: &Fused, x: &[f32], n: usize, o: &QuantOptions) -> Result<Vec<f64>, QuantError> {
+    Ok(scales_of(fused, output_magnitudes(fused, x, n)?, o))
+}
+
+/// The magnitudes of every operator layer's outputs over the `n`
+/// calibration samples `x`, sample after sample (empty for passthrough
+/// layers).
+pub(crate) fn output_magnitudes(fused: &Fused, x: &[f32], n: usize) -> Result<Vec<Vec<f32>>, QuantError> {
     let per: usize = fused.input.iter().product();
     if n == 0 || per == 0 || x.len() != n * per {
         return Err(QuantError::Options(format!(
@@ -316,6 +323,11 @@ pub(crate) fn calibrate(fused: &Fused, x: &[f32], n: usize, o: &QuantOptions) ->
             }
         }
     }
+    Ok(magnitudes)
+}
+
+/// The output factor of every layer, from its [`output_magnitudes`].
+pub(crate) fn scales_of(fused: &Fused, mut magnitudes: Vec<Vec<f32>>, o: &QuantOptions) -> Vec<f64> {
     // What each layer would like; passthrough layers keep their input's.
     let mut desired: Vec<Option<f64>> = magnitudes
         .iter_mut()
@@ -359,7 +371,7 @@ pub(crate) fn calibrate(fused: &Fused, x: &[f32], n: usize, o: &QuantOptions) ->
     if o.align_shifts {
         align_shifts(fused, &mut scales, o);
     }
-    Ok(scales)
+    scales
 }
 
 /// The operator layer whose scale a source carries (through passthrough
