@@ -69,6 +69,13 @@ def parse_args():
         help="float32 (the comparison); float64, or float32 with the oneDNN (mkldnn) kernels off, "
         "give a PyTorch that rounds differently, to see how far rounding alone moves the losses",
     )
+    p.add_argument(
+        "--perturb",
+        type=float,
+        default=0.0,
+        help="multiply every initial weight by 1 + PERTURB * N(0, 1) (seeded by --seed); 2e-7 moves a "
+        "float32 weight by about one rounding",
+    )
     p.add_argument("--epochs", type=int, help="run this many epochs and exit instead of reading stdin")
     return p.parse_args()
 
@@ -206,6 +213,11 @@ if args.weights:
     net.load_state_dict(state)
 dtype = torch.float64 if args.numerics == "float64" else torch.float32
 net = net.to(dtype)
+if args.perturb:
+    noise = torch.Generator().manual_seed(args.seed + 2)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(1 + args.perturb * torch.randn(p.shape, generator=noise, dtype=dtype))
 net.train()
 
 per_sample = 1
@@ -256,7 +268,7 @@ emit(
         "threads": torch.get_num_threads(),
         "interop_threads": torch.get_num_interop_threads(),
         "adamw": args.adamw,
-        "numerics": args.numerics,
+        "numerics": args.numerics + (f" perturbed {args.perturb:g}" if args.perturb else ""),
         "pid": os.getpid(),
         "tensors": {k: list(v.shape) for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")},
         "trainable": sum(p.numel() for p in net.parameters()),

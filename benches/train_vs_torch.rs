@@ -41,6 +41,8 @@ use baseline::{GRAPH, MODEL};
 /// measured too, with a warning.
 const TORCH_PIN: &str = "2.15.0";
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_train.py");
+/// The peer's numerics (`torch_train.py` arguments).
+const FLOAT32: &[&str] = &["--numerics", "float32"];
 
 struct Settings {
     samples: usize,
@@ -49,8 +51,8 @@ struct Settings {
     epochs: usize,
     extra_threads: Option<usize>,
     adamw: String,
-    /// `torch_train.py --numerics` of an extra one-thread worker.
-    reference: Option<String>,
+    /// `torch_train.py` arguments of an extra one-thread worker.
+    reference: Option<&'static [&'static str]>,
     target_val_loss: f64,
 }
 
@@ -87,10 +89,15 @@ fn run() -> Result<(), String> {
         adamw: std::env::var("KFLOW_BENCH_TORCH_ADAMW").unwrap_or_else(|_| "default".to_owned()),
         reference: match std::env::var("KFLOW_BENCH_TORCH_REFERENCE").as_deref() {
             Err(_) | Ok("" | "none") => None,
-            Ok(numerics @ ("float64" | "no-onednn")) => Some(numerics.to_owned()),
+            Ok("float64") => Some(&["--numerics", "float64"]),
+            Ok("no-onednn") => Some(&["--numerics", "no-onednn"]),
+            // The peer's own arithmetic from initial weights about one
+            // float32 rounding away: how far the training path amplifies the
+            // smallest difference two implementations can have.
+            Ok("perturbed") => Some(&["--numerics", "float32", "--perturb", "2e-7"]),
             Ok(other) => {
                 return Err(format!(
-                    "KFLOW_BENCH_TORCH_REFERENCE must be none, float64 or no-onednn, got `{other}`"
+                    "KFLOW_BENCH_TORCH_REFERENCE must be none, float64, no-onednn or perturbed, got `{other}`"
                 ));
             }
         },
@@ -149,7 +156,7 @@ fn run() -> Result<(), String> {
         .collect();
     write_file(&order_path, &order)?;
 
-    let torch_command = |threads: usize, numerics: &str| {
+    let torch_command = |threads: usize, numerics: &[&str]| {
         let mut command = Command::new(&python);
         command
             .arg(SCRIPT)
@@ -169,15 +176,15 @@ fn run() -> Result<(), String> {
             .args(["--eps", &hyper.eps.to_string()])
             .args(["--seed", &hyper.seed.to_string()])
             .args(["--adamw", &settings.adamw])
-            .args(["--numerics", numerics]);
+            .args(numerics);
         command
     };
-    let mut torch = vec![Torch::start(torch_command(1, "float32"), 1, Role::Peer)?];
+    let mut torch = vec![Torch::start(torch_command(1, FLOAT32), 1, Role::Peer)?];
     if let Some(threads) = settings.extra_threads {
-        torch.push(Torch::start(torch_command(threads, "float32"), threads, Role::Threads)?);
+        torch.push(Torch::start(torch_command(threads, FLOAT32), threads, Role::Threads)?);
     }
-    if let Some(numerics) = &settings.reference {
-        torch.push(Torch::start(torch_command(1, numerics), 1, Role::Reference)?);
+    if let Some(args) = settings.reference {
+        torch.push(Torch::start(torch_command(1, args), 1, Role::Reference)?);
     }
     let kflow_params = check_same_model(&model, &torch[0].tensors)?;
     println!(
@@ -584,7 +591,8 @@ enum Role {
     Peer,
     /// More threads, for information.
     Threads,
-    /// Other rounding (`--numerics`), to show how far that alone moves the losses.
+    /// Other rounding (`--numerics`), or perturbed initial weights, to show
+    /// how far that alone moves the losses.
     Reference,
 }
 
