@@ -3,7 +3,9 @@
 //! A header row, then one row per time step: column 1 `timestamp` (any text; kept only as a position), columns
 //! 2..=18 the 17 channels in [`CHANNELS`] order, column 19 the label `y` (a number; > 0 means anomalous). Kenning's
 //! reader takes the last column as the label and everything between the first and the last as features, so a file
-//! accepted here means the same thing to Kenning.
+//! accepted here means the same thing to Kenning. Kenning reads no names; here the channels' names are checked
+//! (ignoring case), because a reordered file would silently feed the wrong channels, but the first and last
+//! columns may have any name (`time`, `label`, ...), since their positions alone give their meaning.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -178,7 +180,6 @@ fn next_record<R: Read>(
 }
 
 fn check_header(record: &::csv::ByteRecord, line: u64, path: &Path) -> Result<(), DataError> {
-    let expected = header_names();
     if record.len() != NUM_COLUMNS {
         let column = if record.len() < NUM_COLUMNS {
             record.len() + 1
@@ -196,20 +197,15 @@ fn check_header(record: &::csv::ByteRecord, line: u64, path: &Path) -> Result<()
             ),
         });
     }
-    for (i, (field, want)) in record.iter().zip(&expected).enumerate() {
-        // A UTF-8 byte order mark, as some spreadsheet exports write, is not part of the first name.
-        let field = if i == 0 {
-            field.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(field)
-        } else {
-            field
-        };
-        let text = String::from_utf8_lossy(field);
-        if text.trim() != *want {
+    for (channel, want) in CHANNELS.iter().enumerate() {
+        let column = channel + 2;
+        let text = String::from_utf8_lossy(&record[column - 1]);
+        if !text.trim().eq_ignore_ascii_case(want) {
             return Err(DataError::Csv {
                 path: path.to_path_buf(),
                 line,
-                column: i as u64 + 1,
-                message: format!("header column {} is `{}`, expected `{want}`", i + 1, text.trim()),
+                column: column as u64,
+                message: format!("header column {column} is `{}`, expected `{want}`", text.trim()),
             });
         }
     }
