@@ -156,7 +156,7 @@ fn run() -> Result<(), String> {
         .collect();
     write_file(&order_path, &order)?;
 
-    let torch_command = |threads: usize, numerics: &[&str]| {
+    let torch_command = |threads: usize, worker_args: &[&str]| {
         let mut command = Command::new(&python);
         command
             .arg(SCRIPT)
@@ -176,7 +176,7 @@ fn run() -> Result<(), String> {
             .args(["--eps", &hyper.eps.to_string()])
             .args(["--seed", &hyper.seed.to_string()])
             .args(["--adamw", &settings.adamw])
-            .args(numerics);
+            .args(worker_args);
         command
     };
     let mut torch = vec![Torch::start(torch_command(1, FLOAT32), 1, Role::Peer)?];
