@@ -1,7 +1,7 @@
 //! The CATS CSV format, read as a stream and written deterministically.
 //!
 //! A header row, then one row per time step: column 1 `timestamp` (any text; kept only as a position), columns
-//! 2..=18 the 17 channels in [`CHANNELS`] order, column 19 the label `y` (a number; > 0 means anomalous). Kenning's
+//! 2..=18 the 17 channels in [`CHANNELS`] order, column 19 the label `y` (a number, > 0 meaning anomalous, or `true`/`false` in any case). Kenning's
 //! reader takes the last column as the label and everything between the first and the last as features, so a file
 //! accepted here means the same thing to Kenning. Kenning reads no names; here the channels' names are checked
 //! (ignoring case), because a reordered file would silently feed the wrong channels, but the first and last
@@ -266,9 +266,17 @@ fn parse_label(field: &[u8], line: u64, path: &Path) -> Result<bool, DataError> 
         column,
         message,
     };
-    let value: f64 = text
-        .parse()
-        .map_err(|_| fail(format!("column `{LABEL_COLUMN}`: `{text}` is not a number")))?;
+    // pandas writes a boolean column as `True`/`False`, and reads those back as booleans, so Kenning takes them.
+    for (word, label) in [("true", true), ("false", false)] {
+        if text.eq_ignore_ascii_case(word) {
+            return Ok(label);
+        }
+    }
+    let value: f64 = text.parse().map_err(|_| {
+        fail(format!(
+            "column `{LABEL_COLUMN}`: `{text}` is neither a number nor true/false"
+        ))
+    })?;
     if value.is_nan() {
         return Err(fail(format!("column `{LABEL_COLUMN}`: `{text}` is not a number")));
     }

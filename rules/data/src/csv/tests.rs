@@ -53,6 +53,14 @@ fn reads_rows_in_order_with_labels() {
 }
 
 #[test]
+fn reads_pandas_boolean_labels() {
+    let text = header() + &row("t0", "True") + &row("t1", "False") + &row("t2", "true") + &row("t3", " FALSE ");
+    let (rows, summary) = read(&text).unwrap();
+    assert_eq!(summary, ReadSummary { rows: 4, anomalous: 2 });
+    assert_eq!(rows.iter().map(|r| r.1).collect::<Vec<_>>(), [true, false, true, false]);
+}
+
+#[test]
 fn accepts_crlf_bom_and_spaces() {
     let text = format!("\u{feff}{}\r\n", header_line()) + &row("t0", " 1 ").replace('\n', "\r\n");
     let (rows, _) = read(&text).unwrap();
@@ -138,7 +146,7 @@ fn bad_label() {
     let (line, column, message) = csv_error(&(header() + &row("t0", "yes")));
     assert_eq!(
         (line, column, message.as_str()),
-        (2, 19, "column `y`: `yes` is not a number")
+        (2, 19, "column `y`: `yes` is neither a number nor true/false")
     );
     let (_, column, _) = csv_error(&(header() + &row("t0", "nan")));
     assert_eq!(column, 19);
