@@ -32,8 +32,8 @@ pub fn zscore_scores(split: &Split, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Chooses the threshold that maximizes F1 on `val` (ties: the smaller threshold, which catches more) and applies it
-/// to `test`. Predicting "anomalous" when the score is ≥ the threshold.
+/// Chooses the threshold on `val` by [`validation_threshold`], as a trained model's is, and applies it to `test`.
+/// Predicting "anomalous" when the score is ≥ the threshold.
 pub fn zscore_baseline(val: &Split, test: &Split, scale: f32) -> Result<ZScoreBaseline, DataError> {
     if val.is_empty() {
         return Err(DataError::Dataset(
@@ -42,13 +42,47 @@ pub fn zscore_baseline(val: &Split, test: &Split, scale: f32) -> Result<ZScoreBa
     }
     let val_scores = zscore_scores(val, scale);
     let val_labels = val.labels();
-    let threshold = best_f1_threshold(&val_labels, &val_scores);
+    let threshold = validation_threshold(&val_labels, &val_scores);
     let test_scores = zscore_scores(test, scale);
     Ok(ZScoreBaseline {
         threshold,
         validation: Quality::at_threshold(&val_labels, &val_scores, threshold),
         test: Quality::at_threshold(&test.labels(), &test_scores, threshold),
     })
+}
+
+/// The share of nominal validation windows a detection threshold may rise above at most: see
+/// [`validation_threshold`].
+pub const NOMINAL_CAP_QUANTILE: f64 = 0.999;
+
+/// A detector's threshold, chosen on the validation split: the one that maximizes F1 there, but no higher than
+/// just above the [`NOMINAL_CAP_QUANTILE`] of the nominal windows' scores (so that at most that share of them stay
+/// below it and, on a split too small for a tail, the threshold sits just above its highest nominal score).
+///
+/// When the validation split holds only a few anomalous segments, the F1-best threshold settles just under the
+/// weakest window of the segments the detector happens to catch well, often far above every nominal score; raising
+/// a threshold past nearly all nominal windows gains almost no precision, and it misses every anomaly subtler than
+/// those few. The cap leaves a threshold fitted on a well-populated split as it is.
+pub fn validation_threshold(labels: &[bool], scores: &[f32]) -> f32 {
+    let best = best_f1_threshold(labels, scores);
+    nominal_quantile(labels, scores, NOMINAL_CAP_QUANTILE).map_or(best, |q| best.min(q.next_up()))
+}
+
+/// The `q`-quantile (nearest rank, `q` in 0..=1) of the scores of the windows labelled nominal; `None` when there
+/// are none.
+pub fn nominal_quantile(labels: &[bool], scores: &[f32], q: f64) -> Option<f32> {
+    let mut nominal: Vec<f32> = scores
+        .iter()
+        .zip(labels)
+        .filter(|(_, anomalous)| !**anomalous)
+        .map(|(s, _)| *s)
+        .collect();
+    if nominal.is_empty() {
+        return None;
+    }
+    nominal.sort_by(f32::total_cmp);
+    let rank = (q * nominal.len() as f64).ceil() as usize;
+    Some(nominal[rank.clamp(1, nominal.len()) - 1])
 }
 
 /// Sweeps every distinct score from the highest down; F1s are compared as exact fractions so ties are real ties.

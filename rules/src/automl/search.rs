@@ -415,7 +415,9 @@ impl<'a, 'c> Search<'a, 'c> {
 
     /// The candidates to deploy, best first: the last rung's Pareto fronts
     /// over the objectives, then (should deployments fail) the rest of the
-    /// trained candidates, higher rungs and better fitness first.
+    /// trained candidates, higher rungs and better fitness first. The first
+    /// `keep` span the model families of the last rung (see
+    /// `select::spread_families`).
     fn deploy_order(&self) -> (Vec<usize>, Vec<usize>) {
         let last = self.params.budget.rungs().len() - 1;
         let trained = |c: &Candidate| c.status == Status::Trained;
@@ -444,6 +446,7 @@ impl<'a, 'c> Search<'a, 'c> {
             let (ca, cb) = (&self.candidates[a], &self.candidates[b]);
             cb.rung.cmp(&ca.rung).then(by_fitness(ca, cb))
         });
+        select::spread_families(&mut order, self.params.keep, |i| self.candidates[i].family);
         order.extend(rest);
         (order, front)
     }

@@ -107,6 +107,36 @@ pub fn order(objectives: &[Objective], values: &[Vec<Option<f64>>]) -> Vec<usize
     ordered
 }
 
+/// Reorders `order` so that its first `keep` hold the best of every family
+/// in it, as far as `keep` allows: each missing family's best takes the
+/// place of the last of the head whose family is there more than once.
+/// Candidates of one family can all fail alike on the test split (classifiers
+/// that learned only the kinds of anomaly in their few training segments, and
+/// excel on validation segments of the same kinds), so what ships spans them.
+pub fn spread_families<F: PartialEq>(order: &mut Vec<usize>, keep: usize, family: impl Fn(usize) -> F) {
+    let mut head = keep.min(order.len());
+    let mut k = head;
+    while k < order.len() {
+        let f = family(order[k]);
+        if order[..head].iter().any(|&i| family(i) == f) {
+            k += 1;
+            continue;
+        }
+        let Some(spare) = (0..head)
+            .rev()
+            .find(|&p| order[..head].iter().filter(|&&i| family(i) == family(order[p])).count() > 1)
+        else {
+            break;
+        };
+        let moved = order.remove(k);
+        let displaced = order.remove(spare);
+        order.insert(head - 1, moved);
+        order.insert(head, displaced);
+        head = keep.min(order.len());
+        k += 1;
+    }
+}
+
 /// The first front's members, for the record.
 pub fn front(objectives: &[Objective], values: &[Vec<Option<f64>>]) -> Vec<usize> {
     (0..values.len())
@@ -117,6 +147,28 @@ pub fn front(objectives: &[Objective], values: &[Vec<Option<f64>>]) -> Vec<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kept_span_the_families() {
+        let families = ['c', 'c', 'c', 'f', 'c', 'f', 'a'];
+        let mut order: Vec<usize> = (0..families.len()).collect();
+        spread_families(&mut order, 3, |i| families[i]);
+        // The best forecaster (3) and autoencoder (6) replace the last two
+        // classifiers of the head, which come next in their order.
+        assert_eq!(order, [0, 3, 6, 1, 2, 4, 5]);
+
+        // Room for fewer families than there are: the best come first.
+        let mut order: Vec<usize> = (0..families.len()).collect();
+        spread_families(&mut order, 2, |i| families[i]);
+        assert_eq!(order, [0, 3, 1, 2, 4, 5, 6]);
+
+        // Already spread, or one family: unchanged.
+        for families in [['f', 'c', 'a', 'c'], ['c'; 4]] {
+            let mut order = vec![0, 1, 2, 3];
+            spread_families(&mut order, 3, |i| families[i]);
+            assert_eq!(order, [0, 1, 2, 3]);
+        }
+    }
 
     fn objectives() -> Vec<Objective> {
         ["f1:max", "latency_us:min"]

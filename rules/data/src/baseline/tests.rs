@@ -14,6 +14,34 @@ fn threshold_maximizes_f1_with_ties_to_the_smaller() {
     assert_eq!(best_f1_threshold(&[], &[]), f32::INFINITY);
 }
 
+#[test]
+fn validation_threshold_is_capped_at_the_nominal_quantile() {
+    // 2000 nominal windows scored 0..2000 and one anomalous segment far above them: the F1-best threshold is the
+    // segment's weakest window, 5000; the nominal windows' 99.9th percentile is 1997, and the threshold goes just
+    // above it, flagging the two nominal windows above.
+    let nominal: Vec<f32> = (0..2000).map(|i| i as f32).collect();
+    let (scores, labels) = with(&nominal, &[5000.0, 6000.0]);
+    assert_eq!(best_f1_threshold(&labels, &scores), 5000.0);
+    assert_eq!(nominal_quantile(&labels, &scores, NOMINAL_CAP_QUANTILE), Some(1997.0));
+    assert_eq!(validation_threshold(&labels, &scores), 1997.0f32.next_up());
+
+    // Anomalies among the nominal scores: the F1-best threshold is below the cap and stays.
+    let (scores, labels) = with(&nominal, &[1000.5; 10]);
+    assert_eq!(best_f1_threshold(&labels, &scores), 1000.5);
+    assert_eq!(validation_threshold(&labels, &scores), 1000.5);
+
+    // No nominal window: nothing to cap with.
+    assert_eq!(nominal_quantile(&[T, T], &[1.0, 2.0], 0.5), None);
+    assert_eq!(validation_threshold(&[T, T], &[1.0, 2.0]), 1.0);
+}
+
+/// Nominal windows' scores followed by anomalous ones', with their labels.
+fn with(nominal: &[f32], anomalous: &[f32]) -> (Vec<f32>, Vec<bool>) {
+    let scores = nominal.iter().chain(anomalous).copied().collect();
+    let labels = nominal.iter().map(|_| F).chain(anomalous.iter().map(|_| T)).collect();
+    (scores, labels)
+}
+
 fn split(windows: &[[f32; 2]], labels: &[u8]) -> Split {
     // Two time steps, one non-zero channel per window.
     let mut x = Vec::new();
@@ -40,9 +68,11 @@ fn threshold_from_validation_applied_to_test() {
     let val = split(&[[1.0, 0.0], [0.1, 0.0], [0.9, 0.0], [0.2, 0.0]], &[1, 0, 1, 0]);
     let test = split(&[[0.95, 0.0], [0.3, 0.0], [0.5, 0.0]], &[1, 0, 1]);
     let b = zscore_baseline(&val, &test, 2.0).unwrap();
-    assert_eq!(b.threshold, 1.8);
+    // Every threshold in (0.4, 1.8] separates the validation windows; with two nominal windows, the cap puts it
+    // just above the higher.
+    assert_eq!(b.threshold, 0.4f32.next_up());
     assert_eq!(b.validation.f1, 1.0);
-    assert_eq!(b.test.confusion, [[1, 0], [1, 1]]);
+    assert_eq!(b.test.confusion, [[0, 1], [0, 2]]);
     assert_eq!(b.test.roc_auc, Some(1.0));
     let empty = Split {
         x: vec![],
