@@ -9,7 +9,7 @@
 //! `latency_us` numbers; its quality numbers do not.
 
 use kflow_ai8x::Device;
-use kflow_data::{Quality, Split, nominal_quantile, validation_threshold, zscore_baseline};
+use kflow_data::{Quality, Split, best_f1_threshold, zscore_baseline};
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
@@ -236,8 +236,9 @@ impl Rule for EvaluateRule {
         let val_scores = scorer.scores(&val_out, &val);
         let test_out = runtime.run_batched(&test.x, test.len(), BATCH).map_err(host_err)?;
         let test_scores = scorer.scores(&test_out, &test);
-        // The threshold is chosen on the validation split exactly as the
-        // baseline's is, so that the two are compared on equal terms.
+        // A classifier's threshold is chosen on the validation split to
+        // maximize F1, exactly as the baseline's is, so that the two are
+        // compared on equal terms.
         let threshold = threshold(&model, &val, &val_scores, params.threshold_percentile);
         let quality = Quality::at_threshold(&test.labels(), &test_scores, threshold);
         let validation_f1 = Quality::at_threshold(&val.labels(), &val_scores, threshold).f1;
@@ -408,20 +409,30 @@ fn scores(model: &Model, outputs: &[f32], split: &Split) -> Vec<f32> {
 }
 
 /// The anomaly threshold, chosen on the validation split: the one that
-/// maximizes F1 within the nominal cap of
-/// [`kflow_data::validation_threshold`] (as the z-score baseline's is
-/// chosen, so that the two are compared on equal terms), or for an
-/// autoencoder the `percentile` of its nominal windows' errors.
+/// maximizes F1 (as the z-score baseline's is chosen, so that the two are
+/// compared on equal terms), or for an autoencoder the `percentile` of its
+/// nominal windows' errors.
 pub fn threshold(model: &Model, val: &Split, val_scores: &[f32], percentile: f64) -> f32 {
     match model.task {
-        Task::Classifier { .. } | Task::Forecaster { .. } => validation_threshold(&val.labels(), val_scores),
+        Task::Classifier { .. } | Task::Forecaster { .. } => best_f1_threshold(&val.labels(), val_scores),
         Task::Autoencoder => nominal_percentile(val, val_scores, percentile),
     }
 }
 
 /// The `p`-th percentile (nearest rank) of the scores of nominal windows.
 pub fn nominal_percentile(split: &Split, scores: &[f32], p: f64) -> f32 {
-    nominal_quantile(&split.labels(), scores, p / 100.0).unwrap_or(f32::INFINITY)
+    let mut nominal: Vec<f32> = scores
+        .iter()
+        .zip(&split.y)
+        .filter(|(_, y)| **y == 0)
+        .map(|(s, _)| *s)
+        .collect();
+    if nominal.is_empty() {
+        return f32::INFINITY;
+    }
+    nominal.sort_by(f32::total_cmp);
+    let rank = ((p / 100.0) * nominal.len() as f64).ceil() as usize;
+    nominal[rank.clamp(1, nominal.len()) - 1]
 }
 
 pub(crate) fn latency(times: &mut [f64]) -> Latency {

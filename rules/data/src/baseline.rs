@@ -32,8 +32,9 @@ pub fn zscore_scores(split: &Split, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Chooses the threshold on `val` by [`validation_threshold`], as a trained model's is, and applies it to `test`.
-/// Predicting "anomalous" when the score is ≥ the threshold.
+/// Chooses the threshold that maximizes F1 on `val` (ties: the smaller threshold, which catches more; see
+/// [`best_f1_threshold`]) and applies it
+/// to `test`. Predicting "anomalous" when the score is ≥ the threshold.
 pub fn zscore_baseline(val: &Split, test: &Split, scale: f32) -> Result<ZScoreBaseline, DataError> {
     if val.is_empty() {
         return Err(DataError::Dataset(
@@ -42,7 +43,7 @@ pub fn zscore_baseline(val: &Split, test: &Split, scale: f32) -> Result<ZScoreBa
     }
     let val_scores = zscore_scores(val, scale);
     let val_labels = val.labels();
-    let threshold = validation_threshold(&val_labels, &val_scores);
+    let threshold = best_f1_threshold(&val_labels, &val_scores);
     let test_scores = zscore_scores(test, scale);
     Ok(ZScoreBaseline {
         threshold,
@@ -51,41 +52,13 @@ pub fn zscore_baseline(val: &Split, test: &Split, scale: f32) -> Result<ZScoreBa
     })
 }
 
-/// The share of nominal validation windows a detection threshold may rise above at most: see
-/// [`validation_threshold`].
-pub const NOMINAL_CAP_QUANTILE: f64 = 0.999;
-
-/// A detector's threshold, chosen on the validation split: the one that maximizes F1 there, but no higher than
-/// just above the [`NOMINAL_CAP_QUANTILE`] of the nominal windows' scores (so that at most that share of them stay
-/// below it and, on a split too small for a tail, the threshold sits just above its highest nominal score).
-///
-/// When the validation split holds only a few anomalous segments, the F1-best threshold settles just under the
-/// weakest window of the segments the detector happens to catch well, often far above every nominal score; raising
-/// a threshold past nearly all nominal windows gains almost no precision, and it misses every anomaly subtler than
-/// those few. The cap leaves a threshold fitted on a well-populated split as it is.
-pub fn validation_threshold(labels: &[bool], scores: &[f32]) -> f32 {
-    let best = best_f1_threshold(labels, scores);
-    nominal_quantile(labels, scores, NOMINAL_CAP_QUANTILE).map_or(best, |q| best.min(q.next_up()))
-}
-
-/// The `q`-quantile (nearest rank, `q` in 0..=1) of the scores of the windows labelled nominal; `None` when there
-/// are none.
-pub fn nominal_quantile(labels: &[bool], scores: &[f32], q: f64) -> Option<f32> {
-    let mut nominal: Vec<f32> = scores
-        .iter()
-        .zip(labels)
-        .filter(|(_, anomalous)| !**anomalous)
-        .map(|(s, _)| *s)
-        .collect();
-    if nominal.is_empty() {
-        return None;
-    }
-    nominal.sort_by(f32::total_cmp);
-    let rank = (q * nominal.len() as f64).ceil() as usize;
-    Some(nominal[rank.clamp(1, nominal.len()) - 1])
-}
-
 /// Sweeps every distinct score from the highest down; F1s are compared as exact fractions so ties are real ties.
+///
+/// When the best threshold lies above every nominal score, each threshold down to just above the highest nominal
+/// score makes the same decisions on these windows, and the lowest of them is returned. With only a few anomalous
+/// segments in a validation split, the best one sits just under the weakest window of the segments caught cleanly,
+/// often far above every nominal score; there it would miss every subtler anomaly of new data for no precision on
+/// these windows.
 pub fn best_f1_threshold(labels: &[bool], scores: &[f32]) -> f32 {
     let mut pairs: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
     pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -115,7 +88,14 @@ pub fn best_f1_threshold(labels: &[bool], scores: &[f32]) -> f32 {
             best = Some((num, den, score));
         }
     }
-    best.map_or(f32::INFINITY, |b| b.2)
+    let best = best.map_or(f32::INFINITY, |b| b.2);
+    let highest_nominal = scores
+        .iter()
+        .zip(labels)
+        .filter(|(_, anomalous)| !**anomalous)
+        .map(|(s, _)| *s)
+        .max_by(f32::total_cmp);
+    highest_nominal.map_or(best, |h| best.min(h.next_up()))
 }
 
 #[cfg(test)]

@@ -17,10 +17,7 @@ mod split;
 mod tensors;
 mod windows;
 
-pub use baseline::{
-    NOMINAL_CAP_QUANTILE, ZScoreBaseline, best_f1_threshold, nominal_quantile, validation_threshold, zscore_baseline,
-    zscore_scores,
-};
+pub use baseline::{ZScoreBaseline, best_f1_threshold, zscore_baseline, zscore_scores};
 pub use csv::{
     CHANNELS, LABEL_COLUMN, NUM_CHANNELS, NUM_COLUMNS, OwnedRow, ReadSummary, Row, RowWriter, TIMESTAMP_COLUMN,
     header_line, header_names, read_rows, read_rows_from, write_rows,

@@ -15,24 +15,19 @@ fn threshold_maximizes_f1_with_ties_to_the_smaller() {
 }
 
 #[test]
-fn validation_threshold_is_capped_at_the_nominal_quantile() {
-    // 2000 nominal windows scored 0..2000 and one anomalous segment far above them: the F1-best threshold is the
-    // segment's weakest window, 5000; the nominal windows' 99.9th percentile is 1997, and the threshold goes just
-    // above it, flagging the two nominal windows above.
+fn threshold_goes_down_to_just_above_the_highest_nominal_score() {
+    // One anomalous segment far above 2000 nominal windows: every threshold in (1999, 5000] makes the same
+    // decisions, and the lowest is taken.
     let nominal: Vec<f32> = (0..2000).map(|i| i as f32).collect();
     let (scores, labels) = with(&nominal, &[5000.0, 6000.0]);
-    assert_eq!(best_f1_threshold(&labels, &scores), 5000.0);
-    assert_eq!(nominal_quantile(&labels, &scores, NOMINAL_CAP_QUANTILE), Some(1997.0));
-    assert_eq!(validation_threshold(&labels, &scores), 1997.0f32.next_up());
+    assert_eq!(best_f1_threshold(&labels, &scores), 1999.0f32.next_up());
 
-    // Anomalies among the nominal scores: the F1-best threshold is below the cap and stays.
+    // The best threshold among the nominal scores stays where it is.
     let (scores, labels) = with(&nominal, &[1000.5; 10]);
     assert_eq!(best_f1_threshold(&labels, &scores), 1000.5);
-    assert_eq!(validation_threshold(&labels, &scores), 1000.5);
 
-    // No nominal window: nothing to cap with.
-    assert_eq!(nominal_quantile(&[T, T], &[1.0, 2.0], 0.5), None);
-    assert_eq!(validation_threshold(&[T, T], &[1.0, 2.0]), 1.0);
+    // No nominal window: nothing to go down to.
+    assert_eq!(best_f1_threshold(&[T, T], &[1.0, 2.0]), 1.0);
 }
 
 /// Nominal windows' scores followed by anomalous ones', with their labels.
@@ -68,8 +63,7 @@ fn threshold_from_validation_applied_to_test() {
     let val = split(&[[1.0, 0.0], [0.1, 0.0], [0.9, 0.0], [0.2, 0.0]], &[1, 0, 1, 0]);
     let test = split(&[[0.95, 0.0], [0.3, 0.0], [0.5, 0.0]], &[1, 0, 1]);
     let b = zscore_baseline(&val, &test, 2.0).unwrap();
-    // Every threshold in (0.4, 1.8] separates the validation windows; with two nominal windows, the cap puts it
-    // just above the higher.
+    // Every threshold in (0.4, 1.8] separates the validation windows; the lowest is taken.
     assert_eq!(b.threshold, 0.4f32.next_up());
     assert_eq!(b.validation.f1, 1.0);
     assert_eq!(b.test.confusion, [[0, 1], [0, 2]]);
