@@ -1,6 +1,6 @@
 //! Choosing the models to deploy: the Pareto front over the declared
 //! objectives first (then the next front, and so on), each front ordered by
-//! the first objective.
+//! the first objective; then the models to keep spread over the families.
 
 use std::cmp::Ordering;
 
