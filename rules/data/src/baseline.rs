@@ -33,8 +33,7 @@ pub fn zscore_scores(split: &Split, scale: f32) -> Vec<f32> {
 }
 
 /// Chooses the threshold that maximizes F1 on `val` (ties: the smaller threshold, which catches more; see
-/// [`best_f1_threshold`]) and applies it
-/// to `test`. Predicting "anomalous" when the score is ≥ the threshold.
+/// [`best_f1_threshold`]) and applies it to `test`. Predicting "anomalous" when the score is ≥ the threshold.
 pub fn zscore_baseline(val: &Split, test: &Split, scale: f32) -> Result<ZScoreBaseline, DataError> {
     if val.is_empty() {
         return Err(DataError::Dataset(

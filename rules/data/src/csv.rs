@@ -1,11 +1,12 @@
 //! The CATS CSV format, read as a stream and written deterministically.
 //!
 //! A header row, then one row per time step: column 1 `timestamp` (any text; kept only as a position), columns
-//! 2..=18 the 17 channels in [`CHANNELS`] order, column 19 the label `y` (a number, > 0 meaning anomalous, or `true`/`false` in any case). Kenning's
-//! reader takes the last column as the label and everything between the first and the last as features, so a file
-//! accepted here means the same thing to Kenning. Kenning reads no names; here the channels' names are checked
-//! (ignoring case), because a reordered file would silently feed the wrong channels, but the first and last
-//! columns may have any name (`time`, `label`, ...), since their positions alone give their meaning.
+//! 2..=18 the 17 channels in [`CHANNELS`] order, column 19 the label `y` (a number, > 0 meaning anomalous, or
+//! `true`/`false` in any case). Kenning's reader takes the last column as the label and everything between the first
+//! and the last as features, so a file accepted here means the same thing to Kenning. Kenning reads no names; here
+//! the channels' names are checked (ignoring case), because a reordered file would silently feed the wrong channels,
+//! but the first and last columns may have any name (`time`, `label`, ...), since their positions alone give their
+//! meaning.
 
 use std::fs::File;
 use std::io::{Read, Write};

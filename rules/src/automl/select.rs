@@ -114,7 +114,7 @@ pub fn order(objectives: &[Objective], values: &[Vec<Option<f64>>]) -> Vec<usize
 /// that learned only the kinds of anomaly in their few training segments, and
 /// excel on validation segments of the same kinds), so what ships spans them.
 pub fn spread_families<F: PartialEq>(order: &mut Vec<usize>, keep: usize, family: impl Fn(usize) -> F) {
-    let mut head = keep.min(order.len());
+    let head = keep.min(order.len());
     let mut k = head;
     while k < order.len() {
         let f = family(order[k]);
@@ -132,7 +132,6 @@ pub fn spread_families<F: PartialEq>(order: &mut Vec<usize>, keep: usize, family
         let displaced = order.remove(spare);
         order.insert(head - 1, moved);
         order.insert(head, displaced);
-        head = keep.min(order.len());
         k += 1;
     }
 }
