@@ -88,12 +88,8 @@ pub fn best_f1_threshold(labels: &[bool], scores: &[f32]) -> f32 {
         }
     }
     let best = best.map_or(f32::INFINITY, |b| b.2);
-    let highest_nominal = scores
-        .iter()
-        .zip(labels)
-        .filter(|(_, anomalous)| !**anomalous)
-        .map(|(s, _)| *s)
-        .max_by(f32::total_cmp);
+    // The pairs are sorted highest first, so the first nominal one holds the highest nominal score.
+    let highest_nominal = pairs.iter().find(|&&(_, anomalous)| !anomalous).map(|&(s, _)| s);
     highest_nominal.map_or(best, |h| best.min(h.next_up()))
 }
 
