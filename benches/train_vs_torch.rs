@@ -486,6 +486,7 @@ impl Split {
             x: &self.x,
             shape: self.shape,
             y: &self.y,
+            held_out: &[],
         }
     }
 

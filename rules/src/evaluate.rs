@@ -9,7 +9,7 @@
 //! `latency_us` numbers; its quality numbers do not.
 
 use kflow_ai8x::Device;
-use kflow_data::{Quality, Split, best_f1_threshold, zscore_baseline};
+use kflow_data::{Quality, Split, Validation, zscore_baseline};
 use kflow_engine::{
     ActionContext, ActionDecl, ActionError, AttrSpec, AttrType, Diagnostic, Outcome, Planner, Rule, Target,
 };
@@ -17,7 +17,7 @@ use kflow_host::OnnxModel;
 use kflow_model::{ErrorScale, Forecast, Model, Task};
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{META, TEST, VAL};
+use crate::dataset::{META, TEST, TRAIN, VAL};
 use crate::generate::one_output;
 use crate::inputs;
 use crate::json;
@@ -98,9 +98,10 @@ struct Metrics {
     /// Scores at or above it are anomalous.
     threshold: f32,
     quality: Quality,
-    /// The float model's F1 on the validation split at `threshold`: what a
-    /// search ranks candidates by, so that a fixed model can be placed
-    /// among them.
+    /// The float model's F1 on the validation split at `threshold` (a
+    /// label-free model's counting the training split's anomalous windows
+    /// too, see `kflow_data::Validation`): what a search ranks candidates
+    /// by, so that a fixed model can be placed among them.
     validation_f1: f64,
     baseline: Baseline,
     /// Measured, so different on every run; absent when not asked for.
@@ -183,6 +184,7 @@ impl Rule for EvaluateRule {
         let mut inputs = vec![
             (MODEL.to_owned(), one_output(planner, target, "model", MODEL)?),
             (WEIGHTS.to_owned(), one_output(planner, target, "weights", WEIGHTS)?),
+            (TRAIN.to_owned(), one_output(planner, target, "dataset", TRAIN)?),
             (VAL.to_owned(), one_output(planner, target, "dataset", VAL)?),
             (TEST.to_owned(), one_output(planner, target, "dataset", TEST)?),
             (META.to_owned(), one_output(planner, target, "dataset", META)?),
@@ -224,6 +226,15 @@ impl Rule for EvaluateRule {
         }
         let meta: kflow_data::DatasetMeta = json::input(cx, META)?;
         let (val, test) = (read_split(cx, VAL)?, read_split(cx, TEST)?);
+        // Every detector that learns without labels is judged with the
+        // training split's anomalous windows beside the validation split's:
+        // the z-score detector always, the model unless it is a classifier.
+        let anomalies = read_split(cx, TRAIN)?.of_class(true);
+        let held_out = if model.task.learns_labels() {
+            Split::default()
+        } else {
+            anomalies.clone()
+        };
         let model_err = |e: kflow_model::ModelError| ActionError::new(format!("model `{}`: {e}", model.name));
         let onnx = kflow_model::to_onnx(&model, &weights).map_err(model_err)?;
         cx.write_output(ONNX, &onnx)?;
@@ -231,18 +242,27 @@ impl Rule for EvaluateRule {
         let runtime = OnnxModel::load(&onnx, &model.input).map_err(host_err)?;
 
         cx.progress("scoring the validation and test splits with ONNX Runtime");
-        let val_out = runtime.run_batched(&val.x, val.len(), BATCH).map_err(host_err)?;
-        let scorer = Scorer::fit(&model, &val_out, &val);
-        let val_scores = scorer.scores(&val_out, &val);
-        let test_out = runtime.run_batched(&test.x, test.len(), BATCH).map_err(host_err)?;
-        let test_scores = scorer.scores(&test_out, &test);
+        let run = |split: &Split| runtime.run_batched(&split.x, split.len(), BATCH).map_err(host_err);
+        let val_out = run(&val)?;
+        let held_out_out = run(&held_out)?;
+        let test_out = run(&test)?;
+        let splits = Splits {
+            val: &val,
+            held_out: &held_out,
+            test: &test,
+        };
         // A classifier's threshold is chosen on the validation split to
         // maximize F1, exactly as the baseline's is, so that the two are
         // compared on equal terms.
-        let threshold = threshold(&model, &val, &val_scores, params.threshold_percentile);
-        let quality = Quality::at_threshold(&test.labels(), &test_scores, threshold);
-        let validation_f1 = Quality::at_threshold(&val.labels(), &val_scores, threshold).f1;
-        let baseline = zscore_baseline(&val, &test, meta.scale).map_err(|e| ActionError::new(e.to_string()))?;
+        let scored = score(
+            &model,
+            &splits,
+            [&val_out, &held_out_out, &test_out],
+            params.threshold_percentile,
+        );
+        let threshold = scored.threshold;
+        let baseline =
+            zscore_baseline(&val, &anomalies, &test, meta.scale).map_err(|e| ActionError::new(e.to_string()))?;
 
         cx.progress("cross-checking ONNX Runtime against candle");
         let n = test.len().min(CROSS_CHECK);
@@ -261,15 +281,14 @@ impl Rule for EvaluateRule {
                 let q = crate::quantize::quantized(cx)?;
                 let float = Decisions {
                     test_outputs: &test_out,
-                    test_scores: &test_scores,
+                    test_scores: &scored.test_scores,
                     threshold,
                 };
                 Some(crate::evaluate_sim::simulated(
                     &model,
                     &q,
                     device,
-                    &val,
-                    &test,
+                    &splits,
                     &float,
                     params.threshold_percentile,
                 )?)
@@ -290,8 +309,8 @@ impl Rule for EvaluateRule {
             model: model.name.clone(),
             task: model.task,
             threshold,
-            quality,
-            validation_f1,
+            quality: scored.quality,
+            validation_f1: scored.validation_f1,
             baseline: Baseline {
                 kind: "zscore",
                 f1: baseline.test.f1,
@@ -304,7 +323,7 @@ impl Rule for EvaluateRule {
                 macs: counts.total.macs,
             },
             onnx_vs_candle_max_abs_diff: onnx_vs_candle,
-            forecast_weights: scorer.weights().map(<[f64]>::to_vec),
+            forecast_weights: scored.forecast_weights,
             accelerator,
         };
         cx.write_output(METRICS, &json::pretty(&metrics)?)?;
@@ -408,14 +427,58 @@ fn scores(model: &Model, outputs: &[f32], split: &Split) -> Vec<f32> {
     }
 }
 
-/// The anomaly threshold, chosen on the validation split: the one that
+/// The anomaly threshold, chosen on the validation scores: the one that
 /// maximizes F1 (as the z-score baseline's is chosen, so that the two are
-/// compared on equal terms), or for an autoencoder the `percentile` of its
-/// nominal windows' errors.
-pub fn threshold(model: &Model, val: &Split, val_scores: &[f32], percentile: f64) -> f32 {
+/// compared on equal terms), or for an autoencoder the `percentile` of the
+/// validation split's nominal windows' errors.
+pub fn threshold(model: &Model, val: &Split, validation: &Validation<'_>, percentile: f64) -> f32 {
     match model.task {
-        Task::Classifier { .. } | Task::Forecaster { .. } => best_f1_threshold(&val.labels(), val_scores),
-        Task::Autoencoder => nominal_percentile(val, val_scores, percentile),
+        Task::Classifier { .. } | Task::Forecaster { .. } => validation.best_threshold(),
+        Task::Autoencoder => nominal_percentile(val, validation.scores, percentile),
+    }
+}
+
+/// The splits a detector is judged on: its threshold is chosen on `val`
+/// and `held_out` (see `crate::split::held_out_anomalies`), then applied to
+/// `test`.
+pub struct Splits<'a> {
+    pub val: &'a Split,
+    pub held_out: &'a Split,
+    pub test: &'a Split,
+}
+
+/// A detector's quality from its own outputs, as a deployment would
+/// measure it: the threshold (and a forecaster's channel weights) fitted on
+/// its validation outputs, then applied to its test outputs.
+pub struct Scored {
+    pub threshold: f32,
+    pub quality: Quality,
+    pub validation_f1: f64,
+    pub test_scores: Vec<f32>,
+    pub forecast_weights: Option<Vec<f64>>,
+}
+
+/// Scores from the outputs over `splits`' validation, held-out and test
+/// windows, in that order.
+pub fn score(model: &Model, splits: &Splits<'_>, outputs: [&[f32]; 3], threshold_percentile: f64) -> Scored {
+    let [val_out, held_out_out, test_out] = outputs;
+    let scorer = Scorer::fit(model, val_out, splits.val);
+    let val_scores = scorer.scores(val_out, splits.val);
+    let held_out_scores = scorer.scores(held_out_out, splits.held_out);
+    let test_scores = scorer.scores(test_out, splits.test);
+    let labels = splits.val.labels();
+    let validation = Validation {
+        labels: &labels,
+        scores: &val_scores,
+        held_out: &held_out_scores,
+    };
+    let threshold = threshold(model, splits.val, &validation, threshold_percentile);
+    Scored {
+        threshold,
+        quality: Quality::at_threshold(&splits.test.labels(), &test_scores, threshold),
+        validation_f1: validation.f1_at(threshold),
+        forecast_weights: scorer.weights().map(<[f64]>::to_vec),
+        test_scores,
     }
 }
 

@@ -5,8 +5,9 @@
 //! back with what the run cost: an accelerator's cycles, or the
 //! instructions an emulated core executed, timed at the platform's clock
 //! with the core's cycles per instruction (kflow-platform's
-//! `core_timing`). The board's own validation
-//! outputs set its threshold, as a deployment would; its test outputs give
+//! `core_timing`). The board's own validation outputs (with those of the
+//! training split's anomalous windows, for a model that never learned from
+//! them) set its threshold, as a deployment would; its test outputs give
 //! the quality. Each output is compared bit for bit with the host-side
 //! simulator's for the same quantized model and input
 //! (`matches_simulator`), so a fault in the generated registers or weight
@@ -23,17 +24,16 @@ use kflow_engine::{
 use kflow_quant::Quantized;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{TEST, VAL};
+use crate::dataset::{TEST, TRAIN, VAL};
 use crate::device::{self, FIRMWARE, FLASH, FlashRecord, IMAGE};
-use crate::evaluate::{Latency, METRICS, latency};
-use crate::evaluate_sim::score;
+use crate::evaluate::{Latency, METRICS, Splits, latency, score};
 use crate::generate::one_output;
 use crate::inputs;
 use crate::json;
 use crate::model::MODEL;
 use crate::platform::PLATFORM;
 use crate::quantize::{QUANT, QUANTIZED};
-use crate::split::read_split;
+use crate::split::{held_out_anomalies, read_split};
 use crate::synthesize::{ALLOCATION, WEIGHTS};
 
 pub struct EvaluateDeviceRule;
@@ -122,7 +122,8 @@ struct Metrics {
     /// Every output the board returned equals the host-side simulator's,
     /// bit for bit.
     matches_simulator: bool,
-    /// Windows run on the board and compared (validation and test).
+    /// Windows run on the board and compared (validation, held-out
+    /// anomalous and test).
     windows_compared: usize,
     /// Of which test windows.
     test_windows_compared: usize,
@@ -219,6 +220,7 @@ impl Rule for EvaluateDeviceRule {
             (MODEL, "model"),
             (QUANT, "quantized"),
             (QUANTIZED, "quantized"),
+            (TRAIN, "dataset"),
             (VAL, "dataset"),
             (TEST, "dataset"),
         ];
@@ -273,16 +275,37 @@ impl Rule for EvaluateDeviceRule {
         let model = inputs::model(cx)?;
         let (val, test) = (read_split(cx, VAL)?, read_split(cx, TEST)?);
         let limit = params.windows.unwrap_or(usize::MAX);
-        let (n_val, n_test) = (val.len().min(limit), test.len().min(limit));
+        // The held-out windows only set the threshold, which a timing run
+        // over the first `windows` does not choose.
+        let held_out = match params.windows {
+            None => held_out_anomalies(&read_split(cx, TRAIN)?, model.task),
+            Some(_) => Split::default(),
+        };
+        let (n_val, n_held_out, n_test) = (val.len().min(limit), held_out.len(), test.len().min(limit));
         let mut board = OnBoard::new(wire, &q, client);
         cx.progress(&format!("streaming {n_val} validation windows through {url}"));
         let val_out = board.stream(cx, &val, n_val, "validation")?;
+        if n_held_out > 0 {
+            cx.progress(&format!(
+                "streaming {n_held_out} held-out anomalous windows through {url}"
+            ));
+        }
+        let held_out_out = board.stream(cx, &held_out, n_held_out, "held-out")?;
         cx.progress(&format!("streaming {n_test} test windows through {url}"));
         let test_out = board.stream(cx, &test, n_test, "test")?;
-        let scored = params
-            .windows
-            .is_none()
-            .then(|| score(&model, &val, &test, (&val_out, &test_out), params.threshold_percentile));
+        let splits = Splits {
+            val: &val,
+            held_out: &held_out,
+            test: &test,
+        };
+        let scored = params.windows.is_none().then(|| {
+            score(
+                &model,
+                &splits,
+                [&val_out, &held_out_out, &test_out],
+                params.threshold_percentile,
+            )
+        });
         let latency = board.latency(&info);
         let metrics = Metrics {
             model: model.name.clone(),
@@ -291,7 +314,7 @@ impl Rule for EvaluateDeviceRule {
             quality: scored.as_ref().map(|s| s.quality.clone()),
             latency,
             matches_simulator: board.mismatched == 0,
-            windows_compared: n_val + n_test,
+            windows_compared: n_val + n_held_out + n_test,
             test_windows_compared: n_test,
             mismatched_windows: board.mismatched,
             first_mismatch: board.first_mismatch.clone(),

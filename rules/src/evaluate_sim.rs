@@ -9,7 +9,7 @@ use kflow_model::{Model, Task};
 use kflow_quant::Quantized;
 use serde::Serialize;
 
-use crate::evaluate::{Decisions, Scorer, threshold};
+use crate::evaluate::{Decisions, Scored, Splits, score};
 
 #[derive(Serialize)]
 pub struct Simulated {
@@ -39,8 +39,7 @@ pub fn simulated(
     model: &Model,
     q: &Quantized,
     device: Device,
-    val: &Split,
-    test: &Split,
+    splits: &Splits<'_>,
     float: &Decisions<'_>,
     threshold_percentile: f64,
 ) -> Result<Simulated, ActionError> {
@@ -55,14 +54,19 @@ pub fn simulated(
         }
         Ok(out)
     };
-    let (val_out, test_out) = (run(val)?, run(test)?);
+    let (val_out, held_out_out, test_out) = (run(splits.val)?, run(splits.held_out)?, run(splits.test)?);
     let Scored {
         threshold,
         quality,
         validation_f1,
         test_scores,
         forecast_weights,
-    } = score(model, val, test, (&val_out, &test_out), threshold_percentile);
+    } = score(
+        model,
+        splits,
+        [&val_out, &held_out_out, &test_out],
+        threshold_percentile,
+    );
     let n = test_scores.len().max(1) as f64;
     let alike = test_scores
         .iter()
@@ -97,34 +101,4 @@ pub fn simulated(
         max_abs_diff,
         forecast_weights,
     })
-}
-
-/// A device's quality from its own outputs, as a deployment would measure
-/// it: the threshold (and a forecaster's channel weights) fitted on its
-/// validation outputs, then applied to its test outputs.
-pub struct Scored {
-    pub threshold: f32,
-    pub quality: Quality,
-    pub validation_f1: f64,
-    pub test_scores: Vec<f32>,
-    pub forecast_weights: Option<Vec<f64>>,
-}
-
-pub fn score(
-    model: &Model,
-    val: &Split,
-    test: &Split,
-    (val_out, test_out): (&[f32], &[f32]),
-    threshold_percentile: f64,
-) -> Scored {
-    let scorer = Scorer::fit(model, val_out, val);
-    let (val_scores, test_scores) = (scorer.scores(val_out, val), scorer.scores(test_out, test));
-    let threshold = threshold(model, val, &val_scores, threshold_percentile);
-    Scored {
-        threshold,
-        quality: Quality::at_threshold(&test.labels(), &test_scores, threshold),
-        validation_f1: Quality::at_threshold(&val.labels(), &val_scores, threshold).f1,
-        test_scores,
-        forecast_weights: scorer.weights().map(<[f64]>::to_vec),
-    }
 }

@@ -14,7 +14,7 @@ use crate::generate::one_output;
 use crate::inputs;
 use crate::json;
 use crate::model::MODEL;
-use crate::split::{data, read_split, training_windows};
+use crate::split::Learning;
 use crate::train::WEIGHTS;
 
 pub struct PruneRule;
@@ -145,8 +145,7 @@ impl Rule for PruneRule {
         cx.progress(&summary(&report));
         let mut losses = Vec::new();
         if params.epochs > 0 {
-            let train = training_windows(read_split(cx, TRAIN)?, pruned.task);
-            let val = read_split(cx, VAL)?;
+            let splits = Learning::read(cx, pruned.task)?;
             // Zeros of unstructured pruning stay zeros: the forward pass
             // sees the masked weights, and the mask is applied again to the
             // float weights after every epoch.
@@ -163,8 +162,8 @@ impl Rule for PruneRule {
                 let (next, stats) = kflow_train::train_epoch_viewed(
                     &pruned,
                     checkpoint,
-                    &data(&train),
-                    &data(&val),
+                    &splits.train(),
+                    &splits.val(),
                     &params.hyper,
                     kflow_train::View {
                         weights: view,

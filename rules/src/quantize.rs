@@ -18,7 +18,7 @@ use crate::generate::one_output;
 use crate::inputs;
 use crate::json;
 use crate::model::MODEL;
-use crate::split::{data, read_split, training_windows};
+use crate::split::{Learning, read_split};
 use crate::train::WEIGHTS;
 
 pub struct QuantizeRule;
@@ -277,8 +277,7 @@ fn fine_tune(
     train: kflow_data::Split,
 ) -> Result<(Model, Weights, QatLog), ActionError> {
     let (model, weights) = kflow_quant::fold_batchnorm(&model, &weights).map_err(quant_err)?;
-    let train = training_windows(train, model.task);
-    let val = read_split(cx, VAL)?;
+    let splits = Learning::new(train, read_split(cx, VAL)?, model.task);
     let train_err = |e: kflow_train::TrainError| ActionError::new(e.to_string());
     let mut checkpoint = Checkpoint::fresh(weights);
     let mut log = QatLog::default();
@@ -295,14 +294,14 @@ fn fine_tune(
         let best = match best_f1 {
             Some(f1) => f1,
             None => {
-                let (_, _, f1) =
-                    kflow_train::validate_viewed(&model, &checkpoint.weights, &data(&val), view).map_err(train_err)?;
+                let (_, _, f1) = kflow_train::validate_viewed(&model, &checkpoint.weights, &splits.val(), view)
+                    .map_err(train_err)?;
                 log.start_val_f1 = f1;
                 f1
             }
         };
         let (next, stats) =
-            kflow_train::train_epoch_viewed(&model, checkpoint, &data(&train), &data(&val), &qat.hyper, view)
+            kflow_train::train_epoch_viewed(&model, checkpoint, &splits.train(), &splits.val(), &qat.hyper, view)
                 .map_err(train_err)?;
         cx.progress(&format!(
             "quantization-aware epoch {epoch}/{}: train loss {:.4}, val loss {:.4}, val F1 {:.4}",

@@ -5,40 +5,66 @@ use kflow_engine::{ActionContext, ActionError};
 use kflow_model::Task;
 use kflow_train::Data;
 
+use crate::dataset::{TRAIN, VAL};
 use crate::json;
 
 pub fn read_split(cx: &ActionContext<'_>, name: &str) -> Result<Split, ActionError> {
     Split::from_safetensors(&json::input_bytes(cx, name)?).map_err(|e| ActionError::new(format!("input `{name}`: {e}")))
 }
 
-pub fn data(split: &Split) -> Data<'_> {
+fn data(split: &Split) -> Data<'_> {
     Data {
         x: &split.x,
         shape: split.shape,
         y: &split.y,
+        held_out: &[],
     }
 }
 
-/// What a model of `task` trains on: every window for a classifier; for an
-/// autoencoder or a forecaster, which learn what nominal data looks like,
-/// the nominal windows only.
-pub fn training_windows(split: Split, task: Task) -> Split {
-    match task {
-        Task::Classifier { .. } => split,
-        Task::Autoencoder | Task::Forecaster { .. } => nominal(&split),
+/// What training a model of one task reads: its training windows, and the
+/// validation split with the training split's anomalous windows that the
+/// model never learns from (none for a classifier), which are judged beside
+/// the validation split's (see `kflow_data::Validation`).
+pub struct Learning {
+    pub train: Split,
+    pub val: Split,
+    held_out: Split,
+}
+
+impl Learning {
+    pub fn new(train: Split, val: Split, task: Task) -> Learning {
+        let held_out = held_out_anomalies(&train, task);
+        let train = if task.learns_labels() {
+            train
+        } else {
+            train.of_class(false)
+        };
+        Learning { train, val, held_out }
+    }
+
+    /// The dataset's `train` and `val` inputs.
+    pub fn read(cx: &ActionContext<'_>, task: Task) -> Result<Learning, ActionError> {
+        Ok(Learning::new(read_split(cx, TRAIN)?, read_split(cx, VAL)?, task))
+    }
+
+    pub fn train(&self) -> Data<'_> {
+        data(&self.train)
+    }
+
+    pub fn val(&self) -> Data<'_> {
+        Data {
+            held_out: &self.held_out.x,
+            ..data(&self.val)
+        }
     }
 }
 
-/// The windows labelled nominal.
-pub fn nominal(split: &Split) -> Split {
-    let per = split.shape[1] * split.shape[2];
-    let keep: Vec<usize> = (0..split.y.len()).filter(|&i| split.y[i] == 0).collect();
-    Split {
-        x: keep
-            .iter()
-            .flat_map(|&i| split.x[i * per..(i + 1) * per].iter().copied())
-            .collect(),
-        shape: [keep.len(), split.shape[1], split.shape[2]],
-        y: vec![0; keep.len()],
+/// The training split's anomalous windows that a model of `task` never
+/// learns from: none for a classifier (see [`Learning`]).
+pub fn held_out_anomalies(train: &Split, task: Task) -> Split {
+    if task.learns_labels() {
+        Split::default()
+    } else {
+        train.of_class(true)
     }
 }

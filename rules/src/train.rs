@@ -27,7 +27,7 @@ use crate::generate::one_output;
 use crate::inputs;
 use crate::json;
 use crate::model::{INIT, MODEL};
-use crate::split::{data, read_split, training_windows};
+use crate::split::Learning;
 
 pub struct TrainRule;
 
@@ -188,10 +188,9 @@ fn epoch(cx: &ActionContext<'_>, hyper: &Hyper) -> Result<Outcome, ActionError> 
     let started = Instant::now();
     let model = inputs::model(cx)?;
     let checkpoint = Checkpoint::from_safetensors(&json::input_bytes(cx, CHECKPOINT)?).map_err(train_err)?;
-    let train = training_windows(read_split(cx, TRAIN)?, model.task);
-    let val = read_split(cx, VAL)?;
+    let splits = Learning::read(cx, model.task)?;
     let (next, stats) =
-        kflow_train::train_epoch(&model, checkpoint, &data(&train), &data(&val), hyper).map_err(train_err)?;
+        kflow_train::train_epoch(&model, checkpoint, &splits.train(), &splits.val(), hyper).map_err(train_err)?;
     cx.write_output(CHECKPOINT, &next.to_safetensors().map_err(train_err)?)?;
     let meta = EpochMeta {
         stats,

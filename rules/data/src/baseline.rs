@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Quality;
+use crate::threshold::Validation;
 use crate::{DataError, Split};
 
 /// The baseline's threshold (in standard deviations) and its quality.
@@ -32,9 +33,9 @@ pub fn zscore_scores(split: &Split, scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// Chooses the threshold that maximizes F1 on `val` (ties: the smaller threshold, which catches more; see
-/// [`best_f1_threshold`]) and applies it to `test`. Predicting "anomalous" when the score is ≥ the threshold.
-pub fn zscore_baseline(val: &Split, test: &Split, scale: f32) -> Result<ZScoreBaseline, DataError> {
+/// Chooses the threshold that maximizes F1 on `val` and `held_out`, anomalous windows the detector never learned
+/// from (see [`Validation`]), and applies it to `test`. Predicting "anomalous" when the score is ≥ the threshold.
+pub fn zscore_baseline(val: &Split, held_out: &Split, test: &Split, scale: f32) -> Result<ZScoreBaseline, DataError> {
     if val.is_empty() {
         return Err(DataError::Dataset(
             "the validation split is empty; the baseline's threshold is chosen on it".into(),
@@ -42,55 +43,19 @@ pub fn zscore_baseline(val: &Split, test: &Split, scale: f32) -> Result<ZScoreBa
     }
     let val_scores = zscore_scores(val, scale);
     let val_labels = val.labels();
-    let threshold = best_f1_threshold(&val_labels, &val_scores);
+    let held_out = zscore_scores(held_out, scale);
+    let threshold = Validation {
+        labels: &val_labels,
+        scores: &val_scores,
+        held_out: &held_out,
+    }
+    .best_threshold();
     let test_scores = zscore_scores(test, scale);
     Ok(ZScoreBaseline {
         threshold,
         validation: Quality::at_threshold(&val_labels, &val_scores, threshold),
         test: Quality::at_threshold(&test.labels(), &test_scores, threshold),
     })
-}
-
-/// Sweeps every distinct score from the highest down; F1s are compared as exact fractions so ties are real ties.
-///
-/// When the best threshold lies above every nominal score, each threshold down to just above the highest nominal
-/// score makes the same decisions on these windows, and the lowest of them is returned. With only a few anomalous
-/// segments in a validation split, the best one sits just under the weakest window of the segments caught cleanly,
-/// often far above every nominal score; there it would miss every subtler anomaly of new data for no precision on
-/// these windows.
-pub fn best_f1_threshold(labels: &[bool], scores: &[f32]) -> f32 {
-    let mut pairs: Vec<(f32, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
-    pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-    let positives = pairs.iter().filter(|p| p.1).count() as u128;
-    let (mut tp, mut fp) = (0u128, 0u128);
-    // (numerator, denominator, threshold) of the best F1 so far.
-    let mut best: Option<(u128, u128, f32)> = None;
-    let mut i = 0;
-    while i < pairs.len() {
-        let score = pairs[i].0;
-        while i < pairs.len() && pairs[i].0.total_cmp(&score).is_eq() {
-            if pairs[i].1 {
-                tp += 1;
-            } else {
-                fp += 1;
-            }
-            i += 1;
-        }
-        let num = 2 * tp;
-        let den = 2 * tp + fp + (positives - tp);
-        // `>=`: thresholds only decrease, so an equal F1 moves the choice to the smaller threshold.
-        let better = match best {
-            None => true,
-            Some((bn, bd, _)) => num * bd >= bn * den,
-        };
-        if better {
-            best = Some((num, den, score));
-        }
-    }
-    let best = best.map_or(f32::INFINITY, |b| b.2);
-    // The pairs are sorted highest first, so the first nominal one holds the highest nominal score.
-    let highest_nominal = pairs.iter().find(|&&(_, anomalous)| !anomalous).map(|&(s, _)| s);
-    highest_nominal.map_or(best, |h| best.min(h.next_up()))
 }
 
 #[cfg(test)]

@@ -15,9 +15,10 @@ mod random;
 mod source;
 mod split;
 mod tensors;
+mod threshold;
 mod windows;
 
-pub use baseline::{ZScoreBaseline, best_f1_threshold, zscore_baseline, zscore_scores};
+pub use baseline::{ZScoreBaseline, zscore_baseline, zscore_scores};
 pub use csv::{
     CHANNELS, LABEL_COLUMN, NUM_CHANNELS, NUM_COLUMNS, OwnedRow, ReadSummary, Row, RowWriter, TIMESTAMP_COLUMN,
     header_line, header_names, read_rows, read_rows_from, write_rows,
@@ -30,6 +31,7 @@ pub use normalize::Normalization;
 pub use source::{CsvBytes, CsvFile, RowSource};
 pub use split::{Part, assign};
 pub use tensors::{ClassCounts, Dataset, DatasetMeta, Split, SplitCounts};
+pub use threshold::{Validation, best_f1_threshold};
 pub use windows::{LabelRule, WindowParams};
 
 #[cfg(test)]

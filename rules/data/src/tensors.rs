@@ -53,6 +53,20 @@ impl Split {
         self.y.iter().map(|&y| y > 0).collect()
     }
 
+    /// The windows of one class (`anomalous` or nominal), in order.
+    pub fn of_class(&self, anomalous: bool) -> Split {
+        let size = self.shape[1] * self.shape[2];
+        let keep: Vec<usize> = (0..self.len()).filter(|&i| (self.y[i] > 0) == anomalous).collect();
+        Split {
+            x: keep
+                .iter()
+                .flat_map(|&i| self.x[i * size..(i + 1) * size].iter().copied())
+                .collect(),
+            shape: [keep.len(), self.shape[1], self.shape[2]],
+            y: vec![u8::from(anomalous); keep.len()],
+        }
+    }
+
     pub fn counts(&self) -> ClassCounts {
         let positive = self.y.iter().filter(|&&y| y > 0).count() as u64;
         ClassCounts {

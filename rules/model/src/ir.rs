@@ -62,6 +62,15 @@ pub enum Task {
     Forecaster { from_channel: usize },
 }
 
+impl Task {
+    /// Whether training reads the labels: a classifier's does; an
+    /// autoencoder or a forecaster learns what nominal windows look like
+    /// from them alone, so every anomalous window is unseen by it.
+    pub fn learns_labels(self) -> bool {
+        matches!(self, Task::Classifier { .. })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Layer {
     /// Unique within the model; names the layer's weights.

@@ -366,6 +366,7 @@ impl Batch {
             model.input(MODEL),
             From::Child(quantized, QUANT).input(QUANT),
             From::Child(quantized, QUANTIZED).input(QUANTIZED),
+            From::Blob(shared.train).input(TRAIN),
             From::Blob(shared.val).input(VAL),
             From::Blob(shared.test).input(TEST),
         ];
@@ -416,6 +417,7 @@ impl Batch {
             model.input(MODEL),
             From::Child(quantized, QUANT).input(QUANT),
             From::Child(quantized, QUANTIZED).input(QUANTIZED),
+            From::Blob(shared.train).input(TRAIN),
             From::Blob(shared.val).input(VAL),
             From::Blob(shared.test).input(TEST),
         ];
@@ -447,6 +449,7 @@ impl Batch {
         let mut inputs = vec![
             model.input(MODEL),
             weights.input(WEIGHTS),
+            From::Blob(shared.train).input(TRAIN),
             From::Blob(shared.val).input(VAL),
             From::Blob(shared.test).input(TEST),
             From::Blob(shared.meta).input(META),

@@ -14,6 +14,11 @@ pub struct Data<'a> {
     /// `[N, C, W]`.
     pub shape: [usize; 3],
     pub y: &'a [u8],
+    /// Validation only: anomalous samples from outside this split that a
+    /// label-free model never learned from (its training split's), laid out
+    /// as `x`; F1 and its threshold count them beside the split's own (see
+    /// `kflow_data::Validation`). Empty otherwise.
+    pub held_out: &'a [f32],
 }
 
 impl Data<'_> {
@@ -36,6 +41,16 @@ impl Data<'_> {
     pub(crate) fn check(&self, split: &'static str, model: &Model) -> Result<(), TrainError> {
         self.check_shape(split, model)?;
         let n = self.len();
+        if !self.held_out.len().is_multiple_of(self.sample_len()) {
+            return Err(TrainError::data(
+                split,
+                format!(
+                    "{} held-out values are not whole samples of {} values",
+                    self.held_out.len(),
+                    self.sample_len()
+                ),
+            ));
+        }
         match model.task {
             Task::Classifier { classes } => {
                 if self.y.len() != n {

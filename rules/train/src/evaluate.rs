@@ -140,20 +140,40 @@ pub(crate) fn f1_of_class_one(predicted: &[usize], labels: &[u8]) -> f64 {
 }
 
 /// Validation loss (mean over samples) and metric (F1 of class 1 for a
-/// classifier, the mean squared error for the others),
-/// and the F1 of the scores at the threshold best for them.
+/// classifier, the mean squared error for the others), and the F1 of the
+/// scores at the threshold best for them, counting the held-out anomalous
+/// samples beside the split's own.
 pub(crate) fn validate(net: &Network, weights: &Weights, val: &Data) -> Result<(f64, f64, f64), TrainError> {
-    let outputs = Evaluator::new(net, weights)?.outputs(val.x, val.len())?;
-    let judged = judge(net, &outputs, val);
-    let loss = judged.loss.iter().sum::<f64>() / val.len() as f64;
+    let n = val.len();
+    // Held-out samples count only beside labels to count them with.
+    let held_out = if val.y.len() == n { val.held_out } else { &[] };
+    let held = held_out.len() / val.sample_len().max(1);
+    // One pass over both, so that a forecaster's channel weights, fitted on
+    // the nominal samples, are the split's alone.
+    let x: Vec<f32> = val.x.iter().chain(held_out).copied().collect();
+    let y: Vec<u8> = val.y.iter().copied().chain(std::iter::repeat_n(1, held)).collect();
+    let both = Data {
+        x: &x,
+        shape: [n + held, val.shape[1], val.shape[2]],
+        y: if held == 0 { val.y } else { &y },
+        held_out: &[],
+    };
+    let outputs = Evaluator::new(net, weights)?.outputs(both.x, both.len())?;
+    let judged = judge(net, &outputs, &both);
+    let loss = judged.loss[..n].iter().sum::<f64>() / n as f64;
     let metric = match net.task {
-        Task::Classifier { .. } => f1_of_class_one(&judged.predicted, val.y),
+        Task::Classifier { .. } => f1_of_class_one(&judged.predicted[..n], val.y),
         Task::Autoencoder | Task::Forecaster { .. } => loss,
     };
-    let best_f1 = if val.y.len() == val.len() {
+    let best_f1 = if val.y.len() == n {
         let labels: Vec<bool> = val.y.iter().map(|&y| y == 1).collect();
-        let threshold = kflow_data::best_f1_threshold(&labels, &judged.score);
-        kflow_data::Quality::at_threshold(&labels, &judged.score, threshold).f1
+        let (scores, held_out) = judged.score.split_at(n);
+        let validation = kflow_data::Validation {
+            labels: &labels,
+            scores,
+            held_out,
+        };
+        validation.f1_at(validation.best_threshold())
     } else {
         0.0
     };

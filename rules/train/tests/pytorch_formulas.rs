@@ -36,6 +36,7 @@ fn batch_norm_running_statistics_follow_pytorch() {
         x: &x,
         shape: [4, 2, 3],
         y: &[],
+        held_out: &[],
     };
     // One batch of all four windows per epoch.
     let hyper = Hyper {
@@ -90,6 +91,7 @@ fn epoch_loss_is_the_weighted_mean_over_the_batches_of_sample_order_without_a_lo
         x: &x,
         shape: [9, 2, 3],
         y: &[],
+        held_out: &[],
     };
     let hyper = Hyper {
         batch_size: 4,

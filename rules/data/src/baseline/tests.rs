@@ -1,42 +1,5 @@
 use super::*;
 
-const T: bool = true;
-const F: bool = false;
-
-#[test]
-fn threshold_maximizes_f1_with_ties_to_the_smaller() {
-    // Thresholds 3: F1 2/3; 2: 1/2; 1: 4/5 → 1.
-    assert_eq!(best_f1_threshold(&[T, F, T], &[3.0, 2.0, 1.0]), 1.0);
-    // 4: 2/3, 3: 2/4, 2: 2/5, 1: 4/6 = 2/3 → a tie with 4, resolved to the smaller.
-    assert_eq!(best_f1_threshold(&[T, F, F, T], &[4.0, 3.0, 2.0, 1.0]), 1.0);
-    // Equal scores are one threshold.
-    assert_eq!(best_f1_threshold(&[T, F, F], &[2.0, 2.0, 1.0]), 2.0);
-    assert_eq!(best_f1_threshold(&[], &[]), f32::INFINITY);
-}
-
-#[test]
-fn threshold_goes_down_to_just_above_the_highest_nominal_score() {
-    // One anomalous segment far above 2000 nominal windows: every threshold in (1999, 5000] makes the same
-    // decisions, and the lowest is taken.
-    let nominal: Vec<f32> = (0..2000).map(|i| i as f32).collect();
-    let (scores, labels) = with(&nominal, &[5000.0, 6000.0]);
-    assert_eq!(best_f1_threshold(&labels, &scores), 1999.0f32.next_up());
-
-    // The best threshold among the nominal scores stays where it is.
-    let (scores, labels) = with(&nominal, &[1000.5; 10]);
-    assert_eq!(best_f1_threshold(&labels, &scores), 1000.5);
-
-    // No nominal window: nothing to go down to.
-    assert_eq!(best_f1_threshold(&[T, T], &[1.0, 2.0]), 1.0);
-}
-
-/// Nominal windows' scores followed by anomalous ones', with their labels.
-fn with(nominal: &[f32], anomalous: &[f32]) -> (Vec<f32>, Vec<bool>) {
-    let scores = nominal.iter().chain(anomalous).copied().collect();
-    let labels = nominal.iter().map(|_| F).chain(anomalous.iter().map(|_| T)).collect();
-    (scores, labels)
-}
-
 fn split(windows: &[[f32; 2]], labels: &[u8]) -> Split {
     // Two time steps, one non-zero channel per window.
     let mut x = Vec::new();
@@ -62,7 +25,7 @@ fn scores_are_max_abs_times_scale() {
 fn threshold_from_validation_applied_to_test() {
     let val = split(&[[1.0, 0.0], [0.1, 0.0], [0.9, 0.0], [0.2, 0.0]], &[1, 0, 1, 0]);
     let test = split(&[[0.95, 0.0], [0.3, 0.0], [0.5, 0.0]], &[1, 0, 1]);
-    let b = zscore_baseline(&val, &test, 2.0).unwrap();
+    let b = zscore_baseline(&val, &Split::default(), &test, 2.0).unwrap();
     // Every threshold in (0.4, 1.8] separates the validation windows; the lowest is taken.
     assert_eq!(b.threshold, 0.4f32.next_up());
     assert_eq!(b.validation.f1, 1.0);
@@ -74,7 +37,7 @@ fn threshold_from_validation_applied_to_test() {
         y: vec![],
     };
     assert!(matches!(
-        zscore_baseline(&empty, &test, 2.0),
+        zscore_baseline(&empty, &Split::default(), &test, 2.0),
         Err(DataError::Dataset(_))
     ));
 }
@@ -225,10 +188,17 @@ fn a_multichannel_detector_beats_the_zscore_baseline() {
         &WindowParams::default(),
     )
     .unwrap();
-    let z = zscore_baseline(&d.val, &d.test, d.meta.scale).unwrap();
+    // Both learn from nominal windows only, so both are judged with the training split's anomalous windows too.
+    let held_out = d.train.of_class(true);
+    let z = zscore_baseline(&d.val, &held_out, &d.test, d.meta.scale).unwrap();
     let model = MultiChannel::fit(&d.train);
     let val_scores = model.scores(&d.val);
-    let threshold = best_f1_threshold(&d.val.labels(), &val_scores);
+    let threshold = crate::Validation {
+        labels: &d.val.labels(),
+        scores: &val_scores,
+        held_out: &model.scores(&held_out),
+    }
+    .best_threshold();
     let test = Quality::at_threshold(&d.test.labels(), &model.scores(&d.test), threshold);
     eprintln!(
         "100k rows, seed 3: z-score test F1 {:.3} (AUC {:?}); multi-channel test F1 {:.3} (precision {:.3}, recall \

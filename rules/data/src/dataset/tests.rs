@@ -358,7 +358,7 @@ fn zscore_baseline_is_weak_on_generated_data_at_full_size() {
     };
     let mut d = build_dataset(&mut source, &WindowParams::default()).unwrap();
     d.meta.anomaly_segments = Some(generated.segments);
-    let b = zscore_baseline(&d.val, &d.test, d.meta.scale).unwrap();
+    let b = zscore_baseline(&d.val, &d.train.of_class(true), &d.test, d.meta.scale).unwrap();
     let elapsed = started.elapsed();
     eprintln!(
         "200k rows ({} bytes of CSV): anomalous {:.4}; windows train/val/test {}/{}/{} (positive {}/{}/{}); \

@@ -251,6 +251,7 @@ impl Split {
             x: &self.x,
             shape: self.shape,
             y: &self.y,
+            held_out: &[],
         }
     }
 }
