@@ -96,6 +96,11 @@ pub fn read_rows_from<R: Read>(
         ));
     };
     check_header(&record, header_line_number, path)?;
+    // The label column may have any name (`y`, `label`, ...); errors use the file's.
+    let label_name = match String::from_utf8_lossy(&record[NUM_COLUMNS - 1]).trim() {
+        "" => LABEL_COLUMN.to_owned(),
+        name => name.to_owned(),
+    };
 
     let mut values = [0f32; NUM_CHANNELS];
     let mut summary = ReadSummary::default();
@@ -112,7 +117,7 @@ pub fn read_rows_from<R: Read>(
         for (c, value) in values.iter_mut().enumerate() {
             *value = parse_value(&record[c + 1], CHANNELS[c], line, c as u64 + 2, path)?;
         }
-        let label = parse_label(&record[NUM_COLUMNS - 1], line, path)?;
+        let label = parse_label(&record[NUM_COLUMNS - 1], &label_name, line, path)?;
         each(Row {
             index: summary.rows,
             values: &values,
@@ -258,9 +263,9 @@ fn parse_value(field: &[u8], name: &str, line: u64, column: u64, path: &Path) ->
     Ok(value)
 }
 
-fn parse_label(field: &[u8], line: u64, path: &Path) -> Result<bool, DataError> {
+fn parse_label(field: &[u8], name: &str, line: u64, path: &Path) -> Result<bool, DataError> {
     let column = NUM_COLUMNS as u64;
-    let text = field_text(field, LABEL_COLUMN, line, column, path)?;
+    let text = field_text(field, name, line, column, path)?;
     let fail = |message: String| DataError::Csv {
         path: path.to_path_buf(),
         line,
@@ -273,13 +278,11 @@ fn parse_label(field: &[u8], line: u64, path: &Path) -> Result<bool, DataError> 
             return Ok(label);
         }
     }
-    let value: f64 = text.parse().map_err(|_| {
-        fail(format!(
-            "column `{LABEL_COLUMN}`: `{text}` is neither a number nor true/false"
-        ))
-    })?;
+    let value: f64 = text
+        .parse()
+        .map_err(|_| fail(format!("column `{name}`: `{text}` is neither a number nor true/false")))?;
     if value.is_nan() {
-        return Err(fail(format!("column `{LABEL_COLUMN}`: `{text}` is not a number")));
+        return Err(fail(format!("column `{name}`: `{text}` is not a number")));
     }
     Ok(value > 0.0)
 }

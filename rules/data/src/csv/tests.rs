@@ -150,6 +150,13 @@ fn bad_label() {
     );
     let (_, column, _) = csv_error(&(header() + &row("t0", "nan")));
     assert_eq!(column, 19);
+    // Named as the file names the column.
+    let labelled = header().replacen(",y", ",label", 1);
+    let (_, column, message) = csv_error(&(labelled + &row("t0", "yes")));
+    assert_eq!(
+        (column, message.as_str()),
+        (19, "column `label`: `yes` is neither a number nor true/false")
+    );
 }
 
 #[test]
