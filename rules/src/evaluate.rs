@@ -230,11 +230,8 @@ impl Rule for EvaluateRule {
         // training split's anomalous windows beside the validation split's:
         // the z-score detector always, the model unless it is a classifier.
         let anomalies = read_split(cx, TRAIN)?.of_class(true);
-        let held_out = if model.task.learns_labels() {
-            Split::default()
-        } else {
-            anomalies.clone()
-        };
+        let none = Split::default();
+        let held_out = if model.task.learns_labels() { &none } else { &anomalies };
         let model_err = |e: kflow_model::ModelError| ActionError::new(format!("model `{}`: {e}", model.name));
         let onnx = kflow_model::to_onnx(&model, &weights).map_err(model_err)?;
         cx.write_output(ONNX, &onnx)?;
@@ -244,11 +241,11 @@ impl Rule for EvaluateRule {
         cx.progress("scoring the validation and test splits with ONNX Runtime");
         let run = |split: &Split| runtime.run_batched(&split.x, split.len(), BATCH).map_err(host_err);
         let val_out = run(&val)?;
-        let held_out_out = run(&held_out)?;
+        let held_out_out = run(held_out)?;
         let test_out = run(&test)?;
         let splits = Splits {
             val: &val,
-            held_out: &held_out,
+            held_out,
             test: &test,
         };
         // A classifier's threshold is chosen on the validation split to

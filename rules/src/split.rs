@@ -26,8 +26,8 @@ fn data(split: &Split) -> Data<'_> {
 /// model never learns from (none for a classifier), which are judged beside
 /// the validation split's (see `kflow_data::Validation`).
 pub struct Learning {
-    pub train: Split,
-    pub val: Split,
+    train: Split,
+    val: Split,
     held_out: Split,
 }
 

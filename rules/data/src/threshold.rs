@@ -28,19 +28,17 @@ impl<'a> Validation<'a> {
         }
     }
 
-    /// The weight of an anomalous window as the fraction `a / b`: the split's anomalous windows over all of them
-    /// (1 when the split has none, so that held-out windows still count).
-    fn positive_weight(&self) -> (u128, u128) {
+    /// How F1 counts these windows (computed once per sweep, not per threshold).
+    fn weighting(&self) -> Weighting {
         let own = self.labels.iter().filter(|&&l| l).count() as u128;
-        let all = own + self.held_out.len() as u128;
-        if own == 0 { (all, all) } else { (own, all) }
-    }
-
-    /// Weighted F1 as an exact fraction: `2·tp·a / (2·tp·a + fp·b + (P − tp)·a)`, `P` all anomalous windows.
-    fn fraction(&self, tp: u128, fp: u128) -> (u128, u128) {
-        let (a, b) = self.positive_weight();
-        let positives = (self.labels.iter().filter(|&&l| l).count() + self.held_out.len()) as u128;
-        (2 * tp * a, 2 * tp * a + fp * b + (positives - tp) * a)
+        let positives = own + self.held_out.len() as u128;
+        // 1 when the split has no anomalous window, so that held-out ones still count.
+        let (a, b) = if own == 0 {
+            (positives, positives)
+        } else {
+            (own, positives)
+        };
+        Weighting { a, b, positives }
     }
 
     /// F1 (weighted as above) of predicting anomalous where `score >= threshold`; 0 without any positive.
@@ -56,7 +54,7 @@ impl<'a> Validation<'a> {
                 }
             }
         }
-        let (num, den) = self.fraction(tp, fp);
+        let (num, den) = self.weighting().fraction(tp, fp);
         if den == 0 { 0.0 } else { num as f64 / den as f64 }
     }
 
@@ -72,6 +70,7 @@ impl<'a> Validation<'a> {
         let mut pairs: Vec<(f32, bool)> = self.scores.iter().copied().zip(self.labels.iter().copied()).collect();
         pairs.extend(self.held_out.iter().map(|&s| (s, true)));
         pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let weighting = self.weighting();
         let (mut tp, mut fp) = (0u128, 0u128);
         // (numerator, denominator, threshold) of the best F1 so far.
         let mut best: Option<(u128, u128, f32)> = None;
@@ -86,7 +85,7 @@ impl<'a> Validation<'a> {
                 }
                 i += 1;
             }
-            let (num, den) = self.fraction(tp, fp);
+            let (num, den) = weighting.fraction(tp, fp);
             // `>=`: thresholds only decrease, so an equal F1 moves the choice to the smaller threshold.
             let better = match best {
                 None => true,
@@ -100,6 +99,21 @@ impl<'a> Validation<'a> {
         // The pairs are sorted highest first, so the first nominal one holds the highest nominal score.
         let highest_nominal = pairs.iter().find(|&&(_, anomalous)| !anomalous).map(|&(s, _)| s);
         highest_nominal.map_or(best, |h| best.min(h.next_up()))
+    }
+}
+
+/// An anomalous window counts `a / b`: the split's anomalous windows over all `positives` of them.
+struct Weighting {
+    a: u128,
+    b: u128,
+    positives: u128,
+}
+
+impl Weighting {
+    /// Weighted F1 as an exact fraction: `2·tp·a / (2·tp·a + fp·b + (positives − tp)·a)`.
+    fn fraction(&self, tp: u128, fp: u128) -> (u128, u128) {
+        let num = 2 * tp * self.a;
+        (num, num + fp * self.b + (self.positives - tp) * self.a)
     }
 }
 

@@ -149,14 +149,20 @@ pub(crate) fn validate(net: &Network, weights: &Weights, val: &Data) -> Result<(
     let held_out = if val.y.len() == n { val.held_out } else { &[] };
     let held = held_out.len() / val.sample_len().max(1);
     // One pass over both, so that a forecaster's channel weights, fitted on
-    // the nominal samples, are the split's alone.
-    let x: Vec<f32> = val.x.iter().chain(held_out).copied().collect();
-    let y: Vec<u8> = val.y.iter().copied().chain(std::iter::repeat_n(1, held)).collect();
-    let both = Data {
-        x: &x,
-        shape: [n + held, val.shape[1], val.shape[2]],
-        y: if held == 0 { val.y } else { &y },
-        held_out: &[],
+    // the nominal samples, are the split's alone; without held-out samples,
+    // the split as it is.
+    let (x, y): (Vec<f32>, Vec<u8>);
+    let both = if held == 0 {
+        *val
+    } else {
+        x = val.x.iter().chain(held_out).copied().collect();
+        y = val.y.iter().copied().chain(std::iter::repeat_n(1, held)).collect();
+        Data {
+            x: &x,
+            shape: [n + held, val.shape[1], val.shape[2]],
+            y: &y,
+            held_out: &[],
+        }
     };
     let outputs = Evaluator::new(net, weights)?.outputs(both.x, both.len())?;
     let judged = judge(net, &outputs, &both);
