@@ -343,9 +343,9 @@ pub struct Decisions<'a> {
 
 /// Turns a network's outputs into anomaly scores: the probability of class
 /// 1 for a classifier, the mean squared reconstruction error for an
-/// autoencoder, and for a forecaster the error of its checked predictions,
-/// each channel's weighted by how well it is predicted on the nominal
-/// windows of the validation split.
+/// autoencoder, and for a forecaster the largest error of its checked
+/// predictions, each channel's weighted by how well it is predicted on the
+/// nominal windows of the validation split.
 pub struct Scorer<'m> {
     model: &'m Model,
     forecast: Option<(Forecast, ErrorScale)>,
@@ -436,7 +436,7 @@ pub fn threshold(model: &Model, val: &Split, validation: &Validation<'_>, percen
 }
 
 /// The splits a detector is judged on: its threshold is chosen on `val`
-/// and `held_out` (see `crate::split::held_out_anomalies`), then applied to
+/// and `held_out` (see `crate::split::Learning`), then applied to
 /// `test`.
 pub struct Splits<'a> {
     pub val: &'a Split,

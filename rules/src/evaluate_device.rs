@@ -33,7 +33,7 @@ use crate::json;
 use crate::model::MODEL;
 use crate::platform::PLATFORM;
 use crate::quantize::{QUANT, QUANTIZED};
-use crate::split::{held_out_anomalies, read_split};
+use crate::split::read_split;
 use crate::synthesize::{ALLOCATION, WEIGHTS};
 
 pub struct EvaluateDeviceRule;
@@ -276,10 +276,10 @@ impl Rule for EvaluateDeviceRule {
         let (val, test) = (read_split(cx, VAL)?, read_split(cx, TEST)?);
         let limit = params.windows.unwrap_or(usize::MAX);
         // The held-out windows only set the threshold, which a timing run
-        // over the first `windows` does not choose.
+        // over the first `windows` does not choose; a classifier has none.
         let held_out = match params.windows {
-            None => held_out_anomalies(&read_split(cx, TRAIN)?, model.task),
-            Some(_) => Split::default(),
+            None if !model.task.learns_labels() => read_split(cx, TRAIN)?.of_class(true),
+            _ => Split::default(),
         };
         let (n_val, n_held_out, n_test) = (val.len().min(limit), held_out.len(), test.len().min(limit));
         let mut board = OnBoard::new(wire, &q, client);

@@ -33,11 +33,10 @@ pub struct Learning {
 
 impl Learning {
     pub fn new(train: Split, val: Split, task: Task) -> Learning {
-        let held_out = held_out_anomalies(&train, task);
-        let train = if task.learns_labels() {
-            train
+        let (train, held_out) = if task.learns_labels() {
+            (train, Split::default())
         } else {
-            train.of_class(false)
+            (train.of_class(false), train.of_class(true))
         };
         Learning { train, val, held_out }
     }
@@ -56,15 +55,5 @@ impl Learning {
             held_out: &self.held_out.x,
             ..data(&self.val)
         }
-    }
-}
-
-/// The training split's anomalous windows that a model of `task` never
-/// learns from: none for a classifier (see [`Learning`]).
-pub fn held_out_anomalies(train: &Split, task: Task) -> Split {
-    if task.learns_labels() {
-        Split::default()
-    } else {
-        train.of_class(true)
     }
 }

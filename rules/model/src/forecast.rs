@@ -176,12 +176,18 @@ impl ErrorScale {
         ErrorScale { weights }
     }
 
-    /// The anomaly score of one sample: its per-channel errors, weighted,
-    /// averaged over the channels.
+    /// The anomaly score of one sample: the largest of its weighted
+    /// per-channel errors. A fault usually shows on one reading or a few;
+    /// averaging over every channel would dilute it by the many that are
+    /// still predicted as usual.
     pub fn score(&self, f: &Forecast, out: &[f32], x: &[f32]) -> f64 {
-        let errors = f.channel_errors(out, x);
-        let sum: f64 = errors.iter().zip(&self.weights).map(|(e, w)| e * w).sum();
-        sum / errors.len().max(1) as f64
+        f.channel_errors(out, x)
+            .iter()
+            .zip(&self.weights)
+            .map(|(e, w)| e * w)
+            // A NaN (a diverged network) stays NaN rather than losing to
+            // the other channels.
+            .fold(0.0, |worst, e| if e > worst || e.is_nan() { e } else { worst })
     }
 }
 
@@ -213,8 +219,11 @@ mod tests {
         let xs: Vec<f32> = x.iter().chain(&x).copied().collect();
         let scale = ErrorScale::fit(&f, &outputs, &xs, &[true, true]);
         assert!((scale.score(&f, &usual, &x) - 1.0).abs() < 1e-6);
-        // Channel 2 off by 1 is 100 times its usual error.
-        assert!((scale.score(&f, &[6.0, 6.0], &x) - 50.5).abs() < 1e-3);
+        // Channel 2 off by 1 is 100 times its usual error, which channel
+        // 1's usual error does not dilute.
+        assert!((scale.score(&f, &[6.0, 6.0], &x) - 100.0).abs() < 1e-3);
+        // Channel 1 off by 3 is 9 times its usual error.
+        assert!((scale.score(&f, &[8.0, 5.1], &x) - 9.0).abs() < 1e-3);
     }
 
     #[test]
