@@ -24,6 +24,7 @@ use crate::json;
 use crate::model::MODEL;
 use crate::quantize::{QUANT, QUANTIZED};
 use crate::split::read_split;
+use crate::still::StillReadings;
 use crate::train::WEIGHTS;
 
 pub struct EvaluateRule;
@@ -114,6 +115,9 @@ struct Metrics {
     /// A forecaster's score: the weight of each predicted channel's error.
     #[serde(skip_serializing_if = "Option::is_none")]
     forecast_weights: Option<Vec<f64>>,
+    /// A forecaster's readings whose holding still over a window flags it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    still_readings: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     accelerator: Option<crate::evaluate_sim::Simulated>,
 }
@@ -321,6 +325,7 @@ impl Rule for EvaluateRule {
             },
             onnx_vs_candle_max_abs_diff: onnx_vs_candle,
             forecast_weights: scored.forecast_weights,
+            still_readings: scored.still_readings,
             accelerator,
         };
         cx.write_output(METRICS, &json::pretty(&metrics)?)?;
@@ -349,6 +354,8 @@ pub struct Decisions<'a> {
 pub struct Scorer<'m> {
     model: &'m Model,
     forecast: Option<(Forecast, ErrorScale)>,
+    /// A forecaster's readings watched for holding still.
+    still: Option<StillReadings>,
 }
 
 impl<'m> Scorer<'m> {
@@ -362,7 +369,10 @@ impl<'m> Scorer<'m> {
             }
             _ => None,
         };
-        Scorer { model, forecast }
+        let still = forecast
+            .as_ref()
+            .map(|(f, _)| StillReadings::fit(val, f.from_channel..f.channels));
+        Scorer { model, forecast, still }
     }
 
     /// The forecaster's channel weights, for the record.
@@ -453,6 +463,9 @@ pub struct Scored {
     pub validation_f1: f64,
     pub test_scores: Vec<f32>,
     pub forecast_weights: Option<Vec<f64>>,
+    /// A forecaster's readings whose holding still flags a window outright:
+    /// none where that did not raise its validation F1.
+    pub still_readings: Option<Vec<String>>,
 }
 
 /// Scores from the outputs over `splits`' validation, held-out and test
@@ -460,21 +473,44 @@ pub struct Scored {
 pub fn score(model: &Model, splits: &Splits<'_>, outputs: [&[f32]; 3], threshold_percentile: f64) -> Scored {
     let [val_out, held_out_out, test_out] = outputs;
     let scorer = Scorer::fit(model, val_out, splits.val);
-    let val_scores = scorer.scores(val_out, splits.val);
-    let held_out_scores = scorer.scores(held_out_out, splits.held_out);
-    let test_scores = scorer.scores(test_out, splits.test);
+    let mut scores = [
+        scorer.scores(val_out, splits.val),
+        scorer.scores(held_out_out, splits.held_out),
+        scorer.scores(test_out, splits.test),
+    ];
     let labels = splits.val.labels();
-    let validation = Validation {
-        labels: &labels,
-        scores: &val_scores,
-        held_out: &held_out_scores,
+    let judge = |[val, held_out, _]: &[Vec<f32>; 3]| {
+        let validation = Validation {
+            labels: &labels,
+            scores: val,
+            held_out,
+        };
+        let threshold = threshold(model, splits.val, &validation, threshold_percentile);
+        (threshold, validation.f1_at(threshold))
     };
-    let threshold = threshold(model, splits.val, &validation, threshold_percentile);
+    let (mut threshold, mut validation_f1) = judge(&scores);
+    // Holding still flags a window outright, where that helps on
+    // validation (a forecaster only).
+    let mut still_readings = scorer.still.as_ref().map(|_| Vec::new());
+    if let Some(still) = scorer.still.as_ref().filter(|s| !s.is_empty()) {
+        let parts = [splits.val, splits.held_out, splits.test];
+        let flagged: [Vec<f32>; 3] = std::array::from_fn(|k| {
+            let flags = |(i, &s): (usize, &f32)| if still.flags(parts[k], i) { f32::MAX } else { s };
+            scores[k].iter().enumerate().map(flags).collect()
+        });
+        let (t, f1) = judge(&flagged);
+        if f1 > validation_f1 {
+            (threshold, validation_f1, scores) = (t, f1, flagged);
+            still_readings = Some(still.names());
+        }
+    }
+    let [_, _, test_scores] = scores;
     Scored {
         threshold,
         quality: Quality::at_threshold(&splits.test.labels(), &test_scores, threshold),
-        validation_f1: validation.f1_at(threshold),
+        validation_f1,
         forecast_weights: scorer.weights().map(<[f64]>::to_vec),
+        still_readings,
         test_scores,
     }
 }
@@ -530,6 +566,59 @@ mod tests {
         assert_eq!(nominal_percentile(&split, &scores, 50.0), 2.0);
         assert_eq!(nominal_percentile(&split, &scores, 100.0), 4.0);
         assert_eq!(nominal_percentile(&split, &scores, 0.0), 1.0);
+    }
+
+    /// Windows `[2, 3]` of a forecaster of channel 1 (`amud`), and its
+    /// outputs: each window's change into row 2, predicted a little off.
+    /// Channel 1 holds still in the windows listed in `still`.
+    fn forecast(n: usize, still: &[usize], anomalous: &[usize]) -> (Split, Vec<f32>) {
+        let (mut x, mut out) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let step = if still.contains(&i) {
+                0.0
+            } else {
+                0.1 + 0.1 * (i % 7) as f32
+            };
+            x.extend([0.0, 0.0, 0.0, 0.5, 0.5 + step, 0.5 + 2.0 * step]);
+            out.push(step + 0.01 * (1 + i % 3) as f32);
+        }
+        let y = (0..n).map(|i| u8::from(anomalous.contains(&i))).collect();
+        (Split { x, shape: [n, 2, 3], y }, out)
+    }
+
+    #[test]
+    fn a_forecaster_flags_still_readings_where_that_raises_its_validation_f1() {
+        let model = Model {
+            format: kflow_model::FORMAT.to_owned(),
+            name: "f".to_owned(),
+            task: Task::Forecaster { from_channel: 1 },
+            input: vec![2, 3],
+            layers: Vec::new(),
+        };
+        let (held_out, none) = forecast(0, &[], &[]);
+        // A stuck reading is predicted better than usual, so only holding
+        // still gives it away.
+        let stuck: Vec<usize> = (2000..2010).collect();
+        let (val, val_out) = forecast(2010, &stuck, &stuck);
+        let (test, test_out) = forecast(4, &[1], &[1]);
+        let splits = Splits {
+            val: &val,
+            held_out: &held_out,
+            test: &test,
+        };
+        let scored = score(&model, &splits, [&val_out, &none, &test_out], 99.0);
+        assert_eq!(scored.still_readings, Some(vec!["amud".to_owned()]));
+        assert_eq!(scored.validation_f1, 1.0);
+        assert_eq!(scored.quality.f1, 1.0);
+
+        // Where the reading holds still as often when all is well, the
+        // check is left out: it cannot raise validation F1.
+        let quiet: Vec<usize> = (0..2010).step_by(100).chain(stuck.iter().copied()).collect();
+        let (val, val_out) = forecast(2010, &quiet, &stuck);
+        let splits = Splits { val: &val, ..splits };
+        let scored = score(&model, &splits, [&val_out, &none, &test_out], 99.0);
+        assert_eq!(scored.still_readings, Some(Vec::new()));
+        assert!(scored.quality.f1 < 1.0);
     }
 
     #[test]

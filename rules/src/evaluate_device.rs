@@ -132,6 +132,9 @@ struct Metrics {
     first_mismatch: Option<Mismatch>,
     #[serde(skip_serializing_if = "Option::is_none")]
     forecast_weights: Option<Vec<f64>>,
+    /// A forecaster's readings whose holding still over a window flags it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    still_readings: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -318,6 +321,7 @@ impl Rule for EvaluateDeviceRule {
             test_windows_compared: n_test,
             mismatched_windows: board.mismatched,
             first_mismatch: board.first_mismatch.clone(),
+            still_readings: scored.as_ref().and_then(|s| s.still_readings.clone()),
             forecast_weights: scored.and_then(|s| s.forecast_weights),
         };
         cx.write_output(METRICS, &json::pretty(&metrics)?)?;

@@ -33,6 +33,9 @@ pub struct Simulated {
     /// channel's error, fitted on the accelerator's own validation outputs.
     #[serde(skip_serializing_if = "Option::is_none")]
     forecast_weights: Option<Vec<f64>>,
+    /// A forecaster's readings whose holding still over a window flags it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    still_readings: Option<Vec<String>>,
 }
 
 pub fn simulated(
@@ -61,6 +64,7 @@ pub fn simulated(
         validation_f1,
         test_scores,
         forecast_weights,
+        still_readings,
     } = score(
         model,
         splits,
@@ -100,5 +104,6 @@ pub fn simulated(
         argmax_agreement,
         max_abs_diff,
         forecast_weights,
+        still_readings,
     })
 }

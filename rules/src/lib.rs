@@ -25,6 +25,7 @@ mod quantize;
 mod report;
 mod space;
 mod split;
+mod still;
 mod synthesize;
 mod train;
 
