@@ -349,8 +349,8 @@ pub struct Decisions<'a> {
 /// Turns a network's outputs into anomaly scores: the probability of class
 /// 1 for a classifier, the mean squared reconstruction error for an
 /// autoencoder, and for a forecaster the largest error of its checked
-/// predictions, each channel's weighted by how well it is predicted on the
-/// nominal windows of the validation split.
+/// predictions, each channel's divided by its largest usual errors on the
+/// nominal windows of the validation split (see `ErrorScale`).
 pub struct Scorer<'m> {
     model: &'m Model,
     forecast: Option<(Forecast, ErrorScale)>,

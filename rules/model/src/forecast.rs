@@ -140,13 +140,20 @@ impl ForecastMask {
 }
 
 /// How much each predicted channel's error counts in the anomaly score: the
-/// inverse of its mean error over nominal samples. A reading that is hard
-/// to predict even when all is well would otherwise drown the others, and
-/// an anomaly is a reading predicted worse than usual.
+/// inverse of its `TAIL` quantile over nominal samples, so that at any
+/// threshold every reading raises about as many false alarms. A reading
+/// whose errors are usually small but heavy-tailed (transients after a
+/// command step) would otherwise, scaled by its mean, decide the largest
+/// error of most windows and push the threshold far above subtler faults
+/// of the other readings; and an anomaly is a reading predicted worse than
+/// it ever is when all is well.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ErrorScale {
     pub weights: Vec<f64>,
 }
+
+/// The quantile of nominal errors that a channel's weight normalizes.
+const TAIL: f64 = 0.999;
 
 impl ErrorScale {
     /// Fitted on the samples of `xs` (flat, `[N, C, L]`) whose `nominal`
@@ -154,24 +161,22 @@ impl ErrorScale {
     /// are none.
     pub fn fit(f: &Forecast, outputs: &[f32], xs: &[f32], nominal: &[bool]) -> ErrorScale {
         let (per_out, per_in) = (f.predicted_channels() * f.output_length, f.channels * f.input_length);
-        let mut sums = vec![0.0f64; f.predicted_channels()];
-        let mut n = 0usize;
+        let mut errors = vec![Vec::new(); f.predicted_channels()];
         for ((out, x), _) in outputs
             .chunks_exact(per_out.max(1))
             .zip(xs.chunks_exact(per_in.max(1)))
             .zip(nominal)
             .filter(|(_, nominal)| **nominal)
         {
-            for (sum, e) in sums.iter_mut().zip(f.channel_errors(out, x)) {
-                *sum += e;
+            for (channel, e) in errors.iter_mut().zip(f.channel_errors(out, x)) {
+                channel.push(e);
             }
-            n += 1;
         }
         // A channel predicted perfectly (a constant) gets the weight of an
         // error of 1e-6 rather than an infinite one.
-        let weights = sums
-            .iter()
-            .map(|&sum| if n == 0 { 1.0 } else { 1.0 / (sum / n as f64).max(1e-6) })
+        let weights = errors
+            .iter_mut()
+            .map(|e| tail(e).map_or(1.0, |t| 1.0 / t.max(1e-6)))
             .collect();
         ErrorScale { weights }
     }
@@ -189,6 +194,14 @@ impl ErrorScale {
             // the other channels.
             .fold(0.0, |worst, e| if e > worst || e.is_nan() { e } else { worst })
     }
+}
+
+/// The `TAIL` quantile (nearest rank) of `errors`; none when empty. NaNs
+/// (a diverged network) sort last.
+fn tail(errors: &mut [f64]) -> Option<f64> {
+    errors.sort_by(f64::total_cmp);
+    let rank = (TAIL * errors.len() as f64).ceil() as usize;
+    errors.get(rank.clamp(1, errors.len().max(1)) - 1).copied()
 }
 
 #[cfg(test)]
@@ -224,6 +237,28 @@ mod tests {
         assert!((scale.score(&f, &[6.0, 6.0], &x) - 100.0).abs() < 1e-3);
         // Channel 1 off by 3 is 9 times its usual error.
         assert!((scale.score(&f, &[8.0, 5.1], &x) - 9.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn a_reading_with_rare_large_errors_does_not_drown_the_others() {
+        // Two predicted channels, both usually off by 0.1; channel 1 is off
+        // by 2 in one nominal sample of a hundred (a transient).
+        let f = Forecast::new(1, &[3, 3], &[2, 1]);
+        let x = [0.0, 0.0, 0.0, 0.0, 0.0, 5.0, 0.0, 0.0, 5.0];
+        let usual = [5.1f32, 5.1];
+        let transient = [7.0f32, 5.1];
+        let outputs: Vec<f32> = transient
+            .iter()
+            .chain(usual.iter().cycle().take(198))
+            .copied()
+            .collect();
+        let xs: Vec<f32> = x.iter().cycle().take(900).copied().collect();
+        let scale = ErrorScale::fit(&f, &outputs, &xs, &[true; 100]);
+        // The transient is as bad as channel 1 ever is when all is well,
+        // while channel 2 off by 0.3 is 9 times worse than it ever is.
+        let fault = [5.1f32, 5.3];
+        assert!((scale.score(&f, &transient, &x) - 1.0).abs() < 1e-3);
+        assert!((scale.score(&f, &fault, &x) - 9.0).abs() < 1e-2);
     }
 
     #[test]
