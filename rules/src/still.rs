@@ -14,7 +14,7 @@ use kflow_data::{CHANNELS, Split};
 const NOMINAL_RATE: f64 = 1e-3;
 
 /// The input channels watched for holding still.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct StillReadings {
     channels: Vec<usize>,
 }
@@ -24,12 +24,12 @@ impl StillReadings {
     /// `NOMINAL_RATE` of the nominal windows of `val`.
     pub fn fit(val: &Split, candidates: impl Iterator<Item = usize>) -> StillReadings {
         let nominal: Vec<usize> = (0..val.len()).filter(|&i| val.y[i] == 0).collect();
+        if nominal.is_empty() {
+            return StillReadings { channels: Vec::new() };
+        }
         let allowed = NOMINAL_RATE * nominal.len() as f64;
         let channels = candidates
-            .filter(|&c| {
-                let still = nominal.iter().filter(|&&i| holds_still(val, i, c)).count();
-                !nominal.is_empty() && still as f64 <= allowed
-            })
+            .filter(|&c| nominal.iter().filter(|&&i| holds_still(val, i, c)).count() as f64 <= allowed)
             .collect();
         StillReadings { channels }
     }
